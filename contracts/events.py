@@ -1,0 +1,300 @@
+"""The wire: one versioned envelope, one payload model per event type, and the subjects they travel on.
+
+Every event is a fact in the past tense, published to ``tubeflow.job.<job_id>.<type>``. Old events stay readable
+forever: a schema change bumps ``version`` and registers an upcaster in ``UPCASTERS`` that runs before validation.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Callable, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SUBJECT_PREFIX = "tubeflow.job"
+ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+
+Mode = Literal["video", "audio", "both"]
+AudioFormat = Literal["mp3", "m4a", "opus", "flac", "wav"]
+
+
+def subject(job_id: str, event_type: str) -> str:
+    return f"{SUBJECT_PREFIX}.{job_id}.{event_type}"
+
+
+def subject_filter(event_type: str) -> str:
+    """The subject filter that matches one event type across all jobs."""
+    return f"{SUBJECT_PREFIX}.*.{event_type}"
+
+
+def job_filter(job_id: str) -> str:
+    return f"{SUBJECT_PREFIX}.{job_id}.>"
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ErrorInfo(Payload):
+    code: str
+    message: str
+
+
+# --- payloads -------------------------------------------------------------------------------------------------
+
+
+class Requested(Payload):
+    url: str
+    mode: Mode = "video"
+    audio_format: AudioFormat = "mp3"
+    format: str | None = None
+
+
+class ResolveStarted(Payload):
+    worker: str
+
+
+class Resolved(Payload):
+    kind: Literal["video", "playlist"]
+    title: str | None = None
+    item_count: int
+    truncated: bool = False
+    worker: str
+
+
+class ResolveFailed(Payload):
+    code: str
+    message: str
+    worker: str
+
+
+class ItemQueued(Payload):
+    """One unit of download work; the downloader consumes these, so items spread over downloader processes."""
+
+    index: int
+    url: str
+    title: str | None = None
+    mode: Mode
+    audio_format: AudioFormat
+    format: str | None = None
+
+
+class DownloadStarted(Payload):
+    worker: str
+    attempt: int = 1
+
+
+class DownloadProgress(Payload):
+    worker: str
+    downloaded_bytes: int
+    total_bytes: int | None = None
+    speed: float | None = None
+    eta: float | None = None
+    fragment_index: int | None = None
+    fragment_count: int | None = None
+
+
+class DownloadCompleted(Payload):
+    worker: str
+    file: str
+    size: int
+    title: str | None = None
+    duration: float | None = None
+    # What the extractor should make of the file; None when the job asked for video only.
+    audio_format: AudioFormat | None = None
+
+
+class DownloadFailed(Payload):
+    worker: str
+    code: str
+    message: str
+    attempt: int = 1
+
+
+class ExtractStarted(Payload):
+    worker: str
+    audio_format: AudioFormat
+
+
+class ExtractProgress(Payload):
+    worker: str
+    percent: float
+    out_time: float | None = None
+
+
+class ExtractCompleted(Payload):
+    worker: str
+    file: str
+    size: int
+
+
+class ExtractFailed(Payload):
+    worker: str
+    code: str
+    message: str
+
+
+# --- envelope -------------------------------------------------------------------------------------------------
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: str
+    type: str
+    version: int = 1
+    job_id: str
+    item_id: str | None = None
+    occurred_at: datetime
+    # Stream sequence, filled in when the event is read back from JetStream; never on the wire.
+    seq: int = Field(default=0, exclude=True)
+
+
+class RequestedEvent(Envelope):
+    type: Literal["requested"]
+    data: Requested
+
+
+class ResolveStartedEvent(Envelope):
+    type: Literal["resolve.started"]
+    data: ResolveStarted
+
+
+class ResolvedEvent(Envelope):
+    type: Literal["resolved"]
+    data: Resolved
+
+
+class ResolveFailedEvent(Envelope):
+    type: Literal["resolve.failed"]
+    data: ResolveFailed
+
+
+class ItemQueuedEvent(Envelope):
+    type: Literal["item.queued"]
+    data: ItemQueued
+
+
+class DownloadStartedEvent(Envelope):
+    type: Literal["download.started"]
+    data: DownloadStarted
+
+
+class DownloadProgressEvent(Envelope):
+    type: Literal["download.progress"]
+    data: DownloadProgress
+
+
+class DownloadCompletedEvent(Envelope):
+    type: Literal["download.completed"]
+    data: DownloadCompleted
+
+
+class DownloadFailedEvent(Envelope):
+    type: Literal["download.failed"]
+    data: DownloadFailed
+
+
+class ExtractStartedEvent(Envelope):
+    type: Literal["extract.started"]
+    data: ExtractStarted
+
+
+class ExtractProgressEvent(Envelope):
+    type: Literal["extract.progress"]
+    data: ExtractProgress
+
+
+class ExtractCompletedEvent(Envelope):
+    type: Literal["extract.completed"]
+    data: ExtractCompleted
+
+
+class ExtractFailedEvent(Envelope):
+    type: Literal["extract.failed"]
+    data: ExtractFailed
+
+
+EVENT_CLASSES: dict[str, type[Envelope]] = {
+    cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
+    for cls in (
+        RequestedEvent,
+        ResolveStartedEvent,
+        ResolvedEvent,
+        ResolveFailedEvent,
+        ItemQueuedEvent,
+        DownloadStartedEvent,
+        DownloadProgressEvent,
+        DownloadCompletedEvent,
+        DownloadFailedEvent,
+        ExtractStartedEvent,
+        ExtractProgressEvent,
+        ExtractCompletedEvent,
+        ExtractFailedEvent,
+    )
+}
+PAYLOADS: dict[str, type[Payload]] = {t: cls.model_fields["data"].annotation for t, cls in EVENT_CLASSES.items()}  # type: ignore[misc]
+
+Event = Annotated[Union[tuple(EVENT_CLASSES.values())], Field(discriminator="type")]  # type: ignore[valid-type]
+_EVENT_ADAPTER: TypeAdapter[Envelope] = TypeAdapter(Event)
+
+# Current schema version of every event type. Bump it together with an upcaster for the old version.
+CURRENT_VERSION: dict[str, int] = {t: 1 for t in EVENT_CLASSES}
+
+# (type, version) -> function turning the raw dict of that version into the raw dict of version + 1.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class InvalidEvent(ValueError):
+    """Bytes on an event subject that are not a readable event (bad JSON, unknown type, failed validation)."""
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+    while (key := (raw.get("type"), raw.get("version", 1))) in UPCASTERS:
+        raw = UPCASTERS[key](dict(raw))  # type: ignore[index]
+    return raw
+
+
+def parse_event(data: bytes | str | dict[str, Any], seq: int = 0) -> Envelope:
+    """Decode one stored event, upcasting old versions first. Raises InvalidEvent with the reason."""
+    try:
+        raw = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidEvent("an event must be a JSON object")
+    raw = upcast(raw)
+    if raw.get("type") not in EVENT_CLASSES:
+        raise InvalidEvent(f"unknown event type {raw.get('type')!r}")
+    try:
+        event = _EVENT_ADAPTER.validate_python(raw)
+    except ValueError as exc:
+        raise InvalidEvent(str(exc)) from exc
+    return event.model_copy(update={"seq": seq}) if seq else event
+
+
+def make_event(
+    event_type: str,
+    *,
+    job_id: str,
+    data: Payload | dict[str, Any],
+    occurred_at: datetime,
+    event_id: str,
+    item_id: str | None = None,
+) -> Envelope:
+    cls = EVENT_CLASSES[event_type]
+    return cls(
+        event_id=event_id,
+        type=event_type,
+        version=CURRENT_VERSION[event_type],
+        job_id=job_id,
+        item_id=item_id,
+        occurred_at=occurred_at,
+        data=data,
+    )
+
+
+def encode_event(event: Envelope) -> bytes:
+    return event.model_dump_json().encode()

@@ -1,0 +1,41 @@
+"""Identifiers: time-ordered job ids (newest sorts last) and deterministic event ids for retryable steps."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case: safe in NATS subjects and URLs
+
+
+def new_job_id(now_ms: int | None = None) -> str:
+    """26 characters: 48 bits of milliseconds then 80 random bits, so ids sort by creation time."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def is_job_id(text: str) -> bool:
+    return len(text) == 26 and all(c in _ALPHABET for c in text)
+
+
+def item_id(index: int) -> str:
+    return f"{index:04d}"
+
+
+def step_event_id(job_id: str, event_type: str, item: str | None = None, attempt: int | None = None) -> str:
+    """The id of an event that a retried handler publishes again: equal ids are deduplicated by JetStream."""
+    parts = [job_id, event_type]
+    if item is not None:
+        parts.append(item)
+    if attempt is not None:
+        parts.append(str(attempt))
+    return ":".join(parts)
+
+
+def random_event_id() -> str:
+    return os.urandom(16).hex()

@@ -1,0 +1,116 @@
+"""Read models: what a job looks like to a reader. Produced only by the fold in ``contracts.fold``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from contracts.events import AudioFormat, ErrorInfo, Mode
+
+JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
+
+ItemStatus = Literal["queued", "downloading", "extracting", "completed", "failed", "skipped"]
+StepStatus = Literal["none", "queued", "running", "completed", "failed", "skipped"]
+AggregateStatus = Literal["none", "queued", "running", "completed", "partial", "failed"]
+Stage = Literal["queued", "resolving", "downloading", "extracting", "done"]
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ItemDownload(View):
+    status: StepStatus = "queued"
+    percent: float = 0.0
+    downloaded_bytes: int = 0
+    total_bytes: int | None = None
+    speed: float | None = None
+    eta: float | None = None
+    file: str | None = None
+    size: int | None = None
+
+
+class ItemExtract(View):
+    status: StepStatus = "none"
+    percent: float = 0.0
+    file: str | None = None
+    size: int | None = None
+
+
+class ItemView(View):
+    id: str
+    index: int
+    title: str | None = None
+    url: str
+    status: ItemStatus = "queued"
+    attempts: int = 0
+    error: ErrorInfo | None = None
+    worker: str | None = None
+    download: ItemDownload = ItemDownload()
+    extract: ItemExtract = ItemExtract()
+    # Stream sequence of the last event that changed this item.
+    seq: int = 0
+
+
+class Progress(View):
+    percent: float = 0.0
+    stage: Stage = "queued"
+
+
+class DownloadSummary(View):
+    status: AggregateStatus = "queued"
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    remaining: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    speed: float | None = None
+    eta: float | None = None
+
+
+class ExtractSummary(View):
+    status: AggregateStatus = "none"
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    remaining: int = 0
+
+
+class JobSummary(View):
+    """A job without its items: what lists and the SSE `job` event carry."""
+
+    id: str
+    url: str
+    mode: Mode
+    audio_format: AudioFormat
+    format: str | None = None
+    status: JobStatus = "queued"
+    kind: Literal["video", "playlist"] | None = None
+    title: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    progress: Progress = Progress()
+    download: DownloadSummary = DownloadSummary()
+    extract: ExtractSummary = ExtractSummary()
+    error: ErrorInfo | None = None
+    item_count: int | None = None
+    truncated: bool = False
+    # The last stream sequence folded into this view.
+    seq: int = 0
+
+
+class JobView(JobSummary):
+    items: list[ItemView] = []
+
+    def summary(self) -> JobSummary:
+        return JobSummary.model_construct(**{name: getattr(self, name) for name in JobSummary.model_fields})
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES

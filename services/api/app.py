@@ -1,0 +1,217 @@
+"""The Litestar gateway: the HTTP contract over the job store, SSE fed by the hub, and the produced files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator, Literal
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent
+
+from contracts.views import JobStatus, JobView
+from services.api.hub import JobHub
+from services.api.jobs import EventRecord, JobList, JobRequest, JobStore
+from services.api.media import media_response, resolve_media
+from services.api.page import render_index
+from services.api.sse import job_stream, parse_last_event_id
+from services.runtime.addresses import forbidden_reason
+from services.runtime.eventstore import STREAM, EventPublisher, connect, ensure_topology, jobs_bucket
+from services.runtime.settings import Settings
+
+log = logging.getLogger("tubeflow.api")
+
+
+class ApiError(HTTPException):
+    """A 4xx whose body names the field and the problem: {"status_code", "detail", "errors": [...]}."""
+
+    def __init__(self, status_code: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail=detail, status_code=status_code, extra={"errors": errors or []})
+
+
+def _error_code(message: str) -> str:
+    lowered = message.lower()
+    if "extra inputs" in lowered:
+        return "unknown_field"
+    if "field required" in lowered:
+        return "missing"
+    if "at most" in lowered and "character" in lowered:
+        return "too_long"
+    if "url" in lowered:
+        return "invalid_url"
+    return "invalid"
+
+
+def _validation_error(request: Request, exc: ValidationException) -> Response:
+    errors = []
+    for problem in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(problem.get("message", "invalid"))
+        field = problem.get("key") or "body"
+        errors.append({"field": field, "code": _error_code(message), "message": message})
+    if not errors:
+        errors.append({"field": "body", "code": "invalid", "message": str(exc.detail)})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Response({"status_code": 422, "detail": detail, "errors": errors}, status_code=422)
+
+
+def _api_error(request: Request, exc: ApiError) -> Response:
+    return Response(
+        {"status_code": exc.status_code, "detail": exc.detail, **(exc.extra or {})},  # type: ignore[dict-item]
+        status_code=exc.status_code,
+    )
+
+
+async def _store(state: State) -> JobStore:
+    return state.store
+
+
+async def _hub(state: State) -> JobHub:
+    return state.hub
+
+
+async def _settings(state: State) -> Settings:
+    return state.settings
+
+
+# --- jobs -----------------------------------------------------------------------------------------------------
+
+
+@post("/api/jobs", status_code=202, summary="Submit a video or playlist URL", tags=["jobs"])
+async def create_job(data: JobRequest, store: JobStore, settings: Settings) -> Response[JobView]:
+    """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
+    if not settings.allow_private_urls:
+        reason = forbidden_reason(data.url)
+        if reason:
+            raise ApiError(
+                422,
+                f"url: {reason}",
+                [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}],
+            )
+    view = await store.submit(data)
+    return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
+
+
+@get("/api/jobs", summary="List jobs, newest first", tags=["jobs"])
+async def list_jobs(
+    hub: JobHub,
+    limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
+    status: Annotated[JobStatus | None, Parameter(description="only jobs in this status")] = None,
+    cursor: Annotated[str | None, Parameter(max_length=64, description="the `next` of the previous page")] = None,
+) -> JobList:
+    jobs, next_cursor = hub.page(limit=limit, status=status, before=cursor)
+    return JobList(jobs=jobs, next=next_cursor)
+
+
+@get("/api/jobs/{job_id:str}", summary="One job with its items", tags=["jobs"])
+async def get_job(job_id: str, store: JobStore) -> JobView:
+    view = await store.get(job_id)
+    if view is None:
+        raise NotFoundException(f"no job {job_id}")
+    return view
+
+
+@get("/api/jobs/{job_id:str}/events", summary="The job's stored events, in stream order", tags=["jobs"])
+async def get_job_events(
+    job_id: str,
+    store: JobStore,
+    after: Annotated[int, Parameter(ge=0, description="only events with seq above this")] = 0,
+    limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+) -> list[EventRecord]:
+    if await store.get(job_id) is None:
+        raise NotFoundException(f"no job {job_id}")
+    stored = await store.events(job_id, after=after, limit=limit)
+    return [EventRecord(**s.as_json()) for s in stored]
+
+
+@get(
+    "/api/jobs/{job_id:str}/stream",
+    summary="Live job view as Server-Sent Events",
+    description="`event: job` (the view without items) and `event: item` messages; ids increase; honours "
+    "Last-Event-ID; closes after the terminal state; comment heartbeats when idle.",
+    tags=["jobs"],
+)
+async def stream_job(job_id: str, request: Request, store: JobStore, hub: JobHub, settings: Settings) -> ServerSentEvent:
+    last_id = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
+    watcher = hub.watch(job_id)
+    try:
+        view = await store.get(job_id)
+    except BaseException:
+        hub.unwatch(watcher)
+        raise
+    if view is None:
+        hub.unwatch(watcher)
+        raise NotFoundException(f"no job {job_id}")
+    return ServerSentEvent(
+        job_stream(hub, watcher, view, last_id, settings.sse_heartbeat),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --- files, health, page --------------------------------------------------------------------------------------
+
+
+@get("/media/{path:path}", summary="A produced file (Range supported)", tags=["media"], media_type="application/octet-stream")
+async def get_media(path: str, request: Request, settings: Settings) -> Response:
+    target = resolve_media(settings.media_dir, path)
+    return media_response(target, request.headers.get("range"))
+
+
+@get("/healthz", summary="The process is alive", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="NATS connected and the event stream present", tags=["health"])
+async def readyz(state: State) -> Response[dict[str, str]]:
+    nc = state.nc
+    if not nc.is_connected:
+        return Response({"status": "unavailable", "reason": "NATS is not connected"}, status_code=503)
+    try:
+        await asyncio.wait_for(state.js.stream_info(STREAM), 2.0)
+    except Exception as exc:
+        return Response({"status": "unavailable", "reason": f"stream {STREAM}: {exc}"}, status_code=503)
+    return Response({"status": "ready"})
+
+
+@get("/", media_type="text/html", include_in_schema=False)
+async def index(hub: JobHub) -> str:
+    jobs, _ = hub.page(limit=50, status=None, before=None)
+    return render_index(jobs)
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
+        nc = await connect(settings.nats_url, "tubeflow-api")
+        js = nc.jetstream()
+        await ensure_topology(js)
+        kv = await jobs_bucket(js)
+        hub = JobHub()
+        await hub.start(nc, kv)
+        app.state.nc = nc
+        app.state.js = js
+        app.state.hub = hub
+        app.state.store = JobStore(js, kv, EventPublisher(js), hub)
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await nc.drain()
+
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    return Litestar(
+        route_handlers=[create_job, list_jobs, get_job, get_job_events, stream_job, get_media, healthz, readyz, index],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        dependencies={"store": Provide(_store), "hub": Provide(_hub), "settings": Provide(_settings)},
+        exception_handlers={ValidationException: _validation_error, ApiError: _api_error},
+        openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
+        request_max_body_size=64 * 1024,
+    )

@@ -1,0 +1,125 @@
+"""One subscription per API process to the read-model bucket, fanned out in memory.
+
+The projector's KV puts are plain messages on ``$KV.<bucket>.<job_id>``; the hub listens to them with one core
+subscription (no server-side consumer at all), keeps the summaries that ``GET /api/jobs`` lists, and wakes the SSE
+clients watching a job. 1,000 SSE clients cost 1,000 asyncio events, not 1,000 NATS consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from contracts.views import JobSummary, JobView
+from services.runtime.eventstore import JOBS_BUCKET
+
+log = logging.getLogger("tubeflow.api.hub")
+
+
+@dataclass(eq=False)
+class Watcher:
+    job_id: str
+    latest: JobView | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, view: JobView) -> None:
+        if self.latest is None or view.seq > self.latest.seq:
+            self.latest = view
+            self.changed.set()
+
+
+class JobHub:
+    def __init__(self) -> None:
+        self.summaries: dict[str, JobSummary] = {}
+        self._ids: list[str] = []  # sorted job ids, oldest first
+        self._watchers: dict[str, set[Watcher]] = {}
+        self._sub = None
+        self.updates = 0
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(w) for w in self._watchers.values())
+
+    async def start(self, nc: NATS, kv: KeyValue) -> None:
+        # Subscribe before loading, so nothing put in between is missed; newer seq wins when both arrive.
+        self._sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.>", cb=self._on_message)
+        loaded = 0
+        watcher = await kv.watchall(ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.value:
+                    self._accept_bytes(entry.key, entry.value)
+                    loaded += 1
+        finally:
+            await watcher.stop()
+        log.info("hub loaded %d job views", loaded)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:
+                pass
+            self._sub = None
+
+    async def _on_message(self, msg: Msg) -> None:
+        key = msg.subject.split(".", 2)[-1]
+        operation = (msg.headers or {}).get("KV-Operation")
+        if operation in ("DEL", "PURGE"):
+            if self.summaries.pop(key, None) is not None:
+                del self._ids[bisect.bisect_left(self._ids, key)]
+            return
+        self._accept_bytes(key, msg.data)
+
+    def _accept_bytes(self, key: str, data: bytes) -> None:
+        try:
+            view = JobView.model_validate_json(data)
+        except ValidationError as exc:
+            log.error("unreadable view under key %s: %s", key, exc)
+            return
+        self.accept(view)
+
+    def accept(self, view: JobView) -> None:
+        """Take a view (from the bucket, or the fold of a job just accepted) if it is newer than what we have."""
+        self.updates += 1
+        known = self.summaries.get(view.id)
+        if known is None:
+            bisect.insort(self._ids, view.id)
+        if known is None or view.seq >= known.seq:
+            self.summaries[view.id] = view.summary()
+        for watcher in self._watchers.get(view.id, ()):
+            watcher.offer(view)
+
+    def watch(self, job_id: str) -> Watcher:
+        watcher = Watcher(job_id)
+        self._watchers.setdefault(job_id, set()).add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Watcher) -> None:
+        watchers = self._watchers.get(watcher.job_id)
+        if watchers is not None:
+            watchers.discard(watcher)
+            if not watchers:
+                del self._watchers[watcher.job_id]
+
+    def page(self, *, limit: int, status: str | None, before: str | None) -> tuple[list[JobSummary], str | None]:
+        """Newest first (job ids sort by creation time); ``before`` is the cursor: the last id of the previous page."""
+        end = bisect.bisect_left(self._ids, before) if before else len(self._ids)
+        out: list[JobSummary] = []
+        for position in range(end - 1, -1, -1):
+            summary = self.summaries[self._ids[position]]
+            if status and summary.status != status:
+                continue
+            if len(out) == limit:
+                return out, out[-1].id
+            out.append(summary)
+        return out, None

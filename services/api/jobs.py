@@ -1,0 +1,128 @@
+"""Job requests and the job store the HTTP handlers use: submit (publish `requested`), read views and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+from urllib.parse import urlsplit
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from contracts import events as ev
+from contracts.fold import apply
+from contracts.ids import is_job_id, new_job_id, step_event_id
+from contracts.views import JobSummary, JobView
+from services.api.hub import JobHub
+from services.runtime.clock import utcnow
+from services.runtime.eventstore import STREAM, Publisher, StoredEvent, read_job_events
+
+MAX_URL_LENGTH = 2048
+
+
+class JobRequest(BaseModel):
+    """What a client may ask for. Only these fields exist; anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL of a video or playlist")
+    mode: ev.Mode = Field(default="video", description="video: keep the video; audio: audio file only; both")
+    audio_format: ev.AudioFormat = Field(default="mp3", description="format of the extracted audio")
+    format: str | None = Field(
+        default=None, max_length=256, description="optional yt-dlp format selector, e.g. `best[height<=480]`"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(c.isspace() for c in value):
+            raise PydanticCustomError("invalid_url", "must be a URL without spaces")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise PydanticCustomError("invalid_url", "is not a parsable URL: {reason}", {"reason": str(exc)})
+        if parts.scheme.lower() not in ("http", "https"):
+            raise PydanticCustomError("invalid_url", "must be an http or https URL")
+        if not parts.hostname:
+            raise PydanticCustomError("invalid_url", "has no host")
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise PydanticCustomError("invalid_format", "must be a non-empty yt-dlp format selector")
+        return value
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next: str | None = Field(description="cursor for the next page (pass as ?cursor=), null on the last page")
+
+
+class EventRecord(BaseModel):
+    seq: int
+    type: str
+    occurred_at: datetime | None
+    item_id: str | None
+    data: dict
+
+
+class JobStore:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        kv: KeyValue,
+        publisher: Publisher,
+        hub: JobHub,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._js = js
+        self._kv = kv
+        self._publisher = publisher
+        self._hub = hub
+        self._now = now
+
+    async def submit(self, request: JobRequest) -> JobView:
+        job_id = new_job_id()
+        event = ev.make_event(
+            "requested",
+            job_id=job_id,
+            data=ev.Requested(url=request.url, mode=request.mode, audio_format=request.audio_format, format=request.format),
+            occurred_at=self._now(),
+            event_id=step_event_id(job_id, "requested"),
+        )
+        ack = await self._publisher.publish(event)
+        view = apply(None, event.model_copy(update={"seq": ack.seq}))
+        self._hub.accept(view)
+        return view
+
+    async def get(self, job_id: str) -> JobView | None:
+        if not is_job_id(job_id):
+            return None
+        try:
+            entry = await self._kv.get(job_id)
+            if entry.value:
+                return JobView.model_validate_json(entry.value)
+        except KeyNotFoundError:
+            pass
+        # Accepted but not folded yet (or the read models are being rebuilt): the `requested` event says enough.
+        try:
+            raw = await self._js.get_last_msg(STREAM, ev.subject(job_id, "requested"))
+        except NotFoundError:
+            return None
+        try:
+            event = ev.parse_event(raw.data, seq=raw.seq)
+        except ev.InvalidEvent:
+            return None
+        return apply(None, event)
+
+    async def events(self, job_id: str, *, after: int, limit: int) -> list[StoredEvent]:
+        if not is_job_id(job_id):
+            return []
+        return await read_job_events(self._js, job_id, after=after, limit=limit)

@@ -1,0 +1,79 @@
+"""The per-job SSE stream: a snapshot, then changes, with ids that only grow over a job's life.
+
+Message ids come from stream sequences: an item message has id ``2 * item.seq`` and a job message
+``2 * view.seq + 1``, so every message of one job has its own, increasing id. With ``Last-Event-ID: N`` a client
+gets only messages whose id is above N: the items and job state that changed since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from litestar.response import ServerSentEventMessage
+
+from contracts.views import JobView
+from services.api.hub import JobHub, Watcher
+
+RETRY_MS = 2000
+
+
+def item_message_id(seq: int) -> int:
+    return 2 * seq
+
+
+def job_message_id(seq: int) -> int:
+    return 2 * seq + 1
+
+
+def changes_since(view: JobView, last_id: int) -> list[ServerSentEventMessage]:
+    messages = []
+    for item in sorted((i for i in view.items if item_message_id(i.seq) > last_id), key=lambda i: (i.seq, i.index)):
+        messages.append(
+            ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq))
+        )
+    if job_message_id(view.seq) > last_id:
+        messages.append(
+            ServerSentEventMessage(data=view.summary().model_dump_json(), event="job", id=job_message_id(view.seq))
+        )
+    return messages
+
+
+async def job_stream(
+    hub: JobHub, watcher: Watcher, first: JobView, last_id: int, heartbeat: float
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Yields until the job is terminal and its final state was sent. Owns ``watcher`` and releases it."""
+    try:
+        view = first
+        if watcher.latest is not None and watcher.latest.seq > view.seq:
+            view = watcher.latest
+        first_message = True
+        while True:
+            for message in changes_since(view, last_id):
+                if first_message:
+                    message.retry = RETRY_MS
+                    first_message = False
+                last_id = int(message.id)  # type: ignore[arg-type]
+                yield message
+            if view.terminal:
+                return
+            watcher.changed.clear()
+            if watcher.latest is not None and watcher.latest.seq > view.seq:
+                view = watcher.latest
+                continue
+            try:
+                await asyncio.wait_for(watcher.changed.wait(), heartbeat)
+            except asyncio.TimeoutError:
+                yield ServerSentEventMessage(comment="keep-alive")
+                continue
+            if watcher.latest is not None and watcher.latest.seq > view.seq:
+                view = watcher.latest
+    finally:
+        hub.unwatch(watcher)
+
+
+def parse_last_event_id(value: str | None) -> int:
+    try:
+        return int(value) if value is not None and value.strip() else -1
+    except ValueError:
+        return -1

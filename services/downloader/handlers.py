@@ -1,0 +1,196 @@
+"""Downloader handlers: resolve a requested URL into items, and download one item. Plain async functions; the
+FastStream app in ``app.py`` gives them their dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+from contracts import events as ev
+from contracts.fold import wants_audio
+from contracts.ids import item_id, random_event_id, step_event_id
+from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution
+from services.runtime.eventstore import Publisher
+from services.runtime.failures import MediaError
+from services.runtime.clock import utcnow
+from services.runtime.throttle import ProgressPump
+
+log = logging.getLogger("tubeflow.downloader")
+
+# Items are announced this many at a time: each is its own small event, published concurrently.
+QUEUE_CHUNK = 64
+
+
+class MediaTool(Protocol):
+    def resolve(self, url: str, *, max_items: int) -> Resolution: ...
+
+    def download(self, url: str, *, directory: Path, stem: str, format: str | None, hook: ProgressHook) -> Downloaded: ...
+
+
+@dataclass
+class Downloader:
+    publisher: Publisher
+    media: MediaTool
+    executor: Executor
+    media_dir: Path
+    worker: str
+    max_items: int = 1000
+    progress_interval: float = 0.25
+    progress_min_step: float = 1.0
+    now: Callable[[], datetime] = field(default=utcnow)
+
+    async def _emit(self, event_type: str, job_id: str, data: ev.Payload, event_id: str, item: str | None = None) -> None:
+        await self.publisher.publish(
+            ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=self.now(), event_id=event_id)
+        )
+
+    async def resolve(self, event: ev.RequestedEvent) -> None:
+        """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
+        job = event.job_id
+        await self._emit("resolve.started", job, ev.ResolveStarted(worker=self.worker), step_event_id(job, "resolve.started"))
+        loop = asyncio.get_running_loop()
+        try:
+            resolution = await loop.run_in_executor(
+                self.executor, lambda: self.media.resolve(event.data.url, max_items=self.max_items)
+            )
+        except MediaError as exc:
+            await self._emit(
+                "resolve.failed",
+                job,
+                ev.ResolveFailed(code=exc.code, message=exc.message, worker=self.worker),
+                step_event_id(job, "resolve.failed"),
+            )
+            return
+        await self._emit(
+            "resolved",
+            job,
+            ev.Resolved(
+                kind=resolution.kind,  # type: ignore[arg-type]
+                title=resolution.title,
+                item_count=len(resolution.entries),
+                truncated=resolution.truncated,
+                worker=self.worker,
+            ),
+            step_event_id(job, "resolved"),
+        )
+        request = event.data
+        for start in range(0, len(resolution.entries), QUEUE_CHUNK):
+            chunk = resolution.entries[start : start + QUEUE_CHUNK]
+            await asyncio.gather(
+                *(
+                    self._emit(
+                        "item.queued",
+                        job,
+                        ev.ItemQueued(
+                            index=entry.index,
+                            url=entry.url,
+                            title=entry.title,
+                            mode=request.mode,
+                            audio_format=request.audio_format,
+                            format=request.format,
+                        ),
+                        step_event_id(job, "item.queued", item_id(entry.index)),
+                        item=item_id(entry.index),
+                    )
+                    for entry in chunk
+                )
+            )
+
+    async def download(
+        self,
+        event: ev.ItemQueuedEvent,
+        attempt: int = 1,
+    ) -> None:
+        """`item.queued` -> `download.started`, throttled `download.progress`, then `download.completed|failed`."""
+        job, item = event.job_id, event.item_id or item_id(event.data.index)
+        await self._emit(
+            "download.started",
+            job,
+            ev.DownloadStarted(worker=self.worker, attempt=attempt),
+            step_event_id(job, "download.started", item, attempt),
+            item,
+        )
+
+        async def send_progress(report: ev.DownloadProgress) -> None:
+            await self._emit("download.progress", job, report, random_event_id(), item)
+
+        pump: ProgressPump[ev.DownloadProgress] = ProgressPump(
+            send_progress,
+            _download_percent,
+            interval=self.progress_interval,
+            min_step=self.progress_min_step,
+        ).start()
+        loop = asyncio.get_running_loop()
+        worker = self.worker
+
+        def hook(d: dict[str, Any]) -> None:
+            # Runs on yt-dlp's worker thread: build the report here, hand it to the loop without blocking.
+            if d.get("status") not in ("downloading", "finished"):
+                return
+            report = ev.DownloadProgress(
+                worker=worker,
+                downloaded_bytes=int(d.get("downloaded_bytes") or 0),
+                total_bytes=_int_or_none(d.get("total_bytes") or d.get("total_bytes_estimate")),
+                speed=d.get("speed"),
+                eta=d.get("eta"),
+                fragment_index=d.get("fragment_index"),
+                fragment_count=d.get("fragment_count"),
+            )
+            loop.call_soon_threadsafe(pump.offer, report)
+
+        directory = self.media_dir / job
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            result = await loop.run_in_executor(
+                self.executor,
+                lambda: self.media.download(
+                    event.data.url, directory=directory, stem=item, format=event.data.format, hook=hook
+                ),
+            )
+        except MediaError as exc:
+            await pump.close()
+            await self._emit(
+                "download.failed",
+                job,
+                ev.DownloadFailed(worker=self.worker, code=exc.code, message=exc.message, attempt=attempt),
+                step_event_id(job, "download.failed", item),
+                item,
+            )
+            return
+        await pump.close()
+        await self._emit(
+            "download.completed",
+            job,
+            ev.DownloadCompleted(
+                worker=self.worker,
+                file=result.path.relative_to(self.media_dir).as_posix(),
+                size=result.size,
+                title=result.title,
+                duration=result.duration,
+                audio_format=event.data.audio_format if wants_audio(event.data.mode) else None,
+            ),
+            step_event_id(job, "download.completed", item),
+            item,
+        )
+
+
+def _download_percent(report: ev.DownloadProgress) -> float | None:
+    if report.total_bytes:
+        return 100.0 * report.downloaded_bytes / report.total_bytes
+    if report.fragment_count:
+        return 100.0 * (report.fragment_index or 0) / report.fragment_count
+    return None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+

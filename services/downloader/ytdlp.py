@@ -1,0 +1,204 @@
+"""The yt-dlp adapter: resolving URLs and downloading items with pooled YoutubeDL instances, off the event loop.
+
+Creating a YoutubeDL costs ~100 ms, so instances are kept in a pool and reused; each runs one call at a time and
+gets its per-call settings (output path, format, progress hook) just before the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import imageio_ffmpeg
+import yt_dlp
+from yt_dlp.networking.exceptions import HTTPError, TransportError
+from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
+
+from services.runtime.failures import MediaError
+
+log = logging.getLogger("tubeflow.ytdlp")
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+class _QuietLogger:
+    """yt-dlp's messages go to our log instead of the terminal; errors reach us as exceptions."""
+
+    def debug(self, msg: str) -> None:
+        log.debug(msg)
+
+    def info(self, msg: str) -> None:
+        log.debug(msg)
+
+    def warning(self, msg: str) -> None:
+        log.debug("yt-dlp warning: %s", msg)
+
+    def error(self, msg: str) -> None:
+        log.debug("yt-dlp error: %s", msg)
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    url: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    kind: str  # "video" | "playlist"
+    title: str | None
+    entries: list[Entry]
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    title: str | None
+    duration: float | None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def classify(exc: BaseException) -> MediaError:
+    """Map a yt-dlp exception to an error code users and frontends can rely on."""
+    if isinstance(exc, MediaError):
+        return exc
+    message = _ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip() or type(exc).__name__
+    cause: BaseException | None = exc
+    if isinstance(exc, DownloadError) and exc.exc_info and exc.exc_info[1] is not None:
+        cause = exc.exc_info[1]
+    if isinstance(cause, ExtractorError) and cause.exc_info and cause.exc_info[1] is not None:
+        if isinstance(cause.exc_info[1], (HTTPError, TransportError)):
+            cause = cause.exc_info[1]
+    if isinstance(cause, HTTPError):
+        status = cause.status
+        return MediaError(f"http_{status}", message, transient=status >= 500 or status in (408, 429))
+    if isinstance(cause, UnsupportedError) or "Unsupported URL" in message:
+        return MediaError("unsupported_url", message)
+    if isinstance(cause, TransportError):
+        return MediaError("network", message, transient=True)
+    if "is not a valid URL" in message:
+        return MediaError("invalid_url", message)
+    if isinstance(cause, SyntaxError) or "Invalid format specification" in message:
+        return MediaError("bad_format", message)
+    if "Requested format is not available" in message:
+        return MediaError("format_unavailable", message)
+    if isinstance(cause, ExtractorError):
+        return MediaError("extraction_error", message)
+    return MediaError("download_error", message)
+
+
+def _base_params() -> dict[str, Any]:
+    return {
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": _QuietLogger(),
+        "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
+        "restrictfilenames": True,
+        "noplaylist": True,
+        "continuedl": True,
+        "retries": 2,
+        "fragment_retries": 2,
+        "socket_timeout": 20,
+        "color": {"stdout": "no_color", "stderr": "no_color"},
+    }
+
+
+class YtDlp:
+    """A pool of reusable YoutubeDL instances; every method blocks and is meant for a worker thread."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
+        self._created = 0
+        self._lock = threading.Lock()
+
+    def _acquire(self) -> yt_dlp.YoutubeDL:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._created < self._size:
+                self._created += 1
+                ydl = yt_dlp.YoutubeDL(_base_params())
+                holder: dict[str, ProgressHook | None] = {"hook": None}
+                ydl.add_progress_hook(lambda d, holder=holder: holder["hook"] and holder["hook"](d))
+                ydl._tubeflow_hook = holder  # type: ignore[attr-defined]
+                return ydl
+        return self._pool.get()
+
+    def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
+        ydl._tubeflow_hook["hook"] = None  # type: ignore[attr-defined]
+        ydl.format_selector = None
+        self._pool.put(ydl)
+
+    def resolve(self, url: str, *, max_items: int) -> Resolution:
+        ydl = self._acquire()
+        try:
+            ydl.params["extract_flat"] = "in_playlist"
+            ydl.params["noplaylist"] = False
+            ydl.params["playlistend"] = max_items + 1
+            info = ydl.extract_info(url, download=False)
+        except Exception as exc:
+            raise classify(exc) from exc
+        finally:
+            ydl.params.pop("extract_flat", None)
+            ydl.params["noplaylist"] = True
+            ydl.params.pop("playlistend", None)
+            self._release(ydl)
+        if info is None:
+            raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
+        if info.get("_type") in ("playlist", "multi_video"):
+            raw = [e for e in (info.get("entries") or []) if e]
+            truncated = len(raw) > max_items
+            entries = [
+                Entry(index=i, url=e.get("url") or e.get("webpage_url") or "", title=e.get("title"))
+                for i, e in enumerate(raw[:max_items], start=1)
+            ]
+            entries = [e for e in entries if e.url]
+            if not entries:
+                raise MediaError("empty_playlist", f"the playlist at {url} has no entries")
+            return Resolution("playlist", info.get("title"), entries, truncated)
+        item_url = info.get("webpage_url") or info.get("original_url") or url
+        return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False)
+
+    def download(
+        self,
+        url: str,
+        *,
+        directory: Path,
+        stem: str,
+        format: str | None,
+        hook: ProgressHook,
+    ) -> Downloaded:
+        ydl = self._acquire()
+        try:
+            ydl.params["paths"] = {"home": str(directory)}
+            ydl.params["outtmpl"]["default"] = f"{stem}-%(title).60B-%(id).40B.%(ext)s"
+            ydl.format_selector = ydl.build_format_selector(format) if format else None
+            ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
+            info = ydl.extract_info(url, download=True)
+            if info is None:
+                raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
+            downloads = info.get("requested_downloads") or []
+            path = Path(downloads[0].get("filepath") if downloads else info.get("filepath") or ydl.prepare_filename(info))
+            if not path.is_file():
+                raise MediaError("download_error", f"yt-dlp reported {path.name} but the file is missing")
+            return Downloaded(path, path.stat().st_size, info.get("title"), info.get("duration"))
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+        finally:
+            self._release(ydl)

@@ -1,0 +1,101 @@
+"""The ffmpeg adapter: audio extraction as an asyncio subprocess, with progress read from ``-progress pipe:1``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import imageio_ffmpeg
+
+from services.runtime.failures import MediaError
+
+# format -> (ffmpeg muxer, codec arguments)
+AUDIO_FORMATS: dict[str, tuple[str, list[str]]] = {
+    "mp3": ("mp3", ["-c:a", "libmp3lame", "-q:a", "2"]),
+    "m4a": ("ipod", ["-c:a", "aac", "-b:a", "192k"]),
+    "opus": ("opus", ["-c:a", "libopus", "-b:a", "128k"]),
+    "flac": ("flac", ["-c:a", "flac"]),
+    "wav": ("wav", ["-c:a", "pcm_s16le"]),
+}
+
+_DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def audio_path(source: Path, audio_format: str) -> Path:
+    target = source.with_suffix(f".{audio_format}")
+    return target if target != source else source.with_suffix(f".audio.{audio_format}")
+
+
+async def extract_audio(
+    source: Path,
+    target: Path,
+    audio_format: str,
+    *,
+    duration: float | None,
+    on_progress: Callable[[float, float | None], None],
+) -> int:
+    """Write the audio of ``source`` to ``target``; ``on_progress(percent, out_time)`` as ffmpeg reports.
+
+    Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message.
+    """
+    muxer, codec = AUDIO_FORMATS[audio_format]
+    partial = target.with_name(target.name + ".part")
+    process = await asyncio.create_subprocess_exec(
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-hide_banner", "-nostdin", "-y",
+        "-i", str(source),
+        "-vn", "-map", "0:a:0?", *codec,
+        "-progress", "pipe:1", "-stats_period", "0.25", "-nostats",
+        "-f", muxer, str(partial),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    total = {"duration": duration}
+    stderr_tail: list[bytes] = []
+
+    async def read_stderr() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            if total["duration"] is None and (m := _DURATION.search(line)):
+                h, mi, s = m.groups()
+                total["duration"] = int(h) * 3600 + int(mi) * 60 + float(s)
+            stderr_tail.append(line.rstrip())
+            del stderr_tail[:-20]
+
+    async def read_progress() -> None:
+        assert process.stdout is not None
+        async for raw in process.stdout:
+            key, _, value = raw.decode(errors="replace").strip().partition("=")
+            if key == "out_time_us" and value.lstrip("-").isdigit():
+                seconds = max(0, int(value)) / 1_000_000
+                whole = total["duration"]
+                percent = min(100.0, 100.0 * seconds / whole) if whole else 0.0
+                on_progress(percent, seconds)
+            elif key == "progress" and value == "end":
+                on_progress(100.0, total["duration"])
+
+    try:
+        await asyncio.gather(read_stderr(), read_progress())
+        code = await process.wait()
+    except asyncio.CancelledError:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        partial.unlink(missing_ok=True)
+        raise
+    if code != 0:
+        partial.unlink(missing_ok=True)
+        text = b"\n".join(stderr_tail).decode(errors="replace")
+        if "does not contain any stream" in text or "matches no streams" in text:
+            raise MediaError("no_audio", f"{source.name} has no audio stream")
+        last = [line for line in text.splitlines() if line.strip()][-3:]
+        raise MediaError("ffmpeg_error", f"ffmpeg exited with {code}: " + " | ".join(last))
+    if not partial.exists() or partial.stat().st_size == 0:
+        partial.unlink(missing_ok=True)
+        raise MediaError("no_audio", f"{source.name} has no audio stream")
+    os.replace(partial, target)
+    return target.stat().st_size

@@ -1,0 +1,83 @@
+"""Extractor handler: a completed download of a job that asked for audio becomes an audio file, step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from contracts import events as ev
+from contracts.ids import random_event_id, step_event_id
+from services.runtime.eventstore import Publisher
+from services.runtime.failures import MediaError
+from services.extractor.ffmpeg import audio_path, extract_audio
+from services.runtime.clock import utcnow
+from services.runtime.throttle import ProgressPump
+
+log = logging.getLogger("tubeflow.extractor")
+
+
+@dataclass
+class Extractor:
+    publisher: Publisher
+    media_dir: Path
+    worker: str
+    progress_interval: float = 0.25
+    progress_min_step: float = 1.0
+    now: Callable[[], datetime] = field(default=utcnow)
+
+    async def _emit(self, event_type: str, source: ev.Envelope, data: ev.Payload, event_id: str) -> None:
+        await self.publisher.publish(
+            ev.make_event(
+                event_type, job_id=source.job_id, item_id=source.item_id, data=data, occurred_at=self.now(),
+                event_id=event_id,
+            )
+        )
+
+    async def extract(self, event: ev.DownloadCompletedEvent, attempt: int = 1) -> None:
+        audio_format = event.data.audio_format
+        if audio_format is None:
+            return
+        job, item = event.job_id, event.item_id
+        await self._emit(
+            "extract.started", event, ev.ExtractStarted(worker=self.worker, audio_format=audio_format),
+            step_event_id(job, "extract.started", item, attempt),
+        )
+
+        async def send_progress(report: ev.ExtractProgress) -> None:
+            await self._emit("extract.progress", event, report, random_event_id())
+
+        pump: ProgressPump[ev.ExtractProgress] = ProgressPump(
+            send_progress, lambda r: r.percent, interval=self.progress_interval, min_step=self.progress_min_step
+        ).start()
+        worker = self.worker
+
+        def on_progress(percent: float, out_time: float | None) -> None:
+            pump.offer(ev.ExtractProgress(worker=worker, percent=round(percent, 2), out_time=out_time))
+
+        source = (self.media_dir / event.data.file).resolve()
+        target = audio_path(source, audio_format)
+        try:
+            if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
+                raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
+            size = await extract_audio(source, target, audio_format, duration=event.data.duration, on_progress=on_progress)
+        except MediaError as exc:
+            await pump.close()
+            await self._emit(
+                "extract.failed", event, ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
+                step_event_id(job, "extract.failed", item),
+            )
+            return
+        except BaseException:
+            await pump.close()
+            raise
+        await pump.close()
+        await self._emit(
+            "extract.completed",
+            event,
+            ev.ExtractCompleted(worker=self.worker, file=target.relative_to(self.media_dir.resolve()).as_posix(), size=size),
+            step_event_id(job, "extract.completed", item),
+        )

@@ -1,0 +1,152 @@
+"""The progress projector: folds every event of the stream into its job's view in the KV bucket.
+
+Each view carries ``seq``, the last stream sequence folded into it, so a redelivered event is skipped by the fold.
+Writes are compare-and-set on the KV revision: if another writer got there first, the view is reloaded and the
+batch's events of that job are folded again (already applied ones are skipped by their sequence).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Iterable
+
+from nats.js import api
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.events import ALL_EVENTS, Envelope
+from contracts.fold import apply
+from contracts.ids import is_job_id
+from contracts.views import JobView
+from services.runtime.eventstore import STREAM, StoredEvent, connect, decode, ensure_topology, jobs_bucket
+from services.runtime.settings import Settings
+
+log = logging.getLogger("tubeflow.progress")
+
+DURABLE = "progress-v1"
+BATCH = 256
+CAS_RETRIES = 5
+
+
+def projector_consumer() -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=DURABLE,
+        filter_subject=ALL_EVENTS,
+        deliver_policy=api.DeliverPolicy.ALL,
+        # One ack settles a whole batch: batches are folded in order and written before the ack.
+        ack_policy=api.AckPolicy.ALL,
+        ack_wait=30.0,
+        # The projector must not skip an event, so redelivery is generous; unreadable events are skipped by the
+        # fold (logged), never retried, so this can't loop on poison.
+        max_deliver=1000,
+        max_ack_pending=4 * BATCH,
+    )
+
+
+class Projector:
+    def __init__(self, kv: KeyValue, *, cache_size: int = 4096) -> None:
+        self._kv = kv
+        self._cache: OrderedDict[str, tuple[JobView, int | None]] = OrderedDict()
+        self._cache_size = cache_size
+        self.applied = 0
+        self.skipped = 0
+
+    async def _load(self, job_id: str) -> tuple[JobView | None, int | None]:
+        cached = self._cache.get(job_id)
+        if cached is not None:
+            self._cache.move_to_end(job_id)
+            return cached
+        try:
+            entry = await self._kv.get(job_id)
+        except KeyNotFoundError:
+            return None, None
+        if entry.value is None:
+            return None, entry.revision
+        return JobView.model_validate_json(entry.value), entry.revision
+
+    def _remember(self, job_id: str, view: JobView, revision: int | None) -> None:
+        self._cache[job_id] = (view, revision)
+        self._cache.move_to_end(job_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def project(self, stored: Iterable[StoredEvent]) -> set[str]:
+        """Fold a batch of stored events and write every changed view. Returns the changed job ids."""
+        by_job: dict[str, list[Envelope]] = {}
+        for item in stored:
+            if item.event is None:
+                log.error("skipping unreadable event at seq %s on %s: %s", item.seq, item.subject, item.error)
+                self.skipped += 1
+                continue
+            if not is_job_id(item.event.job_id):
+                log.error("skipping event at seq %s with a malformed job id %r", item.seq, item.event.job_id)
+                self.skipped += 1
+                continue
+            by_job.setdefault(item.event.job_id, []).append(item.event)
+        changed = set()
+        for job_id, events in by_job.items():
+            if await self._fold_and_save(job_id, events):
+                changed.add(job_id)
+        return changed
+
+    async def _fold_and_save(self, job_id: str, events: list[Envelope]) -> bool:
+        for _ in range(CAS_RETRIES):
+            view, revision = await self._load(job_id)
+            new = view
+            for event in events:
+                new = apply(new, event)
+            if new is view or new is None:
+                return False
+            data = new.model_dump_json().encode()
+            try:
+                if revision is None:
+                    revision = await self._kv.create(job_id, data)
+                else:
+                    revision = await self._kv.update(job_id, data, last=revision)
+            except KeyWrongLastSequenceError:
+                self._cache.pop(job_id, None)
+                continue
+            self.applied += len(events)
+            self._remember(job_id, new, revision)
+            return True
+        raise RuntimeError(f"could not write the view of job {job_id}: it keeps changing under us")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
+    nc = await connect(settings.nats_url, "tubeflow-progress")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    projector = Projector(await jobs_bucket(js))
+    psub = await js.pull_subscribe(ALL_EVENTS, durable=DURABLE, stream=STREAM, config=projector_consumer())
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await psub.fetch(BATCH, timeout=1.0)
+            except asyncio.TimeoutError:
+                continue
+            except NotFoundError:
+                # The consumer vanished (a rebuild deleted it): make it again and start over.
+                psub = await js.pull_subscribe(ALL_EVENTS, durable=DURABLE, stream=STREAM, config=projector_consumer())
+                continue
+            except Exception as exc:
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            stored = [decode(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+            try:
+                await projector.project(stored)
+            except Exception:
+                log.exception("projecting a batch failed; it will be redelivered")
+                for m in msgs:
+                    await m.nak(delay=1.0)
+                continue
+            await msgs[-1].ack()
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:
+            pass
+        await nc.drain()

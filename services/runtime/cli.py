@@ -1,0 +1,285 @@
+"""The `tubeflow` command: `up` (everything, with an embedded NATS), `service NAME` (one service), `replay`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from services.runtime.settings import Settings
+
+log = logging.getLogger("tubeflow")
+
+SERVICES = ("api", "downloader", "extractor", "progress")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("faststream", "nats", "uvicorn.access", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _run_api(settings: Settings, stop: asyncio.Event, host: str, port: int) -> None:
+    import uvicorn
+
+    from services.api.app import create_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            # Signals belong to the tubeflow process, which stops every service together.
+            yield
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = Server(config)
+    serve = asyncio.create_task(server.serve())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if serve in done:
+        stopper.cancel()
+        serve.result()
+        if not server.started:
+            raise RuntimeError(f"the API could not start on {host}:{port}")
+        return
+    server.should_exit = True
+    await serve
+
+
+def _service(name: str, host: str, port: int) -> Callable[[Settings, asyncio.Event], Awaitable[None]]:
+    if name == "api":
+        return lambda settings, stop: _run_api(settings, stop, host, port)
+    if name == "downloader":
+        from services.downloader.app import run
+    elif name == "extractor":
+        from services.extractor.app import run
+    elif name == "progress":
+        from services.progress.projector import run
+    else:
+        raise ValueError(name)
+    return run
+
+
+async def run_services(names: list[str], settings: Settings, host: str, port: int, on_ready=None) -> int:
+    """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
+    from services.runtime.eventstore import connect, ensure_topology
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    nc = await connect(settings.nats_url, "tubeflow-setup")  # type: ignore[arg-type]
+    try:
+        created = await ensure_topology(nc.jetstream())
+        if created:
+            log.info("created %s", ", ".join(created))
+    finally:
+        await nc.close()
+    tasks = {asyncio.create_task(_service(name, host, port)(settings, stop), name=name): name for name in names}
+    if on_ready is not None:
+        on_ready()
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stopper:
+            code = 1
+            exc = task.exception()
+            log.error("service %s stopped: %s", tasks[task], exc or "without an error")
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for task, result in zip(tasks, results):
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            if task not in done:
+                log.error("service %s failed while stopping: %s", tasks[task], result)
+    stopper.cancel()
+    return code
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from services.runtime.embedded import EmbeddedNats
+
+    settings = Settings()
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    settings = settings.model_copy(update={"data_dir": data_dir.resolve()})
+    embedded = None
+    if not settings.nats_url:
+        embedded = EmbeddedNats(settings.nats_store_dir, log_file=settings.data_dir / "nats-server.log")
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = embedded.start()
+        settings = settings.model_copy(update={"nats_url": url})
+        log.info("embedded NATS with JetStream at %s, storing in %s", url, settings.nats_store_dir)
+
+    def ready() -> None:
+        print(f"tubeflow is up: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+
+    try:
+        return asyncio.run(run_services(list(SERVICES), settings, args.host, args.port, on_ready=ready))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if not settings.nats_url:
+        print("TUBEFLOW_NATS_URL is not set: `tubeflow service` connects to an existing NATS server", file=sys.stderr)
+        return 2
+    return asyncio.run(run_services([args.name], settings, args.host, args.port))
+
+
+# --- replay ---------------------------------------------------------------------------------------------------
+
+
+def _summary(event) -> str:  # noqa: ANN001 - an Envelope
+    data = event.data
+    t = event.type
+    if t == "requested":
+        return f"{data.url} mode={data.mode}" + (f" audio={data.audio_format}" if data.mode != "video" else "")
+    if t == "resolved":
+        return f"{data.kind} {data.item_count} item(s) {data.title or ''}".rstrip()
+    if t == "item.queued":
+        return f"#{data.index} {data.title or data.url}"
+    if t == "download.progress":
+        pct = f"{100 * data.downloaded_bytes / data.total_bytes:.1f}%" if data.total_bytes else "?%"
+        speed = f" {data.speed / 1024:.0f} KiB/s" if data.speed else ""
+        return f"{pct} {data.downloaded_bytes}/{data.total_bytes or '?'} B{speed}"
+    if t in ("download.completed", "extract.completed"):
+        return f"{data.file} ({data.size} B)"
+    if t in ("download.failed", "extract.failed", "resolve.failed"):
+        return f"{data.code}: {data.message}"
+    if t == "extract.progress":
+        return f"{data.percent:.1f}%"
+    if t == "download.started":
+        return f"attempt {data.attempt} on {data.worker}"
+    if t in ("extract.started",):
+        return f"{data.audio_format} on {data.worker}"
+    return getattr(data, "worker", "")
+
+
+async def _events_from_nats(url: str, job_id: str, until: int | None):
+    from services.runtime.eventstore import connect, read_job_events
+
+    nc = await connect(url, "tubeflow-replay")
+    try:
+        stored = await read_job_events(nc.jetstream(), job_id, until=until)
+    finally:
+        await nc.close()
+    return [(s.seq, s.event, s.error) for s in stored]
+
+
+def _events_from_api(base: str, job_id: str, until: int | None):
+    from contracts.events import CURRENT_VERSION, InvalidEvent, parse_event
+
+    out = []
+    after = 0
+    while True:
+        url = f"{base.rstrip('/')}/api/jobs/{job_id}/events?after={after}&limit=1000"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            records = json.load(response)
+        if not records:
+            return out
+        for record in records:
+            if until is not None and record["seq"] > until:
+                return out
+            after = record["seq"]
+            if record["type"] == "invalid":
+                out.append((record["seq"], None, record["data"].get("reason")))
+                continue
+            raw = {
+                "event_id": f"seq-{record['seq']}",
+                "type": record["type"],
+                "version": CURRENT_VERSION.get(record["type"], 1),
+                "job_id": job_id,
+                "item_id": record["item_id"],
+                "occurred_at": record["occurred_at"],
+                "data": record["data"],
+            }
+            try:
+                out.append((record["seq"], parse_event(raw, seq=record["seq"]), None))
+            except InvalidEvent as exc:
+                out.append((record["seq"], None, str(exc)))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from contracts.fold import apply
+
+    try:
+        if args.api:
+            events = _events_from_api(args.api, args.job_id, args.until_seq)
+        else:
+            events = asyncio.run(_events_from_nats(args.nats, args.job_id, args.until_seq))
+    except urllib.error.HTTPError as exc:
+        print(f"error: {args.api} answered {exc.code} for job {args.job_id}", file=sys.stderr)
+        return 1
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"error: cannot read events: {exc}", file=sys.stderr)
+        return 1
+    if not events:
+        print(f"error: no events for job {args.job_id}", file=sys.stderr)
+        return 1
+    view = None
+    for seq, event, error in events:
+        if event is None:
+            if not args.json:
+                print(f"{seq:>8}  {'-':<26}  {'invalid':<18}  {'':<6}  {error}")
+            continue
+        view = apply(view, event)
+        if not args.json:
+            when = event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            print(f"{seq:>8}  {when:<26}  {event.type:<18}  {event.item_id or '-':<6}  {_summary(event)}")
+    if args.json:
+        print(view.model_dump_json() if view is not None else "null")
+    elif view is not None:
+        print(f"-> {view.status} {view.progress.percent:.1f}% at seq {view.seq}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tubeflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything, with an embedded NATS unless TUBEFLOW_NATS_URL is set")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--data-dir", default=None, help="media and NATS store (default ./tubeflow-data)")
+    up.set_defaults(func=cmd_up)
+
+    service = sub.add_parser("service", help="run one service against TUBEFLOW_NATS_URL")
+    service.add_argument("name", choices=SERVICES)
+    service.add_argument("--host", default="127.0.0.1", help="api only")
+    service.add_argument("--port", type=int, default=8000, help="api only")
+    service.set_defaults(func=cmd_service)
+
+    replay = sub.add_parser("replay", help="print a job's event timeline, or its folded view with --json")
+    replay.add_argument("job_id")
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--api", help="base URL of a tubeflow API, e.g. http://127.0.0.1:8000")
+    source.add_argument("--nats", help="NATS URL, e.g. nats://127.0.0.1:4222")
+    replay.add_argument("--until-seq", type=int, default=None, help="fold only events up to this stream sequence")
+    replay.add_argument("--json", action="store_true", help="print only the folded JobView as JSON")
+    replay.set_defaults(func=cmd_replay)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    _setup_logging()
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The NATS adapter every service shares: connection, stream and bucket topology, publishing, reading back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.events import ALL_EVENTS, Envelope, InvalidEvent, encode_event, job_filter, parse_event, subject
+
+log = logging.getLogger("tubeflow.eventstore")
+
+STREAM = "TUBEFLOW_EVENTS"
+JOBS_BUCKET = "tubeflow_jobs"
+# Window in which JetStream drops a second publish with the same Nats-Msg-Id.
+DUPLICATE_WINDOW = 120.0
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error (%s): %s", name, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected (%s)", name)
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected (%s)", name)
+
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+def stream_config() -> api.StreamConfig:
+    return api.StreamConfig(
+        name=STREAM,
+        description="tubeflow job events: the source of truth",
+        subjects=[ALL_EVENTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        discard=api.DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_msg_size=MAX_EVENT_BYTES,
+        allow_direct=True,
+    )
+
+
+async def ensure_topology(js: JetStreamContext) -> list[str]:
+    """Create the event stream and the read-model bucket when missing. Idempotent; returns what it created."""
+    created = []
+    try:
+        await js.stream_info(STREAM)
+    except NotFoundError:
+        await js.add_stream(stream_config())
+        created.append(f"stream {STREAM}")
+    try:
+        await js.key_value(JOBS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            api.KeyValueConfig(
+                bucket=JOBS_BUCKET,
+                description="tubeflow job views, folded from TUBEFLOW_EVENTS (disposable)",
+                history=1,
+                storage=api.StorageType.FILE,
+                max_value_size=MAX_EVENT_BYTES * 8,
+            )
+        )
+        created.append(f"bucket {JOBS_BUCKET}")
+    return created
+
+
+async def jobs_bucket(js: JetStreamContext) -> KeyValue:
+    return await js.key_value(JOBS_BUCKET)
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Envelope) -> Any: ...
+
+
+class EventPublisher:
+    """Publishes events with Nats-Msg-Id = event id and checks the JetStream acknowledgement."""
+
+    def __init__(self, js: JetStreamContext, *, timeout: float = 5.0) -> None:
+        self._js = js
+        self._timeout = timeout
+
+    async def publish(self, event: Envelope) -> api.PubAck:
+        return await self._js.publish(
+            subject(event.job_id, event.type),
+            encode_event(event),
+            timeout=self._timeout,
+            stream=STREAM,
+            headers={"Nats-Msg-Id": event.event_id},
+        )
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    subject: str
+    data: bytes
+    event: Envelope | None
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.event is None:
+            return {"seq": self.seq, "type": "invalid", "occurred_at": None, "item_id": None,
+                    "data": {"subject": self.subject, "reason": self.error}}
+        body = self.event.model_dump(mode="json")
+        return {"seq": self.seq, "type": self.event.type, "occurred_at": body["occurred_at"],
+                "item_id": self.event.item_id, "data": body["data"]}
+
+
+def decode(seq: int, subject_: str, data: bytes) -> StoredEvent:
+    try:
+        return StoredEvent(seq, subject_, data, parse_event(data, seq=seq))
+    except InvalidEvent as exc:
+        return StoredEvent(seq, subject_, data, None, str(exc))
+
+
+async def read_events(
+    js: JetStreamContext,
+    filter_subject: str,
+    *,
+    after: int = 0,
+    until: int | None = None,
+    limit: int | None = None,
+    batch: int = 512,
+) -> list[StoredEvent]:
+    """Stored events on a subject filter, in stream order, through a short-lived ephemeral consumer."""
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=after + 1,
+        ack_policy=api.AckPolicy.NONE,
+        max_deliver=1,
+        inactive_threshold=10.0,
+        mem_storage=True,
+        filter_subject=filter_subject,
+    )
+    psub = await js.pull_subscribe(filter_subject, durable=None, stream=STREAM, config=config)
+    out: list[StoredEvent] = []
+    try:
+        info = await psub.consumer_info()
+        pending = info.num_pending
+        while pending > 0 and (limit is None or len(out) < limit):
+            want = min(batch, pending) if limit is None else min(batch, pending, limit - len(out))
+            try:
+                msgs = await psub.fetch(want, timeout=5.0)
+            except asyncio.TimeoutError:
+                break
+            for msg in msgs:
+                meta = msg.metadata
+                if until is not None and meta.sequence.stream > until:
+                    return out
+                out.append(decode(meta.sequence.stream, msg.subject, msg.data))
+                pending = meta.num_pending
+    finally:
+        try:
+            name = (await psub.consumer_info()).name
+            await psub.unsubscribe()
+            await js.delete_consumer(STREAM, name)
+        except Exception:  # the consumer also expires by itself after inactive_threshold
+            pass
+    return out
+
+
+async def read_job_events(js: JetStreamContext, job_id: str, **kwargs: Any) -> list[StoredEvent]:
+    return await read_events(js, job_filter(job_id), **kwargs)

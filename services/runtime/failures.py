@@ -1,0 +1,13 @@
+"""The failure users see on an item or job: a stable code plus the tool's message."""
+
+from __future__ import annotations
+
+
+class MediaError(Exception):
+    """A failure a user should see: a stable code and yt-dlp's (or ffmpeg's) message."""
+
+    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient

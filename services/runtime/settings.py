@@ -1,0 +1,39 @@
+"""Settings from the environment, all prefixed ``TUBEFLOW_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUBEFLOW_", extra="ignore")
+
+    nats_url: str | None = Field(default=None, description="NATS server; `tubeflow up` starts its own when unset")
+    data_dir: Path = Field(default=Path("tubeflow-data"), description="media files and the embedded NATS store")
+    download_concurrency: int = Field(default=3, ge=1, le=64)
+    extract_concurrency: int = Field(default=2, ge=1, le=64)
+    allow_private_urls: bool = False
+    max_playlist_items: int = Field(default=1000, ge=1)
+    # Seconds between progress events of one item, unless the item moved by at least `progress_min_step` percent.
+    progress_interval: float = Field(default=0.25, ge=0.0)
+    progress_min_step: float = Field(default=1.0, ge=0.0)
+    sse_heartbeat: float = Field(default=15.0, gt=0.0)
+    worker_name: str | None = Field(default=None, description="overrides host:pid in events' `worker` field")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+
+def worker_identity(settings: Settings) -> str:
+    import os
+    import socket
+
+    return settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"

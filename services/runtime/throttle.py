@@ -1,0 +1,89 @@
+"""Progress throttling shared by the downloader and the extractor.
+
+Reports arrive often (yt-dlp hooks on a worker thread, ffmpeg's -progress lines); the pump sends the newest one
+at most every ``interval`` seconds unless the percentage moved by ``min_step`` or more, never reorders, and on
+``close`` always sends the last report it has not sent yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Generic, TypeVar
+
+log = logging.getLogger("tubeflow.progress")
+
+Report = TypeVar("Report")
+
+
+class ProgressPump(Generic[Report]):
+    def __init__(
+        self,
+        send: Callable[[Report], Awaitable[object]],
+        percent_of: Callable[[Report], float | None],
+        *,
+        interval: float,
+        min_step: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._percent_of = percent_of
+        self._interval = interval
+        self._min_step = min_step
+        self._clock = clock
+        self._latest: Report | None = None
+        self._sent: Report | None = None
+        self._sent_percent: float | None = None
+        self._last_sent = float("-inf")
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.sent_count = 0
+
+    def start(self) -> "ProgressPump[Report]":
+        self._task = asyncio.create_task(self._run(), name="progress-pump")
+        return self
+
+    def offer(self, report: Report) -> None:
+        """Called on the event loop (from a worker thread use ``loop.call_soon_threadsafe(pump.offer, r)``)."""
+        self._latest = report
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    def _moved_enough(self, report: Report) -> bool:
+        percent = self._percent_of(report)
+        if percent is None or self._sent_percent is None:
+            return self._sent_percent is None and percent is not None
+        return percent - self._sent_percent >= self._min_step or percent >= 100.0 > self._sent_percent
+
+    async def _run(self) -> None:
+        while True:
+            latest = self._latest
+            if latest is None or latest is self._sent:
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self._last_sent + self._interval - self._clock()
+            if delay > 0 and not self._closed and not self._moved_enough(latest):
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self._sent = latest
+            self._sent_percent = self._percent_of(latest)
+            self._last_sent = self._clock()
+            try:
+                await self._send(latest)
+                self.sent_count += 1
+            except Exception as exc:  # progress is advisory: a lost report is replaced by the next one
+                log.warning("progress report not sent: %s", exc)

@@ -1,0 +1,179 @@
+"""Local media for tests and benchmarks: clips made with ffmpeg, served by a threaded HTTP server on 127.0.0.1.
+
+Routes: ``/media/NAME`` (Range supported), ``/slow/RATE/NAME`` (the same, throttled to RATE bytes/s),
+``/feed.xml`` (an RSS playlist of enclosures), ``/page.html`` (a page with no media), anything else 404.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import imageio_ffmpeg
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def make_clip(path: Path, *, seconds: float = 2.0, tone: int = 440, size: str = "160x120", bitrate: str = "200k") -> Path:
+    """A short mp4 with an H.264 test pattern and an AAC sine tone."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.mp4")
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc=size={size}:rate=15:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=22050:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-b:v", bitrate, "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "64k", "-shortest", "-movflags", "+faststart",
+            str(tmp),
+        ],
+        check=True,
+    )
+    tmp.rename(path)
+    return path
+
+
+@dataclass
+class MediaServer:
+    root: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[str] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, name: str, *, rate: int | None = None) -> str:
+        return f"{self.base}/slow/{rate}/{name}" if rate else f"{self.base}/media/{name}"
+
+    def feed_url(self, names: str | None = None) -> str:
+        return f"{self.base}/feed.xml" + (f"?items={names}" if names else "")
+
+    def start(self) -> "MediaServer":
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self.handle_request(head=True)
+
+            def do_GET(self) -> None:
+                self.handle_request(head=False)
+
+            def handle_request(self, head: bool) -> None:
+                server.requests.append(self.path)
+                path, _, query = self.path.partition("?")
+                if path == "/feed.xml":
+                    return self.send_feed(query, head)
+                if path == "/page.html":
+                    body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
+                    return self.send_body(body, "text/html; charset=utf-8", head)
+                match = re.fullmatch(r"/(?:media|slow/(\d+))/([\w.-]+)", path)
+                target = server.root / match.group(2) if match else None
+                if target is None or not target.is_file():
+                    return self.send_body(b"not found", "text/plain", head, status=404)
+                rate = int(match.group(1)) if match.group(1) else None
+                self.send_file(target, rate, head)
+
+            def send_body(self, body: bytes, content_type: str, head: bool, status: int = 200) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def send_feed(self, query: str, head: bool) -> None:
+                names = sorted(p.name for p in server.root.glob("*.mp4"))
+                if query.startswith("items="):
+                    names = [n for n in query[len("items="):].split(",") if n]
+                entries = "".join(
+                    f"<item><title>{escape(n)}</title><guid>{escape(n)}</guid>"
+                    f"<enclosure url=\"{server.base}/media/{escape(n)}\" type=\"video/mp4\" length=\"1\"/></item>"
+                    for n in names
+                )
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+                    f"<title>Test feed</title><link>{server.base}/</link><description>clips</description>"
+                    f"{entries}</channel></rss>"
+                ).encode()
+                self.send_body(body, "application/rss+xml", head)
+
+            def send_file(self, target: Path, rate: int | None, head: bool) -> None:
+                size = target.stat().st_size
+                start, end = 0, size - 1
+                status = 200
+                header = self.headers.get("Range")
+                if header:
+                    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+                    if m and (m.group(1) or m.group(2)):
+                        if m.group(1):
+                            start = int(m.group(1))
+                            end = int(m.group(2)) if m.group(2) else size - 1
+                        else:
+                            start = max(0, size - int(m.group(2)))
+                        end = min(end, size - 1)
+                        if start > end:
+                            self.send_response(416)
+                            self.send_header("Content-Range", f"bytes */{size}")
+                            self.send_header("Content-Length", "0")
+                            self.end_headers()
+                            return
+                        status = 206
+                self.send_response(status)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(end - start + 1))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.end_headers()
+                if head:
+                    return
+                chunk = 16 * 1024
+                with target.open("rb") as f:
+                    f.seek(start)
+                    left = end - start + 1
+                    began = time.monotonic()
+                    sent = 0
+                    while left > 0:
+                        data = f.read(min(chunk, left))
+                        if not data:
+                            break
+                        try:
+                            self.wfile.write(data)
+                        except (BrokenPipeError, ConnectionResetError):
+                            return
+                        left -= len(data)
+                        sent += len(data)
+                        if rate:
+                            ahead = sent / rate - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
+
+        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="media-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
