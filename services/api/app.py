@@ -214,4 +214,5 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={ValidationException: _validation_error, ApiError: _api_error},
         openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024,
+        logging_config=None,
     )

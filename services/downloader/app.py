@@ -22,7 +22,9 @@ RESOLVE_CONCURRENCY = 2
 
 
 def build_broker(url: str, downloader: Downloader, concurrency: int) -> NatsBroker:
-    broker = NatsBroker(url, log_level=logging.DEBUG, max_reconnect_attempts=-1)
+    broker = NatsBroker(
+        url, logger=logging.getLogger("tubeflow.faststream"), log_level=logging.DEBUG, max_reconnect_attempts=-1
+    )
     stream = JStream(STREAM, declare=False)
 
     @broker.subscriber(

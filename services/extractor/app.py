@@ -18,7 +18,9 @@ DURABLE = "extractor-v1"
 
 
 def build_broker(url: str, extractor: Extractor, concurrency: int) -> NatsBroker:
-    broker = NatsBroker(url, log_level=logging.DEBUG, max_reconnect_attempts=-1)
+    broker = NatsBroker(
+        url, logger=logging.getLogger("tubeflow.faststream"), log_level=logging.DEBUG, max_reconnect_attempts=-1
+    )
 
     @broker.subscriber(
         ev.subject_filter("download.completed"),

@@ -8,6 +8,7 @@ batch's events of that job are folded again (already applied ones are skipped by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from typing import Iterable
@@ -135,15 +136,19 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:
+                continue
             stored = [decode(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
             try:
                 await projector.project(stored)
+                await msgs[-1].ack()
             except Exception:
-                log.exception("projecting a batch failed; it will be redelivered")
+                # Nothing is lost: unacked events come back and the fold skips those already applied.
+                log.exception("projecting a batch of %d events failed; it will be redelivered", len(msgs))
                 for m in msgs:
-                    await m.nak(delay=1.0)
-                continue
-            await msgs[-1].ack()
+                    with contextlib.suppress(Exception):
+                        await m.nak(delay=1.0)
+                await asyncio.sleep(1.0)
     finally:
         try:
             await psub.unsubscribe()

@@ -27,7 +27,7 @@ def _setup_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("faststream", "nats", "uvicorn.access", "httpx"):
+    for noisy in ("faststream", "tubeflow.faststream", "nats", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

