@@ -287,9 +287,7 @@ def _(event: ev.ExtractCompletedEvent, view: JobView) -> JobView:
         return item.model_copy(
             update={
                 "status": "completed",
-                "extract": ItemExtract(
-                    status="completed", percent=100.0, file=event.data.file, size=event.data.size
-                ),
+                "extract": ItemExtract(status="completed", percent=100.0, file=event.data.file, size=event.data.size),
             }
         )
 
@@ -449,6 +447,7 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
         total=ex_total,
         completed=ex_completed,
         failed=ex_failed,
+        skipped=ex_skipped,
         remaining=max(0, ex_total - ex_finished),
     )
 

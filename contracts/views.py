@@ -78,6 +78,8 @@ class ExtractSummary(View):
     total: int = 0
     completed: int = 0
     failed: int = 0
+    # Items whose download failed, so there was nothing to extract.
+    skipped: int = 0
     remaining: int = 0
 
 

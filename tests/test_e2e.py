@@ -149,7 +149,9 @@ def test_events_endpoint_and_replay_agree_with_the_view(stack, media):
     def replay(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "services.runtime.cli", "replay", job["id"], *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
 
     for source in (["--api", stack.base], ["--nats", stack.nats_url]):

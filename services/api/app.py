@@ -9,15 +9,15 @@ from typing import Annotated, Any, AsyncIterator, Literal
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from contracts.views import JobStatus, JobView
 from services.api.hub import JobHub
-from services.api.jobs import EventRecord, JobList, JobRequest, JobStore
+from services.api.jobs import EventRecord, JobList, JobRequest, JobStore, error_code
 from services.api.media import media_response, resolve_media
 from services.api.page import render_index
 from services.api.sse import job_stream, parse_last_event_id
@@ -35,25 +35,12 @@ class ApiError(HTTPException):
         super().__init__(detail=detail, status_code=status_code, extra={"errors": errors or []})
 
 
-def _error_code(message: str) -> str:
-    lowered = message.lower()
-    if "extra inputs" in lowered:
-        return "unknown_field"
-    if "field required" in lowered:
-        return "missing"
-    if "at most" in lowered and "character" in lowered:
-        return "too_long"
-    if "url" in lowered:
-        return "invalid_url"
-    return "invalid"
-
-
 def _validation_error(request: Request, exc: ValidationException) -> Response:
     errors = []
     for problem in exc.extra if isinstance(exc.extra, list) else []:
         message = str(problem.get("message", "invalid"))
         field = problem.get("key") or "body"
-        errors.append({"field": field, "code": _error_code(message), "message": message})
+        errors.append({"field": field, "code": error_code(message), "message": message})
     if not errors:
         errors.append({"field": "body", "code": "invalid", "message": str(exc.detail)})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -83,7 +70,9 @@ async def _settings(state: State) -> Settings:
 
 
 @post("/api/jobs", status_code=202, summary="Submit a video or playlist URL", tags=["jobs"])
-async def create_job(data: JobRequest, store: JobStore, settings: Settings) -> Response[JobView]:
+async def create_job(
+    data: JSONBody[JobRequest], store: NamedDependency[JobStore], settings: NamedDependency[Settings]
+) -> Response[JobView]:
     """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
     if not settings.allow_private_urls:
         reason = forbidden_reason(data.url)
@@ -99,7 +88,7 @@ async def create_job(data: JobRequest, store: JobStore, settings: Settings) -> R
 
 @get("/api/jobs", summary="List jobs, newest first", tags=["jobs"])
 async def list_jobs(
-    hub: JobHub,
+    hub: NamedDependency[JobHub],
     limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
     status: Annotated[JobStatus | None, Parameter(description="only jobs in this status")] = None,
     cursor: Annotated[str | None, Parameter(max_length=64, description="the `next` of the previous page")] = None,
@@ -109,7 +98,7 @@ async def list_jobs(
 
 
 @get("/api/jobs/{job_id:str}", summary="One job with its items", tags=["jobs"])
-async def get_job(job_id: str, store: JobStore) -> JobView:
+async def get_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> JobView:
     view = await store.get(job_id)
     if view is None:
         raise NotFoundException(f"no job {job_id}")
@@ -118,8 +107,8 @@ async def get_job(job_id: str, store: JobStore) -> JobView:
 
 @get("/api/jobs/{job_id:str}/events", summary="The job's stored events, in stream order", tags=["jobs"])
 async def get_job_events(
-    job_id: str,
-    store: JobStore,
+    job_id: FromPath[str],
+    store: NamedDependency[JobStore],
     after: Annotated[int, Parameter(ge=0, description="only events with seq above this")] = 0,
     limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
 ) -> list[EventRecord]:
@@ -136,7 +125,13 @@ async def get_job_events(
     "Last-Event-ID; closes after the terminal state; comment heartbeats when idle.",
     tags=["jobs"],
 )
-async def stream_job(job_id: str, request: Request, store: JobStore, hub: JobHub, settings: Settings) -> ServerSentEvent:
+async def stream_job(
+    job_id: FromPath[str],
+    request: Request,
+    store: NamedDependency[JobStore],
+    hub: NamedDependency[JobHub],
+    settings: NamedDependency[Settings],
+) -> ServerSentEvent:
     last_id = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
     watcher = hub.watch(job_id)
     try:
@@ -156,8 +151,13 @@ async def stream_job(job_id: str, request: Request, store: JobStore, hub: JobHub
 # --- files, health, page --------------------------------------------------------------------------------------
 
 
-@get("/media/{path:path}", summary="A produced file (Range supported)", tags=["media"], media_type="application/octet-stream")
-async def get_media(path: str, request: Request, settings: Settings) -> Response:
+@get(
+    "/media/{path:path}",
+    summary="A produced file (Range supported)",
+    tags=["media"],
+    media_type="application/octet-stream",
+)
+async def get_media(path: FromPath[str], request: Request, settings: NamedDependency[Settings]) -> Response:
     target = resolve_media(settings.media_dir, path)
     return media_response(target, request.headers.get("range"))
 
@@ -180,7 +180,7 @@ async def readyz(state: State) -> Response[dict[str, str]]:
 
 
 @get("/", media_type="text/html", include_in_schema=False)
-async def index(hub: JobHub) -> str:
+async def index(hub: NamedDependency[JobHub]) -> str:
     jobs, _ = hub.page(limit=50, status=None, before=None)
     return render_index(jobs)
 

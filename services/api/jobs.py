@@ -22,6 +22,29 @@ from services.runtime.eventstore import STREAM, Publisher, StoredEvent, read_job
 
 MAX_URL_LENGTH = 2048
 
+# Messages of our own validation errors -> their error codes (Litestar passes on the message, not pydantic's type).
+_CODES: dict[str, str] = {}
+
+
+def _refuse(code: str, message: str) -> PydanticCustomError:
+    _CODES[message] = code
+    return PydanticCustomError(code, message)
+
+
+def error_code(message: str) -> str:
+    """The stable error code for a validation message of a JobRequest or a query parameter."""
+    for known, code in _CODES.items():
+        if message.endswith(known):
+            return code
+    lowered = message.lower()
+    if "extra inputs" in lowered:
+        return "unknown_field"
+    if "field required" in lowered or "missing required" in lowered:
+        return "missing"
+    if "at most" in lowered:
+        return "too_long"
+    return "invalid"
+
 
 class JobRequest(BaseModel):
     """What a client may ask for. Only these fields exist; anything else is refused."""
@@ -40,23 +63,23 @@ class JobRequest(BaseModel):
     def _url(cls, value: str) -> str:
         value = value.strip()
         if not value or any(c.isspace() for c in value):
-            raise PydanticCustomError("invalid_url", "must be a URL without spaces")
+            raise _refuse("invalid_url", "must be a URL without spaces")
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            raise PydanticCustomError("invalid_url", "is not a parsable URL: {reason}", {"reason": str(exc)})
+            raise _refuse("invalid_url", "is not a parsable URL") from exc
         if parts.scheme.lower() not in ("http", "https"):
-            raise PydanticCustomError("invalid_url", "must be an http or https URL")
+            raise _refuse("invalid_url", "must be an http or https URL")
         if not parts.hostname:
-            raise PydanticCustomError("invalid_url", "has no host")
+            raise _refuse("invalid_url", "has no host")
         return value
 
     @field_validator("format")
     @classmethod
     def _format(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
-            raise PydanticCustomError("invalid_format", "must be a non-empty yt-dlp format selector")
+            raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
         return value
 
 
@@ -93,7 +116,9 @@ class JobStore:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=ev.Requested(url=request.url, mode=request.mode, audio_format=request.audio_format, format=request.format),
+            data=ev.Requested(
+                url=request.url, mode=request.mode, audio_format=request.audio_format, format=request.format
+            ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

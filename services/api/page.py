@@ -41,11 +41,11 @@ def render_index(jobs: list[JobSummary]) -> str:
         d = job.download
         rows.append(
             "<tr>"
-            f"<td><a href=\"/api/jobs/{escape(job.id)}\">{escape(job.title or job.url)}</a></td>"
+            f'<td><a href="/api/jobs/{escape(job.id)}">{escape(job.title or job.url)}</a></td>'
             f"<td>{escape(job.status)}</td>"
-            f"<td><progress max=\"100\" value=\"{job.progress.percent}\"></progress> {job.progress.percent:.1f} %</td>"
+            f'<td><progress max="100" value="{job.progress.percent}"></progress> {job.progress.percent:.1f} %</td>'
             f"<td>{d.completed} / {d.total} done ({d.remaining} remaining)</td>"
-            f"<td><a href=\"/api/jobs/{escape(job.id)}/stream\">stream</a></td>"
+            f'<td><a href="/api/jobs/{escape(job.id)}/stream">stream</a></td>'
             "</tr>"
         )
     table = (

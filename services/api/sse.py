@@ -29,9 +29,7 @@ def job_message_id(seq: int) -> int:
 def changes_since(view: JobView, last_id: int) -> list[ServerSentEventMessage]:
     messages = []
     for item in sorted((i for i in view.items if item_message_id(i.seq) > last_id), key=lambda i: (i.seq, i.index)):
-        messages.append(
-            ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq))
-        )
+        messages.append(ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq)))
     if job_message_id(view.seq) > last_id:
         messages.append(
             ServerSentEventMessage(data=view.summary().model_dump_json(), event="job", id=job_message_id(view.seq))

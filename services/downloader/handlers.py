@@ -29,7 +29,9 @@ QUEUE_CHUNK = 64
 class MediaTool(Protocol):
     def resolve(self, url: str, *, max_items: int) -> Resolution: ...
 
-    def download(self, url: str, *, directory: Path, stem: str, format: str | None, hook: ProgressHook) -> Downloaded: ...
+    def download(
+        self, url: str, *, directory: Path, stem: str, format: str | None, hook: ProgressHook
+    ) -> Downloaded: ...
 
 
 @dataclass
@@ -44,7 +46,9 @@ class Downloader:
     progress_min_step: float = 1.0
     now: Callable[[], datetime] = field(default=utcnow)
 
-    async def _emit(self, event_type: str, job_id: str, data: ev.Payload, event_id: str, item: str | None = None) -> None:
+    async def _emit(
+        self, event_type: str, job_id: str, data: ev.Payload, event_id: str, item: str | None = None
+    ) -> None:
         await self.publisher.publish(
             ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=self.now(), event_id=event_id)
         )
@@ -52,7 +56,9 @@ class Downloader:
     async def resolve(self, event: ev.RequestedEvent) -> None:
         """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
         job = event.job_id
-        await self._emit("resolve.started", job, ev.ResolveStarted(worker=self.worker), step_event_id(job, "resolve.started"))
+        await self._emit(
+            "resolve.started", job, ev.ResolveStarted(worker=self.worker), step_event_id(job, "resolve.started")
+        )
         loop = asyncio.get_running_loop()
         try:
             resolution = await loop.run_in_executor(
@@ -192,5 +198,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
-
-

@@ -192,7 +192,9 @@ class YtDlp:
             if info is None:
                 raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
             downloads = info.get("requested_downloads") or []
-            path = Path(downloads[0].get("filepath") if downloads else info.get("filepath") or ydl.prepare_filename(info))
+            path = Path(
+                downloads[0].get("filepath") if downloads else info.get("filepath") or ydl.prepare_filename(info)
+            )
             if not path.is_file():
                 raise MediaError("download_error", f"yt-dlp reported {path.name} but the file is missing")
             return Downloaded(path, path.stat().st_size, info.get("title"), info.get("duration"))

@@ -32,7 +32,11 @@ class Extractor:
     async def _emit(self, event_type: str, source: ev.Envelope, data: ev.Payload, event_id: str) -> None:
         await self.publisher.publish(
             ev.make_event(
-                event_type, job_id=source.job_id, item_id=source.item_id, data=data, occurred_at=self.now(),
+                event_type,
+                job_id=source.job_id,
+                item_id=source.item_id,
+                data=data,
+                occurred_at=self.now(),
                 event_id=event_id,
             )
         )
@@ -43,7 +47,9 @@ class Extractor:
             return
         job, item = event.job_id, event.item_id
         await self._emit(
-            "extract.started", event, ev.ExtractStarted(worker=self.worker, audio_format=audio_format),
+            "extract.started",
+            event,
+            ev.ExtractStarted(worker=self.worker, audio_format=audio_format),
             step_event_id(job, "extract.started", item, attempt),
         )
 
@@ -63,11 +69,15 @@ class Extractor:
         try:
             if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
                 raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
-            size = await extract_audio(source, target, audio_format, duration=event.data.duration, on_progress=on_progress)
+            size = await extract_audio(
+                source, target, audio_format, duration=event.data.duration, on_progress=on_progress
+            )
         except MediaError as exc:
             await pump.close()
             await self._emit(
-                "extract.failed", event, ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
+                "extract.failed",
+                event,
+                ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
                 step_event_id(job, "extract.failed", item),
             )
             return
@@ -78,6 +88,8 @@ class Extractor:
         await self._emit(
             "extract.completed",
             event,
-            ev.ExtractCompleted(worker=self.worker, file=target.relative_to(self.media_dir.resolve()).as_posix(), size=size),
+            ev.ExtractCompleted(
+                worker=self.worker, file=target.relative_to(self.media_dir.resolve()).as_posix(), size=size
+            ),
             step_event_id(job, "extract.completed", item),
         )

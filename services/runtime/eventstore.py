@@ -120,11 +120,21 @@ class StoredEvent:
 
     def as_json(self) -> dict[str, Any]:
         if self.event is None:
-            return {"seq": self.seq, "type": "invalid", "occurred_at": None, "item_id": None,
-                    "data": {"subject": self.subject, "reason": self.error}}
+            return {
+                "seq": self.seq,
+                "type": "invalid",
+                "occurred_at": None,
+                "item_id": None,
+                "data": {"subject": self.subject, "reason": self.error},
+            }
         body = self.event.model_dump(mode="json")
-        return {"seq": self.seq, "type": self.event.type, "occurred_at": body["occurred_at"],
-                "item_id": self.event.item_id, "data": body["data"]}
+        return {
+            "seq": self.seq,
+            "type": self.event.type,
+            "occurred_at": body["occurred_at"],
+            "item_id": self.event.item_id,
+            "data": body["data"],
+        }
 
 
 def decode(seq: int, subject_: str, data: bytes) -> StoredEvent:

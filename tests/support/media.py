@@ -20,7 +20,9 @@ import imageio_ffmpeg
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def make_clip(path: Path, *, seconds: float = 2.0, tone: int = 440, size: str = "160x120", bitrate: str = "200k") -> Path:
+def make_clip(
+    path: Path, *, seconds: float = 2.0, tone: int = 440, size: str = "160x120", bitrate: str = "200k"
+) -> Path:
     """A short mp4 with an H.264 test pattern and an AAC sine tone."""
     if path.exists():
         return path
@@ -28,11 +30,34 @@ def make_clip(path: Path, *, seconds: float = 2.0, tone: int = 440, size: str = 
     tmp = path.with_suffix(".tmp.mp4")
     subprocess.run(
         [
-            FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc=size={size}:rate=15:duration={seconds}",
-            "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=22050:duration={seconds}",
-            "-c:v", "libx264", "-preset", "ultrafast", "-b:v", bitrate, "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "64k", "-shortest", "-movflags", "+faststart",
+            FFMPEG,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc=size={size}:rate=15:duration={seconds}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone}:sample_rate=22050:duration={seconds}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-b:v",
+            bitrate,
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-shortest",
+            "-movflags",
+            "+faststart",
             str(tmp),
         ],
         check=True,
@@ -101,10 +126,10 @@ class MediaServer:
             def send_feed(self, query: str, head: bool) -> None:
                 names = sorted(p.name for p in server.root.glob("*.mp4"))
                 if query.startswith("items="):
-                    names = [n for n in query[len("items="):].split(",") if n]
+                    names = [n for n in query[len("items=") :].split(",") if n]
                 entries = "".join(
                     f"<item><title>{escape(n)}</title><guid>{escape(n)}</guid>"
-                    f"<enclosure url=\"{server.base}/media/{escape(n)}\" type=\"video/mp4\" length=\"1\"/></item>"
+                    f'<enclosure url="{server.base}/media/{escape(n)}" type="video/mp4" length="1"/></item>'
                     for n in names
                 )
                 body = (

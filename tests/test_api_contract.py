@@ -1,0 +1,102 @@
+"""The HTTP contract's edges, on the Litestar app against its own real NATS server with no workers running:
+bad input gets a 4xx naming the field, and POST answers without anything contacting the URL."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from services.api.app import create_app
+from services.runtime.embedded import EmbeddedNats
+from services.runtime.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def lonely_nats(tmp_path_factory) -> AsyncIterator[str]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("api-nats"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture
+async def client(lonely_nats, tmp_path) -> AsyncIterator[AsyncTestClient]:
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, allow_private_urls=False)
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+def error_fields(response) -> dict[str, str]:
+    return {e["field"]: e["code"] for e in response.json()["errors"]}
+
+
+async def test_a_valid_job_is_accepted_without_contacting_the_url(client):
+    response = await client.post("/api/jobs", json={"url": "http://video.example.com/watch?v=1", "mode": "both"})
+    assert response.status_code == 202, response.text
+    view = response.json()
+    assert view["status"] == "queued" and view["mode"] == "both" and view["audio_format"] == "mp3"
+    assert view["items"] == [] and view["seq"] >= 1 and view["progress"]["percent"] == 0
+    assert response.headers["location"] == f"/api/jobs/{view['id']}"
+    fetched = await client.get(response.headers["location"])
+    assert fetched.status_code == 200 and fetched.json()["id"] == view["id"]
+    listed = (await client.get("/api/jobs")).json()
+    assert listed["jobs"][0]["id"] == view["id"] and "items" not in listed["jobs"][0]
+    events = (await client.get(f"/api/jobs/{view['id']}/events")).json()
+    assert [e["type"] for e in events] == ["requested"]
+    assert events[0]["data"]["url"] == "http://video.example.com/watch?v=1"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({}, "url", "missing"),
+        ({"url": "ftp://example.com/a.mp4"}, "url", "invalid_url"),
+        ({"url": "not a url"}, "url", "invalid_url"),
+        ({"url": "http://"}, "url", "invalid_url"),
+        ({"url": "http://example.com:99999/x"}, "url", "invalid_url"),
+        ({"url": "http://example.com/" + "a" * 2100}, "url", "too_long"),
+        ({"url": "http://example.com/v", "mode": "karaoke"}, "mode", "invalid"),
+        ({"url": "http://example.com/v", "audio_format": "aiff"}, "audio_format", "invalid"),
+        ({"url": "http://example.com/v", "exec": "rm -rf /"}, "exec", "unknown_field"),
+        ({"url": "http://example.com/v", "outtmpl": "/etc/%(id)s"}, "outtmpl", "unknown_field"),
+        ({"url": "http://example.com/v", "options": {}}, "options", "unknown_field"),
+        ({"url": 5}, "url", "invalid"),
+        ({"url": "http://127.0.0.1/v.mp4"}, "url", "forbidden_address"),
+        ({"url": "http://[::1]:8000/v.mp4"}, "url", "forbidden_address"),
+        ({"url": "http://localhost/v.mp4"}, "url", "forbidden_address"),
+        ({"url": "http://169.254.169.254/latest/meta-data"}, "url", "forbidden_address"),
+        ({"url": "http://2130706433/v.mp4"}, "url", "forbidden_address"),
+    ],
+)
+async def test_bad_bodies_are_422_naming_the_field(client, body, field, code):
+    response = await client.post("/api/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert error_fields(response).get(field) == code, response.json()
+    assert field in response.json()["detail"]
+
+
+async def test_malformed_json_is_400_and_a_huge_body_is_413(client):
+    response = await client.post("/api/jobs", content=b'{"url": ', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    huge = await client.post("/api/jobs", json={"url": "http://example.com/v", "format": "b" * 70_000})
+    assert huge.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/jobs/01m80kr9ngrx981wzxbmtbw7d3", "/api/jobs/../../x", "/api/jobs/a.b.c/events", "/api/jobs/zzz/stream"],
+)
+async def test_unknown_jobs_are_404(client, path):
+    assert (await client.get(path)).status_code == 404
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=abc", "status=exploded", "limit=100000"])
+async def test_bad_list_parameters_are_4xx(client, query):
+    response = await client.get(f"/api/jobs?{query}")
+    assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("path", ["/media/../secret", "/media/%2e%2e/%2e%2e/etc/passwd", "/media//etc/passwd"])
+async def test_media_never_serves_outside_its_root(client, path):
+    assert (await client.get(path)).status_code == 404

@@ -1,0 +1,235 @@
+"""The fold: hypothesis properties over any valid sequence of events, and a few concrete scenarios."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from contracts import events as ev
+from contracts.fold import apply, fold
+from contracts.ids import item_id
+from contracts.views import JobView
+
+JOB = "01m80kr9ngrx981wzxbmtbw7d3"
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+WORKER = "host:1"
+
+
+def _event(kind: str, data: ev.Payload, item: str | None = None) -> ev.Envelope:
+    return ev.make_event(kind, job_id=JOB, item_id=item, data=data, occurred_at=T0, event_id="x")
+
+
+@st.composite
+def item_script(draw, index: int, audio: bool) -> list[ev.Envelope]:
+    """One item's events in their causal order: attempts with progress, then an outcome, then extraction."""
+    iid = item_id(index)
+    size = draw(st.integers(min_value=1, max_value=10_000_000))
+    out: list[ev.Envelope] = []
+    attempts = draw(st.integers(min_value=1, max_value=3))
+    for attempt in range(1, attempts + 1):
+        out.append(_event("download.started", ev.DownloadStarted(worker=WORKER, attempt=attempt), iid))
+        known_total = draw(st.booleans())
+        for done in sorted(draw(st.lists(st.integers(min_value=0, max_value=size), max_size=6))):
+            out.append(
+                _event(
+                    "download.progress",
+                    ev.DownloadProgress(
+                        worker=WORKER,
+                        downloaded_bytes=done,
+                        total_bytes=size if known_total else None,
+                        speed=draw(st.none() | st.floats(min_value=0, max_value=1e7)),
+                        eta=draw(st.none() | st.floats(min_value=0, max_value=1e4)),
+                    ),
+                    iid,
+                )
+            )
+    if draw(st.booleans()) or not draw(st.booleans()):
+        out.append(_event("download.completed", ev.DownloadCompleted(worker=WORKER, file=f"{iid}.mp4", size=size), iid))
+        if audio:
+            out.append(_event("extract.started", ev.ExtractStarted(worker=WORKER, audio_format="mp3"), iid))
+            for pct in sorted(draw(st.lists(st.floats(min_value=0, max_value=100), max_size=5))):
+                out.append(_event("extract.progress", ev.ExtractProgress(worker=WORKER, percent=pct), iid))
+            if draw(st.booleans()) or draw(st.booleans()):
+                out.append(
+                    _event("extract.completed", ev.ExtractCompleted(worker=WORKER, file=f"{iid}.mp3", size=9), iid)
+                )
+            else:
+                out.append(
+                    _event("extract.failed", ev.ExtractFailed(worker=WORKER, code="ffmpeg_error", message="x"), iid)
+                )
+    else:
+        out.append(
+            _event(
+                "download.failed",
+                ev.DownloadFailed(worker=WORKER, code="http_404", message="gone", attempt=attempts),
+                iid,
+            )
+        )
+    return out
+
+
+@st.composite
+def job_history(draw) -> list[ev.Envelope]:
+    """A whole job: requested, resolving, then items' scripts interleaved at random (each item's order kept)."""
+    mode = draw(st.sampled_from(["video", "audio", "both"]))
+    audio = mode != "video"
+    out = [_event("requested", ev.Requested(url="http://example.com/v", mode=mode))]
+    out.append(_event("resolve.started", ev.ResolveStarted(worker=WORKER)))
+    if draw(st.integers(min_value=0, max_value=9)) == 0:
+        out.append(_event("resolve.failed", ev.ResolveFailed(code="unsupported_url", message="no", worker=WORKER)))
+        return _sequence(out)
+    count = draw(st.integers(min_value=1, max_value=5))
+    out.append(
+        _event("resolved", ev.Resolved(kind="playlist" if count > 1 else "video", item_count=count, worker=WORKER))
+    )
+    scripts = []
+    for index in range(1, count + 1):
+        queued = _event(
+            "item.queued",
+            ev.ItemQueued(index=index, url=f"http://example.com/{index}", mode=mode, audio_format="mp3"),
+            item_id(index),
+        )
+        # Not every item necessarily gets to run within the history we look at.
+        steps = draw(item_script(index, audio)) if draw(st.integers(0, 5)) else []
+        scripts.append([queued, *steps])
+    while any(scripts):
+        pick = draw(st.sampled_from([s for s in scripts if s]))
+        out.append(pick.pop(0))
+    return _sequence(out)
+
+
+def _sequence(events: list[ev.Envelope]) -> list[ev.Envelope]:
+    return [
+        e.model_copy(update={"seq": n, "occurred_at": T0 + timedelta(seconds=n), "event_id": f"e{n}"})
+        for n, e in enumerate(events, start=1)
+    ]
+
+
+def _views(events: list[ev.Envelope]) -> list[JobView]:
+    views, view = [], None
+    for event in events:
+        view = apply(view, event)
+        views.append(view)
+    return views
+
+
+def _without_sequence(view: JobView) -> dict:
+    data = view.model_dump(exclude={"seq", "updated_at"})
+    for item in data["items"]:
+        item.pop("seq")
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_history())
+def test_percent_stays_in_range_never_decreases_and_is_100_only_at_the_end(events):
+    views = _views(events)
+    percents = [v.progress.percent for v in views]
+    assert all(0.0 <= p <= 100.0 for p in percents)
+    assert percents == sorted(percents)
+    for view in views:
+        assert (view.progress.percent == 100.0) == (view.status in ("completed", "partial", "failed"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_history())
+def test_counters_always_add_up_to_the_total(events):
+    for view in _views(events):
+        d, x = view.download, view.extract
+        assert d.completed + d.failed + d.skipped + d.remaining == d.total
+        assert x.completed + x.failed + x.skipped + x.remaining == x.total
+        if view.mode == "video":
+            assert x.total == 0
+        assert d.bytes_done <= d.bytes_total
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_history())
+def test_applying_an_event_twice_changes_nothing(events):
+    view = None
+    for event in events:
+        view = apply(view, event)
+        assert apply(view, event) is view  # a redelivery: same stream sequence
+        again = apply(view, event.model_copy(update={"seq": view.seq + 1}))  # a re-publish that escaped dedupe
+        assert _without_sequence(again) == _without_sequence(view)
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_history(), st.data())
+def test_replay_of_a_prefix_equals_the_live_view_at_that_sequence(events, data):
+    # "Live" is the projector: batches of any size, with batches redelivered after a crash.
+    live = None
+    position = 0
+    snapshots = {}
+    while position < len(events):
+        size = data.draw(st.integers(min_value=1, max_value=8))
+        batch = events[position : position + size]
+        for event in batch:
+            live = apply(live, event)
+        if data.draw(st.booleans()):
+            for event in events[max(0, position - 3) : position + size]:
+                live = apply(live, event)
+        position += len(batch)
+        snapshots[live.seq] = live
+    for seq, view in snapshots.items():
+        assert fold(e for e in events if e.seq <= seq) == view
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_history())
+def test_a_finished_history_ends_in_the_right_status(events):
+    view = fold(events)
+    if view.status == "failed" and view.item_count is None:
+        assert view.error is not None and view.error.code == "unsupported_url"
+        return
+    items_done = len(view.items) == view.item_count and all(i.status in ("completed", "failed") for i in view.items)
+    if not items_done:
+        assert view.status == "running" and view.finished_at is None
+        return
+    succeeded = sum(i.status == "completed" for i in view.items)
+    expected = "completed" if succeeded == len(view.items) else "failed" if succeeded == 0 else "partial"
+    assert view.status == expected
+    assert view.finished_at is not None
+    if expected == "failed":
+        assert view.error is not None
+
+
+def test_stage_weighted_progress_for_audio_jobs():
+    events = _sequence(
+        [
+            _event("requested", ev.Requested(url="http://example.com/v", mode="both")),
+            _event("resolved", ev.Resolved(kind="video", item_count=1, worker=WORKER)),
+            _event("item.queued", ev.ItemQueued(index=1, url="u", mode="both", audio_format="mp3"), "0001"),
+            _event(
+                "download.progress", ev.DownloadProgress(worker=WORKER, downloaded_bytes=50, total_bytes=100), "0001"
+            ),
+            _event("download.completed", ev.DownloadCompleted(worker=WORKER, file="f.mp4", size=100), "0001"),
+            _event("extract.started", ev.ExtractStarted(worker=WORKER, audio_format="mp3"), "0001"),
+            _event("extract.progress", ev.ExtractProgress(worker=WORKER, percent=50), "0001"),
+            _event("extract.completed", ev.ExtractCompleted(worker=WORKER, file="f.mp3", size=10), "0001"),
+        ]
+    )
+    views = _views(events)
+    assert [v.progress.percent for v in views] == [0, 0, 0, 40.0, 80.0, 80.0, 90.0, 100.0]
+    assert [v.progress.stage for v in views][-4:] == ["extracting", "extracting", "extracting", "done"]
+    assert views[3].items[0].download.percent == 50.0
+    assert views[-1].items[0].extract.file == "f.mp3" and views[-1].status == "completed"
+
+
+def test_late_events_after_the_end_change_nothing_but_the_sequence():
+    events = _sequence(
+        [
+            _event("requested", ev.Requested(url="http://example.com/v")),
+            _event("resolved", ev.Resolved(kind="video", item_count=1, worker=WORKER)),
+            _event("item.queued", ev.ItemQueued(index=1, url="u", mode="video", audio_format="mp3"), "0001"),
+            _event("download.completed", ev.DownloadCompleted(worker=WORKER, file="f.mp4", size=100), "0001"),
+            _event(
+                "download.progress", ev.DownloadProgress(worker=WORKER, downloaded_bytes=5, total_bytes=100), "0001"
+            ),
+        ]
+    )
+    views = _views(events)
+    assert views[3].status == "completed"
+    assert _without_sequence(views[4]) == _without_sequence(views[3]) and views[4].seq == 5

@@ -1,0 +1,89 @@
+"""The yt-dlp and ffmpeg adapters against local media: real downloads, real errors, real extraction."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from services.downloader.ytdlp import YtDlp
+from services.extractor.ffmpeg import audio_path, extract_audio
+from services.runtime.failures import MediaError
+from tests.conftest import free_port
+from tests.support.media import FFMPEG
+
+
+@pytest.fixture(scope="module")
+def ytdlp() -> YtDlp:
+    return YtDlp(size=2)
+
+
+def test_resolve_a_single_video_and_an_rss_playlist(ytdlp, media):
+    single = ytdlp.resolve(media.url("clip1.mp4"), max_items=10)
+    assert single.kind == "video" and len(single.entries) == 1 and not single.truncated
+    feed = ytdlp.resolve(media.feed_url("clip1.mp4,clip2.mp4,clip3.mp4"), max_items=10)
+    assert feed.kind == "playlist" and feed.title == "Test feed"
+    assert [e.index for e in feed.entries] == [1, 2, 3]
+    capped = ytdlp.resolve(media.feed_url("clip1.mp4,clip2.mp4,clip3.mp4"), max_items=2)
+    assert len(capped.entries) == 2 and capped.truncated
+
+
+@pytest.mark.parametrize(
+    ("make_url", "code"),
+    [
+        (lambda m: m.base + "/missing.mp4", "http_404"),
+        (lambda m: m.base + "/page.html", "unsupported_url"),
+        (lambda m: f"http://127.0.0.1:{free_port()}/x.mp4", "network"),
+    ],
+)
+def test_resolve_errors_have_codes(ytdlp, media, make_url, code):
+    with pytest.raises(MediaError) as caught:
+        ytdlp.resolve(make_url(media), max_items=10)
+    assert caught.value.code == code and caught.value.message
+
+
+def test_download_calls_the_hook_and_reuses_instances(ytdlp, media, tmp_path):
+    calls = []
+    first = ytdlp.download(
+        media.url("long.mp4", rate=400_000), directory=tmp_path, stem="0001", format=None, hook=calls.append
+    )
+    assert first.path.parent == tmp_path and first.path.name.startswith("0001-")
+    assert first.size == (media.root / "long.mp4").stat().st_size == first.path.stat().st_size
+    assert calls[-1]["status"] == "finished"
+    assert len([c for c in calls if c["status"] == "downloading"]) >= 2
+    second_calls = []
+    second = ytdlp.download(
+        media.url("clip2.mp4"), directory=tmp_path, stem="0002", format=None, hook=second_calls.append
+    )
+    assert (
+        second.path.name.startswith("0002-") and second_calls and not set(map(id, second_calls)) & set(map(id, calls))
+    )
+    assert ytdlp._created <= 2
+
+
+def test_a_bad_format_selector_is_a_clear_failure(ytdlp, media, tmp_path):
+    with pytest.raises(MediaError) as caught:
+        ytdlp.download(
+            media.url("clip1.mp4"), directory=tmp_path, stem="0001", format="best[height<<<3]", hook=lambda d: None
+        )
+    assert caught.value.code in ("bad_format", "format_unavailable")
+
+
+async def test_ffmpeg_extraction_reports_progress_and_decodes(media, tmp_path):
+    source = media.root / "long.mp4"
+    target = audio_path(tmp_path / "long.mp4", "mp3")
+    reports = []
+    size = await extract_audio(source, target, "mp3", duration=None, on_progress=lambda p, t: reports.append(p))
+    assert size == target.stat().st_size > 0
+    assert reports and reports[-1] == 100.0 and reports == sorted(reports)
+    check = subprocess.run([FFMPEG, "-v", "error", "-i", str(target), "-f", "null", "-"], capture_output=True)
+    assert check.returncode == 0
+
+
+async def test_ffmpeg_failure_on_a_broken_file(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"this is not a video")
+    with pytest.raises(MediaError) as caught:
+        await extract_audio(broken, tmp_path / "broken.mp3", "mp3", duration=None, on_progress=lambda p, t: None)
+    assert caught.value.code in ("ffmpeg_error", "no_audio")
+    assert not (tmp_path / "broken.mp3").exists() and not (tmp_path / "broken.mp3.part").exists()

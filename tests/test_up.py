@@ -1,0 +1,77 @@
+"""`tubeflow up` with its embedded NATS: one command, a stop that leaves nothing behind, a restart that remembers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_stack, stop_stack
+
+pytestmark = pytest.mark.e2e
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_gone(text: str, timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = processes_mentioning(text)
+        if not left:
+            return []
+        time.sleep(0.1)
+    return processes_mentioning(text)
+
+
+
+def test_up_runs_everything_stops_cleanly_and_keeps_jobs_across_restarts(tmp_path, media, monkeypatch):
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    data_dir = tmp_path / "data"
+    stack = start_stack(data_dir, {"TUBEFLOW_ALLOW_PRIVATE_URLS": "true"})
+    try:
+        assert processes_mentioning(str(data_dir / "nats")), "no embedded nats-server storing under the data dir"
+        job = httpx.post(f"{stack.base}/api/jobs", json={"url": media.url("clip1.mp4"), "mode": "audio"}).json()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{stack.base}/api/jobs/{job['id']}").json()
+            if view["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert view["status"] == "completed", view
+    finally:
+        code = stop_stack(stack)
+    assert code == 0, stack.log.read_text()[-2000:]
+    assert wait_gone(str(data_dir)) == [], "a child process outlived `tubeflow up`"
+
+    again = start_stack(data_dir, {"TUBEFLOW_ALLOW_PRIVATE_URLS": "true"})
+    try:
+        assert httpx.get(f"{again.base}/api/jobs/{job['id']}").json() == view
+        assert job["id"] in [j["id"] for j in httpx.get(f"{again.base}/api/jobs").json()["jobs"]]
+    finally:
+        assert stop_stack(again) == 0
+
+
+def test_up_killed_outright_takes_its_nats_server_along(tmp_path, monkeypatch):
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    data_dir = tmp_path / "data"
+    stack = start_stack(data_dir, {})
+    assert processes_mentioning(str(data_dir / "nats"))
+    os.kill(stack.process.pid, signal.SIGKILL)
+    stack.process.wait()
+    assert wait_gone(str(data_dir)) == []
