@@ -148,6 +148,7 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "TUBEFLOW_NATS_URL": nats_url,
             "TUBEFLOW_ALLOW_PRIVATE_URLS": "true",
             "TUBEFLOW_PROGRESS_INTERVAL": "0.1",
+            "TUBEFLOW_SSE_HEARTBEAT": "0.5",
         },
     )
     try:

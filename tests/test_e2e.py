@@ -195,3 +195,26 @@ def test_health_openapi_and_page(stack):
     assert httpx.get(f"{stack.base}/api/jobs/01m80kr9ngrx981wzxbmtbw7d3").status_code == 404
     assert httpx.get(f"{stack.base}/api/jobs/nope/stream").status_code == 404
     assert httpx.get(f"{stack.base}/media/../../etc/passwd").status_code == 404
+
+
+async def test_idle_streams_get_heartbeats(stack, media):
+    job = submit(stack, url=f"{media.base}/stall/2.5/clip1.mp4")
+    comments = 0
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60)) as client:
+        async with client.stream("GET", f"{stack.base}/api/jobs/{job['id']}/stream") as response:
+            async for message in sse_messages(response, include_comments=True):
+                if message.comment:
+                    comments += 1
+    assert comments >= 2  # 0.5 s heartbeats while yt-dlp waits 2.5 s for the server
+    assert wait_finished(stack, job["id"])["status"] == "completed"
+
+
+def test_an_item_is_extracted_while_later_items_still_download(stack, media):
+    job = submit(stack, url=media.feed_url("clip1.mp4,long.mp4@100000"), mode="audio")
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "completed"
+    events = httpx.get(f"{stack.base}/api/jobs/{job['id']}/events").json()
+    seq_of = {(e["type"], e["item_id"]): e["seq"] for e in events}
+    assert seq_of[("extract.completed", "0001")] < seq_of[("download.completed", "0002")]
+    workers = {e["data"]["worker"] for e in events if e["type"].startswith("download.")}
+    assert len(workers) == 1 and ":" in workers.pop()

@@ -53,6 +53,7 @@ class Projector:
         self._cache_size = cache_size
         self.applied = 0
         self.skipped = 0
+        self.conflicts = 0
 
     async def _load(self, job_id: str) -> tuple[JobView | None, int | None]:
         cached = self._cache.get(job_id)
@@ -107,6 +108,7 @@ class Projector:
                 else:
                     revision = await self._kv.update(job_id, data, last=revision)
             except KeyWrongLastSequenceError:
+                self.conflicts += 1
                 self._cache.pop(job_id, None)
                 continue
             self.applied += len(events)

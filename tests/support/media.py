@@ -1,7 +1,8 @@
 """Local media for tests and benchmarks: clips made with ffmpeg, served by a threaded HTTP server on 127.0.0.1.
 
 Routes: ``/media/NAME`` (Range supported), ``/slow/RATE/NAME`` (the same, throttled to RATE bytes/s),
-``/feed.xml`` (an RSS playlist of enclosures), ``/page.html`` (a page with no media), anything else 404.
+``/stall/SECONDS/NAME`` (answers after a pause), ``/feed.xml`` (an RSS playlist of enclosures; ``?items=a.mp4,b.mp4@RATE``
+picks the entries, ``@RATE`` throttling one), ``/page.html`` (a page with no media), anything else 404.
 """
 
 from __future__ import annotations
@@ -108,10 +109,12 @@ class MediaServer:
                 if path == "/page.html":
                     body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
                     return self.send_body(body, "text/html; charset=utf-8", head)
-                match = re.fullmatch(r"/(?:media|slow/(\d+))/([\w.-]+)", path)
-                target = server.root / match.group(2) if match else None
+                match = re.fullmatch(r"/(?:media|slow/(\d+)|stall/(\d+(?:\.\d+)?))/([\w.-]+)", path)
+                target = server.root / match.group(3) if match else None
                 if target is None or not target.is_file():
                     return self.send_body(b"not found", "text/plain", head, status=404)
+                if match.group(2):
+                    time.sleep(min(float(match.group(2)), 30.0))
                 rate = int(match.group(1)) if match.group(1) else None
                 self.send_file(target, rate, head)
 
@@ -127,11 +130,15 @@ class MediaServer:
                 names = sorted(p.name for p in server.root.glob("*.mp4"))
                 if query.startswith("items="):
                     names = [n for n in query[len("items=") :].split(",") if n]
-                entries = "".join(
-                    f"<item><title>{escape(n)}</title><guid>{escape(n)}</guid>"
-                    f'<enclosure url="{server.base}/media/{escape(n)}" type="video/mp4" length="1"/></item>'
-                    for n in names
-                )
+                entries = []
+                for entry in names:
+                    name, _, rate = entry.partition("@")
+                    url = server.url(name, rate=int(rate) if rate.isdigit() else None)
+                    entries.append(
+                        f"<item><title>{escape(name)}</title><guid>{escape(entry)}</guid>"
+                        f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
+                    )
+                entries = "".join(entries)
                 body = (
                     '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
                     f"<title>Test feed</title><link>{server.base}/</link><description>clips</description>"
