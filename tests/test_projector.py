@@ -90,7 +90,7 @@ async def test_two_projectors_racing_still_write_the_fold(js):
     # Each holds a cached view the other makes stale: the compare-and-set write notices and re-folds.
     for start in range(0, len(stored), 5):
         await first.project(stored[start : start + 5])
-        await second.project(stored[max(0, start - 2) : start + 3])
+        await second.project(stored[max(0, start - 2) : start + 7])  # overlaps behind, runs ahead
     await second.project(stored)
     assert first.conflicts + second.conflicts > 0, "the race was not exercised"
     assert await stored_view(js, job) == fold(s.event for s in stored)
