@@ -13,6 +13,7 @@ from typing import Iterable
 
 from contracts import events as ev
 from contracts.views import (
+    TERMINAL_STATUSES,
     DownloadSummary,
     ExtractSummary,
     ItemDownload,
@@ -20,7 +21,6 @@ from contracts.views import (
     ItemView,
     JobView,
     Progress,
-    TERMINAL_STATUSES,
 )
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.

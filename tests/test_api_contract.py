@@ -100,3 +100,34 @@ async def test_bad_list_parameters_are_4xx(client, query):
 @pytest.mark.parametrize("path", ["/media/../secret", "/media/%2e%2e/%2e%2e/etc/passwd", "/media//etc/passwd"])
 async def test_media_never_serves_outside_its_root(client, path):
     assert (await client.get(path)).status_code == 404
+
+
+async def test_readyz_follows_the_nats_connection(tmp_path):
+    import asyncio
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = EmbeddedNats(tmp_path / "nats", port=port)
+    server.start()
+    settings = Settings(nats_url=server.url, data_dir=tmp_path, allow_private_urls=False)
+
+    async def wait_status(client, wanted: int) -> int:
+        status = None
+        for _ in range(100):
+            status = (await client.get("/readyz")).status_code
+            if status == wanted:
+                break
+            await asyncio.sleep(0.1)
+        return status
+
+    try:
+        async with AsyncTestClient(app=create_app(settings)) as client:
+            assert (await client.get("/readyz")).status_code == 200
+            server.stop()
+            assert await wait_status(client, 503) == 503
+            assert (await client.get("/healthz")).status_code == 200
+            server.start()  # same port, same store: the client reconnects by itself
+            assert await wait_status(client, 200) == 200
+    finally:
+        server.stop()

@@ -7,8 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
-import pytest
-
 from contracts import events as ev
 from contracts.ids import new_job_id
 from services.downloader.handlers import Downloader
@@ -111,14 +109,7 @@ async def test_download_reports_progress_from_the_worker_thread_without_blocking
     media = FakeMedia(size=1000, pause=0.3)
     downloader, publisher = make(tmp_path, media)
     job = requested()
-    queued = ev.make_event(
-        "item.queued",
-        job_id=job.job_id,
-        item_id="0001",
-        occurred_at=NOW,
-        event_id="q",
-        data=ev.ItemQueued(index=1, url="http://m/1", mode="both", audio_format="flac"),
-    )
+    queued = item_queued("both", job.job_id, audio_format="flac")
     ticks = 0
 
     async def ticker():
@@ -145,31 +136,25 @@ async def test_download_reports_progress_from_the_worker_thread_without_blocking
     assert all(e.item_id == "0001" and e.data.worker == "test:1" for e in publisher.events)
 
 
-@pytest.mark.parametrize("mode", ["video"])
-async def test_a_video_only_job_asks_for_no_extraction(tmp_path, mode):
-    downloader, publisher = make(tmp_path, FakeMedia())
-    queued = ev.make_event(
+def item_queued(mode: str, job_id: str | None = None, audio_format: str = "mp3") -> ev.ItemQueuedEvent:
+    return ev.make_event(
         "item.queued",
-        job_id=new_job_id(),
+        job_id=job_id or new_job_id(),
         item_id="0001",
         occurred_at=NOW,
         event_id="q",
-        data=ev.ItemQueued(index=1, url="http://m/1", mode=mode, audio_format="mp3"),
+        data=ev.ItemQueued(index=1, url="http://m/1", mode=mode, audio_format=audio_format),
     )
-    await downloader.download(queued)
+
+
+async def test_a_video_only_job_asks_for_no_extraction(tmp_path):
+    downloader, publisher = make(tmp_path, FakeMedia())
+    await downloader.download(item_queued("video"))
     assert publisher.events[-1].type == "download.completed" and publisher.events[-1].data.audio_format is None
 
 
 async def test_a_failed_download_is_an_event_with_code_and_message(tmp_path):
     downloader, publisher = make(tmp_path, FakeMedia(fail=MediaError("http_404", "HTTP Error 404: Not Found")))
-    queued = ev.make_event(
-        "item.queued",
-        job_id=new_job_id(),
-        item_id="0001",
-        occurred_at=NOW,
-        event_id="q",
-        data=ev.ItemQueued(index=1, url="http://m/1", mode="video", audio_format="mp3"),
-    )
-    await downloader.download(queued)
+    await downloader.download(item_queued("video"))
     assert publisher.types() == ["download.started", "download.failed"]
     assert publisher.events[-1].data.code == "http_404" and "404" in publisher.events[-1].data.message

@@ -65,7 +65,7 @@ async def test_both_mode_job_streams_bytes_extraction_and_completion(stack, medi
     assert any(i["extract"]["status"] == "running" for i in items), "extraction was invisible"
     percents = [j["progress"]["percent"] for j in jobs]
     assert percents == sorted(percents), "job percent went backwards"
-    assert all(p < 100 for p in percents[:-1])
+    assert all(p < 100 for p in percents[:-1]), [(m.id, m.data[:300]) for m in messages if m.event == "job"][-3:]
     final = jobs[-1]
     assert final["status"] == "completed" and final["progress"]["percent"] == 100
     assert "items" not in final
@@ -205,6 +205,9 @@ async def test_idle_streams_get_heartbeats(stack, media):
             async for message in sse_messages(response, include_comments=True):
                 if message.comment:
                     comments += 1
+                else:
+                    # A heartbeat is only a comment: no message without an id and data reaches the client.
+                    assert message.id is not None and message.event in ("job", "item") and message.data
     assert comments >= 2  # 0.5 s heartbeats while yt-dlp waits 2.5 s for the server
     assert wait_finished(stack, job["id"])["status"] == "completed"
 

@@ -40,16 +40,30 @@ def history(job: str, items: int = 3) -> list[ev.Envelope]:
     for i in range(1, items + 1):
         iid = f"{i:04d}"
         out += [
-            ("item.queued", ev.ItemQueued(index=i, url=f"http://example.com/{i}", mode="both", audio_format="mp3"), iid),
+            (
+                "item.queued",
+                ev.ItemQueued(index=i, url=f"http://example.com/{i}", mode="both", audio_format="mp3"),
+                iid,
+            ),
             ("download.started", ev.DownloadStarted(worker=W), iid),
             ("download.progress", ev.DownloadProgress(worker=W, downloaded_bytes=50, total_bytes=100), iid),
-            ("download.completed", ev.DownloadCompleted(worker=W, file=f"{iid}.mp4", size=100, audio_format="mp3"), iid),
+            (
+                "download.completed",
+                ev.DownloadCompleted(worker=W, file=f"{iid}.mp4", size=100, audio_format="mp3"),
+                iid,
+            ),
             ("extract.started", ev.ExtractStarted(worker=W, audio_format="mp3"), iid),
             ("extract.completed", ev.ExtractCompleted(worker=W, file=f"{iid}.mp3", size=10), iid),
         ]
     return [
-        ev.make_event(t, job_id=job, item_id=iid, data=data, occurred_at=T0 + timedelta(seconds=n),
-                      event_id=step_event_id(job, t, iid))
+        ev.make_event(
+            t,
+            job_id=job,
+            item_id=iid,
+            data=data,
+            occurred_at=T0 + timedelta(seconds=n),
+            event_id=step_event_id(job, t, iid),
+        )
         for n, (t, data, iid) in enumerate(out)
     ]
 

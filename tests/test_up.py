@@ -39,7 +39,6 @@ def wait_gone(text: str, timeout: float = 10) -> list[int]:
     return processes_mentioning(text)
 
 
-
 def test_up_runs_everything_stops_cleanly_and_keeps_jobs_across_restarts(tmp_path, media, monkeypatch):
     monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
     data_dir = tmp_path / "data"

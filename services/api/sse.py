@@ -18,6 +18,14 @@ from services.api.hub import JobHub, Watcher
 RETRY_MS = 2000
 
 
+class Heartbeat(ServerSentEventMessage):
+    """A bare comment line. Litestar's comment messages also carry an empty `data:` line, which EventSource would
+    dispatch as an empty `message` event."""
+
+    def encode(self) -> bytes:
+        return b": keep-alive\r\n\r\n"
+
+
 def item_message_id(seq: int) -> int:
     return 2 * seq
 
@@ -62,7 +70,7 @@ async def job_stream(
             try:
                 await asyncio.wait_for(watcher.changed.wait(), heartbeat)
             except asyncio.TimeoutError:
-                yield ServerSentEventMessage(comment="keep-alive")
+                yield Heartbeat()
                 continue
             if watcher.latest is not None and watcher.latest.seq > view.seq:
                 view = watcher.latest

@@ -9,15 +9,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from contracts import events as ev
 from contracts.fold import wants_audio
 from contracts.ids import item_id, random_event_id, step_event_id
 from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution
+from services.runtime.clock import utcnow
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
-from services.runtime.clock import utcnow
 from services.runtime.throttle import ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")

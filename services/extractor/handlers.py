@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,10 +10,10 @@ from typing import Callable
 
 from contracts import events as ev
 from contracts.ids import random_event_id, step_event_id
-from services.runtime.eventstore import Publisher
-from services.runtime.failures import MediaError
 from services.extractor.ffmpeg import audio_path, extract_audio
 from services.runtime.clock import utcnow
+from services.runtime.eventstore import Publisher
+from services.runtime.failures import MediaError
 from services.runtime.throttle import ProgressPump
 
 log = logging.getLogger("tubeflow.extractor")

@@ -101,7 +101,7 @@ async def run_services(names: list[str], settings: Settings, host: str, port: in
             log.error("service %s stopped: %s", tasks[task], exc or "without an error")
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
-    for task, result in zip(tasks, results):
+    for task, result in zip(tasks, results, strict=True):
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             if task not in done:
                 log.error("service %s failed while stopping: %s", tasks[task], result)
