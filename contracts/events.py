@@ -95,6 +95,16 @@ class DownloadProgress(Payload):
     fragment_count: int | None = None
 
 
+class DownloadRetrying(Payload):
+    """A transient failure (HTTP 5xx, timeout, reset): the item is tried again after ``delay`` seconds."""
+
+    worker: str
+    attempt: int
+    code: str
+    message: str
+    delay: float
+
+
 class DownloadCompleted(Payload):
     worker: str
     file: str
@@ -133,6 +143,12 @@ class ExtractFailed(Payload):
     worker: str
     code: str
     message: str
+
+
+class CancelRequested(Payload):
+    """Someone asked to stop the job: running work stops, queued items are skipped, the job ends `cancelled`."""
+
+    reason: str | None = None
 
 
 # --- envelope -------------------------------------------------------------------------------------------------
@@ -186,6 +202,11 @@ class DownloadProgressEvent(Envelope):
     data: DownloadProgress
 
 
+class DownloadRetryingEvent(Envelope):
+    type: Literal["download.retrying"]
+    data: DownloadRetrying
+
+
 class DownloadCompletedEvent(Envelope):
     type: Literal["download.completed"]
     data: DownloadCompleted
@@ -211,6 +232,11 @@ class ExtractCompletedEvent(Envelope):
     data: ExtractCompleted
 
 
+class CancelRequestedEvent(Envelope):
+    type: Literal["cancel.requested"]
+    data: CancelRequested
+
+
 class ExtractFailedEvent(Envelope):
     type: Literal["extract.failed"]
     data: ExtractFailed
@@ -226,12 +252,14 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         ItemQueuedEvent,
         DownloadStartedEvent,
         DownloadProgressEvent,
+        DownloadRetryingEvent,
         DownloadCompletedEvent,
         DownloadFailedEvent,
         ExtractStartedEvent,
         ExtractProgressEvent,
         ExtractCompletedEvent,
         ExtractFailedEvent,
+        CancelRequestedEvent,
     )
 }
 PAYLOADS: dict[str, type[Payload]] = {t: cls.model_fields["data"].annotation for t, cls in EVENT_CLASSES.items()}  # type: ignore[misc]

@@ -200,6 +200,26 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
 
 
 @_apply.register
+def _(event: ev.DownloadRetryingEvent, view: JobView) -> JobView:
+    data = event.data
+
+    def change(item: ItemView) -> ItemView:
+        if item.download.status in _STEP_DONE:
+            return item
+        return item.model_copy(
+            update={
+                "status": "queued",
+                "attempts": max(item.attempts, data.attempt),
+                "worker": data.worker,
+                "error": ev.ErrorInfo(code=data.code, message=data.message),
+                "download": item.download.model_copy(update={"status": "queued", "speed": None, "eta": None}),
+            }
+        )
+
+    return _update_item(view, event, change)
+
+
+@_apply.register
 def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
     data = event.data
     audio = wants_audio(view.mode)
@@ -310,6 +330,31 @@ def _(event: ev.ExtractFailedEvent, view: JobView) -> JobView:
     return _update_item(view, event, change)
 
 
+@_apply.register
+def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
+    items = []
+    for item in view.items:
+        if item.status in ("completed", "failed", "skipped"):
+            items.append(item)
+            continue
+        download, extract = item.download, item.extract
+        if download.status not in _STEP_DONE:
+            download = download.model_copy(update={"status": "skipped", "speed": None, "eta": None})
+        if extract.status not in _STEP_DONE and extract.status != "none":
+            extract = extract.model_copy(update={"status": "skipped"})
+        items.append(
+            item.model_copy(update={"status": "skipped", "download": download, "extract": extract, "seq": event.seq})
+        )
+    return view.model_copy(
+        update={
+            "status": "cancelled",
+            "finished_at": event.occurred_at,
+            "error": ev.ErrorInfo(code="cancelled", message=event.data.reason or "cancelled on request"),
+            "items": items,
+        }
+    )
+
+
 # --- helpers --------------------------------------------------------------------------------------------------
 
 
@@ -379,7 +424,7 @@ def _aggregate(done: int, failed: int, total: int) -> str:
 
 def _recompute(view: JobView, event: ev.Envelope) -> JobView:
     """Derive counters, percent and the job status from the items. Runs after every event."""
-    if view.status in TERMINAL_STATUSES:
+    if view.status in TERMINAL_STATUSES and view.status != "cancelled":
         return view
     audio = wants_audio(view.mode)
     items = view.items
@@ -453,6 +498,10 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
 
     update: dict = {"download": download, "extract": extract}
     status = view.status
+    if status == "cancelled":
+        # The bar stops where it was: cancelled is not done.
+        update["progress"] = view.progress.model_copy(update={"stage": "done"})
+        return view.model_copy(update=update)
     if view.item_count is not None and total > 0 and finished >= total and len(items) >= total:
         status = "completed" if succeeded == total else ("failed" if succeeded == 0 else "partial")
         update["status"] = status

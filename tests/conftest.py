@@ -146,8 +146,11 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         tmp_path_factory.mktemp("stack"),
         {
             "TUBEFLOW_NATS_URL": nats_url,
-            "TUBEFLOW_ALLOW_PRIVATE_URLS": "true",
+            # Loopback only: the media server is allowed, every other private or public address is refused.
+            "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
             "TUBEFLOW_PROGRESS_INTERVAL": "0.1",
+            "TUBEFLOW_RETRY_DELAY": "0.2",
+            "TUBEFLOW_RATE_LIMIT": "0",
             "TUBEFLOW_SSE_HEARTBEAT": "0.5",
         },
     )

@@ -8,14 +8,31 @@ import pytest
 
 from services.downloader.ytdlp import YtDlp
 from services.extractor.ffmpeg import audio_path, extract_audio
+from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError
 from tests.conftest import free_port
 from tests.support.media import FFMPEG
 
+LOOPBACK_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
+
 
 @pytest.fixture(scope="module")
 def ytdlp() -> YtDlp:
-    return YtDlp(size=2)
+    return YtDlp(size=2, policy=LOOPBACK_ONLY)
+
+
+def test_the_default_policy_refuses_to_fetch_from_loopback(media):
+    before = len(media.requests)
+    with pytest.raises(MediaError) as caught:
+        YtDlp(size=1).resolve(media.url("clip1.mp4"), max_items=10)
+    assert caught.value.code == "forbidden_address"
+    assert len(media.requests) == before, "the media server was contacted"
+
+
+def test_a_redirect_to_a_link_local_address_is_refused(ytdlp, media):
+    with pytest.raises(MediaError) as caught:
+        ytdlp.resolve(media.redirect_url("http://169.254.169.254/latest/meta-data/"), max_items=10)
+    assert caught.value.code == "forbidden_address" and "169.254.169.254" in caught.value.message
 
 
 def test_resolve_a_single_video_and_an_rss_playlist(ytdlp, media):

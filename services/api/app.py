@@ -16,13 +16,21 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from contracts.views import JobStatus, JobView
+from services.api.access import RateLimiter, TooManyRequests, client_key, token_guard
 from services.api.hub import JobHub
 from services.api.jobs import EventRecord, JobList, JobRequest, JobStore, error_code
 from services.api.media import media_response, resolve_media
 from services.api.page import render_index
 from services.api.sse import job_stream, parse_last_event_id
-from services.runtime.addresses import forbidden_reason
-from services.runtime.eventstore import STREAM, EventPublisher, connect, ensure_topology, jobs_bucket
+from services.runtime.addresses import AddressPolicy, parse_networks
+from services.runtime.eventstore import (
+    IDEMPOTENCY_BUCKET,
+    STREAM,
+    EventPublisher,
+    connect,
+    ensure_topology,
+    jobs_bucket,
+)
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.api")
@@ -47,10 +55,11 @@ def _validation_error(request: Request, exc: ValidationException) -> Response:
     return Response({"status_code": 422, "detail": detail, "errors": errors}, status_code=422)
 
 
-def _api_error(request: Request, exc: ApiError) -> Response:
+def _api_error(request: Request, exc: HTTPException) -> Response:
     return Response(
         {"status_code": exc.status_code, "detail": exc.detail, **(exc.extra or {})},  # type: ignore[dict-item]
         status_code=exc.status_code,
+        headers=exc.headers,
     )
 
 
@@ -71,19 +80,43 @@ async def _settings(state: State) -> Settings:
 
 @post("/api/jobs", status_code=202, summary="Submit a video or playlist URL", tags=["jobs"])
 async def create_job(
-    data: JSONBody[JobRequest], store: NamedDependency[JobStore], settings: NamedDependency[Settings]
+    request: Request, data: JSONBody[JobRequest], store: NamedDependency[JobStore], settings: NamedDependency[Settings]
 ) -> Response[JobView]:
     """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
-    if not settings.allow_private_urls:
-        reason = forbidden_reason(data.url)
-        if reason:
-            raise ApiError(
-                422,
-                f"url: {reason}",
-                [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}],
-            )
-    view = await store.submit(data)
+    reason = AddressPolicy(settings.allow_private_urls, parse_networks(settings.allowed_networks)).url_reason(data.url)
+    if reason:
+        raise ApiError(
+            422, f"url: {reason}", [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}]
+        )
+    request.app.state.rate_limiter.check(client_key(request))
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise ApiError(
+            422,
+            "Idempotency-Key: must be 1 to 255 characters",
+            [{"field": "Idempotency-Key", "code": "invalid", "message": "must be 1 to 255 characters"}],
+        )
+    view = await store.submit(data, idempotency_key=key)
     return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
+
+
+@post(
+    "/api/jobs/{job_id:str}/cancel",
+    status_code=202,
+    summary="Stop a job: running work stops, queued items are skipped, the job ends cancelled",
+    tags=["jobs"],
+)
+async def cancel_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> Response[JobView]:
+    view = await store.get(job_id)
+    if view is None:
+        raise NotFoundException(f"no job {job_id}")
+    if view.terminal:
+        raise ApiError(
+            409,
+            f"job {job_id} already ended {view.status}",
+            [{"field": "job_id", "code": "already_finished", "message": f"the job is {view.status}"}],
+        )
+    return Response(await store.cancel(view), status_code=202)
 
 
 @get("/api/jobs", summary="List jobs, newest first", tags=["jobs"])
@@ -198,7 +231,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.nc = nc
         app.state.js = js
         app.state.hub = hub
-        app.state.store = JobStore(js, kv, EventPublisher(js), hub)
+        app.state.store = JobStore(js, kv, await js.key_value(IDEMPOTENCY_BUCKET), EventPublisher(js), hub)
         try:
             yield
         finally:
@@ -207,11 +240,23 @@ def create_app(settings: Settings) -> Litestar:
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     return Litestar(
-        route_handlers=[create_job, list_jobs, get_job, get_job_events, stream_job, get_media, healthz, readyz, index],
+        route_handlers=[
+            create_job,
+            cancel_job,
+            list_jobs,
+            get_job,
+            get_job_events,
+            stream_job,
+            get_media,
+            healthz,
+            readyz,
+            index,
+        ],
         lifespan=[lifespan],
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "rate_limiter": RateLimiter(settings.rate_limit)}),
+        guards=[token_guard(settings.api_token)],
         dependencies={"store": Provide(_store), "hub": Provide(_hub), "settings": Provide(_settings)},
-        exception_handlers={ValidationException: _validation_error, ApiError: _api_error},
+        exception_handlers={ValidationException: _validation_error, ApiError: _api_error, TooManyRequests: _api_error},
         openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024,
         logging_config=None,

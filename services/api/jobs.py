@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -101,18 +103,33 @@ class JobStore:
         self,
         js: JetStreamContext,
         kv: KeyValue,
+        keys: KeyValue,
         publisher: Publisher,
         hub: JobHub,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self._js = js
         self._kv = kv
+        self._keys = keys
         self._publisher = publisher
         self._hub = hub
         self._now = now
 
-    async def submit(self, request: JobRequest) -> JobView:
+    async def submit(self, request: JobRequest, idempotency_key: str | None = None) -> JobView:
         job_id = new_job_id()
+        if idempotency_key is not None:
+            # The first request with a key claims it; later ones get the job it made.
+            key = hashlib.sha256(idempotency_key.encode()).hexdigest()
+            try:
+                await self._keys.create(key, job_id.encode())
+            except KeyWrongLastSequenceError:
+                existing = (await self._keys.get(key)).value.decode()
+                for _ in range(50):
+                    view = await self.get(existing)
+                    if view is not None:
+                        return view
+                    await asyncio.sleep(0.05)  # the first request is still publishing its event
+                raise RuntimeError(f"idempotency key points at job {existing}, which never appeared") from None
         event = ev.make_event(
             "requested",
             job_id=job_id,
@@ -126,6 +143,17 @@ class JobStore:
         view = apply(None, event.model_copy(update={"seq": ack.seq}))
         self._hub.accept(view)
         return view
+
+    async def cancel(self, view: JobView) -> JobView:
+        event = ev.make_event(
+            "cancel.requested",
+            job_id=view.id,
+            data=ev.CancelRequested(reason="cancelled on request"),
+            occurred_at=self._now(),
+            event_id=step_event_id(view.id, "cancel.requested"),
+        )
+        ack = await self._publisher.publish(event)
+        return apply(view, event.model_copy(update={"seq": ack.seq}))
 
     async def get(self, job_id: str) -> JobView | None:
         if not is_job_id(job_id):

@@ -15,7 +15,9 @@ from contracts import events as ev
 from contracts.fold import wants_audio
 from contracts.ids import item_id, random_event_id, step_event_id
 from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution
+from services.runtime.cancellation import Aborted, Cancellations
 from services.runtime.clock import utcnow
+from services.runtime.consumers import RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.throttle import ProgressPump
@@ -44,6 +46,9 @@ class Downloader:
     max_items: int = 1000
     progress_interval: float = 0.25
     progress_min_step: float = 1.0
+    attempts: int = 3
+    retry_delay: float = 2.0
+    cancellations: Cancellations = field(default_factory=Cancellations)
     now: Callable[[], datetime] = field(default=utcnow)
 
     async def _emit(
@@ -53,9 +58,14 @@ class Downloader:
             ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=self.now(), event_id=event_id)
         )
 
-    async def resolve(self, event: ev.RequestedEvent) -> None:
+    def _retry_delay(self, attempt: int) -> float:
+        return self.retry_delay * (2 ** (attempt - 1))
+
+    async def resolve(self, event: ev.RequestedEvent, attempt: int = 1) -> None:
         """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
         job = event.job_id
+        if await self.cancellations.is_cancelled(job):
+            return
         await self._emit(
             "resolve.started", job, ev.ResolveStarted(worker=self.worker), step_event_id(job, "resolve.started")
         )
@@ -65,12 +75,16 @@ class Downloader:
                 self.executor, lambda: self.media.resolve(event.data.url, max_items=self.max_items)
             )
         except MediaError as exc:
+            if exc.transient and attempt < self.attempts:
+                raise RetryLater(self._retry_delay(attempt), f"{exc.code}: {exc.message}") from exc
             await self._emit(
                 "resolve.failed",
                 job,
                 ev.ResolveFailed(code=exc.code, message=exc.message, worker=self.worker),
                 step_event_id(job, "resolve.failed"),
             )
+            return
+        if await self.cancellations.is_cancelled(job):
             return
         await self._emit(
             "resolved",
@@ -86,6 +100,8 @@ class Downloader:
         )
         request = event.data
         for start in range(0, len(resolution.entries), QUEUE_CHUNK):
+            if await self.cancellations.is_cancelled(job):
+                return
             chunk = resolution.entries[start : start + QUEUE_CHUNK]
             await asyncio.gather(
                 *(
@@ -107,13 +123,26 @@ class Downloader:
                 )
             )
 
-    async def download(
-        self,
-        event: ev.ItemQueuedEvent,
-        attempt: int = 1,
-    ) -> None:
-        """`item.queued` -> `download.started`, throttled `download.progress`, then `download.completed|failed`."""
+    async def download(self, event: ev.ItemQueuedEvent, attempt: int = 1) -> None:
+        """`item.queued` -> `download.started`, throttled `download.progress`, then `download.completed|failed`
+        (or `download.retrying` and a redelivery after a transient failure)."""
         job, item = event.job_id, event.item_id or item_id(event.data.index)
+        if await self.cancellations.is_cancelled(job):
+            log.info("skipping item %s of cancelled job %s", item, job)
+            return
+        token = self.cancellations.token(job)
+        try:
+            await self._download(event, job, item, attempt, token)
+        except Aborted as exc:
+            if exc.reason == "shutdown":
+                # The partial file stays: the next delivery resumes it with a Range request.
+                raise RetryLater(0.0, "handed back at shutdown") from exc
+            _remove_partials(self.media_dir / job, item)
+            log.info("download of item %s of job %s stopped: job cancelled", item, job)
+        finally:
+            self.cancellations.release(token)
+
+    async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token) -> None:  # noqa: ANN001
         await self._emit(
             "download.started",
             job,
@@ -135,7 +164,8 @@ class Downloader:
         worker = self.worker
 
         def hook(d: dict[str, Any]) -> None:
-            # Runs on yt-dlp's worker thread: build the report here, hand it to the loop without blocking.
+            # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
+            token.raise_if_tripped()
             if d.get("status") not in ("downloading", "finished"):
                 return
             report = ev.DownloadProgress(
@@ -160,6 +190,20 @@ class Downloader:
             )
         except MediaError as exc:
             await pump.close()
+            if token.reason is not None:
+                raise Aborted(token.reason) from exc
+            if exc.transient and attempt < self.attempts:
+                delay = self._retry_delay(attempt)
+                await self._emit(
+                    "download.retrying",
+                    job,
+                    ev.DownloadRetrying(
+                        worker=self.worker, attempt=attempt, code=exc.code, message=exc.message, delay=delay
+                    ),
+                    step_event_id(job, "download.retrying", item, attempt),
+                    item,
+                )
+                raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
             await self._emit(
                 "download.failed",
                 job,
@@ -168,7 +212,12 @@ class Downloader:
                 item,
             )
             return
+        except BaseException:
+            await pump.close()
+            raise
         await pump.close()
+        if token.reason is not None:
+            raise Aborted(token.reason)
         await self._emit(
             "download.completed",
             job,
@@ -183,6 +232,12 @@ class Downloader:
             step_event_id(job, "download.completed", item),
             item,
         )
+
+
+def _remove_partials(directory: Path, stem: str) -> None:
+    for path in directory.glob(f"{stem}-*"):
+        if path.name.endswith((".part", ".ytdl")) or ".part-Frag" in path.name or ".temp." in path.name:
+            path.unlink(missing_ok=True)
 
 
 def _download_percent(report: ev.DownloadProgress) -> float | None:

@@ -19,6 +19,7 @@ import yt_dlp
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
 
+from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.ytdlp")
@@ -79,6 +80,8 @@ def classify(exc: BaseException) -> MediaError:
     if isinstance(cause, ExtractorError) and cause.exc_info and cause.exc_info[1] is not None:
         if isinstance(cause.exc_info[1], (HTTPError, TransportError)):
             cause = cause.exc_info[1]
+    if "forbidden_address" in message:
+        return MediaError("forbidden_address", message.replace("forbidden_address: ", ""))
     if isinstance(cause, HTTPError):
         status = cause.status
         return MediaError(f"http_{status}", message, transient=status >= 500 or status in (408, 429))
@@ -117,8 +120,9 @@ def _base_params() -> dict[str, Any]:
 class YtDlp:
     """A pool of reusable YoutubeDL instances; every method blocks and is meant for a worker thread."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, policy: AddressPolicy | None = None) -> None:
         self._size = size
+        self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
         self._created = 0
         self._lock = threading.Lock()
@@ -149,7 +153,8 @@ class YtDlp:
             ydl.params["extract_flat"] = "in_playlist"
             ydl.params["noplaylist"] = False
             ydl.params["playlistend"] = max_items + 1
-            info = ydl.extract_info(url, download=False)
+            with guarded(self._policy):
+                info = ydl.extract_info(url, download=False)
         except Exception as exc:
             raise classify(exc) from exc
         finally:
@@ -188,7 +193,8 @@ class YtDlp:
             ydl.params["outtmpl"]["default"] = f"{stem}-%(title).60B-%(id).40B.%(ext)s"
             ydl.format_selector = ydl.build_format_selector(format) if format else None
             ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
-            info = ydl.extract_info(url, download=True)
+            with guarded(self._policy):
+                info = ydl.extract_info(url, download=True)
             if info is None:
                 raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
             downloads = info.get("requested_downloads") or []

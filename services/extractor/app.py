@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
@@ -11,50 +10,44 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from contracts import events as ev
 from services.extractor.handlers import Extractor
 from services.runtime.consumers import handle, work_consumer
-from services.runtime.eventstore import STREAM, EventPublisher, connect, ensure_topology
+from services.runtime.eventstore import STREAM, DeadLetters, EventPublisher
 from services.runtime.settings import Settings, worker_identity
+from services.runtime.worker import WorkerContext, new_broker, run_worker
 
 DURABLE = "extractor-v1"
 
 
-def build_broker(url: str, extractor: Extractor, concurrency: int) -> NatsBroker:
-    broker = NatsBroker(
-        url, logger=logging.getLogger("tubeflow.faststream"), log_level=logging.DEBUG, max_reconnect_attempts=-1
-    )
+def build_broker(url: str, extractor: Extractor, settings: Settings, context: WorkerContext) -> NatsBroker:
+    broker = new_broker(url)
+    dead_letters = DeadLetters(context.js, DURABLE)
+    ack_wait = settings.ack_wait
 
     @broker.subscriber(
         ev.subject_filter("download.completed"),
         stream=JStream(STREAM, declare=False),
         durable=DURABLE,
         pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=work_consumer(ev.subject_filter("download.completed"), max_ack_pending=1024),
+        config=work_consumer(ev.subject_filter("download.completed"), max_ack_pending=1024, ack_wait=ack_wait),
         ack_policy=AckPolicy.MANUAL,
-        max_workers=concurrency,
+        max_workers=settings.extract_concurrency,
         title="extractor:download.completed",
     )
     async def on_download_completed(msg: NatsMessage) -> None:
-        await handle(msg, extractor.extract)  # type: ignore[arg-type]
+        await handle(msg, extractor.extract, dead_letters=dead_letters, ack_wait=ack_wait)  # type: ignore[arg-type]
 
     return broker
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-    nc = await connect(settings.nats_url, "tubeflow-extractor")
-    js = nc.jetstream()
-    await ensure_topology(js)
-    settings.media_dir.mkdir(parents=True, exist_ok=True)
-    extractor = Extractor(
-        publisher=EventPublisher(js),
-        media_dir=settings.media_dir.resolve(),
-        worker=worker_identity(settings),
-        progress_interval=settings.progress_interval,
-        progress_min_step=settings.progress_min_step,
-    )
-    broker = build_broker(settings.nats_url, extractor, settings.extract_concurrency)
-    await broker.start()
-    try:
-        await stop.wait()
-    finally:
-        await broker.stop()
-        await nc.drain()
+    def build(context: WorkerContext) -> NatsBroker:
+        extractor = Extractor(
+            publisher=EventPublisher(context.js),
+            media_dir=settings.media_dir.resolve(),
+            worker=worker_identity(settings),
+            progress_interval=settings.progress_interval,
+            progress_min_step=settings.progress_min_step,
+            cancellations=context.cancellations,
+        )
+        return build_broker(settings.nats_url, extractor, settings, context)  # type: ignore[arg-type]
+
+    await run_worker("extractor", settings, stop, build)

@@ -11,7 +11,9 @@ from typing import Callable
 from contracts import events as ev
 from contracts.ids import random_event_id, step_event_id
 from services.extractor.ffmpeg import audio_path, extract_audio
+from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
+from services.runtime.consumers import RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.throttle import ProgressPump
@@ -26,6 +28,7 @@ class Extractor:
     worker: str
     progress_interval: float = 0.25
     progress_min_step: float = 1.0
+    cancellations: Cancellations = field(default_factory=Cancellations)
     now: Callable[[], datetime] = field(default=utcnow)
 
     async def _emit(self, event_type: str, source: ev.Envelope, data: ev.Payload, event_id: str) -> None:
@@ -42,8 +45,19 @@ class Extractor:
 
     async def extract(self, event: ev.DownloadCompletedEvent, attempt: int = 1) -> None:
         audio_format = event.data.audio_format
-        if audio_format is None:
+        if audio_format is None or await self.cancellations.is_cancelled(event.job_id):
             return
+        token = self.cancellations.token(event.job_id)
+        try:
+            await until_tripped(token, self._extract(event, audio_format, attempt))
+        except Aborted as exc:
+            if exc.reason == "shutdown":
+                raise RetryLater(0.0, "handed back at shutdown") from exc
+            log.info("extraction of item %s of job %s stopped: job cancelled", event.item_id, event.job_id)
+        finally:
+            self.cancellations.release(token)
+
+    async def _extract(self, event: ev.DownloadCompletedEvent, audio_format: str, attempt: int) -> None:
         job, item = event.job_id, event.item_id
         await self._emit(
             "extract.started",

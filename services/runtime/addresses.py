@@ -1,13 +1,19 @@
-"""Which URLs tubeflow refuses to fetch: hosts that are literal non-public addresses, or `localhost` names."""
+"""Which addresses tubeflow may fetch from, checked twice: at POST for literal hosts, and in the downloader for every
+name yt-dlp resolves (redirects and playlist entries included), so a hostname can't smuggle a private address in."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+
+def _literal_address(host: str) -> Address | None:
     host = host.strip("[]")
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
@@ -17,22 +23,99 @@ def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
             address = ipaddress.IPv4Address(socket.inet_aton(host))
         except (OSError, ValueError):
             return None
+    return _unmapped(address)
+
+
+def _unmapped(address: Address) -> Address:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
 
 
+def parse_networks(text: str | None) -> tuple[Network, ...]:
+    if not text:
+        return ()
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """``allowed_networks`` set: only those. Else ``allow_private``: anything. Else: public unicast addresses only."""
+
+    allow_private: bool = False
+    allowed_networks: tuple[Network, ...] = field(default_factory=tuple)
+
+    @property
+    def open(self) -> bool:
+        return self.allow_private and not self.allowed_networks
+
+    def address_reason(self, address: Address) -> str | None:
+        address = _unmapped(address)
+        if self.allowed_networks:
+            if any(address in network for network in self.allowed_networks):
+                return None
+            return f"{address} is outside TUBEFLOW_ALLOWED_NETWORKS"
+        if self.allow_private:
+            return None
+        if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified:
+            return f"{address} is not a public address"
+        return None
+
+    def url_reason(self, url: str) -> str | None:
+        """Why this URL's host is refused before anything is fetched, or None (hostnames are checked on resolve)."""
+        if self.open:
+            return None
+        try:
+            host = (urlsplit(url).hostname or "").rstrip(".").lower()
+        except ValueError:
+            return None
+        if host == "localhost" or host.endswith(".localhost"):
+            return self.address_reason(ipaddress.IPv4Address("127.0.0.1")) and f"{host} is a loopback name"
+        address = _literal_address(host)
+        return None if address is None else self.address_reason(address)
+
+
+class ForbiddenAddress(OSError):
+    """Raised instead of connecting: the name resolved to an address the policy refuses."""
+
+
+_guarded = threading.local()
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _checked_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202 - same signature as socket.getaddrinfo
+    results = _real_getaddrinfo(host, *args, **kwargs)
+    policy: AddressPolicy | None = getattr(_guarded, "policy", None)
+    if policy is not None and not policy.open:
+        for result in results:
+            try:
+                address = ipaddress.ip_address(result[4][0].split("%", 1)[0])
+            except ValueError:
+                continue
+            reason = policy.address_reason(address)
+            if reason:
+                raise ForbiddenAddress(f"forbidden_address: {host} resolves to {reason}")
+    return results
+
+
+def install_guard() -> None:
+    """Route name resolution through the policy check; it applies only on threads inside ``guarded``."""
+    socket.getaddrinfo = _checked_getaddrinfo
+
+
+class guarded:  # noqa: N801 - used as a context manager
+    def __init__(self, policy: AddressPolicy) -> None:
+        self._policy = policy
+
+    def __enter__(self) -> None:
+        install_guard()
+        self._previous = getattr(_guarded, "policy", None)
+        _guarded.policy = self._policy
+
+    def __exit__(self, *exc: object) -> None:
+        _guarded.policy = self._previous
+
+
 def forbidden_reason(url: str) -> str | None:
-    """Why this URL's host is not allowed, or None when it may be fetched."""
-    try:
-        host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    except ValueError:
-        return None
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is a loopback name"
-    address = _literal_address(host)
-    if address is None:
-        return None
-    if not address.is_global or address.is_multicast or address.is_reserved or address.is_unspecified:
-        return f"{address} is not a public address"
-    return None
+    """The default policy (no private addresses) applied to a URL's literal host."""
+    return AddressPolicy().url_reason(url)

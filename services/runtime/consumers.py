@@ -1,5 +1,5 @@
 """How every JetStream work consumer behaves: explicit consumer settings, event decoding with upcasting, in-progress
-acks while work runs, ack on success, a delayed nak on an unexpected error."""
+acks while work runs, ack on success, a delayed nak on an error, and the dead-letter stream for poison."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from faststream.nats import NatsMessage
 from nats.js import api
 
 from contracts.events import Envelope, InvalidEvent, parse_event
+from services.runtime.eventstore import DeadLetters
 
 log = logging.getLogger("tubeflow.consumer")
 
@@ -19,18 +20,26 @@ MAX_DELIVER = 5
 # Redelivery delays after a missed ack (the first replaces ack_wait on the server); in-progress acks keep long
 # work alive far below it.
 BACKOFF = [30.0, 60.0, 120.0, 240.0]
-KEEPALIVE = 10.0
 RETRY_DELAY = 2.0
 
 
-def work_consumer(filter_subject: str, *, max_ack_pending: int) -> api.ConsumerConfig:
+class RetryLater(Exception):
+    """Raised by a handler to have the message redelivered after ``delay`` seconds (a transient failure)."""
+
+    def __init__(self, delay: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+def work_consumer(filter_subject: str, *, max_ack_pending: int, ack_wait: float = ACK_WAIT) -> api.ConsumerConfig:
+    backoff = [max(ack_wait, b * ack_wait / ACK_WAIT) for b in BACKOFF]
     return api.ConsumerConfig(
         filter_subject=filter_subject,
         deliver_policy=api.DeliverPolicy.ALL,
         ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT,
+        ack_wait=ack_wait,
         max_deliver=MAX_DELIVER,
-        backoff=BACKOFF,
+        backoff=backoff,
         max_ack_pending=max_ack_pending,
     )
 
@@ -48,28 +57,52 @@ async def handle(
     msg: NatsMessage,
     work: Callable[[Envelope, int], Awaitable[None]],
     *,
-    keepalive: float = KEEPALIVE,
+    dead_letters: DeadLetters | None = None,
+    ack_wait: float = ACK_WAIT,
     retry_delay: float = RETRY_DELAY,
+    max_deliver: int = MAX_DELIVER,
 ) -> None:
     """Run ``work(event, attempt)`` for one delivery and settle the message."""
-    meta = msg.raw_message.metadata
+    raw = msg.raw_message
+    meta = raw.metadata
     attempt = meta.num_delivered
-    try:
-        event = parse_event(msg.body, seq=meta.sequence.stream)
-    except InvalidEvent as exc:
-        log.error("unreadable event at stream seq %s (%s): %s", meta.sequence.stream, msg.raw_message.subject, exc)
+    seq = meta.sequence.stream
+
+    async def give_up(reason: str) -> None:
+        if dead_letters is not None:
+            try:
+                await dead_letters.send(raw.subject, raw.data, raw.headers, seq, attempt, reason)
+            except Exception as exc:
+                # Not acked: it comes back and is dead-lettered then.
+                log.error("could not dead-letter stream seq %s: %s", seq, exc)
+                await msg.nack(delay=retry_delay)
+                return
         await msg.reject()
+
+    try:
+        event = parse_event(raw.data, seq=seq)
+    except InvalidEvent as exc:
+        log.error("unreadable event at stream seq %s (%s): %s", seq, raw.subject, exc)
+        await give_up(f"invalid event: {exc}")
         return
-    alive = asyncio.create_task(_keep_alive(msg, keepalive))
+    alive = asyncio.create_task(_keep_alive(msg, max(0.5, ack_wait / 3)))
     try:
         await work(event, attempt)
     except asyncio.CancelledError:
+        alive.cancel()
         await msg.nack()
         raise
-    except Exception:
-        log.exception("handler failed for %s %s (attempt %s)", event.type, event.job_id, attempt)
-        await msg.nack(delay=retry_delay * attempt)
-        return
-    finally:
+    except RetryLater as exc:
         alive.cancel()
+        await msg.nack(delay=exc.delay)
+        return
+    except Exception as exc:
+        alive.cancel()
+        log.exception("handler failed for %s %s (attempt %s)", event.type, event.job_id, attempt)
+        if attempt >= max_deliver:
+            await give_up(f"handler failed {attempt} times, last: {type(exc).__name__}: {exc}")
+        else:
+            await msg.nack(delay=retry_delay * attempt)
+        return
+    alive.cancel()
     await msg.ack()

@@ -18,7 +18,12 @@ from contracts.events import ALL_EVENTS, Envelope, InvalidEvent, encode_event, j
 log = logging.getLogger("tubeflow.eventstore")
 
 STREAM = "TUBEFLOW_EVENTS"
+DLQ_STREAM = "TUBEFLOW_DLQ"
+DLQ_PREFIX = "tubeflow.dlq"
 JOBS_BUCKET = "tubeflow_jobs"
+IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
+# How long an Idempotency-Key keeps answering with the same job.
+IDEMPOTENCY_TTL = 24 * 3600.0
 # Window in which JetStream drops a second publish with the same Nats-Msg-Id.
 DUPLICATE_WINDOW = 120.0
 MAX_EVENT_BYTES = 1024 * 1024
@@ -62,27 +67,75 @@ def stream_config() -> api.StreamConfig:
 
 
 async def ensure_topology(js: JetStreamContext) -> list[str]:
-    """Create the event stream and the read-model bucket when missing. Idempotent; returns what it created."""
+    """Create the streams and buckets that are missing. Idempotent; returns what it created."""
     created = []
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        await js.add_stream(stream_config())
-        created.append(f"stream {STREAM}")
-    try:
-        await js.key_value(JOBS_BUCKET)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            api.KeyValueConfig(
-                bucket=JOBS_BUCKET,
-                description="tubeflow job views, folded from TUBEFLOW_EVENTS (disposable)",
-                history=1,
-                storage=api.StorageType.FILE,
-                max_value_size=MAX_EVENT_BYTES * 8,
-            )
-        )
-        created.append(f"bucket {JOBS_BUCKET}")
+    for config in (stream_config(), dlq_stream_config()):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            created.append(f"stream {config.name}")
+    buckets = [
+        api.KeyValueConfig(
+            bucket=JOBS_BUCKET,
+            description="tubeflow job views, folded from TUBEFLOW_EVENTS (disposable)",
+            history=1,
+            storage=api.StorageType.FILE,
+            max_value_size=MAX_EVENT_BYTES * 8,
+        ),
+        api.KeyValueConfig(
+            bucket=IDEMPOTENCY_BUCKET,
+            description="Idempotency-Key -> job id",
+            history=1,
+            storage=api.StorageType.FILE,
+            ttl=IDEMPOTENCY_TTL,
+        ),
+    ]
+    for bucket in buckets:
+        try:
+            await js.key_value(bucket.bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(bucket)
+            created.append(f"bucket {bucket.bucket}")
     return created
+
+
+def dlq_stream_config() -> api.StreamConfig:
+    return api.StreamConfig(
+        name=DLQ_STREAM,
+        description="tubeflow dead letters: events a consumer could not read or process, with the reason",
+        subjects=[f"{DLQ_PREFIX}.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_age=30 * 24 * 3600.0,
+    )
+
+
+class DeadLetters:
+    """Sends a message a consumer gives up on to `tubeflow.dlq.<consumer>`, keeping its headers and saying why."""
+
+    def __init__(self, js: JetStreamContext, consumer: str) -> None:
+        self._js = js
+        self._consumer = consumer
+
+    async def send(
+        self, subject_: str, data: bytes, headers: dict[str, str] | None, stream_seq: int, deliveries: int, reason: str
+    ) -> None:
+        out = dict(headers or {})
+        if "Nats-Msg-Id" in out:
+            out["Tubeflow-Dlq-Original-Msg-Id"] = out["Nats-Msg-Id"]
+        out.update(
+            {
+                "Nats-Msg-Id": f"dlq:{self._consumer}:{stream_seq}",
+                "Tubeflow-Dlq-Consumer": self._consumer,
+                "Tubeflow-Dlq-Subject": subject_,
+                "Tubeflow-Dlq-Stream-Seq": str(stream_seq),
+                "Tubeflow-Dlq-Deliveries": str(deliveries),
+                "Tubeflow-Dlq-Reason": reason.replace("\r", " ").replace("\n", " ")[:2000],
+            }
+        )
+        await self._js.publish(f"{DLQ_PREFIX}.{self._consumer}", data, stream=DLQ_STREAM, headers=out, timeout=5.0)
 
 
 async def jobs_bucket(js: JetStreamContext) -> KeyValue:

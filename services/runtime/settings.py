@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     progress_min_step: float = Field(default=1.0, ge=0.0)
     sse_heartbeat: float = Field(default=15.0, gt=0.0)
     worker_name: str | None = Field(default=None, description="overrides host:pid in events' `worker` field")
+    # Reliability
+    ack_wait: float = Field(default=30.0, gt=0.0, description="seconds before unacked work is redelivered")
+    download_attempts: int = Field(default=3, ge=1, le=5, description="tries of an item on transient errors")
+    retry_delay: float = Field(default=2.0, ge=0.0, description="first retry delay; doubles per attempt")
+    shutdown_grace: float = Field(default=20.0, ge=0.0)
+    # Security
+    api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
+    allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
+    rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")
 
     @property
     def media_dir(self) -> Path:

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote, unquote
 from xml.sax.saxutils import escape
 
 import imageio_ffmpeg
@@ -73,6 +74,8 @@ class MediaServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[str] = field(default_factory=list)
+    _counts: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -82,6 +85,13 @@ class MediaServer:
 
     def url(self, name: str, *, rate: int | None = None) -> str:
         return f"{self.base}/slow/{rate}/{name}" if rate else f"{self.base}/media/{name}"
+
+    def redirect_url(self, target: str) -> str:
+        return f"{self.base}/redirect?to={quote(target, safe='')}"
+
+    def flaky_url(self, name: str, failures: int) -> str:
+        """Answers 503 to the first ``failures`` requests for this name, then serves the file."""
+        return f"{self.base}/flaky/{failures}/{name}"
 
     def feed_url(self, names: str | None = None) -> str:
         return f"{self.base}/feed.xml" + (f"?items={names}" if names else "")
@@ -106,6 +116,21 @@ class MediaServer:
                 path, _, query = self.path.partition("?")
                 if path == "/feed.xml":
                     return self.send_feed(query, head)
+                if path == "/redirect":
+                    target = unquote(query.partition("to=")[2])
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                flaky = re.fullmatch(r"/flaky/(\d+)/([\w.-]+)", path)
+                if flaky:
+                    with server._lock:
+                        seen = server._counts.get(path, 0)
+                        server._counts[path] = seen + 1
+                    if seen < int(flaky.group(1)):
+                        return self.send_body(b"try again", "text/plain", head, status=503)
+                    path = f"/media/{flaky.group(2)}"
                 if path == "/page.html":
                     body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
                     return self.send_body(body, "text/html; charset=utf-8", head)
@@ -133,7 +158,11 @@ class MediaServer:
                 entries = []
                 for entry in names:
                     name, _, rate = entry.partition("@")
-                    url = server.url(name, rate=int(rate) if rate.isdigit() else None)
+                    if name.startswith("flaky"):  # flaky2-clip1.mp4: 503 twice, then clip1.mp4
+                        count, _, real = name[len("flaky") :].partition("-")
+                        url = server.flaky_url(real, int(count))
+                    else:
+                        url = server.url(name, rate=int(rate) if rate.isdigit() else None)
                     entries.append(
                         f"<item><title>{escape(name)}</title><guid>{escape(entry)}</guid>"
                         f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'

@@ -1,0 +1,77 @@
+"""Who may call the API: the optional bearer token, and a per-client budget for creating jobs."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections import OrderedDict
+from typing import Any, Callable
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+
+PROTECTED_PREFIXES = ("/api/", "/media/")
+
+
+def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], None]:
+    """With a token set, /api/* and /media/* need `Authorization: Bearer <token>` (or `?access_token=` for
+    EventSource, which can't set headers). /healthz, /readyz, the page and the schema stay open."""
+    expected = token.encode() if token else None
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if expected is None or not connection.url.path.startswith(PROTECTED_PREFIXES):
+            return
+        header = connection.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            given = connection.query_params.get("access_token", "")
+        if not hmac.compare_digest(given.strip().encode(), expected):
+            raise NotAuthorizedException(
+                "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
+            )
+
+    return guard
+
+
+class RateLimiter:
+    """A token bucket per client: ``per_minute`` job creations, refilled continuously; 0 turns it off."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000):
+        self.per_minute = per_minute
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_clients = max_clients
+
+    def check(self, client: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = self._clock()
+        rate = self.per_minute / 60.0
+        tokens, last = self._buckets.get(client, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[client] = (tokens, now)
+            retry_after = math.ceil((1.0 - tokens) / rate)
+            raise TooManyRequests(retry_after)
+        self._buckets[client] = (tokens - 1.0, now)
+        self._buckets.move_to_end(client)
+        while len(self._buckets) > self._max_clients:
+            self._buckets.popitem(last=False)
+
+
+class TooManyRequests(HTTPException):
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            detail=f"too many jobs created; try again in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            extra={"errors": [{"field": "client", "code": "rate_limited", "message": "job creation rate exceeded"}]},
+        )
+
+
+def client_key(connection: ASGIConnection) -> str:
+    client: Any = connection.client
+    return client.host if client else "unknown"

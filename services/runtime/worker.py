@@ -1,0 +1,68 @@
+"""The lifecycle both worker services share: connect, declare, listen for cancels, run a FastStream broker, and on
+stop hand back or finish in-flight work within the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from faststream.nats import NatsBroker
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+
+from contracts.views import JobView
+from services.runtime.cancellation import Cancellations
+from services.runtime.eventstore import connect, ensure_topology, jobs_bucket
+from services.runtime.settings import Settings
+
+log = logging.getLogger("tubeflow.worker")
+
+
+@dataclass
+class WorkerContext:
+    js: JetStreamContext
+    cancellations: Cancellations
+
+
+def new_broker(url: str) -> NatsBroker:
+    return NatsBroker(
+        url, logger=logging.getLogger("tubeflow.faststream"), log_level=logging.DEBUG, max_reconnect_attempts=-1
+    )
+
+
+async def run_worker(
+    name: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    build: Callable[[WorkerContext], NatsBroker],
+    on_stopped: Callable[[], None] | None = None,
+) -> None:
+    assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
+    nc = await connect(settings.nats_url, f"tubeflow-{name}")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    kv = await jobs_bucket(js)
+
+    async def cancelled_in_store(job_id: str) -> bool:
+        try:
+            entry = await kv.get(job_id)
+        except KeyNotFoundError:
+            return False
+        return bool(entry.value) and JobView.model_validate_json(entry.value).status == "cancelled"
+
+    cancellations = Cancellations(cancelled_in_store)
+    await cancellations.subscribe(nc)
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    broker = build(WorkerContext(js, cancellations))
+    await broker.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("%s stopping: handing back %d running task(s)", name, cancellations.running)
+        await cancellations.shutdown(settings.shutdown_grace)
+        await broker.stop()
+        if on_stopped is not None:
+            on_stopped()
+        await nc.drain()
