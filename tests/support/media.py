@@ -158,7 +158,10 @@ class MediaServer:
                 entries = []
                 for entry in names:
                     name, _, rate = entry.partition("@")
-                    if name.startswith("flaky"):  # flaky2-clip1.mp4: 503 twice, then clip1.mp4
+                    if name.startswith("http"):  # a URL as it is, e.g. a redirect
+                        url = entry
+                        name = "external"
+                    elif name.startswith("flaky"):  # flaky2-clip1.mp4: 503 twice, then clip1.mp4
                         count, _, real = name[len("flaky") :].partition("-")
                         url = server.flaky_url(real, int(count))
                     else:

@@ -1,0 +1,132 @@
+"""Reliability and safety through `tubeflow up` on real NATS, yt-dlp and ffmpeg: retries, cancel, SSRF at fetch
+time, idempotent submission, poison events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import nats
+import pytest
+
+from services.runtime.eventstore import DLQ_STREAM, STREAM
+from tests.test_e2e import follow, submit, wait_finished
+
+pytestmark = pytest.mark.e2e
+
+
+def events_of(stack, job_id: str) -> list[dict]:
+    return httpx.get(f"{stack.base}/api/jobs/{job_id}/events").json()
+
+
+def test_transient_errors_are_retried_and_every_attempt_shows(stack, media):
+    job = submit(stack, url=media.feed_url("flaky2-clip1.mp4,clip2.mp4"), mode="video")
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "completed", view
+    flaky, steady = view["items"]
+    assert flaky["attempts"] == 3 and steady["attempts"] == 1
+    retries = [e for e in events_of(stack, job["id"]) if e["type"] == "download.retrying"]
+    assert [(e["item_id"], e["data"]["attempt"], e["data"]["code"]) for e in retries] == [
+        ("0001", 1, "http_503"),
+        ("0001", 2, "http_503"),
+    ]
+
+
+def test_a_permanently_failing_item_does_not_stall_the_others(stack, media):
+    job = submit(stack, url=media.feed_url("flaky9-clip1.mp4,clip2.mp4,clip3.mp4"), mode="audio")
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "partial"
+    assert [i["status"] for i in view["items"]] == ["failed", "completed", "completed"]
+    assert view["items"][0]["error"]["code"] == "http_503" and view["items"][0]["attempts"] == 3
+    assert view["download"]["failed"] == 1 and view["extract"]["skipped"] == 1 and view["extract"]["remaining"] == 0
+
+
+def test_redirects_to_link_local_addresses_are_refused_at_fetch_time(stack, media):
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    direct = wait_finished(stack, submit(stack, url=media.redirect_url(metadata))["id"])
+    assert direct["status"] == "failed" and direct["error"]["code"] == "forbidden_address"
+    # As a playlist entry: that item fails, the rest of the playlist goes on.
+    job = submit(stack, url=media.feed_url("clip1.mp4," + media.redirect_url(metadata)))
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "partial"
+    assert [i["status"] for i in view["items"]] == ["completed", "failed"]
+    assert view["items"][1]["error"]["code"] == "forbidden_address"
+    assert httpx.post(f"{stack.base}/api/jobs", json={"url": metadata}).json()["errors"][0]["code"] == (
+        "forbidden_address"
+    )
+
+
+async def test_cancel_stops_running_work_and_skips_the_queue(stack, media):
+    slow = ",".join(f"long.mp4@{rate}" for rate in (40_000, 41_000, 42_000, 43_000, 44_000, 45_000))
+    job = submit(stack, url=media.feed_url(slow), mode="both")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = httpx.get(f"{stack.base}/api/jobs/{job['id']}").json()
+        if any(i["download"]["downloaded_bytes"] > 0 for i in view["items"]):
+            break
+        await asyncio.sleep(0.05)
+    stream = asyncio.create_task(follow(stack, job["id"]))
+    response = httpx.post(f"{stack.base}/api/jobs/{job['id']}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    messages = await asyncio.wait_for(stream, 10)
+    assert messages[-1].event == "job" and messages[-1].json()["status"] == "cancelled"
+
+    requests_at_cancel = len(media.requests)
+    await asyncio.sleep(2.5)
+    job_dir = stack.media_dir / job["id"]
+    leftovers = [p.name for p in job_dir.glob("*")] if job_dir.exists() else []
+    assert not [n for n in leftovers if n.endswith(".part")], leftovers
+    assert len(media.requests) == requests_at_cancel, "something was fetched after the cancel settled"
+    view = httpx.get(f"{stack.base}/api/jobs/{job['id']}").json()
+    assert view["status"] == "cancelled" and view["error"]["code"] == "cancelled"
+    assert view["progress"]["percent"] < 100
+    assert all(i["status"] in ("skipped", "completed") for i in view["items"])
+    again = httpx.post(f"{stack.base}/api/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["errors"][0]["code"] == "already_finished"
+    assert httpx.post(f"{stack.base}/api/jobs/01m80kr9ngrx981wzxbmtbw7d3/cancel").status_code == 404
+
+
+def test_the_same_idempotency_key_gives_the_same_job(stack, media):
+    body = {"url": media.url("clip3.mp4"), "mode": "video"}
+    first = httpx.post(f"{stack.base}/api/jobs", json=body, headers={"Idempotency-Key": "order-42"})
+    second = httpx.post(f"{stack.base}/api/jobs", json=body, headers={"Idempotency-Key": "order-42"})
+    other = httpx.post(f"{stack.base}/api/jobs", json=body, headers={"Idempotency-Key": "order-43"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"] != other.json()["id"]
+    wait_finished(stack, first.json()["id"])
+    requested = [e for e in events_of(stack, first.json()["id"]) if e["type"] == "requested"]
+    assert len(requested) == 1
+
+
+async def test_poison_goes_to_the_dead_letter_stream_and_reads_stay_healthy(stack, media):
+    job = submit(stack, url=media.url("clip1.mp4"))
+    wait_finished(stack, job["id"])
+    nc = await nats.connect(stack.nats_url)
+    try:
+        js = nc.jetstream()
+        await js.publish(
+            f"tubeflow.job.{job['id']}.item.queued", b"{not an event", stream=STREAM, headers={"X-Origin": "fuzz"}
+        )
+        deadline = time.monotonic() + 20
+        letters = []
+        sub = await js.subscribe("tubeflow.dlq.>", stream=DLQ_STREAM, ordered_consumer=True)
+        while time.monotonic() < deadline and not letters:
+            try:
+                msg = await sub.next_msg(timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            if msg.data == b"{not an event":
+                letters.append(msg)
+        assert letters, "the poison message never reached the dead-letter stream"
+        headers = letters[0].headers
+        assert headers["X-Origin"] == "fuzz" and "invalid event" in headers["Tubeflow-Dlq-Reason"]
+        assert headers["Tubeflow-Dlq-Consumer"] == "downloader-items-v1"
+    finally:
+        await nc.close()
+    assert httpx.get(f"{stack.base}/api/jobs/{job['id']}").status_code == 200
+    records = events_of(stack, job["id"])
+    assert records[-1]["type"] == "invalid" and "not JSON" in json.dumps(records[-1]["data"])
+    # The pipeline still works after the poison.
+    assert wait_finished(stack, submit(stack, url=media.url("clip2.mp4"))["id"])["status"] == "completed"
