@@ -248,6 +248,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_models(action: str) -> int:
+    from services.progress.rebuild import rebuild, verify
+    from services.runtime.eventstore import connect, ensure_topology
+
+    settings = Settings()
+    if not settings.nats_url:
+        print("TUBEFLOW_NATS_URL is not set", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        nc = await connect(settings.nats_url, f"tubeflow-{action}")  # type: ignore[arg-type]
+        try:
+            js = nc.jetstream()
+            await ensure_topology(js)
+            if action == "rebuild":
+                count = await rebuild(js)
+                print(f"rebuilt the read models of {count} job(s) from the stream")
+                return 0
+            problems = await verify(js)
+            for problem in problems:
+                print(problem)
+            if problems:
+                print(f"{len(problems)} difference(s) between the read models and the fold", file=sys.stderr)
+                return 1
+            print("the read models equal a fresh fold of the stream")
+            return 0
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubeflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until-seq", type=int, default=None, help="fold only events up to this stream sequence")
     replay.add_argument("--json", action="store_true", help="print only the folded JobView as JSON")
     replay.set_defaults(func=cmd_replay)
+    rebuild = sub.add_parser("rebuild", help="throw the read models away and fold the whole stream again")
+    rebuild.set_defaults(func=lambda args: _read_models("rebuild"))
+    verify = sub.add_parser("verify", help="compare the read models with a fresh fold; exit 1 on any difference")
+    verify.set_defaults(func=lambda args: _read_models("verify"))
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, AsyncIterator, Protocol
 
 import nats
 from nats.aio.client import Client as NATS
@@ -197,7 +197,7 @@ def decode(seq: int, subject_: str, data: bytes) -> StoredEvent:
         return StoredEvent(seq, subject_, data, None, str(exc))
 
 
-async def read_events(
+async def iter_events(
     js: JetStreamContext,
     filter_subject: str,
     *,
@@ -205,8 +205,9 @@ async def read_events(
     until: int | None = None,
     limit: int | None = None,
     batch: int = 512,
-) -> list[StoredEvent]:
-    """Stored events on a subject filter, in stream order, through a short-lived ephemeral consumer."""
+) -> AsyncIterator[StoredEvent]:
+    """Stored events on a subject filter, in stream order, through a short-lived ephemeral consumer. Stops at the
+    end of the stream as it was when the read began."""
     config = api.ConsumerConfig(
         deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=after + 1,
@@ -217,12 +218,12 @@ async def read_events(
         filter_subject=filter_subject,
     )
     psub = await js.pull_subscribe(filter_subject, durable=None, stream=STREAM, config=config)
-    out: list[StoredEvent] = []
+    count = 0
     try:
         info = await psub.consumer_info()
         pending = info.num_pending
-        while pending > 0 and (limit is None or len(out) < limit):
-            want = min(batch, pending) if limit is None else min(batch, pending, limit - len(out))
+        while pending > 0 and (limit is None or count < limit):
+            want = min(batch, pending) if limit is None else min(batch, pending, limit - count)
             try:
                 msgs = await psub.fetch(want, timeout=5.0)
             except asyncio.TimeoutError:
@@ -230,8 +231,9 @@ async def read_events(
             for msg in msgs:
                 meta = msg.metadata
                 if until is not None and meta.sequence.stream > until:
-                    return out
-                out.append(decode(meta.sequence.stream, msg.subject, msg.data))
+                    return
+                count += 1
+                yield decode(meta.sequence.stream, msg.subject, msg.data)
                 pending = meta.num_pending
     finally:
         try:
@@ -240,7 +242,10 @@ async def read_events(
             await js.delete_consumer(STREAM, name)
         except Exception:  # the consumer also expires by itself after inactive_threshold
             pass
-    return out
+
+
+async def read_events(js: JetStreamContext, filter_subject: str, **kwargs: Any) -> list[StoredEvent]:
+    return [event async for event in iter_events(js, filter_subject, **kwargs)]
 
 
 async def read_job_events(js: JetStreamContext, job_id: str, **kwargs: Any) -> list[StoredEvent]:
