@@ -140,8 +140,14 @@ def test_verify_notices_a_tampered_view_and_rebuild_restores_the_fold(stack, med
 
     def tubeflow(command: str) -> subprocess.CompletedProcess:
         env = {**__import__("os").environ, "TUBEFLOW_NATS_URL": stack.nats_url}
-        return subprocess.run([sys.executable, "-m", "services.runtime.cli", command], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "services.runtime.cli", command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     job = submit(stack, url=media.url("clip1.mp4"))
     original = wait_finished(stack, job["id"])

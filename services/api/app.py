@@ -222,11 +222,18 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-        nc = await connect(settings.nats_url, "tubeflow-api")
+        hub = JobHub()
+        kv_ref: list = []
+
+        async def on_reconnect() -> None:
+            if kv_ref:
+                await hub.refresh(kv_ref[0])
+
+        nc = await connect(settings.nats_url, "tubeflow-api", on_reconnect=on_reconnect)
         js = nc.jetstream()
         await ensure_topology(js)
         kv = await jobs_bucket(js)
-        hub = JobHub()
+        kv_ref.append(kv)
         await hub.start(nc, kv)
         app.state.nc = nc
         app.state.js = js

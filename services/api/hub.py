@@ -63,6 +63,16 @@ class JobHub:
             await watcher.stop()
         log.info("hub loaded %d job views", loaded)
 
+    async def refresh(self, kv: KeyValue) -> None:
+        """After a reconnect: updates put while we were away were missed, so read the watched jobs again."""
+        for job_id in list(self._watchers):
+            try:
+                entry = await kv.get(job_id)
+            except Exception:
+                continue
+            if entry.value:
+                self._accept_bytes(job_id, entry.value)
+
     async def stop(self) -> None:
         if self._sub is not None:
             try:

@@ -17,7 +17,7 @@ from contracts.ids import item_id, random_event_id, step_event_id
 from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations
 from services.runtime.clock import utcnow
-from services.runtime.consumers import RetryLater
+from services.runtime.consumers import HANDBACK_DELAY, RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.throttle import ProgressPump
@@ -132,11 +132,13 @@ class Downloader:
             return
         token = self.cancellations.token(job)
         try:
+            if token.reason is not None:
+                raise Aborted(token.reason)
             await self._download(event, job, item, attempt, token)
         except Aborted as exc:
             if exc.reason == "shutdown":
                 # The partial file stays: the next delivery resumes it with a Range request.
-                raise RetryLater(0.0, "handed back at shutdown") from exc
+                raise RetryLater(HANDBACK_DELAY, "handed back at shutdown") from exc
             _remove_partials(self.media_dir / job, item)
             log.info("download of item %s of job %s stopped: job cancelled", item, job)
         finally:

@@ -13,7 +13,7 @@ from contracts.ids import random_event_id, step_event_id
 from services.extractor.ffmpeg import audio_path, extract_audio
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
-from services.runtime.consumers import RetryLater
+from services.runtime.consumers import HANDBACK_DELAY, RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.throttle import ProgressPump
@@ -49,10 +49,12 @@ class Extractor:
             return
         token = self.cancellations.token(event.job_id)
         try:
+            if token.reason is not None:
+                raise Aborted(token.reason)
             await until_tripped(token, self._extract(event, audio_format, attempt))
         except Aborted as exc:
             if exc.reason == "shutdown":
-                raise RetryLater(0.0, "handed back at shutdown") from exc
+                raise RetryLater(HANDBACK_DELAY, "handed back at shutdown") from exc
             log.info("extraction of item %s of job %s stopped: job cancelled", event.item_id, event.job_id)
         finally:
             self.cancellations.release(token)

@@ -16,13 +16,15 @@ from services.runtime.eventstore import DeadLetters
 log = logging.getLogger("tubeflow.consumer")
 
 ACK_WAIT = 30.0
-MAX_DELIVER = 5
+MAX_DELIVER = 10
 # No server-side backoff, on purpose: with `backoff` set, nats-server 2.15 ignores the delay of a NAK from the
 # second redelivery on and waits backoff[n] instead (measured: 0.2 s asked, 30 s waited). Retry delays are the
 # handlers' choice (RetryLater, growing per attempt); a crashed worker's message comes back after ack_wait, which
 # in-progress acks keep short even for long downloads.
 BACKOFF: list[float] = []
 RETRY_DELAY = 2.0
+# A message handed back at shutdown waits this long, so that this process's subscriber is gone by then.
+HANDBACK_DELAY = 2.0
 
 
 class RetryLater(Exception):
@@ -95,7 +97,10 @@ async def handle(
         raise
     except RetryLater as exc:
         alive.cancel()
-        await msg.nack(delay=exc.delay)
+        if attempt >= max_deliver:
+            await give_up(f"still failing after {attempt} deliveries: {exc}")
+        else:
+            await msg.nack(delay=exc.delay)
         return
     except Exception as exc:
         alive.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 import nats
 from nats.aio.client import Client as NATS
@@ -29,15 +29,19 @@ DUPLICATE_WINDOW = 120.0
 MAX_EVENT_BYTES = 1024 * 1024
 
 
-async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
+async def connect(
+    url: str, name: str, *, connect_timeout: float = 5.0, on_reconnect: Callable[[], Awaitable[None]] | None = None
+) -> NATS:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error (%s): %s", name, exc)
 
     async def on_disconnect() -> None:
         log.warning("nats disconnected (%s)", name)
 
-    async def on_reconnect() -> None:
+    async def reconnected() -> None:
         log.info("nats reconnected (%s)", name)
+        if on_reconnect is not None:
+            await on_reconnect()
 
     return await nats.connect(
         url,
@@ -48,7 +52,7 @@ async def connect(url: str, name: str, *, connect_timeout: float = 5.0) -> NATS:
         allow_reconnect=True,
         error_cb=on_error,
         disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
+        reconnected_cb=reconnected,
     )
 
 

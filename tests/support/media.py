@@ -74,6 +74,7 @@ class MediaServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[str] = field(default_factory=list)
+    ranges: list[tuple[str, str | None]] = field(default_factory=list)
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -113,6 +114,7 @@ class MediaServer:
 
             def handle_request(self, head: bool) -> None:
                 server.requests.append(self.path)
+                server.ranges.append((self.path, self.headers.get("Range")))
                 path, _, query = self.path.partition("?")
                 if path == "/feed.xml":
                     return self.send_feed(query, head)
