@@ -131,3 +131,32 @@ async def test_readyz_follows_the_nats_connection(tmp_path):
             assert await wait_status(client, 200) == 200
     finally:
         server.stop()
+
+
+async def test_with_a_token_the_api_and_media_need_it_and_health_stays_open(lonely_nats, tmp_path):
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, api_token="s3cret-token")
+    (tmp_path / "media" / "j").mkdir(parents=True)
+    (tmp_path / "media" / "j" / "a.mp3").write_bytes(b"abc")
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        for path in ("/api/jobs", "/media/j/a.mp3", "/api/jobs/01m80kr9ngrx981wzxbmtbw7d3/stream"):
+            denied = await client.get(path)
+            assert denied.status_code == 401, path
+            assert (await client.get(path, headers={"Authorization": "Bearer wrong"})).status_code == 401
+        assert (await client.get("/api/jobs", headers={"Authorization": "Bearer s3cret-token"})).status_code == 200
+        assert (await client.get("/media/j/a.mp3?access_token=s3cret-token")).content == b"abc"
+        assert (await client.post("/api/jobs", json={"url": "http://video.example.com/v"})).status_code == 401
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_job_creation_is_rate_limited_per_client(lonely_nats, tmp_path):
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, rate_limit=3)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        codes = [
+            (await client.post("/api/jobs", json={"url": "http://video.example.com/v"})).status_code for _ in range(4)
+        ]
+        assert codes == [202, 202, 202, 429]
+        limited = await client.post("/api/jobs", json={"url": "http://video.example.com/v"})
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["errors"][0]["code"] == "rate_limited"
+        assert (await client.get("/api/jobs")).status_code == 200  # reads are not limited
