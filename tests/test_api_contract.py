@@ -160,3 +160,17 @@ async def test_job_creation_is_rate_limited_per_client(lonely_nats, tmp_path):
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         assert limited.json()["errors"][0]["code"] == "rate_limited"
         assert (await client.get("/api/jobs")).status_code == 200  # reads are not limited
+
+
+async def test_media_does_not_follow_symlinks_out_of_its_root(lonely_nats, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    media = tmp_path / "data" / "media"
+    media.mkdir(parents=True)
+    (media / "link.txt").symlink_to(secret)
+    (media / "inside.txt").write_text("public")
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path / "data")
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        assert (await client.get("/media/link.txt")).status_code == 404
+        assert (await client.get("/media/inside.txt")).text == "public"
+        assert (await client.get(f"/media/{secret}")).status_code == 404
