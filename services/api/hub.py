@@ -18,7 +18,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.views import JobSummary, JobView
-from services.runtime.eventstore import JOBS_BUCKET
+from services.runtime.eventstore import JOBS_BUCKET, read_bucket
 
 log = logging.getLogger("tubeflow.api.hub")
 
@@ -50,17 +50,10 @@ class JobHub:
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         # Subscribe before loading, so nothing put in between is missed; newer seq wins when both arrive.
         self._sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.>", cb=self._on_message)
-        loaded = 0
-        watcher = await kv.watchall(ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.value:
-                    self._accept_bytes(entry.key, entry.value)
-                    loaded += 1
-        finally:
-            await watcher.stop()
+        stored = await read_bucket(kv)
+        for key, value in stored.items():
+            self._accept_bytes(key, value)
+        loaded = len(stored)
         log.info("hub loaded %d job views", loaded)
 
     async def refresh(self, kv: KeyValue) -> None:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker
 
-from contracts import events as ev
 from services.downloader.handlers import Downloader
 from services.downloader.ytdlp import YtDlp
 from services.runtime.addresses import AddressPolicy, parse_networks
-from services.runtime.consumers import handle, work_consumer
-from services.runtime.eventstore import STREAM, DeadLetters, EventPublisher
+from services.runtime.consumers import work_subscriber
+from services.runtime.eventstore import EventPublisher
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import WorkerContext, new_broker, run_worker
 
@@ -24,37 +22,26 @@ RESOLVE_CONCURRENCY = 2
 
 def build_broker(url: str, downloader: Downloader, settings: Settings, context: WorkerContext) -> NatsBroker:
     broker = new_broker(url)
-    stream = JStream(STREAM, declare=False)
-    ack_wait = settings.ack_wait
-    resolve_dlq = DeadLetters(context.js, RESOLVE_DURABLE)
-    items_dlq = DeadLetters(context.js, ITEMS_DURABLE)
-
-    @broker.subscriber(
-        ev.subject_filter("requested"),
-        stream=stream,
+    work_subscriber(
+        broker,
+        context.js,
+        event_type="requested",
         durable=RESOLVE_DURABLE,
-        pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=work_consumer(ev.subject_filter("requested"), max_ack_pending=64, ack_wait=ack_wait),
-        ack_policy=AckPolicy.MANUAL,
         max_workers=RESOLVE_CONCURRENCY,
-        title="downloader:requested",
+        max_ack_pending=64,
+        ack_wait=settings.ack_wait,
+        work=downloader.resolve,  # type: ignore[arg-type]
     )
-    async def on_requested(msg: NatsMessage) -> None:
-        await handle(msg, downloader.resolve, dead_letters=resolve_dlq, ack_wait=ack_wait)  # type: ignore[arg-type]
-
-    @broker.subscriber(
-        ev.subject_filter("item.queued"),
-        stream=stream,
+    work_subscriber(
+        broker,
+        context.js,
+        event_type="item.queued",
         durable=ITEMS_DURABLE,
-        pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=work_consumer(ev.subject_filter("item.queued"), max_ack_pending=1024, ack_wait=ack_wait),
-        ack_policy=AckPolicy.MANUAL,
         max_workers=settings.download_concurrency,
-        title="downloader:item.queued",
+        max_ack_pending=1024,
+        ack_wait=settings.ack_wait,
+        work=downloader.download,  # type: ignore[arg-type]
     )
-    async def on_item_queued(msg: NatsMessage) -> None:
-        await handle(msg, downloader.download, dead_letters=items_dlq, ack_wait=ack_wait)  # type: ignore[arg-type]
-
     return broker
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker
 
-from contracts import events as ev
 from services.extractor.handlers import Extractor
-from services.runtime.consumers import handle, work_consumer
-from services.runtime.eventstore import STREAM, DeadLetters, EventPublisher
+from services.runtime.consumers import work_subscriber
+from services.runtime.eventstore import EventPublisher
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import WorkerContext, new_broker, run_worker
 
@@ -19,22 +17,16 @@ DURABLE = "extractor-v1"
 
 def build_broker(url: str, extractor: Extractor, settings: Settings, context: WorkerContext) -> NatsBroker:
     broker = new_broker(url)
-    dead_letters = DeadLetters(context.js, DURABLE)
-    ack_wait = settings.ack_wait
-
-    @broker.subscriber(
-        ev.subject_filter("download.completed"),
-        stream=JStream(STREAM, declare=False),
+    work_subscriber(
+        broker,
+        context.js,
+        event_type="download.completed",
         durable=DURABLE,
-        pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=work_consumer(ev.subject_filter("download.completed"), max_ack_pending=1024, ack_wait=ack_wait),
-        ack_policy=AckPolicy.MANUAL,
         max_workers=settings.extract_concurrency,
-        title="extractor:download.completed",
+        max_ack_pending=1024,
+        ack_wait=settings.ack_wait,
+        work=extractor.extract,  # type: ignore[arg-type]
     )
-    async def on_download_completed(msg: NatsMessage) -> None:
-        await handle(msg, extractor.extract, dead_letters=dead_letters, ack_wait=ack_wait)  # type: ignore[arg-type]
-
     return broker
 
 

@@ -7,7 +7,7 @@ from contracts.events import ALL_EVENTS
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
-from services.runtime.eventstore import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket
+from services.runtime.eventstore import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
 
 
 async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamContext
@@ -20,24 +20,10 @@ async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamCo
     return views
 
 
-async def stored_views(kv) -> dict[str, bytes]:  # noqa: ANN001 - a KeyValue
-    out: dict[str, bytes] = {}
-    watcher = await kv.watchall(ignore_deletes=True)
-    try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                out[entry.key] = entry.value
-    finally:
-        await watcher.stop()
-    return out
-
-
 async def verify(js) -> list[str]:  # noqa: ANN001
     """Differences between the stored views and a fresh fold of the stream; empty when they agree."""
     folded = await fold_stream(js)
-    stored = await stored_views(await jobs_bucket(js))
+    stored = await read_bucket(await jobs_bucket(js))
     problems = []
     for job_id, view in folded.items():
         data = stored.get(job_id)

@@ -7,11 +7,12 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
-from faststream.nats import NatsMessage
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from nats.js import api
 
-from contracts.events import Envelope, InvalidEvent, parse_event
-from services.runtime.eventstore import DeadLetters
+from contracts.events import Envelope, InvalidEvent, parse_event, subject_filter
+from services.runtime.eventstore import STREAM, DeadLetters
 
 log = logging.getLogger("tubeflow.consumer")
 
@@ -45,6 +46,35 @@ def work_consumer(filter_subject: str, *, max_ack_pending: int, ack_wait: float 
         backoff=BACKOFF or None,
         max_ack_pending=max_ack_pending,
     )
+
+
+def work_subscriber(
+    broker: NatsBroker,
+    js,  # noqa: ANN001 - the JetStreamContext dead letters are published with
+    *,
+    event_type: str,
+    durable: str,
+    max_workers: int,
+    max_ack_pending: int,
+    ack_wait: float,
+    work: Callable[[Envelope, int], Awaitable[None]],
+) -> None:
+    """A durable pull consumer of one event type on the event stream, settled by ``handle``."""
+    filter_subject = subject_filter(event_type)
+    dead_letters = DeadLetters(js, durable)
+
+    @broker.subscriber(
+        filter_subject,
+        stream=JStream(STREAM, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=1, timeout=5.0),
+        config=work_consumer(filter_subject, max_ack_pending=max_ack_pending, ack_wait=ack_wait),
+        ack_policy=AckPolicy.MANUAL,
+        max_workers=max_workers,
+        title=f"{durable}:{event_type}",
+    )
+    async def on_message(msg: NatsMessage) -> None:
+        await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait)
 
 
 async def _keep_alive(msg: NatsMessage, every: float) -> None:

@@ -146,6 +146,21 @@ async def jobs_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(JOBS_BUCKET)
 
 
+async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
+    """Every current key and value of a bucket, read once through a short-lived watcher."""
+    out: dict[str, bytes] = {}
+    watcher = await kv.watchall(ignore_deletes=True)
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.value:
+                out[entry.key] = entry.value
+    finally:
+        await watcher.stop()
+    return out
+
+
 class Publisher(Protocol):
     async def publish(self, event: Envelope) -> Any: ...
 
