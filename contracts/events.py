@@ -49,6 +49,9 @@ class Requested(Payload):
     mode: Mode = "video"
     audio_format: AudioFormat = "mp3"
     format: str | None = None
+    playlist_items: str | None = None
+    # 0 for the job's first run; n when `POST /retry` resolves the job again for the n-th time.
+    round: int = 0
 
 
 class ResolveStarted(Payload):
@@ -78,6 +81,7 @@ class ItemQueued(Payload):
     mode: Mode
     audio_format: AudioFormat
     format: str | None = None
+    round: int = 0
 
 
 class DownloadStarted(Payload):
@@ -113,6 +117,7 @@ class DownloadCompleted(Payload):
     duration: float | None = None
     # What the extractor should make of the file; None when the job asked for video only.
     audio_format: AudioFormat | None = None
+    round: int = 0
 
 
 class DownloadFailed(Payload):
@@ -143,6 +148,14 @@ class ExtractFailed(Payload):
     worker: str
     code: str
     message: str
+
+
+class RetryRequested(Payload):
+    """`POST /retry` of a finished job: the listed items run again (or, with ``resolve``, the whole job)."""
+
+    round: int
+    items: list[str] = []
+    resolve: bool = False
 
 
 class CancelRequested(Payload):
@@ -232,6 +245,11 @@ class ExtractCompletedEvent(Envelope):
     data: ExtractCompleted
 
 
+class RetryRequestedEvent(Envelope):
+    type: Literal["retry.requested"]
+    data: RetryRequested
+
+
 class CancelRequestedEvent(Envelope):
     type: Literal["cancel.requested"]
     data: CancelRequested
@@ -260,6 +278,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         ExtractCompletedEvent,
         ExtractFailedEvent,
         CancelRequestedEvent,
+        RetryRequestedEvent,
     )
 }
 PAYLOADS: dict[str, type[Payload]] = {t: cls.model_fields["data"].annotation for t, cls in EVENT_CLASSES.items()}  # type: ignore[misc]

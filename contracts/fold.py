@@ -51,7 +51,7 @@ def apply(view: JobView | None, event: ev.Envelope) -> JobView:
         else:
             view = _new_job(event)
             return _stamp(view, event)
-    elif view.terminal and not isinstance(event, ev.RequestedEvent):
+    elif view.terminal and not isinstance(event, (ev.RequestedEvent, ev.RetryRequestedEvent)):
         # A finished job is final; late events (a straggling progress report) only advance the sequence.
         return view.model_copy(update={"seq": max(view.seq, event.seq)})
     view = _apply(event, view)
@@ -72,6 +72,7 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         mode=data.mode,
         audio_format=data.audio_format,
         format=data.format,
+        playlist_items=data.playlist_items,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),
@@ -353,6 +354,41 @@ def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
             "items": items,
         }
     )
+
+
+@_apply.register
+def _(event: ev.RetryRequestedEvent, view: JobView) -> JobView:
+    data = event.data
+    if not view.terminal or data.round <= view.retries:
+        return view
+    # A retry starts a new run: the bar is measured again from what is already done (see README).
+    update: dict = {
+        "status": "running",
+        "finished_at": None,
+        "error": None,
+        "retries": data.round,
+        "progress": Progress(percent=0.0, stage="downloading"),
+    }
+    if data.resolve:
+        update.update(status="queued", progress=Progress(), item_count=None, items=[])
+        return view.model_copy(update=update)
+    wanted = set(data.items)
+    audio = wants_audio(view.mode)
+    items = []
+    for item in view.items:
+        if item.id in wanted:
+            item = item.model_copy(
+                update={
+                    "status": "queued",
+                    "error": None,
+                    "download": ItemDownload(),
+                    "extract": ItemExtract(status="queued" if audio else "none"),
+                    "seq": event.seq,
+                }
+            )
+        items.append(item)
+    update["items"] = items
+    return view.model_copy(update=update)
 
 
 # --- helpers --------------------------------------------------------------------------------------------------

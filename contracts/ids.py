@@ -27,13 +27,18 @@ def item_id(index: int) -> str:
     return f"{index:04d}"
 
 
-def step_event_id(job_id: str, event_type: str, item: str | None = None, attempt: int | None = None) -> str:
-    """The id of an event that a retried handler publishes again: equal ids are deduplicated by JetStream."""
+def step_event_id(
+    job_id: str, event_type: str, item: str | None = None, attempt: int | None = None, round: int = 0
+) -> str:
+    """The id of an event that a redelivered handler publishes again: equal ids are deduplicated by JetStream.
+    ``round`` counts `POST /retry`s of the job, so a retried step is a new event, not a duplicate."""
     parts = [job_id, event_type]
     if item is not None:
         parts.append(item)
     if attempt is not None:
         parts.append(str(attempt))
+    if round:
+        parts.append(f"r{round}")
     return ":".join(parts)
 
 

@@ -91,6 +91,7 @@ class JobSummary(View):
     mode: Mode
     audio_format: AudioFormat
     format: str | None = None
+    playlist_items: str | None = None
     status: JobStatus = "queued"
     kind: Literal["video", "playlist"] | None = None
     title: str | None = None
@@ -103,6 +104,8 @@ class JobSummary(View):
     error: ErrorInfo | None = None
     item_count: int | None = None
     truncated: bool = False
+    # How many times `POST /retry` ran the job again.
+    retries: int = 0
     # The last stream sequence folded into this view.
     seq: int = 0
 

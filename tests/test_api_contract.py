@@ -62,6 +62,8 @@ async def test_a_valid_job_is_accepted_without_contacting_the_url(client):
         ({"url": "http://example.com/v", "outtmpl": "/etc/%(id)s"}, "outtmpl", "unknown_field"),
         ({"url": "http://example.com/v", "options": {}}, "options", "unknown_field"),
         ({"url": 5}, "url", "invalid"),
+        ({"url": "http://example.com/v", "playlist_items": "1-3;rm"}, "playlist_items", "invalid_playlist_items"),
+        ({"url": "http://example.com/v", "postprocessors": []}, "postprocessors", "unknown_field"),
         ({"url": "http://127.0.0.1/v.mp4"}, "url", "forbidden_address"),
         ({"url": "http://[::1]:8000/v.mp4"}, "url", "forbidden_address"),
         ({"url": "http://localhost/v.mp4"}, "url", "forbidden_address"),

@@ -170,3 +170,39 @@ def test_verify_notices_a_tampered_view_and_rebuild_restores_the_fold(stack, med
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert tubeflow("verify").returncode == 0
     assert httpx.get(f"{stack.base}/api/jobs/{job['id']}").json() == original
+
+
+def test_retry_runs_the_failed_items_again_and_the_job_ends_anew(stack, media):
+    job = submit(stack, url=media.feed_url("flaky3-clip1.mp4,clip2.mp4"), mode="audio")
+    first = wait_finished(stack, job["id"])
+    assert first["status"] == "partial" and first["items"][0]["error"]["code"] == "http_503"
+    assert httpx.post(f"{stack.base}/api/jobs/{job['id']}/retry").status_code == 202
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "completed", view
+    assert view["retries"] == 1 and view["items"][0]["extract"]["status"] == "completed"
+    assert view["items"][1]["extract"]["file"] == first["items"][1]["extract"]["file"]  # untouched
+    again = httpx.post(f"{stack.base}/api/jobs/{job['id']}/retry")
+    assert again.status_code == 409 and again.json()["errors"][0]["code"] == "nothing_to_retry"
+
+
+def test_retry_of_a_job_that_never_resolved_starts_it_over(stack, media):
+    import shutil
+
+    name = f"late-{time.monotonic_ns()}.mp4"
+    job = submit(stack, url=media.url(name))
+    assert wait_finished(stack, job["id"])["error"]["code"] == "http_404"
+    shutil.copy(media.root / "clip1.mp4", media.root / name)
+    try:
+        response = httpx.post(f"{stack.base}/api/jobs/{job['id']}/retry")
+        assert response.status_code == 202 and response.json()["status"] == "queued"
+        view = wait_finished(stack, job["id"])
+        assert view["status"] == "completed" and view["error"] is None and view["progress"]["percent"] == 100
+    finally:
+        (media.root / name).unlink()
+
+
+def test_playlist_items_picks_entries(stack, media):
+    job = submit(stack, url=media.feed_url("clip1.mp4,clip2.mp4,clip3.mp4"), playlist_items="2-3")
+    view = wait_finished(stack, job["id"])
+    assert view["status"] == "completed" and view["playlist_items"] == "2-3"
+    assert [i["title"] for i in view["items"]] == ["clip2.mp4", "clip3.mp4"]

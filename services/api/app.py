@@ -119,6 +119,32 @@ async def cancel_job(job_id: FromPath[str], store: NamedDependency[JobStore]) ->
     return Response(await store.cancel(view), status_code=202)
 
 
+@post(
+    "/api/jobs/{job_id:str}/retry",
+    status_code=202,
+    summary="Run the failed items of a finished job again",
+    description="202 with the view; the job runs again and ends in its new terminal status. 409 while it runs, "
+    "when nothing failed, or when it was cancelled.",
+    tags=["jobs"],
+)
+async def retry_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> Response[JobView]:
+    view = await store.get(job_id)
+    if view is None:
+        raise NotFoundException(f"no job {job_id}")
+    problem = None
+    if not view.terminal:
+        problem = ("not_finished", f"the job is {view.status}; retry it once it has finished")
+    elif view.status == "cancelled":
+        problem = ("cancelled", "a cancelled job is not run again; submit it anew")
+    elif view.status == "completed":
+        problem = ("nothing_to_retry", "every item of the job succeeded")
+    if problem:
+        raise ApiError(
+            409, f"job {job_id}: {problem[1]}", [{"field": "job_id", "code": problem[0], "message": problem[1]}]
+        )
+    return Response(await store.retry(view), status_code=202)
+
+
 @get("/api/jobs", summary="List jobs, newest first", tags=["jobs"])
 async def list_jobs(
     hub: NamedDependency[JobHub],
@@ -250,6 +276,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             create_job,
             cancel_job,
+            retry_job,
             list_jobs,
             get_job,
             get_job_events,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
@@ -59,6 +60,11 @@ class JobRequest(BaseModel):
     format: str | None = Field(
         default=None, max_length=256, description="optional yt-dlp format selector, e.g. `best[height<=480]`"
     )
+    playlist_items: str | None = Field(
+        default=None,
+        max_length=200,
+        description='which playlist entries to take, 1-based: "1-3,7,10-12"',
+    )
 
     @field_validator("url")
     @classmethod
@@ -77,12 +83,26 @@ class JobRequest(BaseModel):
             raise _refuse("invalid_url", "has no host")
         return value
 
+    @field_validator("playlist_items")
+    @classmethod
+    def _playlist_items(cls, value: str | None) -> str | None:
+        return _check_playlist_items(value)
+
     @field_validator("format")
     @classmethod
     def _format(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
             raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
         return value
+
+
+_PLAYLIST_ITEMS = re.compile(r"\d{1,6}(-\d{1,6})?(,\d{1,6}(-\d{1,6})?)*")
+
+
+def _check_playlist_items(value: str | None) -> str | None:
+    if value is not None and not _PLAYLIST_ITEMS.fullmatch(value.replace(" ", "")):
+        raise _refuse("invalid_playlist_items", 'must look like "1-3,7,10-12" (1-based entry numbers and ranges)')
+    return value.replace(" ", "") if value is not None else None
 
 
 class JobList(BaseModel):
@@ -134,7 +154,11 @@ class JobStore:
             "requested",
             job_id=job_id,
             data=ev.Requested(
-                url=request.url, mode=request.mode, audio_format=request.audio_format, format=request.format
+                url=request.url,
+                mode=request.mode,
+                audio_format=request.audio_format,
+                format=request.format,
+                playlist_items=request.playlist_items,
             ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
@@ -154,6 +178,64 @@ class JobStore:
         )
         ack = await self._publisher.publish(event)
         return apply(view, event.model_copy(update={"seq": ack.seq}))
+
+    async def retry(self, view: JobView) -> JobView:
+        """Run the failed (and skipped) items of a finished job again; a job that never resolved, from the start."""
+        rnd = view.retries + 1
+        items = [i for i in view.items if i.status in ("failed", "skipped")]
+        resolve = not view.items
+        retry = ev.make_event(
+            "retry.requested",
+            job_id=view.id,
+            data=ev.RetryRequested(round=rnd, items=[i.id for i in items], resolve=resolve),
+            occurred_at=self._now(),
+            event_id=step_event_id(view.id, "retry.requested", round=rnd),
+        )
+        ack = await self._publisher.publish(retry)
+        retried = apply(view, retry.model_copy(update={"seq": ack.seq}))
+        if resolve:
+            again = ev.Requested(
+                url=view.url,
+                mode=view.mode,
+                audio_format=view.audio_format,
+                format=view.format,
+                playlist_items=view.playlist_items,
+                round=rnd,
+            )
+            await self._publisher.publish(
+                ev.make_event(
+                    "requested",
+                    job_id=view.id,
+                    data=again,
+                    occurred_at=self._now(),
+                    event_id=step_event_id(view.id, "requested", round=rnd),
+                )
+            )
+            return retried
+        await asyncio.gather(
+            *(
+                self._publisher.publish(
+                    ev.make_event(
+                        "item.queued",
+                        job_id=view.id,
+                        item_id=item.id,
+                        data=ev.ItemQueued(
+                            index=item.index,
+                            url=item.url,
+                            title=item.title,
+                            mode=view.mode,
+                            audio_format=view.audio_format,
+                            format=view.format,
+                            round=rnd,
+                        ),
+                        occurred_at=self._now(),
+                        event_id=step_event_id(view.id, "item.queued", item.id, round=rnd),
+                    )
+                )
+                for item in items
+            )
+        )
+        return retried
 
     async def get(self, job_id: str) -> JobView | None:
         if not is_job_id(job_id):

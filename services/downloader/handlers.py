@@ -29,7 +29,7 @@ QUEUE_CHUNK = 64
 
 
 class MediaTool(Protocol):
-    def resolve(self, url: str, *, max_items: int) -> Resolution: ...
+    def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution: ...
 
     def download(
         self, url: str, *, directory: Path, stem: str, format: str | None, hook: ProgressHook
@@ -64,15 +64,21 @@ class Downloader:
     async def resolve(self, event: ev.RequestedEvent, attempt: int = 1) -> None:
         """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
         job = event.job_id
+        request = event.data
+        rnd = request.round
         if await self.cancellations.is_cancelled(job):
             return
         await self._emit(
-            "resolve.started", job, ev.ResolveStarted(worker=self.worker), step_event_id(job, "resolve.started")
+            "resolve.started",
+            job,
+            ev.ResolveStarted(worker=self.worker),
+            step_event_id(job, "resolve.started", round=rnd),
         )
         loop = asyncio.get_running_loop()
         try:
             resolution = await loop.run_in_executor(
-                self.executor, lambda: self.media.resolve(event.data.url, max_items=self.max_items)
+                self.executor,
+                lambda: self.media.resolve(request.url, max_items=self.max_items, items=request.playlist_items),
             )
         except MediaError as exc:
             if exc.transient and attempt < self.attempts:
@@ -81,7 +87,7 @@ class Downloader:
                 "resolve.failed",
                 job,
                 ev.ResolveFailed(code=exc.code, message=exc.message, worker=self.worker),
-                step_event_id(job, "resolve.failed"),
+                step_event_id(job, "resolve.failed", round=rnd),
             )
             return
         if await self.cancellations.is_cancelled(job):
@@ -96,9 +102,8 @@ class Downloader:
                 truncated=resolution.truncated,
                 worker=self.worker,
             ),
-            step_event_id(job, "resolved"),
+            step_event_id(job, "resolved", round=rnd),
         )
-        request = event.data
         for start in range(0, len(resolution.entries), QUEUE_CHUNK):
             if await self.cancellations.is_cancelled(job):
                 return
@@ -115,8 +120,9 @@ class Downloader:
                             mode=request.mode,
                             audio_format=request.audio_format,
                             format=request.format,
+                            round=rnd,
                         ),
-                        step_event_id(job, "item.queued", item_id(entry.index)),
+                        step_event_id(job, "item.queued", item_id(entry.index), round=rnd),
                         item=item_id(entry.index),
                     )
                     for entry in chunk
@@ -149,7 +155,7 @@ class Downloader:
             "download.started",
             job,
             ev.DownloadStarted(worker=self.worker, attempt=attempt),
-            step_event_id(job, "download.started", item, attempt),
+            step_event_id(job, "download.started", item, attempt, round=event.data.round),
             item,
         )
 
@@ -202,7 +208,7 @@ class Downloader:
                     ev.DownloadRetrying(
                         worker=self.worker, attempt=attempt, code=exc.code, message=exc.message, delay=delay
                     ),
-                    step_event_id(job, "download.retrying", item, attempt),
+                    step_event_id(job, "download.retrying", item, attempt, round=event.data.round),
                     item,
                 )
                 raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
@@ -210,7 +216,7 @@ class Downloader:
                 "download.failed",
                 job,
                 ev.DownloadFailed(worker=self.worker, code=exc.code, message=exc.message, attempt=attempt),
-                step_event_id(job, "download.failed", item),
+                step_event_id(job, "download.failed", item, round=event.data.round),
                 item,
             )
             return
@@ -230,8 +236,9 @@ class Downloader:
                 title=result.title,
                 duration=result.duration,
                 audio_format=event.data.audio_format if wants_audio(event.data.mode) else None,
+                round=event.data.round,
             ),
-            step_event_id(job, "download.completed", item),
+            step_event_id(job, "download.completed", item, round=event.data.round),
             item,
         )
 

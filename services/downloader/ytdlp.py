@@ -147,12 +147,16 @@ class YtDlp:
         ydl.format_selector = None
         self._pool.put(ydl)
 
-    def resolve(self, url: str, *, max_items: int) -> Resolution:
+    def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution:
+        """One video, or a playlist's entries (``items``: yt-dlp's playlist_items syntax, e.g. "1-3,7")."""
         ydl = self._acquire()
         try:
             ydl.params["extract_flat"] = "in_playlist"
             ydl.params["noplaylist"] = False
-            ydl.params["playlistend"] = max_items + 1
+            if items:
+                ydl.params["playlist_items"] = items
+            else:
+                ydl.params["playlistend"] = max_items + 1
             with guarded(self._policy):
                 info = ydl.extract_info(url, download=False)
         except Exception as exc:
@@ -161,6 +165,7 @@ class YtDlp:
             ydl.params.pop("extract_flat", None)
             ydl.params["noplaylist"] = True
             ydl.params.pop("playlistend", None)
+            ydl.params.pop("playlist_items", None)
             self._release(ydl)
         if info is None:
             raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")

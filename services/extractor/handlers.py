@@ -65,7 +65,7 @@ class Extractor:
             "extract.started",
             event,
             ev.ExtractStarted(worker=self.worker, audio_format=audio_format),
-            step_event_id(job, "extract.started", item, attempt),
+            step_event_id(job, "extract.started", item, attempt, round=event.data.round),
         )
 
         async def send_progress(report: ev.ExtractProgress) -> None:
@@ -93,7 +93,7 @@ class Extractor:
                 "extract.failed",
                 event,
                 ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
-                step_event_id(job, "extract.failed", item),
+                step_event_id(job, "extract.failed", item, round=event.data.round),
             )
             return
         except BaseException:
@@ -106,5 +106,5 @@ class Extractor:
             ev.ExtractCompleted(
                 worker=self.worker, file=target.relative_to(self.media_dir.resolve()).as_posix(), size=size
             ),
-            step_event_id(job, "extract.completed", item),
+            step_event_id(job, "extract.completed", item, round=event.data.round),
         )
