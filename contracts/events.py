@@ -118,6 +118,8 @@ class DownloadCompleted(Payload):
     # What the extractor should make of the file; None when the job asked for video only.
     audio_format: AudioFormat | None = None
     round: int = 0
+    # True when the file was already there from another job, and nothing was transferred.
+    reused: bool = False
 
 
 class DownloadFailed(Payload):
@@ -142,6 +144,7 @@ class ExtractCompleted(Payload):
     worker: str
     file: str
     size: int
+    reused: bool = False
 
 
 class ExtractFailed(Payload):

@@ -242,6 +242,7 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
                     total_bytes=data.size,
                     file=data.file,
                     size=data.size,
+                    reused=data.reused,
                 ),
             }
         )
@@ -308,7 +309,13 @@ def _(event: ev.ExtractCompletedEvent, view: JobView) -> JobView:
         return item.model_copy(
             update={
                 "status": "completed",
-                "extract": ItemExtract(status="completed", percent=100.0, file=event.data.file, size=event.data.size),
+                "extract": ItemExtract(
+                    status="completed",
+                    percent=100.0,
+                    file=event.data.file,
+                    size=event.data.size,
+                    reused=event.data.reused,
+                ),
             }
         )
 

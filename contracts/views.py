@@ -31,6 +31,7 @@ class ItemDownload(View):
     eta: float | None = None
     file: str | None = None
     size: int | None = None
+    reused: bool = False
 
 
 class ItemExtract(View):
@@ -38,6 +39,7 @@ class ItemExtract(View):
     percent: float = 0.0
     file: str | None = None
     size: int | None = None
+    reused: bool = False
 
 
 class ItemView(View):

@@ -206,3 +206,29 @@ def test_playlist_items_picks_entries(stack, media):
     view = wait_finished(stack, job["id"])
     assert view["status"] == "completed" and view["playlist_items"] == "2-3"
     assert [i["title"] for i in view["items"]] == ["clip2.mp4", "clip3.mp4"]
+
+
+def test_media_already_downloaded_is_reused_and_concurrent_jobs_download_once(stack, media):
+    import shutil
+
+    name = f"shared-{time.monotonic_ns()}.mp4"
+    shutil.copy(media.root / "long.mp4", media.root / name)
+    size = (media.root / name).stat().st_size
+    url = media.url(name, rate=100_000)
+    try:
+        both = [submit(stack, url=url, mode="both") for _ in range(2)]
+        views = [wait_finished(stack, j["id"]) for j in both]
+        assert [v["status"] for v in views] == ["completed", "completed"]
+        reused = sorted(v["items"][0]["download"]["reused"] for v in views)
+        assert reused == [False, True], "two concurrent jobs for one media downloaded it twice"
+        assert views[0]["items"][0]["download"]["file"] == views[1]["items"][0]["download"]["file"]
+        sent_after_two = media.sent[name]
+        assert sent_after_two < 1.5 * size
+
+        later = wait_finished(stack, submit(stack, url=url, mode="both")["id"])
+        item = later["items"][0]
+        assert later["status"] == "completed" and item["download"]["reused"] and item["extract"]["reused"]
+        assert item["extract"]["file"] == views[0]["items"][0]["extract"]["file"]
+        assert media.sent[name] - sent_after_two < size / 4, "the media was transferred again"
+    finally:
+        (media.root / name).unlink()

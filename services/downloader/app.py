@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from faststream.nats import NatsBroker
 
+from services.downloader.catalog import MediaCatalog
 from services.downloader.handlers import Downloader
 from services.downloader.ytdlp import YtDlp
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.consumers import work_subscriber
-from services.runtime.eventstore import EventPublisher
+from services.runtime.eventstore import CLAIMS_BUCKET, MEDIA_BUCKET, EventPublisher
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import WorkerContext, new_broker, run_worker
 
@@ -50,7 +51,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
     policy = AddressPolicy(settings.allow_private_urls, parse_networks(settings.allowed_networks))
 
-    def build(context: WorkerContext) -> NatsBroker:
+    async def build(context: WorkerContext) -> NatsBroker:
+        catalog = MediaCatalog(
+            await context.js.key_value(MEDIA_BUCKET),
+            await context.js.key_value(CLAIMS_BUCKET),
+            settings.media_dir.resolve(),
+            worker_identity(settings),
+        )
         downloader = Downloader(
             publisher=EventPublisher(context.js),
             media=YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=policy),
@@ -63,6 +70,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             attempts=settings.download_attempts,
             retry_delay=settings.retry_delay,
             cancellations=context.cancellations,
+            catalog=catalog,
         )
         return build_broker(settings.nats_url, downloader, settings, context)  # type: ignore[arg-type]
 

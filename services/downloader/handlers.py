@@ -14,7 +14,8 @@ from typing import Any, Callable, Protocol
 from contracts import events as ev
 from contracts.fold import wants_audio
 from contracts.ids import item_id, random_event_id, step_event_id
-from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution
+from services.downloader.catalog import MediaCatalog
+from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution, Reuse
 from services.runtime.cancellation import Aborted, Cancellations
 from services.runtime.clock import utcnow
 from services.runtime.consumers import HANDBACK_DELAY, RetryLater
@@ -32,7 +33,14 @@ class MediaTool(Protocol):
     def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution: ...
 
     def download(
-        self, url: str, *, directory: Path, stem: str, format: str | None, hook: ProgressHook
+        self,
+        url: str,
+        *,
+        directory: Path,
+        stem: str,
+        format: str | None,
+        hook: ProgressHook,
+        reuse: Reuse | None = None,
     ) -> Downloaded: ...
 
 
@@ -49,6 +57,7 @@ class Downloader:
     attempts: int = 3
     retry_delay: float = 2.0
     cancellations: Cancellations = field(default_factory=Cancellations)
+    catalog: MediaCatalog | None = None
     now: Callable[[], datetime] = field(default=utcnow)
 
     async def _emit(
@@ -189,13 +198,22 @@ class Downloader:
 
         directory = self.media_dir / job
         directory.mkdir(parents=True, exist_ok=True)
+        claimed: list[str] = []
+        reuse = self.catalog.reuse_or_claim(loop, claimed, token.raise_if_tripped) if self.catalog else None
         try:
             result = await loop.run_in_executor(
                 self.executor,
                 lambda: self.media.download(
-                    event.data.url, directory=directory, stem=item, format=event.data.format, hook=hook
+                    event.data.url,
+                    directory=directory,
+                    stem=item,
+                    format=event.data.format,
+                    hook=hook,
+                    reuse=reuse,
                 ),
             )
+            if claimed and self.catalog is not None:
+                await self.catalog.record(claimed[0], result)
         except MediaError as exc:
             await pump.close()
             if token.reason is not None:
@@ -223,6 +241,9 @@ class Downloader:
         except BaseException:
             await pump.close()
             raise
+        finally:
+            if claimed and self.catalog is not None:
+                await self.catalog.release(claimed[0])
         await pump.close()
         if token.reason is not None:
             raise Aborted(token.reason)
@@ -237,6 +258,7 @@ class Downloader:
                 duration=result.duration,
                 audio_format=event.data.audio_format if wants_audio(event.data.mode) else None,
                 round=event.data.round,
+                reused=result.reused,
             ),
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,

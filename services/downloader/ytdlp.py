@@ -64,6 +64,22 @@ class Downloaded:
     size: int
     title: str | None
     duration: float | None
+    reused: bool = False
+
+
+# Given the media key of what is about to be downloaded, return a file to use instead, or None to download.
+Reuse = Callable[[str], "Downloaded | None"]
+
+
+def media_key(info: dict[str, Any], format: str | None) -> str | None:
+    """Identity of a download: extractor, media id and format; for generic pages also the URL (ids are file names)."""
+    extractor, media_id = info.get("extractor_key") or info.get("ie_key"), info.get("id")
+    if not extractor or not media_id or info.get("_type") in ("url", "url_transparent", "playlist"):
+        return None
+    parts = [str(extractor), str(media_id), format or "default"]
+    if str(extractor).lower() == "generic":
+        parts.append(str(info.get("webpage_url") or info.get("url") or ""))
+    return "\x1f".join(parts)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -191,6 +207,7 @@ class YtDlp:
         stem: str,
         format: str | None,
         hook: ProgressHook,
+        reuse: Reuse | None = None,
     ) -> Downloaded:
         ydl = self._acquire()
         try:
@@ -199,7 +216,14 @@ class YtDlp:
             ydl.format_selector = ydl.build_format_selector(format) if format else None
             ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
             with guarded(self._policy):
-                info = ydl.extract_info(url, download=True)
+                # One extraction: identify the media first, so a file another job already has can be used instead.
+                found = ydl.extract_info(url, download=False, process=False)
+                key = media_key(found, format) if found else None
+                if key is not None and reuse is not None:
+                    existing = reuse(key)
+                    if existing is not None:
+                        return existing
+                info = ydl.process_ie_result(found, download=True) if found else None
             if info is None:
                 raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
             downloads = info.get("requested_downloads") or []

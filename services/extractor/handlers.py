@@ -81,12 +81,17 @@ class Extractor:
 
         source = (self.media_dir / event.data.file).resolve()
         target = audio_path(source, audio_format)
+        reused = False
         try:
             if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
                 raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
-            size = await extract_audio(
-                source, target, audio_format, duration=event.data.duration, on_progress=on_progress
-            )
+            if target.is_file() and target.stat().st_size > 0:
+                # Another job already made this audio from the same file (written atomically, so it is complete).
+                size, reused = target.stat().st_size, True
+            else:
+                size = await extract_audio(
+                    source, target, audio_format, duration=event.data.duration, on_progress=on_progress
+                )
         except MediaError as exc:
             await pump.close()
             await self._emit(
@@ -104,7 +109,10 @@ class Extractor:
             "extract.completed",
             event,
             ev.ExtractCompleted(
-                worker=self.worker, file=target.relative_to(self.media_dir.resolve()).as_posix(), size=size
+                worker=self.worker,
+                file=target.relative_to(self.media_dir.resolve()).as_posix(),
+                size=size,
+                reused=reused,
             ),
             step_event_id(job, "extract.completed", item, round=event.data.round),
         )

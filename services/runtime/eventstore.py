@@ -22,6 +22,10 @@ DLQ_STREAM = "TUBEFLOW_DLQ"
 DLQ_PREFIX = "tubeflow.dlq"
 JOBS_BUCKET = "tubeflow_jobs"
 IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
+MEDIA_BUCKET = "tubeflow_media"
+CLAIMS_BUCKET = "tubeflow_claims"
+# A download holds its claim at most this long; a dead holder's claim frees itself.
+CLAIM_TTL = 300.0
 # How long an Idempotency-Key keeps answering with the same job.
 IDEMPOTENCY_TTL = 24 * 3600.0
 # Window in which JetStream drops a second publish with the same Nats-Msg-Id.
@@ -93,6 +97,19 @@ async def ensure_topology(js: JetStreamContext) -> list[str]:
             history=1,
             storage=api.StorageType.FILE,
             ttl=IDEMPOTENCY_TTL,
+        ),
+        api.KeyValueConfig(
+            bucket=MEDIA_BUCKET,
+            description="media key -> file already downloaded (reused instead of downloading again)",
+            history=1,
+            storage=api.StorageType.FILE,
+        ),
+        api.KeyValueConfig(
+            bucket=CLAIMS_BUCKET,
+            description="media key -> worker downloading it right now",
+            history=1,
+            storage=api.StorageType.FILE,
+            ttl=CLAIM_TTL,
         ),
     ]
     for bucket in buckets:

@@ -4,9 +4,10 @@ stop hand back or finish in-flight work within the grace period."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
@@ -36,7 +37,7 @@ async def run_worker(
     name: str,
     settings: Settings,
     stop: asyncio.Event,
-    build: Callable[[WorkerContext], NatsBroker],
+    build: Callable[[WorkerContext], Awaitable[NatsBroker] | NatsBroker],
     on_stopped: Callable[[], None] | None = None,
 ) -> None:
     assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
@@ -56,6 +57,8 @@ async def run_worker(
     await cancellations.subscribe(nc)
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     broker = build(WorkerContext(js, cancellations))
+    if inspect.isawaitable(broker):
+        broker = await broker
     await broker.start()
     try:
         await stop.wait()

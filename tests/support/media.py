@@ -75,6 +75,7 @@ class MediaServer:
     port: int = 0
     requests: list[str] = field(default_factory=list)
     ranges: list[tuple[str, str | None]] = field(default_factory=list)
+    sent: dict[str, int] = field(default_factory=dict)  # media bytes written per file name
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
@@ -226,6 +227,8 @@ class MediaServer:
                             return
                         left -= len(data)
                         sent += len(data)
+                        with server._lock:
+                            server.sent[target.name] = server.sent.get(target.name, 0) + len(data)
                         if rate:
                             ahead = sent / rate - (time.monotonic() - began)
                             if ahead > 0:
