@@ -11,12 +11,13 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
+from pydantic import BaseModel
 
 from contracts.views import JobStatus, JobView
-from services.api.access import RateLimiter, TooManyRequests, client_key, token_guard
+from services.api.access import RateLimiter, client_key, token_guard
 from services.api.hub import JobHub
 from services.api.jobs import EventRecord, JobList, JobRequest, JobStore, error_code
 from services.api.media import media_response, resolve_media
@@ -34,6 +35,34 @@ from services.runtime.eventstore import (
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.api")
+
+
+class FieldError(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: what went wrong, and per field the stable code and the message."""
+
+    status_code: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    meaning = {
+        400: "malformed request (e.g. JSON that does not parse)",
+        401: "a bearer token is required (TUBEFLOW_API_TOKEN)",
+        404: "no such job or file",
+        409: "the job is not in a state that allows this",
+        413: "request body over 64 KiB",
+        416: "requested range not satisfiable",
+        422: "a field is invalid; `errors` names it",
+        429: "too many jobs created; see Retry-After",
+    }
+    return {code: ResponseSpec(data_container=ErrorBody, description=meaning[code]) for code in codes}
 
 
 class ApiError(HTTPException):
@@ -56,10 +85,12 @@ def _validation_error(request: Request, exc: ValidationException) -> Response:
 
 
 def _api_error(request: Request, exc: HTTPException) -> Response:
+    extra = exc.extra if isinstance(exc.extra, dict) else {}
     return Response(
-        {"status_code": exc.status_code, "detail": exc.detail, **(exc.extra or {})},  # type: ignore[dict-item]
+        {"status_code": exc.status_code, "detail": exc.detail, "errors": extra.get("errors", [])},
         status_code=exc.status_code,
         headers=exc.headers,
+        media_type="application/json",
     )
 
 
@@ -78,7 +109,13 @@ async def _settings(state: State) -> Settings:
 # --- jobs -----------------------------------------------------------------------------------------------------
 
 
-@post("/api/jobs", status_code=202, summary="Submit a video or playlist URL", tags=["jobs"])
+@post(
+    "/api/jobs",
+    status_code=202,
+    summary="Submit a video or playlist URL",
+    tags=["jobs"],
+    responses=_errors(400, 401, 413, 422, 429),
+)
 async def create_job(
     request: Request, data: JSONBody[JobRequest], store: NamedDependency[JobStore], settings: NamedDependency[Settings]
 ) -> Response[JobView]:
@@ -104,6 +141,7 @@ async def create_job(
     "/api/jobs/{job_id:str}/cancel",
     status_code=202,
     summary="Stop a job: running work stops, queued items are skipped, the job ends cancelled",
+    responses=_errors(401, 404, 409, 422),
     tags=["jobs"],
 )
 async def cancel_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> Response[JobView]:
@@ -123,6 +161,7 @@ async def cancel_job(job_id: FromPath[str], store: NamedDependency[JobStore]) ->
     "/api/jobs/{job_id:str}/retry",
     status_code=202,
     summary="Run the failed items of a finished job again",
+    responses=_errors(401, 404, 409, 422),
     description="202 with the view; the job runs again and ends in its new terminal status. 409 while it runs, "
     "when nothing failed, or when it was cancelled.",
     tags=["jobs"],
@@ -145,7 +184,7 @@ async def retry_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> 
     return Response(await store.retry(view), status_code=202)
 
 
-@get("/api/jobs", summary="List jobs, newest first", tags=["jobs"])
+@get("/api/jobs", summary="List jobs, newest first", tags=["jobs"], responses=_errors(400, 401, 422))
 async def list_jobs(
     hub: NamedDependency[JobHub],
     limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
@@ -156,7 +195,7 @@ async def list_jobs(
     return JobList(jobs=jobs, next=next_cursor)
 
 
-@get("/api/jobs/{job_id:str}", summary="One job with its items", tags=["jobs"])
+@get("/api/jobs/{job_id:str}", summary="One job with its items", tags=["jobs"], responses=_errors(401, 404, 422))
 async def get_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> JobView:
     view = await store.get(job_id)
     if view is None:
@@ -164,7 +203,12 @@ async def get_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> Jo
     return view
 
 
-@get("/api/jobs/{job_id:str}/events", summary="The job's stored events, in stream order", tags=["jobs"])
+@get(
+    "/api/jobs/{job_id:str}/events",
+    summary="The job's stored events, in stream order",
+    tags=["jobs"],
+    responses=_errors(400, 401, 404, 422),
+)
 async def get_job_events(
     job_id: FromPath[str],
     store: NamedDependency[JobStore],
@@ -183,6 +227,7 @@ async def get_job_events(
     description="`event: job` (the view without items) and `event: item` messages; ids increase; honours "
     "Last-Event-ID; closes after the terminal state; comment heartbeats when idle.",
     tags=["jobs"],
+    responses=_errors(401, 404),
 )
 async def stream_job(
     job_id: FromPath[str],
@@ -215,6 +260,7 @@ async def stream_job(
     summary="A produced file (Range supported)",
     tags=["media"],
     media_type="application/octet-stream",
+    responses=_errors(401, 404, 416),
 )
 async def get_media(path: FromPath[str], request: Request, settings: NamedDependency[Settings]) -> Response:
     target = resolve_media(settings.media_dir, path)
@@ -290,7 +336,7 @@ def create_app(settings: Settings) -> Litestar:
         state=State({"settings": settings, "rate_limiter": RateLimiter(settings.rate_limit)}),
         guards=[token_guard(settings.api_token)],
         dependencies={"store": Provide(_store), "hub": Provide(_hub), "settings": Provide(_settings)},
-        exception_handlers={ValidationException: _validation_error, ApiError: _api_error, TooManyRequests: _api_error},
+        exception_handlers={ValidationException: _validation_error, HTTPException: _api_error},
         openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
         request_max_body_size=64 * 1024,
         logging_config=None,
