@@ -157,3 +157,27 @@ def test_sigterm_hands_work_back_and_exits_zero(cluster, media):
     cluster.start("dl-b", "downloader", TUBEFLOW_WORKER_NAME="dl-b")
     view = cluster.wait(job["id"], lambda v: v["status"] == "completed")
     assert view["items"][0]["worker"] == "dl-b"
+
+
+async def test_two_projector_replicas_and_a_killed_one_still_give_exactly_the_fold(cluster, media):
+    import nats as nats_client
+
+    from services.progress.rebuild import verify
+
+    first = cluster.start("progress-a", "progress", TUBEFLOW_WORKER_NAME="proj-a")
+    cluster.start("progress-b", "progress", TUBEFLOW_WORKER_NAME="proj-b")
+    for service in ("downloader", "extractor", "api"):
+        cluster.start(service, service)
+    await asyncio.to_thread(cluster.wait_ready)
+    names = ",".join(f"clip{i % 3 + 1}.mp4@{150_000 + i}" for i in range(6))
+    job = httpx.post(f"{cluster.base}/api/jobs", json={"url": media.feed_url(names), "mode": "both"}).json()
+    await asyncio.to_thread(cluster.wait, job["id"], lambda v: v["download"]["completed"] >= 2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    view = await asyncio.to_thread(cluster.wait, job["id"], lambda v: v["status"] == "completed")
+    assert view["download"]["completed"] == 6 and view["extract"]["completed"] == 6
+    nc = await nats_client.connect(cluster.nats.url)
+    try:
+        assert await verify(nc.jetstream()) == []
+    finally:
+        await nc.close()

@@ -74,3 +74,33 @@ def test_up_killed_outright_takes_its_nats_server_along(tmp_path, monkeypatch):
     os.kill(stack.process.pid, signal.SIGKILL)
     stack.process.wait()
     assert wait_gone(str(data_dir)) == []
+
+
+def test_up_stopped_mid_job_finishes_it_after_a_restart(tmp_path, media, monkeypatch):
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    data_dir = tmp_path / "data"
+    env = {"TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8", "TUBEFLOW_SHUTDOWN_GRACE": "5"}
+    stack = start_stack(data_dir, env)
+    try:
+        job = httpx.post(f"{stack.base}/api/jobs", json={"url": media.url("long.mp4", rate=40_000)}).json()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{stack.base}/api/jobs/{job['id']}").json()
+            if view["items"] and view["items"][0]["download"]["downloaded_bytes"] > 40_000:
+                break
+            time.sleep(0.05)
+    finally:
+        assert stop_stack(stack) == 0
+    assert view["status"] == "running"
+    again = start_stack(data_dir, env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{again.base}/api/jobs/{job['id']}").json()
+            if view["status"] != "running":
+                break
+            time.sleep(0.1)
+        assert view["status"] == "completed", view
+        assert view["items"][0]["download"]["size"] == (media.root / "long.mp4").stat().st_size
+    finally:
+        assert stop_stack(again) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections import OrderedDict
 from typing import Iterable
 
@@ -26,14 +27,30 @@ from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.progress")
 
-DURABLE = "progress-v1"
+DURABLE_PREFIX = "progress-v1"
+# A replica's consumer that has not pulled for this long (its replica is gone) is deleted by the server.
+REPLICA_INACTIVE = 24 * 3600.0
+
+
+def durable_name(replica: str) -> str:
+    """Each projector replica reads the whole stream in order through its own durable consumer.
+
+    Sharing one consumer would split a job's events between replicas, and a replica folding a later event first
+    would make the other skip an earlier one. With the whole stream each, a replica that is behind finds the
+    view already past its event (the other applied it, in order) and skips it; compare-and-set settles the races.
+    """
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in replica)
+    return f"{DURABLE_PREFIX}-{safe}"[:200]
+
+
 BATCH = 256
 CAS_RETRIES = 5
 
 
-def projector_consumer() -> api.ConsumerConfig:
+def projector_consumer(durable: str) -> api.ConsumerConfig:
     return api.ConsumerConfig(
-        durable_name=DURABLE,
+        durable_name=durable,
+        inactive_threshold=REPLICA_INACTIVE,
         filter_subject=ALL_EVENTS,
         deliver_policy=api.DeliverPolicy.ALL,
         # One ack settles a whole batch: batches are folded in order and written before the ack.
@@ -123,7 +140,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     js = nc.jetstream()
     await ensure_topology(js)
     projector = Projector(await jobs_bucket(js))
-    psub = await js.pull_subscribe(ALL_EVENTS, durable=DURABLE, stream=STREAM, config=projector_consumer())
+    durable = durable_name(settings.worker_name or socket.gethostname())
+    psub = await js.pull_subscribe(ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable))
     try:
         while not stop.is_set():
             try:
@@ -131,8 +149,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             except asyncio.TimeoutError:
                 continue
             except NotFoundError:
-                # The consumer vanished (a rebuild deleted it): make it again and start over.
-                psub = await js.pull_subscribe(ALL_EVENTS, durable=DURABLE, stream=STREAM, config=projector_consumer())
+                # The consumer vanished (deleted by hand or expired): make it again and start over.
+                psub = await js.pull_subscribe(
+                    ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable)
+                )
                 continue
             except Exception as exc:
                 log.warning("fetch failed: %s", exc)
