@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from services.runtime.embedded import EmbeddedNats
+from services.runtime.sse_client import sse_messages
 from tests.conftest import free_port
-from tests.support.sse import sse_messages
 from tests.test_services import spawn
 
 pytestmark = pytest.mark.e2e

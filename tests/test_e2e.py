@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
+from services.runtime.sse_client import sse_messages
 from tests.support.media import FFMPEG
-from tests.support.sse import sse_messages
 
 pytestmark = pytest.mark.e2e
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, AsyncIterator
 
 from litestar import Litestar, Request, Response, get, post
@@ -14,6 +15,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
+from litestar.static_files import create_static_files_router
 from pydantic import BaseModel
 
 from contracts.views import JobStatus, JobView
@@ -21,8 +23,7 @@ from services.api.access import RateLimiter, client_key, token_guard
 from services.api.hub import JobHub
 from services.api.jobs import EventRecord, JobList, JobRequest, JobStore, error_code
 from services.api.media import media_response, resolve_media
-from services.api.page import render_index
-from services.api.sse import job_stream, parse_last_event_id
+from services.api.sse import job_stream, jobs_stream, parse_last_event_id
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.eventstore import (
     IDEMPOTENCY_BUCKET,
@@ -222,6 +223,34 @@ async def get_job_events(
 
 
 @get(
+    "/api/jobs/stream",
+    summary="Every job's summary as Server-Sent Events, for dashboards",
+    description="On connect the newest `limit` jobs (or, with Last-Event-ID, every job changed since), then an "
+    "`event: job` whenever a job changes; ids as in the per-job stream; comment heartbeats when idle.",
+    tags=["jobs"],
+    responses=_errors(401, 422),
+)
+async def stream_jobs(
+    request: Request,
+    hub: NamedDependency[JobHub],
+    settings: NamedDependency[Settings],
+    limit: Annotated[int, Parameter(ge=0, le=500, description="jobs in the first snapshot")] = 50,
+) -> ServerSentEvent:
+    last_id = parse_last_event_id(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
+    watcher = hub.watch_all()
+    if last_id >= 0:
+        first = hub.changed_since(last_id // 2)
+        first = [s for s in first if 2 * s.seq + 1 > last_id]
+    else:
+        newest, _ = hub.page(limit=limit, status=None, before=None)
+        first = sorted(newest, key=lambda s: s.seq)
+    return ServerSentEvent(
+        jobs_stream(hub, watcher, first, settings.sse_heartbeat),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@get(
     "/api/jobs/{job_id:str}/stream",
     summary="Live job view as Server-Sent Events",
     description="`event: job` (the view without items) and `event: item` messages; ids increase; honours "
@@ -284,10 +313,14 @@ async def readyz(state: State) -> Response[dict[str, str]]:
     return Response({"status": "ready"})
 
 
+STATIC_DIR = Path(__file__).with_name("static")
+
+
 @get("/", media_type="text/html", include_in_schema=False)
-async def index(hub: NamedDependency[JobHub]) -> str:
-    jobs, _ = hub.page(limit=50, status=None, before=None)
-    return render_index(jobs)
+async def index() -> Response[bytes]:
+    return Response(
+        (STATIC_DIR / "index.html").read_bytes(), media_type="text/html", headers={"Cache-Control": "no-cache"}
+    )
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -326,11 +359,13 @@ def create_app(settings: Settings) -> Litestar:
             list_jobs,
             get_job,
             get_job_events,
+            stream_jobs,
             stream_job,
             get_media,
             healthz,
             readyz,
             index,
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         lifespan=[lifespan],
         state=State({"settings": settings, "rate_limiter": RateLimiter(settings.rate_limit)}),

@@ -35,17 +35,36 @@ class Watcher:
             self.changed.set()
 
 
+@dataclass(eq=False)
+class ListWatcher:
+    """A client of the all-jobs stream: the newest summary of every job that changed since it last looked."""
+
+    pending: dict[str, JobSummary] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, summary: JobSummary) -> None:
+        self.pending[summary.id] = summary
+        self.changed.set()
+
+    def take(self) -> list[JobSummary]:
+        out = sorted(self.pending.values(), key=lambda s: s.seq)
+        self.pending.clear()
+        self.changed.clear()
+        return out
+
+
 class JobHub:
     def __init__(self) -> None:
         self.summaries: dict[str, JobSummary] = {}
         self._ids: list[str] = []  # sorted job ids, oldest first
         self._watchers: dict[str, set[Watcher]] = {}
+        self._list_watchers: set[ListWatcher] = set()
         self._sub = None
         self.updates = 0
 
     @property
     def watcher_count(self) -> int:
-        return sum(len(w) for w in self._watchers.values())
+        return sum(len(w) for w in self._watchers.values()) + len(self._list_watchers)
 
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         # Subscribe before loading, so nothing put in between is missed; newer seq wins when both arrive.
@@ -98,9 +117,24 @@ class JobHub:
         if known is None:
             bisect.insort(self._ids, view.id)
         if known is None or view.seq >= known.seq:
-            self.summaries[view.id] = view.summary()
+            summary = view.summary()
+            self.summaries[view.id] = summary
+            if known is None or view.seq > known.seq:
+                for list_watcher in self._list_watchers:
+                    list_watcher.offer(summary)
         for watcher in self._watchers.get(view.id, ()):
             watcher.offer(view)
+
+    def watch_all(self) -> ListWatcher:
+        watcher = ListWatcher()
+        self._list_watchers.add(watcher)
+        return watcher
+
+    def unwatch_all(self, watcher: ListWatcher) -> None:
+        self._list_watchers.discard(watcher)
+
+    def changed_since(self, seq: int) -> list[JobSummary]:
+        return sorted((s for s in self.summaries.values() if s.seq > seq), key=lambda s: s.seq)
 
     def watch(self, job_id: str) -> Watcher:
         watcher = Watcher(job_id)

@@ -12,8 +12,8 @@ from typing import AsyncIterator
 
 from litestar.response import ServerSentEventMessage
 
-from contracts.views import JobView
-from services.api.hub import JobHub, Watcher
+from contracts.views import JobSummary, JobView
+from services.api.hub import JobHub, ListWatcher, Watcher
 
 RETRY_MS = 2000
 
@@ -76,6 +76,35 @@ async def job_stream(
                 view = watcher.latest
     finally:
         hub.unwatch(watcher)
+
+
+def summary_message(summary: JobSummary) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=summary.model_dump_json(), event="job", id=job_message_id(summary.seq))
+
+
+async def jobs_stream(
+    hub: JobHub, watcher: ListWatcher, first: list[JobSummary], heartbeat: float
+) -> AsyncIterator[ServerSentEventMessage]:
+    """All jobs: ``first`` (a snapshot, or what changed since Last-Event-ID), then every change. Never ends."""
+    try:
+        first_message = True
+        batch = first
+        while True:
+            for summary in batch:
+                message = summary_message(summary)
+                if first_message:
+                    message.retry = RETRY_MS
+                    first_message = False
+                yield message
+            try:
+                await asyncio.wait_for(watcher.changed.wait(), heartbeat)
+            except asyncio.TimeoutError:
+                yield Heartbeat()
+                batch = []
+                continue
+            batch = watcher.take()
+    finally:
+        hub.unwatch_all(watcher)
 
 
 def parse_last_event_id(value: str | None) -> int:

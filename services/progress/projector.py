@@ -105,7 +105,8 @@ class Projector:
                 continue
             by_job.setdefault(item.event.job_id, []).append(item.event)
         changed = set()
-        for job_id, events in by_job.items():
+        # Jobs are written in the order of their last event, so readers see views appear in stream order.
+        for job_id, events in sorted(by_job.items(), key=lambda pair: pair[1][-1].seq):
             if await self._fold_and_save(job_id, events):
                 changed.add(job_id)
         return changed

@@ -280,6 +280,12 @@ def _read_models(action: str) -> int:
     return asyncio.run(run())
 
 
+def cmd_get(args: argparse.Namespace) -> int:
+    from services.runtime.follow import run_get
+
+    return run_get(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tubeflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--until-seq", type=int, default=None, help="fold only events up to this stream sequence")
     replay.add_argument("--json", action="store_true", help="print only the folded JobView as JSON")
     replay.set_defaults(func=cmd_replay)
+    get = sub.add_parser("get", help="submit a URL to a running tubeflow and follow it with progress bars")
+    get.add_argument("url")
+    get.add_argument("--mode", choices=("video", "audio", "both"), default="video")
+    get.add_argument("--audio-format", choices=("mp3", "m4a", "opus", "flac", "wav"), default="mp3")
+    get.add_argument("--format", default=None, help="yt-dlp format selector")
+    get.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
+    get.add_argument("--json", action="store_true", help="print newline-delimited JobView snapshots")
+    get.set_defaults(func=cmd_get)
+
     rebuild = sub.add_parser("rebuild", help="throw the read models away and fold the whole stream again")
     rebuild.set_defaults(func=lambda args: _read_models("rebuild"))
     verify = sub.add_parser("verify", help="compare the read models with a fresh fold; exit 1 on any difference")

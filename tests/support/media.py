@@ -234,7 +234,12 @@ class MediaServer:
                             if ahead > 0:
                                 time.sleep(ahead)
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+                # yt-dlp closes connections early on purpose (probing a URL); that is not worth a traceback.
+                pass
+
+        self._server = Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="media-server", daemon=True)

@@ -1,4 +1,4 @@
-"""A small SSE client for tests: parses `text/event-stream` from an httpx streaming response."""
+"""A small SSE client: parses `text/event-stream` from an httpx streaming response (used by `tubeflow get` and tests)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,233 @@
+"""`tubeflow get URL`: submit a job to a tubeflow API and follow it over SSE with progress bars in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from services.runtime.sse_client import sse_messages
+
+TERMINAL = {"completed", "partial", "failed", "cancelled"}
+
+
+@dataclass
+class JobState:
+    """The job as the stream tells it: the summary of `job` messages plus the `item` messages."""
+
+    job: dict[str, Any] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def view(self) -> dict[str, Any]:
+        return {**self.job, "items": sorted(self.items.values(), key=lambda i: i["index"])}
+
+
+class Bars:
+    def __init__(self, console: Console) -> None:
+        self.overall = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), console=console
+        )
+        self.items = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.audio = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"), console=console
+        )
+        self._overall: TaskID = self.overall.add_task("job", total=100)
+        self._item_tasks: dict[str, TaskID] = {}
+        self._audio_tasks: dict[str, TaskID] = {}
+        self.summary = ""
+
+    def table(self) -> Table:
+        grid = Table.grid()
+        grid.add_row(self.overall)
+        grid.add_row(self.summary)
+        grid.add_row(self.items)
+        grid.add_row(self.audio)
+        return grid
+
+    def update(self, state: JobState) -> None:
+        job = state.job
+        if job:
+            self.overall.update(
+                self._overall,
+                completed=job["progress"]["percent"],
+                description=f"{(job.get('title') or job['url'])[:40]} [{job['status']}]",
+            )
+            d, x = job["download"], job["extract"]
+            line = f"downloads {d['completed']} / {d['total']} done"
+            if job.get("kind") == "playlist":
+                line += f" ({d['remaining']} remaining)"
+            if d["failed"]:
+                line += f", {d['failed']} failed"
+            if job["mode"] != "video":
+                line += f" · audio {x['completed']} / {x['total']}"
+            self.summary = line
+        for item in state.items.values():
+            key, dl, ex = item["id"], item["download"], item["extract"]
+            label = f"#{item['index']} {(item.get('title') or '')[:28]}"
+            if dl["status"] == "running" or (dl["status"] == "completed" and key in self._item_tasks):
+                task = self._item_tasks.get(key)
+                total = dl.get("total_bytes") or None
+                if task is None:
+                    task = self._item_tasks[key] = self.items.add_task(label, total=total)
+                self.items.update(
+                    task,
+                    completed=dl["downloaded_bytes"],
+                    total=total or dl["downloaded_bytes"] or 1,
+                    visible=dl["status"] == "running",
+                )
+            if ex["status"] == "running":
+                task = self._audio_tasks.get(key)
+                if task is None:
+                    task = self._audio_tasks[key] = self.audio.add_task(f"audio {label}", total=100)
+                self.audio.update(task, completed=ex["percent"], visible=True)
+            elif key in self._audio_tasks:
+                self.audio.update(self._audio_tasks[key], visible=False)
+
+
+async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_change) -> JobState:  # noqa: ANN001
+    """Follow the job's stream until its terminal state; reconnect with Last-Event-ID when the connection drops."""
+    state = JobState()
+    last_id: int | None = None
+    while True:
+        headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
+        try:
+            async with client.stream(
+                "GET", f"{base}/api/jobs/{job_id}/stream", headers=headers, timeout=httpx.Timeout(10, read=120)
+            ) as response:
+                response.raise_for_status()
+                async for message in sse_messages(response):
+                    if message.id is not None:
+                        last_id = message.id
+                    if message.event == "item":
+                        item = message.json()
+                        state.items[item["id"]] = item
+                    elif message.event == "job":
+                        state.job = message.json()
+                    on_change(state, message.event)
+                    if state.job.get("status") in TERMINAL and message.event == "job":
+                        return state
+        except (httpx.TransportError, httpx.HTTPStatusError):
+            await asyncio.sleep(1.0)
+
+
+async def _get(args, console: Console) -> int:  # noqa: ANN001
+    base = (args.api or "http://127.0.0.1:8000").rstrip("/")
+    token = os.environ.get("TUBEFLOW_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body: dict[str, Any] = {"url": args.url, "mode": args.mode, "audio_format": args.audio_format}
+    if args.format:
+        body["format"] = args.format
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        try:
+            response = await client.post(f"{base}/api/jobs", json=body)
+        except httpx.TransportError:
+            console.print(
+                f"[red]Nothing answers at {base}.[/red] Start tubeflow with [bold]uv run tubeflow up[/bold] "
+                "(or pass --api URL)."
+            )
+            return 1
+        if response.status_code != 202:
+            answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            for error in answer.get("errors", []) or [
+                {"field": "-", "code": str(response.status_code), "message": answer.get("detail") or response.text}
+            ]:
+                console.print(f"[red]{error['field']}: {error['message']} ({error['code']})[/red]")
+            return 1
+        job_id = response.json()["id"]
+        args._job_id = job_id
+        if args.json:
+
+            def emit(state: JobState, event: str) -> None:
+                if event == "job":
+                    sys.stdout.write(json.dumps(state.view()) + "\n")
+                    sys.stdout.flush()
+
+            state = await follow_job(client, base, job_id, emit)
+        else:
+            console.print(f"job {job_id}")
+            bars = Bars(console)
+            with Live(bars.table(), console=console, refresh_per_second=8, transient=False) as live:
+
+                def redraw(state: JobState, event: str) -> None:
+                    bars.update(state)
+                    live.update(bars.table())
+
+                state = await follow_job(client, base, job_id, redraw)
+    view = state.view()
+    if not args.json:
+        _print_result(console, base, view)
+    return 0 if view["status"] == "completed" else 1
+
+
+def _print_result(console: Console, base: str, view: dict[str, Any]) -> None:
+    status = view["status"]
+    colour = "green" if status == "completed" else "red"
+    console.print(f"[{colour}]{status}[/{colour}] {view.get('title') or view['url']}")
+    if view.get("error"):
+        console.print(f"[red]{view['error']['code']}: {view['error']['message']}[/red]")
+    for item in view["items"]:
+        if item.get("error"):
+            console.print(f"  [red]#{item['index']} {item['error']['code']}: {item['error']['message']}[/red]")
+        for step in ("download", "extract"):
+            file = item[step].get("file")
+            if file:
+                console.print(f"  {base}/media/{file}")
+
+
+def run_get(args) -> int:  # noqa: ANN001
+    # soft_wrap: URLs and commands stay on one line, so they can be copied.
+    console = Console(stderr=args.json, soft_wrap=True)
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(_get(args, console))
+    try:
+        return loop.run_until_complete(task)
+    except KeyboardInterrupt:
+        task.cancel()
+        try:
+            loop.run_until_complete(task)
+        except (asyncio.CancelledError, Exception):
+            pass
+        return _offer_cancel(args, console)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def _offer_cancel(args, console: Console) -> int:  # noqa: ANN001
+    """Ctrl-C: offer to cancel the job on the server (it keeps running otherwise); exit 130 either way."""
+    job_id = getattr(args, "_job_id", None)
+    if job_id and sys.stdin.isatty():
+        answer = console.input("\nCancel the job on the server too? [y/N] ").strip().lower()
+        if answer == "y":
+            base = (args.api or "http://127.0.0.1:8000").rstrip("/")
+            token = os.environ.get("TUBEFLOW_API_TOKEN")
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = httpx.post(f"{base}/api/jobs/{job_id}/cancel", headers=headers, timeout=10)
+            console.print(f"cancel: HTTP {response.status_code}")
+    elif job_id:
+        console.print(f"\nstopped following; job {job_id} keeps running on the server")
+    return 130

@@ -1,0 +1,132 @@
+"""The web page in headless Chromium (Debian's, driven by Playwright) against `tubeflow up` on local media."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS, viewport={"width": 1000, "height": 900}
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def page(browser, stack):
+    page = browser.new_page()
+    page.goto(stack.base)
+    page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+    yield page
+    page.close()
+
+
+def submit(page, url: str, mode: str = "video") -> str:
+    page.fill("input[name=url]", url)
+    page.select_option("select[name=mode]", mode)
+    page.click("form#submit button[type=submit]")
+    page.wait_for_selector("#message:has-text('Accepted')", timeout=10_000)
+    return page.inner_text("#message").split()[-1]
+
+
+def card(page, job_id: str) -> str:
+    return f"#job-{job_id}"
+
+
+def bar_value(page, job_id: str, name: str) -> float:
+    return float(page.get_attribute(f"{card(page, job_id)} [data-bar={name}] progress", "value"))
+
+
+def test_submit_from_the_form_and_watch_both_bars_reach_100(page, media):
+    job_id = submit(page, media.url("long.mp4", rate=120_000), mode="both")
+    selector = card(page, job_id)
+    page.wait_for_selector(f"{selector}[data-status=running]", timeout=15_000)
+    seen = set()
+    for _ in range(400):
+        status = page.get_attribute(selector, "data-status")
+        seen.add(round(bar_value(page, job_id, "overall")))
+        if status == "completed":
+            break
+        page.wait_for_timeout(25)
+    page.screenshot(path=str(ARTIFACTS / "browser-completed.png"), full_page=True)
+    assert page.get_attribute(selector, "data-status") == "completed"
+    assert any(0 < value < 100 for value in seen), f"the bar never showed progress between 0 and 100: {seen}"
+    assert bar_value(page, job_id, "overall") == 100
+    assert bar_value(page, job_id, "extract") == 100
+    assert "1 / 1 done" in page.inner_text(f"{selector} [data-bar=download]")
+    links = page.locator(f"{selector} .items a")
+    assert links.count() == 2  # the video and the mp3
+
+
+def test_a_failed_job_shows_its_code_and_message(page, media):
+    job_id = submit(page, media.base + "/missing.mp4")
+    selector = card(page, job_id)
+    page.wait_for_selector(f"{selector}[data-status=failed]", timeout=30_000)
+    error = page.locator(f"{selector} p.error")
+    assert error.get_attribute("data-code") == "http_404" and "404" in error.inner_text()
+    assert page.locator(f"{selector} button[data-action=retry]").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "browser-failed.png"), full_page=True)
+
+
+def test_cancel_a_running_job_from_its_button(page, media):
+    job_id = submit(page, media.feed_url("long.mp4@30000,clip1.mp4@30000"), mode="audio")
+    selector = card(page, job_id)
+    page.wait_for_selector(f"{selector}[data-status=running] button[data-action=cancel]", timeout=15_000)
+    page.click(f"{selector} button[data-action=cancel]")
+    page.wait_for_selector(f"{selector}[data-status=cancelled]", timeout=10_000)
+    assert page.locator(f"{selector} button[data-action=cancel]").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "browser-cancelled.png"), full_page=True)
+
+
+def test_a_reload_mid_job_picks_the_state_up_and_follows_it_to_the_end(page, media):
+    job_id = submit(page, media.feed_url("long.mp4@100000,clip2.mp4@60000"), mode="both")
+    selector = card(page, job_id)
+    page.wait_for_selector(f"{selector} tr[data-status=downloading]", timeout=15_000)
+    page.reload()
+    page.wait_for_selector(f"{selector}", timeout=10_000)
+    page.wait_for_selector(f"{selector}[data-status=completed]", timeout=60_000)
+    assert "2 / 2 done (0 remaining)" in page.inner_text(f"{selector} [data-bar=download]")
+    assert page.locator(f"{selector} tr[data-status=completed]").count() == 2
+
+
+def test_readable_on_a_phone_width_screen(browser, stack):
+    phone = browser.new_page()
+    phone.set_viewport_size({"width": 375, "height": 740})
+    try:
+        phone.goto(stack.base)
+        phone.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        phone.wait_for_selector(".job", timeout=10_000)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        phone.screenshot(path=str(ARTIFACTS / "browser-phone.png"), full_page=True)
+        assert width <= 375, f"the page scrolls sideways on a phone: {width}px wide"
+    finally:
+        phone.close()

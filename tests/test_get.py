@@ -1,0 +1,83 @@
+"""`tubeflow get`: submit and follow from a terminal, with exit codes scripts can rely on."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def tubeflow_get(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "services.runtime.cli", "get", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_json_mode_prints_snapshots_and_exits_0_when_completed(stack, media):
+    result = tubeflow_get(media.feed_url("clip1.mp4,clip2.mp4"), "--mode", "audio", "--api", stack.base, "--json")
+    assert result.returncode == 0, result.stderr
+    snapshots = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(snapshots) >= 2
+    final = snapshots[-1]
+    assert final["status"] == "completed" and len(final["items"]) == 2
+    assert all(item["extract"]["file"].endswith(".mp3") for item in final["items"])
+    percents = [s["progress"]["percent"] for s in snapshots]
+    assert percents == sorted(percents)
+
+
+def test_bars_mode_prints_the_files_and_exits_1_on_failure(stack, media):
+    good = tubeflow_get(media.url("clip3.mp4"), "--api", stack.base)
+    assert good.returncode == 0, good.stderr
+    assert "completed" in good.stdout and f"{stack.base}/media/" in good.stdout
+    bad = tubeflow_get(media.base + "/missing.mp4", "--api", stack.base)
+    assert bad.returncode == 1 and "http_404" in bad.stdout
+
+
+def test_bad_input_and_no_server_are_explained():
+    nobody = f"http://127.0.0.1:{free_port()}"
+    result = tubeflow_get("http://example.com/v", "--api", nobody)
+    assert result.returncode == 1 and "tubeflow up" in result.stdout
+
+
+def test_bad_url_is_refused_with_the_field(stack):
+    result = tubeflow_get("ftp://example.com/v", "--api", stack.base)
+    assert result.returncode == 1 and "url" in result.stdout and "invalid_url" in result.stdout
+
+
+def test_ctrl_c_exits_130_and_leaves_the_job_running(stack, media):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.runtime.cli",
+            "get",
+            media.url("long.mp4", rate=30_000),
+            "--api",
+            stack.base,
+            "--json",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    line = process.stdout.readline()  # the first snapshot: the job exists and is being followed
+    job_id = json.loads(line)["id"]
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert job_id in err and "keeps running" in err
