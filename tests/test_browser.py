@@ -130,3 +130,36 @@ def test_readable_on_a_phone_width_screen(browser, stack):
         assert width <= 375, f"the page scrolls sideways on a phone: {width}px wide"
     finally:
         phone.close()
+
+
+def test_with_a_token_and_across_a_server_restart_the_page_keeps_up(browser, media, tmp_path, monkeypatch):
+    from tests.conftest import free_port, start_stack, stop_stack
+
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    env = {
+        "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TUBEFLOW_API_TOKEN": "page-token",
+        "TUBEFLOW_SHUTDOWN_GRACE": "3",
+    }
+    port = free_port()
+    own = start_stack(tmp_path / "data", env, port=port)
+    page = browser.new_page()
+    try:
+        page.goto(own.base)
+        page.wait_for_selector("form#token:not([hidden])", timeout=10_000)
+        page.fill("form#token input[name=token]", "page-token")
+        page.click("form#token button")
+        page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        job_id = submit(page, media.url("long.mp4", rate=40_000), mode="both")
+        selector = card(page, job_id)
+        page.wait_for_selector(f"{selector} tr[data-status=downloading]", timeout=15_000)
+        assert stop_stack(own) == 0  # the server goes away mid-job...
+        page.wait_for_selector("#connection[data-state=lost]", timeout=10_000)
+        own = start_stack(tmp_path / "data", env, port=port)  # ...and comes back on the same data dir
+        page.wait_for_selector(f"{selector}[data-status=completed]", timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "browser-after-restart.png"), full_page=True)
+        assert bar_value(page, job_id, "overall") == 100
+        assert page.locator(f"{selector} .items a").count() == 2
+    finally:
+        page.close()
+        stop_stack(own)

@@ -221,3 +221,36 @@ def test_an_item_is_extracted_while_later_items_still_download(stack, media):
     assert seq_of[("extract.completed", "0001")] < seq_of[("download.completed", "0002")]
     workers = {e["data"]["worker"] for e in events if e["type"].startswith("download.")}
     assert len(workers) == 1 and ":" in workers.pop()
+
+
+async def test_the_all_jobs_stream_sends_every_change_and_resumes_after_last_event_id(stack, media):
+    seen: list = []
+
+    async def watch(headers: dict, until) -> None:  # noqa: ANN001
+        async with httpx.AsyncClient(timeout=httpx.Timeout(60)) as client:
+            async with client.stream("GET", f"{stack.base}/api/jobs/stream?limit=3", headers=headers) as response:
+                assert response.status_code == 200 and response.headers["cache-control"] == "no-cache"
+                async for message in sse_messages(response):
+                    seen.append(message)
+                    if until(message):
+                        return
+
+    import asyncio
+
+    mine_id: dict = {}
+    task = asyncio.create_task(
+        watch({}, lambda m: m.json()["status"] == "completed" and m.json()["id"] == mine_id.get("id"))
+    )
+    await asyncio.sleep(0.3)
+    job_id = mine_id["id"] = submit(stack, url=media.url("clip2.mp4"), mode="audio")["id"]
+    await asyncio.wait_for(task, 60)
+    assert len([m for m in seen if m.event == "job"]) >= 3
+    mine = [m for m in seen if m.json()["id"] == job_id]
+    assert [m.json()["status"] for m in mine][-1] == "completed" and "items" not in mine[-1].json()
+    assert [m.id for m in mine] == sorted(m.id for m in mine)
+    # Resuming from the middle: everything after that id, nothing at or before it.
+    middle = mine[len(mine) // 2]
+    seen.clear()
+    await asyncio.wait_for(watch({"Last-Event-ID": str(middle.id)}, lambda m: m.json()["id"] == job_id), 10)
+    assert all(m.id > middle.id for m in seen)
+    assert seen[-1].json()["status"] == "completed"
