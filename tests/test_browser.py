@@ -67,7 +67,7 @@ def bar_value(page, job_id: str, name: str) -> float:
 
 
 def test_submit_from_the_form_and_watch_both_bars_reach_100(page, media):
-    job_id = submit(page, media.url("long.mp4", rate=120_000), mode="both")
+    job_id = submit(page, media.url(media.fresh("long.mp4"), rate=120_000), mode="both")
     selector = card(page, job_id)
     page.wait_for_selector(f"{selector}[data-status=running]", timeout=15_000)
     seen = set()
@@ -98,7 +98,9 @@ def test_a_failed_job_shows_its_code_and_message(page, media):
 
 
 def test_cancel_a_running_job_from_its_button(page, media):
-    job_id = submit(page, media.feed_url("long.mp4@30000,clip1.mp4@30000"), mode="audio")
+    job_id = submit(
+        page, media.feed_url(f"{media.fresh('long.mp4')}@30000,{media.fresh('clip1.mp4')}@30000"), mode="audio"
+    )
     selector = card(page, job_id)
     page.wait_for_selector(f"{selector}[data-status=running] button[data-action=cancel]", timeout=15_000)
     page.click(f"{selector} button[data-action=cancel]")
@@ -108,7 +110,9 @@ def test_cancel_a_running_job_from_its_button(page, media):
 
 
 def test_a_reload_mid_job_picks_the_state_up_and_follows_it_to_the_end(page, media):
-    job_id = submit(page, media.feed_url("long.mp4@100000,clip2.mp4@60000"), mode="both")
+    job_id = submit(
+        page, media.feed_url(f"{media.fresh('long.mp4')}@100000,{media.fresh('clip2.mp4')}@60000"), mode="both"
+    )
     selector = card(page, job_id)
     page.wait_for_selector(f"{selector} tr[data-status=downloading]", timeout=15_000)
     page.reload()
@@ -150,7 +154,7 @@ def test_with_a_token_and_across_a_server_restart_the_page_keeps_up(browser, med
         page.fill("form#token input[name=token]", "page-token")
         page.click("form#token button")
         page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
-        job_id = submit(page, media.url("long.mp4", rate=40_000), mode="both")
+        job_id = submit(page, media.url(media.fresh("long.mp4"), rate=40_000), mode="both")
         selector = card(page, job_id)
         page.wait_for_selector(f"{selector} tr[data-status=downloading]", timeout=15_000)
         assert stop_stack(own) == 0  # the server goes away mid-job...

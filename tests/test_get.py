@@ -63,7 +63,7 @@ def test_ctrl_c_exits_130_and_leaves_the_job_running(stack, media):
             "-m",
             "services.runtime.cli",
             "get",
-            media.url("long.mp4", rate=30_000),
+            media.url(media.fresh("long.mp4"), rate=30_000),
             "--api",
             stack.base,
             "--json",

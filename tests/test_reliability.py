@@ -59,7 +59,7 @@ def test_redirects_to_link_local_addresses_are_refused_at_fetch_time(stack, medi
 
 
 async def test_cancel_stops_running_work_and_skips_the_queue(stack, media):
-    slow = ",".join(f"long.mp4@{rate}" for rate in (40_000, 41_000, 42_000, 43_000, 44_000, 45_000))
+    slow = ",".join(f"{media.fresh('long.mp4')}@{rate}" for rate in (40_000, 41_000, 42_000, 43_000, 44_000, 45_000))
     job = submit(stack, url=media.feed_url(slow), mode="both")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -8,6 +8,7 @@ picks the entries, ``@RATE`` throttling one), ``/page.html`` (a page with no med
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -78,6 +79,7 @@ class MediaServer:
     sent: dict[str, int] = field(default_factory=dict)  # media bytes written per file name
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _copies: int = 0
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -87,6 +89,14 @@ class MediaServer:
 
     def url(self, name: str, *, rate: int | None = None) -> str:
         return f"{self.base}/slow/{rate}/{name}" if rate else f"{self.base}/media/{name}"
+
+    def fresh(self, name: str) -> str:
+        """A copy of a clip under a new name: a URL no earlier job downloaded, so tubeflow can't reuse a file."""
+        with self._lock:
+            self._copies += 1
+            copy = f"{Path(name).stem}-copy{self._copies}{Path(name).suffix}"
+        shutil.copyfile(self.root / name, self.root / copy)
+        return copy
 
     def redirect_url(self, target: str) -> str:
         return f"{self.base}/redirect?to={quote(target, safe='')}"
