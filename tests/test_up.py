@@ -104,3 +104,27 @@ def test_up_stopped_mid_job_finishes_it_after_a_restart(tmp_path, media, monkeyp
         assert view["items"][0]["download"]["size"] == (media.root / "long.mp4").stat().st_size
     finally:
         assert stop_stack(again) == 0
+
+
+def test_up_exits_with_an_error_when_its_port_is_taken(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "services.runtime.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "could not start" in result.stderr
+    assert wait_gone(str(tmp_path)) == []

@@ -30,9 +30,11 @@ from services.runtime.eventstore import (
     STREAM,
     EventPublisher,
     connect,
-    ensure_topology,
     jobs_bucket,
+    prepare,
 )
+from services.runtime.metrics import JOBS, SSE_CLIENTS
+from services.runtime.metrics import render as render_metrics
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.api")
@@ -296,6 +298,18 @@ async def get_media(path: FromPath[str], request: Request, settings: NamedDepend
     return media_response(target, request.headers.get("range"))
 
 
+@get("/metrics", summary="Prometheus metrics of this API process", tags=["health"], media_type="text/plain")
+async def metrics(hub: NamedDependency[JobHub]) -> Response[bytes]:
+    counts: dict[str, int] = {}
+    for summary in hub.summaries.values():
+        counts[summary.status] = counts.get(summary.status, 0) + 1
+    for status in ("queued", "resolving", "running", "completed", "partial", "failed", "cancelled"):
+        JOBS.labels(status).set(counts.get(status, 0))
+    SSE_CLIENTS.set(hub.watcher_count)
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)
+
+
 @get("/healthz", summary="The process is alive", tags=["health"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -336,7 +350,7 @@ def create_app(settings: Settings) -> Litestar:
 
         nc = await connect(settings.nats_url, "tubeflow-api", on_reconnect=on_reconnect)
         js = nc.jetstream()
-        await ensure_topology(js)
+        await prepare(js, settings)
         kv = await jobs_bucket(js)
         kv_ref.append(kv)
         await hub.start(nc, kv)
@@ -363,6 +377,7 @@ def create_app(settings: Settings) -> Litestar:
             stream_job,
             get_media,
             healthz,
+            metrics,
             readyz,
             index,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),

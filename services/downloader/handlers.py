@@ -21,6 +21,7 @@ from services.runtime.clock import utcnow
 from services.runtime.consumers import HANDBACK_DELAY, RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
+from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
 from services.runtime.throttle import ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")
@@ -247,6 +248,10 @@ class Downloader:
         await pump.close()
         if token.reason is not None:
             raise Aborted(token.reason)
+        if result.reused:
+            REUSED.inc()
+        else:
+            DOWNLOADED_BYTES.inc(result.size)
         await self._emit(
             "download.completed",
             job,

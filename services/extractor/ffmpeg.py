@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Callable
 
@@ -42,7 +43,8 @@ async def extract_audio(
     Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message.
     """
     muxer, codec = AUDIO_FORMATS[audio_format]
-    partial = target.with_name(target.name + ".part")
+    # Its own partial file: two jobs reusing one download may extract the same audio at the same time.
+    partial = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
     process = await asyncio.create_subprocess_exec(
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-hide_banner",

@@ -22,7 +22,8 @@ from contracts.events import ALL_EVENTS, Envelope
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
-from services.runtime.eventstore import STREAM, StoredEvent, connect, decode, ensure_topology, jobs_bucket
+from services.runtime.eventstore import STREAM, StoredEvent, connect, decode, jobs_bucket, prepare
+from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, serve_health
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.progress")
@@ -139,8 +140,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
     nc = await connect(settings.nats_url, "tubeflow-progress")
     js = nc.jetstream()
-    await ensure_topology(js)
+    await prepare(js, settings)
     projector = Projector(await jobs_bucket(js))
+    health = None
+    if settings.health_port:
+        health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
     durable = durable_name(settings.worker_name or socket.gethostname())
     psub = await js.pull_subscribe(ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable))
     try:
@@ -165,6 +169,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             try:
                 await projector.project(stored)
                 await msgs[-1].ack()
+                EVENTS_FOLDED.inc(len(msgs))
+                EVENT_LAG.set(msgs[-1].metadata.num_pending)
             except Exception:
                 # Nothing is lost: unacked events come back and the fold skips those already applied.
                 log.exception("projecting a batch of %d events failed; it will be redelivered", len(msgs))
@@ -173,6 +179,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                         await m.nak(delay=1.0)
                 await asyncio.sleep(1.0)
     finally:
+        if health is not None:
+            health.close()
         try:
             await psub.unsubscribe()
         except Exception:

@@ -22,13 +22,11 @@ SERVICES = ("api", "downloader", "extractor", "progress")
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("faststream", "tubeflow.faststream", "nats", "uvicorn.access", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import os
+
+    from services.runtime.logs import setup_logging
+
+    setup_logging(os.environ.get("TUBEFLOW_LOG_FORMAT", "text").lower())
 
 
 async def _run_api(settings: Settings, stop: asyncio.Event, host: str, port: int) -> None:
@@ -46,7 +44,14 @@ async def _run_api(settings: Settings, stop: asyncio.Event, host: str, port: int
         create_app(settings), host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
     )
     server = Server(config)
-    serve = asyncio.create_task(server.serve())
+
+    async def serve_or_fail() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it can't bind; here that is one failed service
+            raise RuntimeError(f"the API could not start on {host}:{port}") from exc
+
+    serve = asyncio.create_task(serve_or_fail())
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if serve in done:
@@ -75,7 +80,7 @@ def _service(name: str, host: str, port: int) -> Callable[[Settings, asyncio.Eve
 
 async def run_services(names: list[str], settings: Settings, host: str, port: int, on_ready=None) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
-    from services.runtime.eventstore import connect, ensure_topology
+    from services.runtime.eventstore import connect, prepare
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,7 +88,7 @@ async def run_services(names: list[str], settings: Settings, host: str, port: in
         loop.add_signal_handler(sig, stop.set)
     nc = await connect(settings.nats_url, "tubeflow-setup")  # type: ignore[arg-type]
     try:
-        created = await ensure_topology(nc.jetstream())
+        created = await prepare(nc.jetstream(), settings)
         if created:
             log.info("created %s", ", ".join(created))
     finally:
@@ -280,6 +285,21 @@ def _read_models(action: str) -> int:
     return asyncio.run(run())
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from services.runtime.topology import setup
+
+    settings = Settings()
+    if not settings.nats_url:
+        print("TUBEFLOW_NATS_URL is not set", file=sys.stderr)
+        return 2
+    changes, problems = asyncio.run(setup(settings))
+    for line in changes:
+        print(line)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     from services.runtime.follow import run_get
 
@@ -318,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     get.add_argument("--json", action="store_true", help="print newline-delimited JobView snapshots")
     get.set_defaults(func=cmd_get)
+
+    setup = sub.add_parser("setup", help="create or update streams, buckets and consumers; report what changed")
+    setup.set_defaults(func=cmd_setup)
 
     rebuild = sub.add_parser("rebuild", help="throw the read models away and fold the whole stream again")
     rebuild.set_defaults(func=lambda args: _read_models("rebuild"))

@@ -13,6 +13,8 @@ from nats.js import api
 
 from contracts.events import Envelope, InvalidEvent, parse_event, subject_filter
 from services.runtime.eventstore import STREAM, DeadLetters
+from services.runtime.logs import CURRENT_JOB
+from services.runtime.metrics import REDELIVERIES
 
 log = logging.getLogger("tubeflow.consumer")
 
@@ -74,7 +76,7 @@ def work_subscriber(
         title=f"{durable}:{event_type}",
     )
     async def on_message(msg: NatsMessage) -> None:
-        await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait)
+        await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait, consumer=durable)
 
 
 async def _keep_alive(msg: NatsMessage, every: float) -> None:
@@ -94,11 +96,14 @@ async def handle(
     ack_wait: float = ACK_WAIT,
     retry_delay: float = RETRY_DELAY,
     max_deliver: int = MAX_DELIVER,
+    consumer: str = "",
 ) -> None:
     """Run ``work(event, attempt)`` for one delivery and settle the message."""
     raw = msg.raw_message
     meta = raw.metadata
     attempt = meta.num_delivered
+    if attempt > 1:
+        REDELIVERIES.labels(consumer).inc()
     seq = meta.sequence.stream
 
     async def give_up(reason: str) -> None:
@@ -118,6 +123,7 @@ async def handle(
         log.error("unreadable event at stream seq %s (%s): %s", seq, raw.subject, exc)
         await give_up(f"invalid event: {exc}")
         return
+    bound = CURRENT_JOB.set((event.job_id, event.item_id))
     alive = asyncio.create_task(_keep_alive(msg, max(0.5, ack_wait / 3)))
     try:
         await work(event, attempt)
@@ -140,5 +146,7 @@ async def handle(
         else:
             await msg.nack(delay=retry_delay * attempt)
         return
+    finally:
+        CURRENT_JOB.reset(bound)
     alive.cancel()
     await msg.ack()

@@ -60,8 +60,9 @@ async def connect(
     )
 
 
-def stream_config() -> api.StreamConfig:
+def stream_config(replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
+        num_replicas=replicas,
         name=STREAM,
         description="tubeflow job events: the source of truth",
         subjects=[ALL_EVENTS],
@@ -74,10 +75,10 @@ def stream_config() -> api.StreamConfig:
     )
 
 
-async def ensure_topology(js: JetStreamContext) -> list[str]:
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
     """Create the streams and buckets that are missing. Idempotent; returns what it created."""
     created = []
-    for config in (stream_config(), dlq_stream_config()):
+    for config in (stream_config(replicas), dlq_stream_config(replicas)):
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -90,6 +91,7 @@ async def ensure_topology(js: JetStreamContext) -> list[str]:
             history=1,
             storage=api.StorageType.FILE,
             max_value_size=MAX_EVENT_BYTES * 8,
+            replicas=replicas,
         ),
         api.KeyValueConfig(
             bucket=IDEMPOTENCY_BUCKET,
@@ -97,12 +99,14 @@ async def ensure_topology(js: JetStreamContext) -> list[str]:
             history=1,
             storage=api.StorageType.FILE,
             ttl=IDEMPOTENCY_TTL,
+            replicas=replicas,
         ),
         api.KeyValueConfig(
             bucket=MEDIA_BUCKET,
             description="media key -> file already downloaded (reused instead of downloading again)",
             history=1,
             storage=api.StorageType.FILE,
+            replicas=replicas,
         ),
         api.KeyValueConfig(
             bucket=CLAIMS_BUCKET,
@@ -110,6 +114,7 @@ async def ensure_topology(js: JetStreamContext) -> list[str]:
             history=1,
             storage=api.StorageType.FILE,
             ttl=CLAIM_TTL,
+            replicas=replicas,
         ),
     ]
     for bucket in buckets:
@@ -121,8 +126,38 @@ async def ensure_topology(js: JetStreamContext) -> list[str]:
     return created
 
 
-def dlq_stream_config() -> api.StreamConfig:
+BUCKETS = (JOBS_BUCKET, IDEMPOTENCY_BUCKET, MEDIA_BUCKET, CLAIMS_BUCKET)
+
+
+async def prepare(js: JetStreamContext, settings: Any) -> list[str]:
+    """What a service does at start: declare what is missing, or (TUBEFLOW_DECLARE=false, after `tubeflow setup`)
+    wait until it exists."""
+    if settings.declare:
+        return await ensure_topology(js, replicas=settings.stream_replicas)
+    waited = 0.0
+    while True:
+        missing = []
+        for name in (STREAM, DLQ_STREAM):
+            try:
+                await js.stream_info(name)
+            except NotFoundError:
+                missing.append(f"stream {name}")
+        for bucket in BUCKETS:
+            try:
+                await js.key_value(bucket)
+            except BucketNotFoundError:
+                missing.append(f"bucket {bucket}")
+        if not missing:
+            return []
+        if waited % 10 == 0:
+            log.warning("waiting for `tubeflow setup`: missing %s", ", ".join(missing))
+        await asyncio.sleep(1.0)
+        waited += 1.0
+
+
+def dlq_stream_config(replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
+        num_replicas=replicas,
         name=DLQ_STREAM,
         description="tubeflow dead letters: events a consumer could not read or process, with the reason",
         subjects=[f"{DLQ_PREFIX}.>"],
@@ -157,6 +192,9 @@ class DeadLetters:
             }
         )
         await self._js.publish(f"{DLQ_PREFIX}.{self._consumer}", data, stream=DLQ_STREAM, headers=out, timeout=5.0)
+        from services.runtime.metrics import DEAD_LETTERS
+
+        DEAD_LETTERS.labels(self._consumer).inc()
 
 
 async def jobs_bucket(js: JetStreamContext) -> KeyValue:

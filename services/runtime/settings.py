@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     progress_min_step: float = Field(default=1.0, ge=0.0)
     sse_heartbeat: float = Field(default=15.0, gt=0.0)
     worker_name: str | None = Field(default=None, description="overrides host:pid in events' `worker` field")
+    # Deployment
+    declare: bool = Field(default=True, description="create missing streams/buckets at start (false after setup)")
+    stream_replicas: int = Field(default=1, ge=1, le=5, description="JetStream replicas of streams and buckets")
+    health_port: int = Field(default=0, ge=0, le=65535, description="workers: /healthz, /readyz, /metrics (0: off)")
+    health_host: str = "127.0.0.1"
     # Reliability
     ack_wait: float = Field(default=30.0, gt=0.0, description="seconds before unacked work is redelivered")
     download_attempts: int = Field(default=3, ge=1, le=5, description="tries of an item on transient errors")

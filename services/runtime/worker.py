@@ -15,7 +15,8 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.views import JobView
 from services.runtime.cancellation import Cancellations
-from services.runtime.eventstore import connect, ensure_topology, jobs_bucket
+from services.runtime.eventstore import connect, jobs_bucket, prepare
+from services.runtime.metrics import IN_FLIGHT, serve_health
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.worker")
@@ -43,7 +44,7 @@ async def run_worker(
     assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
     nc = await connect(settings.nats_url, f"tubeflow-{name}")
     js = nc.jetstream()
-    await ensure_topology(js)
+    await prepare(js, settings)
     kv = await jobs_bucket(js)
 
     async def cancelled_in_store(job_id: str) -> bool:
@@ -56,6 +57,10 @@ async def run_worker(
     cancellations = Cancellations(cancelled_in_store)
     await cancellations.subscribe(nc)
     settings.media_dir.mkdir(parents=True, exist_ok=True)
+    health = None
+    if settings.health_port:
+        health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
+    IN_FLIGHT.labels(name).set_function(lambda: cancellations.running)
     broker = build(WorkerContext(js, cancellations))
     if inspect.isawaitable(broker):
         broker = await broker
@@ -68,4 +73,6 @@ async def run_worker(
         await broker.stop()
         if on_stopped is not None:
             on_stopped()
+        if health is not None:
+            health.close()
         await nc.drain()
