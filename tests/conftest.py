@@ -36,6 +36,19 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
+def wait_ready(base: str, timeout: float = 30, explain=lambda: "") -> None:  # noqa: ANN001
+    """Until GET {base}/readyz answers 200 (a bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{base} not ready after {timeout} s {explain()}")
+
+
 def _docker_answers() -> bool:
     try:
         import docker
@@ -128,11 +141,10 @@ def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None =
         if process.poll() is not None:
             raise RuntimeError(f"tubeflow up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return Stack(process, base, data_dir, env.get("TUBEFLOW_NATS_URL", ""), log)
-        except httpx.HTTPError:
+            wait_ready(base, timeout=0.5)
+            return Stack(process, base, data_dir, env.get("TUBEFLOW_NATS_URL", ""), log)
+        except TimeoutError:
             pass
-        time.sleep(0.1)
     process.kill()
     raise TimeoutError(f"tubeflow up not ready after 30 s:\n{log.read_text()[-3000:]}")
 

@@ -12,7 +12,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.sse_client import sse_messages
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_ready
 from tests.test_services import spawn
 
 pytestmark = pytest.mark.e2e
@@ -42,15 +42,7 @@ class Cluster:
         return self.processes[name]
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(self.log.read_text()[-3000:])
+        wait_ready(self.base, explain=lambda: self.log.read_text()[-3000:])
 
     def view(self, job_id: str) -> dict:
         return httpx.get(f"{self.base}/api/jobs/{job_id}", timeout=5).json()

@@ -8,16 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.runtime.embedded import EmbeddedNats
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -43,12 +41,7 @@ def api_base(tmp_path_factory):
         stdin=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    wait_ready(base)
     yield base
     process.send_signal(signal.SIGTERM)
     process.wait(30)

@@ -17,7 +17,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.sse_client import sse_messages
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -31,18 +31,6 @@ def spawn(name: str, env: dict[str, str], log: Path, *args: str) -> subprocess.P
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-
-
-def wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(base)
 
 
 async def follow(base: str, job_id: str) -> list:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from services.runtime.embedded import EmbeddedNats
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -67,12 +67,7 @@ def test_setup_is_idempotent_reports_changes_and_workers_expose_health(tmp_path)
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_ready(base)
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         assert httpx.get(f"{base}/readyz").status_code == 200
         metrics = httpx.get(f"{base}/metrics").text
