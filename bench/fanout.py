@@ -1,0 +1,123 @@
+"""SSE fan-out: many SSE clients on one API process following 10 active jobs, against one client. Delivery latency is
+publish of a progress event -> the client has the update (publisher and clients share this process's clock)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+
+import httpx
+
+from bench.harness import Report, nats_server, rss_mib, summary_ms, tubeflow
+from contracts import events as ev
+from contracts.ids import new_job_id, random_event_id, step_event_id
+from services.runtime.eventstore import STREAM, EventPublisher, connect, ensure_topology
+from services.runtime.sse_client import sse_messages
+
+JOBS = 10
+
+
+def event(kind: str, job: str, data: ev.Payload, item: str | None = None, event_id: str | None = None) -> ev.Envelope:
+    return ev.make_event(
+        kind,
+        job_id=job,
+        item_id=item,
+        data=data,
+        occurred_at=datetime.now(timezone.utc),
+        event_id=event_id or random_event_id(),
+    )
+
+
+async def scenario(base: str, nats_url: str, clients: int, updates: int, api_pid: int) -> dict:
+    nc = await connect(nats_url, "bench-fanout")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = EventPublisher(js)
+    jobs = [new_job_id() for _ in range(JOBS)]
+    for job in jobs:
+        await publisher.publish(
+            event(
+                "requested",
+                job,
+                ev.Requested(url="http://video.example.com/v"),
+                event_id=step_event_id(job, "requested"),
+            )
+        )
+        await publisher.publish(event("resolved", job, ev.Resolved(kind="video", item_count=1, worker="w")))
+        await publisher.publish(
+            event("item.queued", job, ev.ItemQueued(index=1, url="u", mode="video", audio_format="mp3"), "0001")
+        )
+    await asyncio.sleep(1.0)
+    sent_at: dict[tuple[str, int], float] = {}
+    latencies: list[float] = []
+    connected = 0
+    done = asyncio.Event()
+
+    async def client(job: str, http: httpx.AsyncClient) -> None:
+        nonlocal connected
+        async with http.stream("GET", f"{base}/api/jobs/{job}/stream") as response:
+            connected += 1
+            async for message in sse_messages(response):
+                if message.event != "item":
+                    continue
+                got = time.perf_counter()
+                key = (job, message.json()["download"]["downloaded_bytes"])
+                if key in sent_at:
+                    latencies.append(got - sent_at[key])
+                if done.is_set():
+                    return
+
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60), limits=limits) as http:
+        tasks = [asyncio.create_task(client(jobs[i % JOBS], http)) for i in range(clients)]
+        while connected < clients:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        peak_rss = rss_mib(api_pid)
+        for step in range(1, updates + 1):
+            for job in jobs:
+                sent_at[(job, step)] = time.perf_counter()
+                await publisher.publish(
+                    event(
+                        "download.progress",
+                        job,
+                        ev.DownloadProgress(worker="w", downloaded_bytes=step, total_bytes=updates * 10),
+                        "0001",
+                    )
+                )
+            await asyncio.sleep(0.5)
+            peak_rss = max(peak_rss, rss_mib(api_pid))
+        await asyncio.sleep(1.0)
+        done.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    consumers = (await js.stream_info(STREAM)).state.consumer_count
+    await nc.close()
+    return {"latencies": latencies, "rss": peak_rss, "consumers": consumers, "expected": clients * updates}
+
+
+def run(quick: bool) -> Report:
+    report = Report("fanout")
+    sizes = (1, 50) if quick else (1, 1000)
+    updates = 4 if quick else 10
+    with nats_server() as server, tubeflow(server.url, ["api", "progress"]) as stack:
+        api_pid = stack.processes[0].pid
+        for clients in sizes:
+            result = asyncio.run(scenario(stack.base, server.url, clients, updates, api_pid))
+            report.add(
+                what="SSE delivery",
+                clients=clients,
+                **summary_ms(result["latencies"]),
+                expected=result["expected"],
+                api_rss_mib=result["rss"],
+                stream_consumers=result["consumers"],
+            )
+    report.notes.append(
+        "targets: p99 <= 100 ms with 1,000 clients; API RSS <= 250 MiB; consumers independent of clients"
+    )
+    report.notes.append(
+        "latency includes the projector's fold and KV write: publish -> projector -> KV -> API -> client"
+    )
+    return report

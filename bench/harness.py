@@ -1,0 +1,185 @@
+"""What the benchmarks share: a private NATS server, local media, tubeflow processes, timing and reporting."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from services.runtime.embedded import EmbeddedNats
+from tests.conftest import free_port, wait_ready
+from tests.support.media import MediaServer, make_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def summary_ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(1000 * percentile(values, 50), 3),
+        "p99_ms": round(1000 * percentile(values, 99), 3),
+        "mean_ms": round(1000 * statistics.fmean(values), 3) if values else float("nan"),
+        "n": len(values),
+    }
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, from /proc."""
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
+
+
+@dataclass
+class Report:
+    name: str
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, **row: object) -> None:
+        self.rows.append(row)
+
+    def print(self) -> None:
+        print(f"\n== {self.name}")
+        if self.rows:
+            keys = list(dict.fromkeys(k for row in self.rows for k in row))
+            widths = {k: max(len(k), *(len(str(row.get(k, ""))) for row in self.rows)) for k in keys}
+            print("  ".join(k.ljust(widths[k]) for k in keys))
+            for row in self.rows:
+                print("  ".join(str(row.get(k, "")).ljust(widths[k]) for k in keys))
+        for note in self.notes:
+            print(f"  note: {note}")
+
+    def save(self, path: str | None) -> None:
+        if path:
+            Path(path).write_text(
+                json.dumps({"benchmark": self.name, "rows": self.rows, "notes": self.notes}, indent=2)
+            )
+
+
+@contextmanager
+def nats_server() -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(Path(tempfile.mkdtemp(prefix="bench-nats-")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def media_server(clips: int = 0, long_clips: int = 0) -> Iterator[MediaServer]:
+    root = Path(tempfile.mkdtemp(prefix="bench-media-"))
+    make_clip(root / "clip.mp4", seconds=20, size="640x360", bitrate="500k")
+    server = MediaServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Processes:
+    base: str
+    processes: list[subprocess.Popen]
+    data_dir: Path
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+
+@contextmanager
+def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = None) -> Iterator[Processes]:
+    """`tubeflow up` (services == ["up"]) or separate `tubeflow service` processes, stopped at the end."""
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-data-"))
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "TUBEFLOW_NATS_URL": nats_url,
+        "TUBEFLOW_DATA_DIR": str(data_dir),
+        "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TUBEFLOW_RATE_LIMIT": "0",
+        **(env or {}),
+    }
+    log = open(data_dir / "services.log", "ab")
+    processes = []
+    for service in services:
+        if service == "up":
+            args = ["up", "--port", str(port), "--data-dir", str(data_dir)]
+        elif service == "api":
+            args = ["service", "api", "--port", str(port)]
+        else:
+            args = ["service", service]
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.runtime.cli", *args],
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        if "api" in services or "up" in services:
+            wait_ready(base, timeout=60)
+        yield Processes(base, processes, data_dir)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_all_finished(base: str, job_ids: list[str], timeout: float = 600) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    views: dict[str, dict] = {}
+    pending = set(job_ids)
+    with httpx.Client(timeout=10) as client:
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                view = client.get(f"{base}/api/jobs/{job_id}").json()
+                if view["status"] in ("completed", "partial", "failed", "cancelled"):
+                    views[job_id] = view
+                    pending.discard(job_id)
+            if pending:
+                time.sleep(0.02)
+    if pending:
+        raise TimeoutError(f"{len(pending)} job(s) not finished")
+    return views
