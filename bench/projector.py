@@ -7,12 +7,22 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
+from nats.js import api
+
 from bench.harness import Report, nats_server
 from contracts import events as ev
 from contracts.fold import fold
 from contracts.ids import item_id, new_job_id, step_event_id
 from services.progress.projector import BATCH, Projector
-from services.runtime.eventstore import ALL_EVENTS, EventPublisher, connect, ensure_topology, iter_events, jobs_bucket
+from services.runtime.eventstore import (
+    ALL_EVENTS,
+    STREAM,
+    EventPublisher,
+    connect,
+    ensure_topology,
+    iter_events,
+    jobs_bucket,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -63,8 +73,9 @@ async def measure(url: str, total: int) -> dict:
         published += len(events)
 
     started = time.perf_counter()
-    raw = [stored async for stored in iter_events(js, ALL_EVENTS, batch=BATCH)]
+    raw_count = await consume_raw(js, BATCH)
     raw_s = time.perf_counter() - started
+    raw = [stored async for stored in iter_events(js, ALL_EVENTS, batch=BATCH)]
 
     projector = Projector(await jobs_bucket(js))
     started = time.perf_counter()
@@ -87,7 +98,22 @@ async def measure(url: str, total: int) -> dict:
         stored_view = (await kv.get(job)).value
         identical = identical and stored_view == fold(events).model_dump_json().encode()
     await nc.close()
+    assert raw_count == len(raw)
     return {"events": len(raw), "raw_s": raw_s, "fold_s": fold_s, "identical": identical}
+
+
+async def consume_raw(js, batch: int) -> int:  # noqa: ANN001
+    """The baseline: the same backlog pulled with the same batch size, bytes only (no decoding, no fold)."""
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL, mem_storage=True, inactive_threshold=10.0
+    )
+    psub = await js.pull_subscribe(ALL_EVENTS, durable=None, stream=STREAM, config=config)
+    pending = (await psub.consumer_info()).num_pending
+    count = 0
+    while count < pending:
+        count += len(await psub.fetch(min(batch, pending - count), timeout=5.0))
+    await psub.unsubscribe()
+    return count
 
 
 def run(quick: bool) -> Report:
@@ -96,7 +122,7 @@ def run(quick: bool) -> Report:
     with nats_server() as server:
         result = asyncio.run(measure(server.url, total))
     report.add(
-        what="raw JetStream consume (baseline)",
+        what="raw JetStream consume, bytes only (baseline)",
         events=result["events"],
         seconds=round(result["raw_s"], 3),
         events_per_s=round(result["events"] / result["raw_s"]),

@@ -75,7 +75,7 @@ def run(quick: bool) -> Report:
     )
     report.add(
         what="memory: stack incl. nats-server",
-        idle_mib=idle,
+        idle_mib=round(idle, 1),
         peak_mib=round(peak, 1),
         target="idle <= 200, peak <= 350",
     )

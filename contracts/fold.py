@@ -507,8 +507,9 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
                 ex_failed += 1
             elif item.extract.status == "skipped":
                 ex_skipped += 1
-        fraction += _item_fraction(item, audio)
-        if _item_done(item, audio):
+        done = _item_done(item, audio)
+        fraction += 1.0 if done else _item_fraction(item, audio)
+        if done:
             finished += 1
             if _item_succeeded(item, audio):
                 succeeded += 1
@@ -516,7 +517,8 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
                 first_error = item.error
 
     dl_finished = dl_completed + dl_failed + dl_skipped
-    download = DownloadSummary(
+    # model_construct: the fold builds these from values it already checked; validating again costs a third of a fold.
+    download = DownloadSummary.model_construct(
         status=_aggregate(dl_finished, dl_failed + dl_skipped, total),
         total=total,
         completed=dl_completed,
@@ -530,7 +532,7 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
     )
     ex_total = total if audio else 0
     ex_finished = ex_completed + ex_failed + ex_skipped
-    extract = ExtractSummary(
+    extract = ExtractSummary.model_construct(
         status=_aggregate(ex_finished, ex_failed + ex_skipped, ex_total) if audio else "none",
         total=ex_total,
         completed=ex_completed,
@@ -549,7 +551,7 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
         status = "completed" if succeeded == total else ("failed" if succeeded == 0 else "partial")
         update["status"] = status
         update["finished_at"] = event.occurred_at
-        update["progress"] = Progress(percent=100.0, stage="done")
+        update["progress"] = Progress.model_construct(percent=100.0, stage="done")
         if status == "failed":
             update["error"] = first_error
         return view.model_copy(update=update)
@@ -564,5 +566,5 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
         stage = "downloading"
     else:
         stage = "extracting"
-    update["progress"] = Progress(percent=percent, stage=stage)
+    update["progress"] = Progress.model_construct(percent=percent, stage=stage)
     return view.model_copy(update=update)

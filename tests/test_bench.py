@@ -20,7 +20,10 @@ def test_benchmark_runs_quick_and_writes_json(name, tmp_path):
     out = tmp_path / f"{name}.json"
     result = subprocess.run(
         [sys.executable, "-m", "bench", name, "--quick", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(out.read_text())

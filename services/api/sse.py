@@ -8,6 +8,7 @@ gets only messages whose id is above N: the items and job state that changed sin
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import AsyncIterator
 
 from litestar.response import ServerSentEventMessage
@@ -34,14 +35,42 @@ def job_message_id(seq: int) -> int:
     return 2 * seq + 1
 
 
+class _Encoded:
+    """The JSON of one view, made once and shared by every client following the job (views never change)."""
+
+    __slots__ = ("summary", "items")
+
+    def __init__(self) -> None:
+        self.summary: str | None = None
+        self.items: dict[str, str] = {}
+
+
+_ENCODED: OrderedDict[tuple[str, int], _Encoded] = OrderedDict()
+_ENCODED_MAX = 4096
+
+
+def _encoded(view: JobView) -> _Encoded:
+    key = (view.id, view.seq)
+    found = _ENCODED.get(key)
+    if found is None:
+        found = _ENCODED[key] = _Encoded()
+        while len(_ENCODED) > _ENCODED_MAX:
+            _ENCODED.popitem(last=False)
+    return found
+
+
 def changes_since(view: JobView, last_id: int) -> list[ServerSentEventMessage]:
+    cache = _encoded(view)
     messages = []
     for item in sorted((i for i in view.items if item_message_id(i.seq) > last_id), key=lambda i: (i.seq, i.index)):
-        messages.append(ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq)))
+        data = cache.items.get(item.id)
+        if data is None:
+            data = cache.items[item.id] = item.model_dump_json()
+        messages.append(ServerSentEventMessage(data=data, event="item", id=item_message_id(item.seq)))
     if job_message_id(view.seq) > last_id:
-        messages.append(
-            ServerSentEventMessage(data=view.summary().model_dump_json(), event="job", id=job_message_id(view.seq))
-        )
+        if cache.summary is None:
+            cache.summary = view.summary().model_dump_json()
+        messages.append(ServerSentEventMessage(data=cache.summary, event="job", id=job_message_id(view.seq)))
     return messages
 
 
