@@ -100,6 +100,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     for i, tone in enumerate((440, 550, 660), start=1):
         make_clip(root / f"clip{i}.mp4", tone=tone)
     make_clip(root / "long.mp4", seconds=6, bitrate="600k")
+    # Four minutes of audio in a tiny picture: its extraction takes about a second, long enough to watch.
+    make_clip(root / "podcast.mp4", seconds=240, size="64x48", bitrate="20k")
     server = MediaServer(root).start()
     try:
         yield server

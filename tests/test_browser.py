@@ -67,7 +67,7 @@ def bar_value(page, job_id: str, name: str) -> float:
 
 
 def test_submit_from_the_form_and_watch_both_bars_reach_100(page, media):
-    job_id = submit(page, media.url(media.fresh("long.mp4"), rate=120_000), mode="both")
+    job_id = submit(page, media.url(media.fresh("podcast.mp4"), rate=600_000), mode="both")
     selector = card(page, job_id)
     page.wait_for_selector(f"{selector}[data-status=running]", timeout=15_000)
     seen = set()

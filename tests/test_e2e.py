@@ -52,7 +52,7 @@ def decodes_as_audio(path) -> bool:
 
 
 async def test_both_mode_job_streams_bytes_extraction_and_completion(stack, media):
-    job = submit(stack, url=media.url(media.fresh("long.mp4"), rate=200_000), mode="both", audio_format="mp3")
+    job = submit(stack, url=media.url(media.fresh("podcast.mp4"), rate=600_000), mode="both", audio_format="mp3")
     messages = await follow(stack, job["id"])
 
     ids = [m.id for m in messages]
@@ -75,7 +75,7 @@ async def test_both_mode_job_streams_bytes_extraction_and_completion(stack, medi
     assert item["status"] == "completed"
     video = stack.media_dir / item["download"]["file"]
     audio = stack.media_dir / item["extract"]["file"]
-    assert video.stat().st_size == (media.root / "long.mp4").stat().st_size and not item["download"]["reused"]
+    assert video.stat().st_size == (media.root / "podcast.mp4").stat().st_size and not item["download"]["reused"]
     assert audio.suffix == ".mp3" and decodes_as_audio(audio)
     assert item["worker"] and ":" in item["worker"]
 

@@ -36,6 +36,7 @@ from services.runtime.eventstore import (
 from services.runtime.metrics import JOBS, SSE_CLIENTS
 from services.runtime.metrics import render as render_metrics
 from services.runtime.settings import Settings
+from services.runtime.tracing import span
 
 log = logging.getLogger("tubeflow.api")
 
@@ -136,7 +137,8 @@ async def create_job(
             "Idempotency-Key: must be 1 to 255 characters",
             [{"field": "Idempotency-Key", "code": "invalid", "message": "must be 1 to 255 characters"}],
         )
-    view = await store.submit(data, idempotency_key=key)
+    with span("POST /api/jobs", url=data.url, mode=data.mode):
+        view = await store.submit(data, idempotency_key=key)
     return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
 
 

@@ -81,7 +81,9 @@ def _service(name: str, host: str, port: int) -> Callable[[Settings, asyncio.Eve
 async def run_services(names: list[str], settings: Settings, host: str, port: int, on_ready=None) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
     from services.runtime.eventstore import connect, prepare
+    from services.runtime.tracing import setup_tracing
 
+    setup_tracing(settings.tracing, names[0] if len(names) == 1 else "up")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

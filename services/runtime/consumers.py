@@ -15,6 +15,7 @@ from contracts.events import Envelope, InvalidEvent, parse_event, subject_filter
 from services.runtime.eventstore import STREAM, DeadLetters
 from services.runtime.logs import CURRENT_JOB
 from services.runtime.metrics import REDELIVERIES
+from services.runtime.tracing import span
 
 log = logging.getLogger("tubeflow.consumer")
 
@@ -126,7 +127,10 @@ async def handle(
     bound = CURRENT_JOB.set((event.job_id, event.item_id))
     alive = asyncio.create_task(_keep_alive(msg, max(0.5, ack_wait / 3)))
     try:
-        await work(event, attempt)
+        with span(
+            f"tubeflow {event.type}", raw.headers or {}, job_id=event.job_id, item_id=event.item_id, attempt=attempt
+        ):
+            await work(event, attempt)
     except asyncio.CancelledError:
         alive.cancel()
         await msg.nack()

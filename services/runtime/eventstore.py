@@ -14,6 +14,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.events import ALL_EVENTS, Envelope, InvalidEvent, encode_event, job_filter, parse_event, subject
+from services.runtime.tracing import inject
 
 log = logging.getLogger("tubeflow.eventstore")
 
@@ -228,12 +229,14 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: Envelope) -> api.PubAck:
+        headers = {"Nats-Msg-Id": event.event_id}
+        inject(headers)
         return await self._js.publish(
             subject(event.job_id, event.type),
             encode_event(event),
             timeout=self._timeout,
             stream=STREAM,
-            headers={"Nats-Msg-Id": event.event_id},
+            headers=headers,
         )
 
 

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     download_attempts: int = Field(default=3, ge=1, le=5, description="tries of an item on transient errors")
     retry_delay: float = Field(default=2.0, ge=0.0, description="first retry delay; doubles per attempt")
     shutdown_grace: float = Field(default=20.0, ge=0.0)
+    tracing: bool = Field(default=False, description="OpenTelemetry trace context in NATS headers (the otel extra)")
     # Security
     api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
