@@ -12,6 +12,7 @@ BENCHMARKS = {
     "list": "bench.listing",
     "projector": "bench.projector",
     "fanout": "bench.fanout",
+    "playlist": "bench.playlist",
 }
 
 

@@ -201,11 +201,11 @@ async def list_jobs(
 
 
 @get("/api/jobs/{job_id:str}", summary="One job with its items", tags=["jobs"], responses=_errors(401, 404, 422))
-async def get_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> JobView:
-    view = await store.get(job_id)
-    if view is None:
+async def get_job(job_id: FromPath[str], store: NamedDependency[JobStore]) -> Response[JobView]:
+    data = await store.get_json(job_id)
+    if data is None:
         raise NotFoundException(f"no job {job_id}")
-    return view
+    return Response(data, media_type="application/json")
 
 
 @get(

@@ -166,6 +166,21 @@ class MediaServer:
 
             def send_feed(self, query: str, head: bool) -> None:
                 names = sorted(p.name for p in server.root.glob("*.mp4"))
+                if query.startswith("count="):  # count=N&name=X: N entries of X, each its own URL (?n=k)
+                    params = dict(part.partition("=")[::2] for part in query.split("&"))
+                    count, name = int(params["count"]), params.get("name", "clip1.mp4")
+                    url = server.url(name)
+                    body = (
+                        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+                        f"<title>Big feed</title><link>{server.base}/</link><description>many</description>"
+                        + "".join(
+                            f"<item><title>{escape(name)} #{k}</title><guid>{k}</guid>"
+                            f'<enclosure url="{escape(url)}?n={k}" type="video/mp4" length="1"/></item>'
+                            for k in range(1, count + 1)
+                        )
+                        + "</channel></rss>"
+                    ).encode()
+                    return self.send_body(body, "application/rss+xml", head)
                 if query.startswith("items="):
                     names = [n for n in query[len("items=") :].split(",") if n]
                 entries = []
