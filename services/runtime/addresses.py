@@ -114,8 +114,3 @@ class guarded:  # noqa: N801 - used as a context manager
 
     def __exit__(self, *exc: object) -> None:
         _guarded.policy = self._previous
-
-
-def forbidden_reason(url: str) -> str | None:
-    """The default policy (no private addresses) applied to a URL's literal host."""
-    return AddressPolicy().url_reason(url)
