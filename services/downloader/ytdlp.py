@@ -223,6 +223,8 @@ class YtDlp:
                     existing = reuse(key)
                     if existing is not None:
                         return existing
+                # The hook raises when the job was cancelled meanwhile: nothing is fetched after the probe then.
+                hook({"status": "starting"})
                 info = ydl.process_ie_result(found, download=True) if found else None
             if info is None:
                 raise MediaError("extraction_error", f"yt-dlp found nothing at {url}")
