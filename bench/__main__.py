@@ -8,6 +8,8 @@ import logging
 
 BENCHMARKS = {
     "throughput": "bench.throughput",
+    "throttled": "bench.throttled",
+    "latency": "bench.latency",
     "accept": "bench.accept",
     "list": "bench.listing",
     "projector": "bench.projector",

@@ -60,6 +60,14 @@ def rss_mib(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def metric_value(client: httpx.Client, base: str, name: str, label: str = "") -> float:
+    """One sample of a Prometheus metric from the API's /metrics (the first line naming it and `label`); 0 if none."""
+    for line in client.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 @dataclass
 class Report:
     name: str

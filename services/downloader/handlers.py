@@ -62,10 +62,17 @@ class Downloader:
     now: Callable[[], datetime] = field(default=utcnow)
 
     async def _emit(
-        self, event_type: str, job_id: str, data: ev.Payload, event_id: str, item: str | None = None
+        self,
+        event_type: str,
+        job_id: str,
+        data: ev.Payload,
+        event_id: str,
+        item: str | None = None,
+        occurred_at: datetime | None = None,
     ) -> None:
+        when = occurred_at or self.now()
         await self.publisher.publish(
-            ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=self.now(), event_id=event_id)
+            ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=when, event_id=event_id)
         )
 
     def _retry_delay(self, attempt: int) -> float:
@@ -169,17 +176,20 @@ class Downloader:
             item,
         )
 
-        async def send_progress(report: ev.DownloadProgress) -> None:
-            await self._emit("download.progress", job, report, random_event_id(), item)
+        async def send_progress(observed: tuple[ev.DownloadProgress, datetime]) -> None:
+            # occurred_at is when the hook saw the bytes, not when the throttle let the report go.
+            report, when = observed
+            await self._emit("download.progress", job, report, random_event_id(), item, occurred_at=when)
 
-        pump: ProgressPump[ev.DownloadProgress] = ProgressPump(
+        pump: ProgressPump[tuple[ev.DownloadProgress, datetime]] = ProgressPump(
             send_progress,
-            _download_percent,
+            lambda observed: _download_percent(observed[0]),
             interval=self.progress_interval,
             min_step=self.progress_min_step,
         ).start()
         loop = asyncio.get_running_loop()
         worker = self.worker
+        now = self.now
 
         def hook(d: dict[str, Any]) -> None:
             # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
@@ -195,7 +205,7 @@ class Downloader:
                 fragment_index=d.get("fragment_index"),
                 fragment_count=d.get("fragment_count"),
             )
-            loop.call_soon_threadsafe(pump.offer, report)
+            loop.call_soon_threadsafe(pump.offer, (report, now()))
 
         directory = self.media_dir / job
         directory.mkdir(parents=True, exist_ok=True)

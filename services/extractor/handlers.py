@@ -31,14 +31,21 @@ class Extractor:
     cancellations: Cancellations = field(default_factory=Cancellations)
     now: Callable[[], datetime] = field(default=utcnow)
 
-    async def _emit(self, event_type: str, source: ev.Envelope, data: ev.Payload, event_id: str) -> None:
+    async def _emit(
+        self,
+        event_type: str,
+        source: ev.Envelope,
+        data: ev.Payload,
+        event_id: str,
+        occurred_at: datetime | None = None,
+    ) -> None:
         await self.publisher.publish(
             ev.make_event(
                 event_type,
                 job_id=source.job_id,
                 item_id=source.item_id,
                 data=data,
-                occurred_at=self.now(),
+                occurred_at=occurred_at or self.now(),
                 event_id=event_id,
             )
         )
@@ -68,16 +75,22 @@ class Extractor:
             step_event_id(job, "extract.started", item, attempt, round=event.data.round),
         )
 
-        async def send_progress(report: ev.ExtractProgress) -> None:
-            await self._emit("extract.progress", event, report, random_event_id())
+        async def send_progress(observed: tuple[ev.ExtractProgress, datetime]) -> None:
+            # occurred_at is when ffmpeg reported, not when the throttle let the report go.
+            report, when = observed
+            await self._emit("extract.progress", event, report, random_event_id(), occurred_at=when)
 
-        pump: ProgressPump[ev.ExtractProgress] = ProgressPump(
-            send_progress, lambda r: r.percent, interval=self.progress_interval, min_step=self.progress_min_step
+        pump: ProgressPump[tuple[ev.ExtractProgress, datetime]] = ProgressPump(
+            send_progress,
+            lambda observed: observed[0].percent,
+            interval=self.progress_interval,
+            min_step=self.progress_min_step,
         ).start()
         worker = self.worker
 
         def on_progress(percent: float, out_time: float | None) -> None:
-            pump.offer(ev.ExtractProgress(worker=worker, percent=round(percent, 2), out_time=out_time))
+            report = ev.ExtractProgress(worker=worker, percent=round(percent, 2), out_time=out_time)
+            pump.offer((report, self.now()))
 
         source = (self.media_dir / event.data.file).resolve()
         target = audio_path(source, audio_format)

@@ -6,7 +6,10 @@ import asyncio
 import logging
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+import time
+from collections import deque
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger("tubeflow.metrics")
 
@@ -19,6 +22,55 @@ DEAD_LETTERS = Counter("tubeflow_dead_letters_total", "Messages sent to the dead
 EVENT_LAG = Gauge("tubeflow_projector_lag_events", "Events in the stream not yet folded by this projector")
 EVENTS_FOLDED = Counter("tubeflow_events_folded_total", "Events folded into read models by this projector")
 SSE_CLIENTS = Gauge("tubeflow_sse_clients", "Open SSE streams on this API process")
+LOOP_LAG = Histogram(
+    "tubeflow_event_loop_lag_seconds",
+    "How late the event loop woke a timer: time the loop was busy while something waited",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+LOOP_LAG_MAX = Gauge("tubeflow_event_loop_lag_max_seconds", "Largest event-loop lag seen in the last 10 s")
+
+
+class LoopLagMonitor:
+    """Sleeps ``interval`` seconds again and again and records how late each wake-up is.
+
+    A handler that blocks the loop for 30 ms makes a wake-up up to 30 ms late; every SSE client, HTTP request and
+    NATS callback of the process waited that long too.
+    """
+
+    def __init__(self, interval: float = 0.02, window: float = 10.0) -> None:
+        self.interval = interval
+        self.window = window
+        self._recent: deque[tuple[float, float]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.max_lag = 0.0
+
+    def start(self) -> "LoopLagMonitor":
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag-monitor")
+        return self
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def record(self, lag: float, now: float) -> None:
+        LOOP_LAG.observe(lag)
+        self.max_lag = max(self.max_lag, lag)
+        recent = self._recent
+        # Keep a decreasing run of (time, lag): the head is the window's maximum.
+        while recent and recent[-1][1] <= lag:
+            recent.pop()
+        recent.append((now, lag))
+        while recent[0][0] < now - self.window:
+            recent.popleft()
+        LOOP_LAG_MAX.set(recent[0][1])
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            self.record(max(0.0, now - started - self.interval), time.monotonic())
 
 
 def render() -> tuple[bytes, str]:
