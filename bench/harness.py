@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,12 +61,14 @@ def rss_mib(pid: int) -> float:
     return round(total / 1024, 1)
 
 
-def metric_value(client: httpx.Client, base: str, name: str, label: str = "") -> float:
-    """One sample of a Prometheus metric from the API's /metrics (the first line naming it and `label`); 0 if none."""
+def metrics_snapshot(client: httpx.Client, base: str) -> dict[str, float]:
+    """Every sample of the API's /metrics at one instant, keyed by the series as printed (name and labels)."""
+    samples = {}
     for line in client.get(f"{base}/metrics").text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {") and label in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
 
 
 @dataclass
@@ -173,6 +176,65 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+TERMINAL = ("completed", "partial", "failed", "cancelled")
+
+
+class FinishedJobs:
+    """Follows `GET /api/jobs/stream` on a thread and records each job's first terminal summary, as a dashboard
+    would learn of it (polling every job's GET instead would load the API with the measurement itself)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.finished: dict[str, dict] = {}
+        self.changed = threading.Condition()
+        self.connected = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+        if not self.connected.wait(30):
+            raise TimeoutError("the jobs stream did not open")
+
+    def _follow(self) -> None:
+        try:
+            self._read()
+        except httpx.HTTPError:
+            if not self._stop:
+                raise
+
+    def _read(self) -> None:
+        with httpx.Client(timeout=httpx.Timeout(10, read=None)) as client:
+            with client.stream("GET", f"{self.base}/api/jobs/stream", params={"limit": 0}) as response:
+                self.connected.set()
+                data: list[str] = []
+                for line in response.iter_lines():
+                    if self._stop:
+                        return
+                    if line.startswith("data:"):
+                        data.append(line[5:].strip())
+                    elif line == "" and data:
+                        view = json.loads("\n".join(data))
+                        data = []
+                        if view.get("status") in TERMINAL:
+                            with self.changed:
+                                self.finished.setdefault(view["id"], view)
+                                self.changed.notify_all()
+
+    def wait(self, job_ids: list[str], timeout: float = 600) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(job in self.finished for job in job_ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = sum(job not in self.finished for job in job_ids)
+                    raise TimeoutError(f"{missing} job(s) not finished")
+                self.changed.wait(left)
+            return {job: self.finished[job] for job in job_ids}
+
+    def close(self) -> None:
+        # The stream thread is a daemon blocked on a read; it ends with the stack's process.
+        self._stop = True
 
 
 def wait_all_finished(base: str, job_ids: list[str], timeout: float = 600) -> dict[str, dict]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from bench.harness import Report, media_server, nats_server
-from bench.throughput import CONCURRENCY, run_stack
+from bench.throughput import CONCURRENCY, running_stack
 
 RATE = 500_000
 
@@ -18,8 +18,8 @@ def run(quick: bool) -> Report:
     report = Report("throttled")
     with nats_server() as nats, media_server() as media:
         size = (media.root / "clip.mp4").stat().st_size
-        names = [media.fresh("clip.mp4") for _ in range(count)]
-        result = run_stack(nats, [media.url(n, rate=rate) for n in names])
+        with running_stack(nats, media.url(media.fresh("clip.mp4"))) as stack:
+            result = stack.measure([media.url(media.fresh("clip.mp4"), rate=rate) for _ in range(count)])
     ideal = math.ceil(count / CONCURRENCY) * size / rate
     report.add(
         what=f"{count} downloads of {size / 1e6:.2f} MB at {rate // 1000} KB/s per connection, concurrency {CONCURRENCY}",

@@ -104,3 +104,25 @@ async def test_ffmpeg_failure_on_a_broken_file(tmp_path):
         await extract_audio(broken, tmp_path / "broken.mp3", "mp3", duration=None, on_progress=lambda p, t: None)
     assert caught.value.code in ("ffmpeg_error", "no_audio")
     assert not (tmp_path / "broken.mp3").exists() and not list(tmp_path.glob("broken.mp3*part"))
+
+
+def test_a_resolved_single_video_is_downloaded_without_extracting_it_again(media, tmp_path):
+    now = [0.0]
+    ytdlp = YtDlp(size=1, policy=LOOPBACK_ONLY, clock=lambda: now[0])
+    name = media.fresh("clip1.mp4")
+    url = media.url(name)
+    resolved = ytdlp.resolve(url, max_items=10)
+    before = len(media.requests)
+    done = ytdlp.download(resolved.entries[0].url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None)
+    assert done.size == (media.root / name).stat().st_size
+    assert ytdlp.probes_reused == 1
+    # Only the download's own request: the resolve's probe served instead of a second extraction.
+    assert len(media.requests) - before == 1, media.requests[before:]
+
+    # A probe older than the TTL is not trusted: the URL is extracted again.
+    ytdlp.resolve(url, max_items=10)
+    now[0] += 61.0
+    before = len(media.requests)
+    ytdlp.download(url, directory=tmp_path / "again", stem="0001", format=None, hook=lambda d: None)
+    assert ytdlp.probes_reused == 1
+    assert len(media.requests) - before >= 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from faststream.nats import NatsBroker
@@ -18,6 +20,7 @@ from services.runtime.worker import WorkerContext, new_broker, run_worker
 
 RESOLVE_DURABLE = "downloader-resolve-v1"
 ITEMS_DURABLE = "downloader-items-v1"
+log = logging.getLogger("tubeflow.downloader")
 RESOLVE_CONCURRENCY = 2
 
 
@@ -46,10 +49,20 @@ def build_broker(url: str, downloader: Downloader, settings: Settings, context: 
     return broker
 
 
+# yt-dlp's download threads take the GIL after every socket read; with Python's default 5 ms switch interval the
+# event loop (progress reports, acks, cancels) waits behind them. 1 ms keeps its waits short.
+SWITCH_INTERVAL = 0.001
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     concurrency = settings.download_concurrency
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
     policy = AddressPolicy(settings.allow_private_urls, parse_networks(settings.allowed_networks))
+
+    media = YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=policy)
+    warm_up = asyncio.get_running_loop().run_in_executor(executor, media.warm_up)
+    warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))
 
     async def build(context: WorkerContext) -> NatsBroker:
         catalog = MediaCatalog(
@@ -60,7 +73,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         )
         downloader = Downloader(
             publisher=EventPublisher(context.js),
-            media=YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=policy),
+            media=media,
             executor=executor,
             media_dir=settings.media_dir.resolve(),
             worker=worker_identity(settings),

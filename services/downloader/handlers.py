@@ -22,7 +22,7 @@ from services.runtime.consumers import HANDBACK_DELAY, RetryLater
 from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
-from services.runtime.throttle import ProgressPump
+from services.runtime.throttle import HandoffGate, ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")
 
@@ -190,16 +190,24 @@ class Downloader:
         loop = asyncio.get_running_loop()
         worker = self.worker
         now = self.now
+        gate = HandoffGate(self.progress_interval, self.progress_min_step)
 
         def hook(d: dict[str, Any]) -> None:
             # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
             token.raise_if_tripped()
-            if d.get("status") not in ("downloading", "finished"):
+            status = d.get("status")
+            if status not in ("downloading", "finished"):
+                return
+            downloaded = int(d.get("downloaded_bytes") or 0)
+            total = d.get("total_bytes") or d.get("total_bytes_estimate")
+            # yt-dlp calls this for every block read; the pump would drop most of them anyway, so they are not
+            # handed to the loop at all (each hand-off wakes it through a pipe).
+            if status == "downloading" and not gate.open(100.0 * downloaded / total if total else None):
                 return
             report = ev.DownloadProgress(
                 worker=worker,
-                downloaded_bytes=int(d.get("downloaded_bytes") or 0),
-                total_bytes=_int_or_none(d.get("total_bytes") or d.get("total_bytes_estimate")),
+                downloaded_bytes=downloaded,
+                total_bytes=_int_or_none(total),
                 speed=d.get("speed"),
                 eta=d.get("eta"),
                 fragment_index=d.get("fragment_index"),

@@ -10,6 +10,8 @@ import logging
 import queue
 import re
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -133,30 +135,72 @@ def _base_params() -> dict[str, Any]:
     }
 
 
+# A probe older than this is extracted again: signed media URLs expire, and a queue can be long.
+PROBE_TTL = 60.0
+PROBE_CACHE_SIZE = 256
+
+
 class YtDlp:
     """A pool of reusable YoutubeDL instances; every method blocks and is meant for a worker thread."""
 
-    def __init__(self, size: int, policy: AddressPolicy | None = None) -> None:
+    def __init__(
+        self, size: int, policy: AddressPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._size = size
         self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
         self._created = 0
         self._lock = threading.Lock()
+        self._clock = clock
+        # What resolving a single video found, kept for its download (see `resolve`): URL -> (when, raw info).
+        self._probes: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.probes_reused = 0
+
+    def warm_up(self) -> None:
+        """Pay yt-dlp's first-call costs before the first job does: the YoutubeDL instances (~0.2 s each) and the
+        URL patterns of ~1,800 extractors, compiled on first use (~0.35 s), which the first resolve would wait for."""
+        from yt_dlp.extractor import gen_extractor_classes
+
+        for extractor in gen_extractor_classes():
+            extractor.suitable("http://127.0.0.1/warm-up.mp4")
+        while (ydl := self._new_instance()) is not None:
+            ydl.get_info_extractor("Generic")
+            self._release(ydl)
+
+    def _keep_probe(self, url: str, info: dict[str, Any]) -> None:
+        with self._lock:
+            self._probes[url] = (self._clock(), info)
+            self._probes.move_to_end(url)
+            while len(self._probes) > PROBE_CACHE_SIZE:
+                self._probes.popitem(last=False)
+
+    def _take_probe(self, url: str) -> dict[str, Any] | None:
+        with self._lock:
+            kept = self._probes.pop(url, None)
+        if kept is None or self._clock() - kept[0] > PROBE_TTL:
+            return None
+        self.probes_reused += 1
+        return kept[1]
 
     def _acquire(self) -> yt_dlp.YoutubeDL:
         try:
             return self._pool.get_nowait()
         except queue.Empty:
             pass
+        ydl = self._new_instance()
+        return ydl if ydl is not None else self._pool.get()
+
+    def _new_instance(self) -> yt_dlp.YoutubeDL | None:
+        """A new YoutubeDL, unless the pool has made all it may (then None: wait for one to come back)."""
         with self._lock:
-            if self._created < self._size:
-                self._created += 1
-                ydl = yt_dlp.YoutubeDL(_base_params())
-                holder: dict[str, ProgressHook | None] = {"hook": None}
-                ydl.add_progress_hook(lambda d, holder=holder: holder["hook"] and holder["hook"](d))
-                ydl._tubeflow_hook = holder  # type: ignore[attr-defined]
-                return ydl
-        return self._pool.get()
+            if self._created >= self._size:
+                return None
+            self._created += 1
+        ydl = yt_dlp.YoutubeDL(_base_params())
+        holder: dict[str, ProgressHook | None] = {"hook": None}
+        ydl.add_progress_hook(lambda d, holder=holder: holder["hook"] and holder["hook"](d))
+        ydl._tubeflow_hook = holder  # type: ignore[attr-defined]
+        return ydl
 
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
         ydl._tubeflow_hook["hook"] = None  # type: ignore[attr-defined]
@@ -174,7 +218,11 @@ class YtDlp:
             else:
                 ydl.params["playlistend"] = max_items + 1
             with guarded(self._policy):
-                info = ydl.extract_info(url, download=False)
+                found = ydl.extract_info(url, download=False, process=False)
+                # A single video needs no processing to be queued; a playlist's entries (or a link to another
+                # extractor) are processed as before, flat.
+                single = found is not None and found.get("_type", "video") == "video"
+                info = found if single or found is None else ydl.process_ie_result(found, download=False)
         except Exception as exc:
             raise classify(exc) from exc
         finally:
@@ -197,6 +245,9 @@ class YtDlp:
                 raise MediaError("empty_playlist", f"the playlist at {url} has no entries")
             return Resolution("playlist", info.get("title"), entries, truncated)
         item_url = info.get("webpage_url") or info.get("original_url") or url
+        if info.get("_type", "video") == "video":
+            # The item's download, if it runs here soon, starts from this instead of extracting the URL again.
+            self._keep_probe(item_url, info)
         return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False)
 
     def download(
@@ -217,7 +268,7 @@ class YtDlp:
             ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
             with guarded(self._policy):
                 # One extraction: identify the media first, so a file another job already has can be used instead.
-                found = ydl.extract_info(url, download=False, process=False)
+                found = self._take_probe(url) or ydl.extract_info(url, download=False, process=False)
                 key = media_key(found, format) if found else None
                 if key is not None and reuse is not None:
                     existing = reuse(key)

@@ -147,11 +147,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
     durable = durable_name(settings.worker_name or socket.gethostname())
     psub = await js.pull_subscribe(ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable))
+    caught_up = False
     try:
         while not stop.is_set():
             try:
-                msgs = await psub.fetch(BATCH, timeout=1.0)
+                # nats-py's fetch(n) returns at once with what is there, but when nothing is, its long poll waits for
+                # n messages or the timeout: one event arriving at a caught-up projector would wait up to a second.
+                # So a caught-up projector waits for one message, then takes whatever else is there in batches.
+                msgs = await psub.fetch(1 if caught_up else BATCH, timeout=1.0)
             except asyncio.TimeoutError:
+                caught_up = True
                 continue
             except NotFoundError:
                 # The consumer vanished (deleted by hand or expired): make it again and start over.
@@ -165,6 +170,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             if not msgs:
                 continue
+            caught_up = len(msgs) < BATCH
             stored = [decode(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
             try:
                 await projector.project(stored)

@@ -19,6 +19,8 @@ from services.runtime.settings import Settings
 log = logging.getLogger("tubeflow")
 
 SERVICES = ("api", "downloader", "extractor", "progress")
+# Services `tubeflow up` runs in a child process of its own rather than on its event loop.
+UP_CHILDREN = ("downloader",)
 
 
 def _setup_logging() -> None:
@@ -78,7 +80,63 @@ def _service(name: str, host: str, port: int) -> Callable[[Settings, asyncio.Eve
     return run
 
 
-async def run_services(names: list[str], settings: Settings, host: str, port: int, on_ready=None) -> int:
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when `tubeflow up` dies, even by SIGKILL, so no worker is left behind."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _child_service(name: str) -> Callable[[Settings, asyncio.Event], Awaitable[None]]:
+    """Run `tubeflow service NAME` as a child process until ``stop``, then stop it with SIGTERM.
+
+    `tubeflow up` runs the downloader this way: yt-dlp's download threads contend for the GIL, and in the same
+    process they delayed the API's and projector's event loop (measured in docs/benchmarks.md).
+    """
+
+    async def run(settings: Settings, stop: asyncio.Event) -> None:
+        import os
+
+        env = {
+            **os.environ,
+            "TUBEFLOW_NATS_URL": settings.nats_url or "",
+            "TUBEFLOW_DATA_DIR": str(settings.data_dir),
+            "TUBEFLOW_DECLARE": "false",  # `up` declared the topology before starting its services
+            "TUBEFLOW_HEALTH_PORT": "0",  # `up` answers health checks on the API's port
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.runtime.cli",
+            "service",
+            name,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            # Its own session: Ctrl-C reaches `up`, which stops the child in order (SIGTERM, grace period).
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        exited = asyncio.create_task(process.wait())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({exited, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not stop.is_set():
+            raise RuntimeError(f"the {name} process exited with code {process.returncode}")
+        if process.returncode is None:
+            process.terminate()
+        try:
+            await asyncio.wait_for(exited, settings.shutdown_grace + 10.0)
+        except asyncio.TimeoutError:
+            process.kill()
+            await exited
+
+    return run
+
+
+async def run_services(
+    names: list[str], settings: Settings, host: str, port: int, on_ready=None, children: tuple[str, ...] = ()
+) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
     from services.runtime.eventstore import connect, prepare
     from services.runtime.tracing import setup_tracing
@@ -96,6 +154,8 @@ async def run_services(names: list[str], settings: Settings, host: str, port: in
     finally:
         await nc.close()
     tasks = {asyncio.create_task(_service(name, host, port)(settings, stop), name=name): name for name in names}
+    for name in children:
+        tasks[asyncio.create_task(_child_service(name)(settings, stop), name=name)] = name
     if on_ready is not None:
         on_ready()
     stopper = asyncio.create_task(stop.wait())
@@ -134,7 +194,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"tubeflow is up: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
 
     try:
-        return asyncio.run(run_services(list(SERVICES), settings, args.host, args.port, on_ready=ready))
+        in_process = [name for name in SERVICES if name not in UP_CHILDREN]
+        return asyncio.run(
+            run_services(in_process, settings, args.host, args.port, on_ready=ready, children=UP_CHILDREN)
+        )
     finally:
         if embedded is not None:
             embedded.stop()

@@ -87,3 +87,30 @@ class ProgressPump(Generic[Report]):
                 self.sent_count += 1
             except Exception as exc:  # progress is advisory: a lost report is replaced by the next one
                 log.warning("progress report not sent: %s", exc)
+
+
+class HandoffGate:
+    """The pump's rule, applied where reports are made (e.g. yt-dlp's thread) so that reports the pump would only
+    replace are not handed to the event loop at all: pass one if ``interval`` passed since the last that passed,
+    or the percentage moved by ``min_step``. Used by one thread."""
+
+    def __init__(self, interval: float, min_step: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        # A quarter of the pump's interval: the pump still decides, the gate only thins the stream out.
+        self._spacing = interval / 4
+        self._min_step = min_step
+        self._clock = clock
+        self._last = float("-inf")
+        self._last_percent: float | None = None
+
+    def open(self, percent: float | None) -> bool:
+        now = self._clock()
+        moved = percent is not None and (
+            self._last_percent is None or percent - self._last_percent >= self._min_step or percent >= 100.0
+        )
+        if not moved and now - self._last < self._spacing:
+            return False
+        self._last = now
+        if percent is not None:
+            self._last_percent = percent
+        return True
