@@ -309,6 +309,19 @@ def upcast(raw: dict[str, Any]) -> dict[str, Any]:
 
 def parse_event(data: bytes | str | dict[str, Any], seq: int = 0) -> Envelope:
     """Decode one stored event, upcasting old versions first. Raises InvalidEvent with the reason."""
+    if isinstance(data, (bytes, str)):
+        # Fast path, one pass in pydantic-core: an event of a current version (no upcaster for it) that is valid.
+        # Anything else takes the path below, which upcasts and explains what is wrong.
+        try:
+            event = _EVENT_ADAPTER.validate_json(data)
+        except ValueError:
+            pass
+        else:
+            if (event.type, event.version) not in UPCASTERS:
+                if seq:
+                    # A new object nobody else holds yet: set the stream sequence in place, as model_copy would.
+                    object.__setattr__(event, "seq", seq)
+                return event
     try:
         raw = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
     except (ValueError, UnicodeDecodeError) as exc:

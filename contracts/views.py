@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from contracts.events import AudioFormat, ErrorInfo, Mode
 
@@ -114,6 +114,8 @@ class JobSummary(View):
 
 class JobView(JobSummary):
     items: list[ItemView] = []
+    # The fold's cache of sums over `items` (contracts.fold._Derived): never serialized, never compared.
+    _derived: Any = PrivateAttr(default=None)
 
     def summary(self) -> JobSummary:
         return JobSummary.model_construct(**{name: getattr(self, name) for name in JobSummary.model_fields})

@@ -14,7 +14,8 @@ import socket
 from collections import OrderedDict
 from typing import Iterable
 
-from nats.js import api
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -22,7 +23,16 @@ from contracts.events import ALL_EVENTS, Envelope
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
-from services.runtime.eventstore import STREAM, StoredEvent, connect, decode, jobs_bucket, prepare
+from services.runtime.eventstore import (
+    STREAM,
+    ConsumerGone,
+    PullReader,
+    StoredEvent,
+    connect,
+    decode,
+    jobs_bucket,
+    prepare,
+)
 from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, serve_health
 from services.runtime.settings import Settings
 
@@ -48,20 +58,72 @@ BATCH = 256
 CAS_RETRIES = 5
 
 
-def projector_consumer(durable: str) -> api.ConsumerConfig:
+def projector_consumer(durable: str, start: int = 1) -> api.ConsumerConfig:
     return api.ConsumerConfig(
         durable_name=durable,
         inactive_threshold=REPLICA_INACTIVE,
         filter_subject=ALL_EVENTS,
-        deliver_policy=api.DeliverPolicy.ALL,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(1, start),
         # One ack settles a whole batch: batches are folded in order and written before the ack.
         ack_policy=api.AckPolicy.ALL,
         ack_wait=30.0,
-        # The projector must not skip an event, so redelivery is generous; unreadable events are skipped by the
-        # fold (logged), never retried, so this can't loop on poison.
-        max_deliver=1000,
+        # Unacked events are never waited for: the reader rewinds to them (see BatchReader), so redelivery by the
+        # server is only a backstop.
+        max_deliver=-1,
         max_ack_pending=4 * BATCH,
     )
+
+
+class BatchReader:
+    """Batches of the stream, in order, for one projector replica's durable consumer.
+
+    The fold skips an event whose sequence is not newer than its view's, so events must be folded in stream order:
+    a later event folded first would hide an earlier one for good. JetStream redelivers unacked messages only after
+    ``ack_wait``, and in the meantime hands out newer ones, so after a crash or a failed batch the reader does not
+    wait for redelivery: it recreates its consumer at the first unacked sequence ("rewinds"). Folding a batch again
+    is harmless. The PullReader keeps the next request out, so a backlog is fetched while a batch is folded.
+    """
+
+    def __init__(self, js: JetStreamContext, durable: str) -> None:
+        self._js = js
+        self._durable = durable
+        self._reader: PullReader | None = None
+
+    async def open(self, start: int | None = None) -> None:
+        """Read from ``start``, or from the consumer's first unacked event (the stream's start if it is new)."""
+        await self.close()
+        if start is None:
+            try:
+                info = await self._js.consumer_info(STREAM, self._durable)
+                start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
+            except NotFoundError:
+                start = 1
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(STREAM, self._durable)
+        await self._js.add_consumer(STREAM, projector_consumer(self._durable, start))
+        self._reader = await PullReader(self._js, STREAM, self._durable, batch=BATCH, wait=1.0).start()
+
+    async def next(self) -> list[Msg]:
+        """The next batch in stream order; empty after a second with nothing new."""
+        if self._reader is None:
+            await self.open()
+        assert self._reader is not None
+        try:
+            return await self._reader.next()
+        except ConsumerGone:
+            # Deleted by hand or expired: make it again where its acks left off (the stream's start if unknown).
+            log.warning("projector consumer %s vanished; recreating it", self._durable)
+            await self.open()
+            return []
+
+    async def rewind(self, start: int) -> None:
+        await self.open(start)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
 
 
 class Projector:
@@ -146,31 +208,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     if settings.health_port:
         health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
     durable = durable_name(settings.worker_name or socket.gethostname())
-    psub = await js.pull_subscribe(ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable))
-    caught_up = False
+    reader = BatchReader(js, durable)
+    await reader.open()
     try:
         while not stop.is_set():
             try:
-                # nats-py's fetch(n) returns at once with what is there, but when nothing is, its long poll waits for
-                # n messages or the timeout: one event arriving at a caught-up projector would wait up to a second.
-                # So a caught-up projector waits for one message, then takes whatever else is there in batches.
-                msgs = await psub.fetch(1 if caught_up else BATCH, timeout=1.0)
-            except asyncio.TimeoutError:
-                caught_up = True
-                continue
-            except NotFoundError:
-                # The consumer vanished (deleted by hand or expired): make it again and start over.
-                psub = await js.pull_subscribe(
-                    ALL_EVENTS, durable=durable, stream=STREAM, config=projector_consumer(durable)
-                )
-                continue
+                msgs = await reader.next()
             except Exception as exc:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
+                with contextlib.suppress(Exception):
+                    await reader.open()
                 continue
             if not msgs:
                 continue
-            caught_up = len(msgs) < BATCH
             stored = [decode(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
             try:
                 await projector.project(stored)
@@ -178,17 +229,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 EVENTS_FOLDED.inc(len(msgs))
                 EVENT_LAG.set(msgs[-1].metadata.num_pending)
             except Exception:
-                # Nothing is lost: unacked events come back and the fold skips those already applied.
-                log.exception("projecting a batch of %d events failed; it will be redelivered", len(msgs))
-                for m in msgs:
-                    with contextlib.suppress(Exception):
-                        await m.nak(delay=1.0)
+                # Nothing is lost: the reader starts again at this batch, and the fold skips what it already has.
+                log.exception(
+                    "projecting a batch of %d events failed; reading again from seq %d", len(msgs), stored[0].seq
+                )
                 await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await reader.rewind(stored[0].seq)
     finally:
         if health is not None:
             health.close()
-        try:
-            await psub.unsubscribe()
-        except Exception:
-            pass
+        await reader.close()
         await nc.drain()
