@@ -15,7 +15,6 @@ from typing import Iterable
 from contracts import events as ev
 from contracts.views import (
     TERMINAL_STATUSES,
-    DownloadSummary,
     ExtractSummary,
     ItemDownload,
     ItemExtract,
@@ -55,8 +54,9 @@ def apply(view: JobView | None, event: ev.Envelope) -> JobView:
     elif view.terminal and not isinstance(event, (ev.RequestedEvent, ev.RetryRequestedEvent)):
         # A finished job is final; late events (a straggling progress report) only advance the sequence.
         return _replace(view, {"seq": max(view.seq, event.seq)})
-    view = _apply(event, view)
-    return _recompute(view, event)
+    changed = _apply(event, view)
+    # A view the handler just made is not seen by anyone yet, so the derived fields can be filled in in place.
+    return _recompute(changed, event, fresh=changed is not view)
 
 
 def fold(events: Iterable[ev.Envelope], view: JobView | None = None) -> JobView | None:
@@ -461,7 +461,8 @@ def _update_item(view: JobView, event: ev.Envelope, change) -> JobView:
     new = change(old)
     if new is old:
         return view
-    new = _replace(new, {"seq": max(old.seq, event.seq)})
+    # `new` was just made by `change` (it is not `old`): nobody else holds it yet.
+    new.__dict__["seq"] = max(old.seq, event.seq)
     items = list(view.items)
     items[position] = new
     return _with_items(view, items, old, new, position)
@@ -510,7 +511,6 @@ UNIT = 1_000_000  # an item's share of the bar, in millionths
 _DL_COMPLETED, _DL_FAILED, _DL_SKIPPED, _EX_COMPLETED, _EX_FAILED, _EX_SKIPPED = range(6)
 _FINISHED, _SUCCEEDED, _BYTES_DONE, _BYTES_TOTAL, _UNITS = range(6, 11)
 _ZERO = (0,) * 11
-_DOWNLOAD_SUMMARY, _EXTRACT_SUMMARY, _PROGRESS = DownloadSummary(), ExtractSummary(), Progress()
 _DL_SLOT = {"completed": _DL_COMPLETED, "failed": _DL_FAILED, "skipped": _DL_SKIPPED}
 _EX_SLOT = {"completed": _EX_COMPLETED, "failed": _EX_FAILED, "skipped": _EX_SKIPPED}
 
@@ -614,11 +614,12 @@ def _with_items(view: JobView, items: list[ItemView], old: ItemView | None, new:
     return changed
 
 
-def _recompute(view: JobView, event: ev.Envelope) -> JobView:
-    """Derive counters, percent and the job status from the items, and stamp the event. Runs after every event."""
+def _recompute(view: JobView, event: ev.Envelope, fresh: bool = False) -> JobView:
+    """Derive counters, percent and the job status from the items, and stamp the event. Runs after every event.
+    ``fresh``: the view was made for this event and nobody holds it yet, so it is updated in place."""
     stamp = _stamped(view, event)
     if view.status in TERMINAL_STATUSES and view.status != "cancelled":
-        return _replace(view, stamp)
+        return _finish(view, stamp, fresh)
     audio = wants_audio(view.mode)
     items = view.items
     total = view.item_count or 0
@@ -640,10 +641,10 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
     finished, succeeded = vector[_FINISHED], vector[_SUCCEEDED]
     bytes_done = vector[_BYTES_DONE]
     dl_finished = dl_completed + dl_failed + dl_skipped
-    # Built by `_replace` from defaults: the fold made these values itself; validating them again (or even
-    # pydantic's model_construct) cost a third of a fold.
-    download = _replace(
-        _DOWNLOAD_SUMMARY,
+    # Not validated (nor model_construct-ed): the fold made these values itself, and checking them again cost a third
+    # of a fold. Unchanged summaries are kept as they are.
+    download = _unless_same(
+        view.download,
         {
             "status": _aggregate(dl_finished, dl_failed + dl_skipped, total),
             "total": total,
@@ -659,8 +660,8 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
     )
     ex_total = total if audio else 0
     ex_finished = ex_completed + ex_failed + ex_skipped
-    extract = _replace(
-        _EXTRACT_SUMMARY,
+    extract = _unless_same(
+        view.extract,
         {
             "status": _aggregate(ex_finished, ex_failed + ex_skipped, ex_total) if audio else "none",
             "total": ex_total,
@@ -676,17 +677,17 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
     if status == "cancelled":
         # The bar stops where it was: cancelled is not done.
         update["progress"] = _replace(view.progress, {"stage": "done"})
-        return _keep_sums(view, update, audio, sums)
+        return _keep_sums(view, update, audio, sums, fresh)
     if view.item_count is not None and total > 0 and finished >= total and len(items) >= total:
         status = "completed" if succeeded == total else ("failed" if succeeded == 0 else "partial")
         update["status"] = status
         update["finished_at"] = event.occurred_at
-        update["progress"] = _replace(_PROGRESS, {"percent": 100.0, "stage": "done"})
+        update["progress"] = _unless_same(view.progress, {"percent": 100.0, "stage": "done"})
         if status == "failed":
             update["error"] = next(
                 (item.error for item in items if _item_done(item, audio) and not _item_succeeded(item, audio)), None
             )
-        return _keep_sums(view, update, audio, sums)
+        return _keep_sums(view, update, audio, sums, fresh)
 
     percent = view.progress.percent
     if total:
@@ -698,11 +699,24 @@ def _recompute(view: JobView, event: ev.Envelope) -> JobView:
         stage = "downloading"
     else:
         stage = "extracting"
-    update["progress"] = _replace(_PROGRESS, {"percent": percent, "stage": stage})
-    return _keep_sums(view, update, audio, sums)
+    update["progress"] = _unless_same(view.progress, {"percent": percent, "stage": stage})
+    return _keep_sums(view, update, audio, sums, fresh)
 
 
-def _keep_sums(view: JobView, update: dict, audio: bool, sums: _Sums) -> JobView:
-    new = _replace(view, update)
+def _keep_sums(view: JobView, update: dict, audio: bool, sums: _Sums, fresh: bool) -> JobView:
+    new = _finish(view, update, fresh)
     _remember_sums(new, audio, sums)  # same items list: the sums still hold
     return new
+
+
+def _finish(view: JobView, update: dict, fresh: bool) -> JobView:
+    if not fresh:
+        return _replace(view, update)
+    view.__dict__.update(update)
+    _set(view, "__pydantic_fields_set__", view.__pydantic_fields_set__ | update.keys())
+    return view
+
+
+def _unless_same(old, values: dict):  # noqa: ANN001, ANN202 - a summary model, same type back
+    """``old`` if it already holds exactly ``values`` (all its fields), else a copy of it with them."""
+    return old if old.__dict__ == values else _replace(old, values)

@@ -35,14 +35,27 @@ def job_message_id(seq: int) -> int:
     return 2 * seq + 1
 
 
+class Frames(ServerSentEventMessage):
+    """Several encoded SSE messages sent as one write: an update of a job (its changed items, then the job) costs
+    each client one send instead of one per message."""
+
+    def __init__(self, frames: bytes) -> None:
+        super().__init__()
+        self.frames = frames
+
+    def encode(self) -> bytes:
+        return self.frames
+
+
 class _Encoded:
-    """The JSON of one view, made once and shared by every client following the job (views never change)."""
+    """The encoded messages of one view, made once and shared by every client following the job (views never
+    change)."""
 
     __slots__ = ("summary", "items")
 
     def __init__(self) -> None:
-        self.summary: str | None = None
-        self.items: dict[str, str] = {}
+        self.summary: bytes | None = None
+        self.items: dict[str, bytes] = {}
 
 
 _ENCODED: OrderedDict[tuple[str, int], _Encoded] = OrderedDict()
@@ -59,19 +72,25 @@ def _encoded(view: JobView) -> _Encoded:
     return found
 
 
-def changes_since(view: JobView, last_id: int) -> list[ServerSentEventMessage]:
+def changes_since(view: JobView, last_id: int) -> tuple[bytes, int]:
+    """The encoded messages a client that has seen ``last_id`` needs (items changed since, then the job), and the
+    id of the last of them (``last_id`` if none)."""
     cache = _encoded(view)
-    messages = []
+    frames = []
     for item in sorted((i for i in view.items if item_message_id(i.seq) > last_id), key=lambda i: (i.seq, i.index)):
         data = cache.items.get(item.id)
         if data is None:
-            data = cache.items[item.id] = item.model_dump_json()
-        messages.append(ServerSentEventMessage(data=data, event="item", id=item_message_id(item.seq)))
+            message = ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq))
+            data = cache.items[item.id] = message.encode()
+        frames.append(data)
+        last_id = item_message_id(item.seq)
     if job_message_id(view.seq) > last_id:
         if cache.summary is None:
-            cache.summary = view.summary().model_dump_json()
-        messages.append(ServerSentEventMessage(data=cache.summary, event="job", id=job_message_id(view.seq)))
-    return messages
+            summary = view.summary().model_dump_json()
+            cache.summary = ServerSentEventMessage(data=summary, event="job", id=job_message_id(view.seq)).encode()
+        frames.append(cache.summary)
+        last_id = job_message_id(view.seq)
+    return b"".join(frames), last_id
 
 
 async def job_stream(
@@ -81,20 +100,18 @@ async def job_stream(
     try:
         view = first
         if watcher.latest is not None and watcher.latest.seq > view.seq:
-            view = watcher.latest
-        first_message = True
+            view = watcher.latest.view
+        # The reconnection delay, once, in a block of its own (it dispatches no event).
+        yield Frames(f"retry: {RETRY_MS}\r\n\r\n".encode())
         while True:
-            for message in changes_since(view, last_id):
-                if first_message:
-                    message.retry = RETRY_MS
-                    first_message = False
-                last_id = int(message.id)  # type: ignore[arg-type]
-                yield message
+            frames, last_id = changes_since(view, last_id)
+            if frames:
+                yield Frames(frames)
             if view.terminal:
                 return
             watcher.changed.clear()
             if watcher.latest is not None and watcher.latest.seq > view.seq:
-                view = watcher.latest
+                view = watcher.latest.view
                 continue
             try:
                 await asyncio.wait_for(watcher.changed.wait(), heartbeat)
@@ -102,7 +119,7 @@ async def job_stream(
                 yield Heartbeat()
                 continue
             if watcher.latest is not None and watcher.latest.seq > view.seq:
-                view = watcher.latest
+                view = watcher.latest.view
     finally:
         hub.unwatch(watcher)
 

@@ -32,6 +32,7 @@ from services.runtime.eventstore import (
     decode,
     jobs_bucket,
     prepare,
+    stream_seq,
 )
 from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, serve_health
 from services.runtime.settings import Settings
@@ -222,7 +223,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             if not msgs:
                 continue
-            stored = [decode(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+            stored = [decode(stream_seq(m), m.subject, m.data) for m in msgs]
             try:
                 await projector.project(stored)
                 await msgs[-1].ack()

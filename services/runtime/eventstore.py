@@ -279,6 +279,18 @@ def decode(seq: int, subject_: str, data: bytes) -> StoredEvent:
         return StoredEvent(seq, subject_, data, None, str(exc))
 
 
+def stream_seq(msg: Msg) -> int:
+    """The stream sequence of a JetStream message, read from its ack subject without building nats-py's Metadata
+    (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or with domain and account hash: 12+ tokens)."""
+    reply = msg.reply or ""
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[0] == "$JS":
+        return int(tokens[5])
+    if len(tokens) >= 12 and tokens[0] == "$JS":
+        return int(tokens[7])
+    return msg.metadata.sequence.stream
+
+
 class ConsumerGone(Exception):
     """The consumer a PullReader reads from no longer exists."""
 
@@ -395,12 +407,12 @@ async def iter_events(
             if not msgs:
                 break
             for msg in msgs:
-                meta = msg.metadata
-                if until is not None and meta.sequence.stream > until:
+                seq = stream_seq(msg)
+                if until is not None and seq > until:
                     return
                 count += 1
-                yield decode(meta.sequence.stream, msg.subject, msg.data)
-                if count >= pending or meta.num_pending == 0:
+                yield decode(seq, msg.subject, msg.data)
+                if count >= pending:
                     return
     finally:
         await reader.stop()
