@@ -29,6 +29,35 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def downloader_child(pid: int) -> int:
+    """`tubeflow up` runs the downloader as a child process (`tubeflow service downloader`)."""
+    for child in children_of(pid):
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"service downloader" in cmdline:
+            return child
+    raise AssertionError(f"no downloader child of {pid}: {children_of(pid)}")
+
+
+def wait_pid_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":  # exited, waiting for its parent to reap it
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def wait_gone(text: str, timeout: float = 10) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -45,6 +74,7 @@ def test_up_runs_everything_stops_cleanly_and_keeps_jobs_across_restarts(tmp_pat
     stack = start_stack(data_dir, {"TUBEFLOW_ALLOW_PRIVATE_URLS": "true"})
     try:
         assert processes_mentioning(str(data_dir / "nats")), "no embedded nats-server storing under the data dir"
+        downloader = downloader_child(stack.process.pid)
         job = httpx.post(f"{stack.base}/api/jobs", json={"url": media.url("clip1.mp4"), "mode": "audio"}).json()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -57,6 +87,7 @@ def test_up_runs_everything_stops_cleanly_and_keeps_jobs_across_restarts(tmp_pat
         code = stop_stack(stack)
     assert code == 0, stack.log.read_text()[-2000:]
     assert wait_gone(str(data_dir)) == [], "a child process outlived `tubeflow up`"
+    assert wait_pid_gone(downloader), "the downloader child outlived `tubeflow up`"
 
     again = start_stack(data_dir, {"TUBEFLOW_ALLOW_PRIVATE_URLS": "true"})
     try:
@@ -71,9 +102,11 @@ def test_up_killed_outright_takes_its_nats_server_along(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     stack = start_stack(data_dir, {})
     assert processes_mentioning(str(data_dir / "nats"))
+    downloader = downloader_child(stack.process.pid)
     os.kill(stack.process.pid, signal.SIGKILL)
     stack.process.wait()
     assert wait_gone(str(data_dir)) == []
+    assert wait_pid_gone(downloader), "the downloader child outlived a killed `tubeflow up`"
 
 
 def test_up_stopped_mid_job_finishes_it_after_a_restart(tmp_path, media, monkeypatch):
