@@ -12,7 +12,7 @@ from contracts import events as ev
 from contracts.fold import fold
 from contracts.ids import new_job_id, step_event_id
 from contracts.views import JobView
-from services.progress.projector import Projector
+from services.progress.projector import SMALL_VIEW, Projector
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.eventstore import EventPublisher, connect, ensure_topology, jobs_bucket, read_job_events
 
@@ -121,3 +121,31 @@ async def test_unreadable_events_are_skipped_not_fatal(js):
     await projector.project(stored)
     assert projector.skipped == 1
     assert (await stored_view(js, job)).status == "completed"
+
+
+async def test_a_big_view_is_held_then_written_once_and_a_conflict_refolds_what_was_held(js):
+    job = new_job_id()
+    publisher = EventPublisher(js)
+    for event in history(job, items=SMALL_VIEW + 20):
+        await publisher.publish(event)
+    stored = await read_job_events(js, job)
+    kv = await jobs_bucket(js)
+    holder, other = Projector(kv), Projector(kv)
+    await holder.project(stored[:3])  # requested .. resolved: a small view, written at once
+    assert not holder.dirty and holder.write_delay() == 0.0
+
+    cut = len(stored) // 2
+    for start in range(3, cut, 50):  # many batches folded, nothing written
+        await holder.fold(stored[start : min(start + 50, cut)])
+    assert holder.dirty and holder.write_delay() > 0
+    assert (await stored_view(js, job)).seq == stored[2].seq, "a held view was written before its flush"
+
+    # Meanwhile another replica writes further: the holder's write conflicts, so it folds what it held (and the
+    # other already has) onto the newer view instead of overwriting it.
+    await other.project(stored[: cut + 10])
+    await holder.flush()
+    assert holder.conflicts == 1 and not holder.dirty
+    assert await stored_view(js, job) == fold(s.event for s in stored[: cut + 10])
+
+    await holder.project(stored[cut:])
+    assert await stored_view(js, job) == fold(s.event for s in stored)

@@ -105,13 +105,13 @@ class BatchReader:
         await self._js.add_consumer(STREAM, projector_consumer(self._durable, start))
         self._reader = await PullReader(self._js, STREAM, self._durable, batch=BATCH, wait=1.0).start()
 
-    async def next(self) -> list[Msg]:
-        """The next batch in stream order; empty after a second with nothing new."""
+    async def next(self, wait: float | None = None) -> list[Msg]:
+        """The next batch in stream order; empty after ``wait`` seconds (default: a second) with nothing new."""
         if self._reader is None:
             await self.open()
         assert self._reader is not None
         try:
-            return await self._reader.next()
+            return await self._reader.next(wait)
         except ConsumerGone:
             # Deleted by hand or expired: make it again where its acks left off (the stream's start if unknown).
             log.warning("projector consumer %s vanished; recreating it", self._durable)
@@ -127,11 +127,32 @@ class BatchReader:
             self._reader = None
 
 
+def write_delay(items: int) -> float:
+    """How long the projector may hold a folded view before writing it.
+
+    Every write puts the whole view in KV, and every API process reads it: a 1,000-item view is hundreds of
+    kilobytes, and writing it for each of its ~15,000 events cost more than the downloads (docs/benchmarks.md).
+    Views of up to ``SMALL_VIEW`` items are written at once, bigger ones at most every 0.25 ms per item, never more
+    than ``MAX_WRITE_DELAY`` apart: a big playlist's bar moves a few times a second instead of on every event.
+    """
+    if items <= SMALL_VIEW:
+        return 0.0
+    return min(MAX_WRITE_DELAY, items * 0.00025)
+
+
+SMALL_VIEW = 100
+MAX_WRITE_DELAY = 0.25
+
+
 class Projector:
+    """Folds batches of events into views held in memory (``fold``) and writes the changed ones (``flush``)."""
+
     def __init__(self, kv: KeyValue, *, cache_size: int = 4096) -> None:
         self._kv = kv
         self._cache: OrderedDict[str, tuple[JobView, int | None]] = OrderedDict()
         self._cache_size = cache_size
+        # Jobs folded since their last write, with the events that were folded (to fold again after a conflict).
+        self._dirty: dict[str, list[Envelope]] = {}
         self.applied = 0
         self.skipped = 0
         self.conflicts = 0
@@ -141,6 +162,9 @@ class Projector:
         if cached is not None:
             self._cache.move_to_end(job_id)
             return cached
+        return await self._read(job_id)
+
+    async def _read(self, job_id: str) -> tuple[JobView | None, int | None]:
         try:
             entry = await self._kv.get(job_id)
         except KeyNotFoundError:
@@ -152,11 +176,37 @@ class Projector:
     def _remember(self, job_id: str, view: JobView, revision: int | None) -> None:
         self._cache[job_id] = (view, revision)
         self._cache.move_to_end(job_id)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        for _ in range(len(self._cache)):
+            if len(self._cache) <= self._cache_size:
+                break
+            oldest = next(iter(self._cache))
+            if oldest in self._dirty:  # not written yet: it must stay
+                self._cache.move_to_end(oldest)
+                continue
+            del self._cache[oldest]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty)
+
+    def write_delay(self) -> float:
+        """How long the views folded but not written may wait (the biggest one decides)."""
+        views = (self._cache[job][0] for job in self._dirty)
+        return max((write_delay(max(len(view.items), view.item_count or 0)) for view in views), default=0.0)
+
+    def forget(self) -> None:
+        """Drop everything folded and not written (the events will be read again)."""
+        for job_id in self._dirty:
+            self._cache.pop(job_id, None)
+        self._dirty.clear()
 
     async def project(self, stored: Iterable[StoredEvent]) -> set[str]:
         """Fold a batch of stored events and write every changed view. Returns the changed job ids."""
+        await self.fold(stored)
+        return await self.flush()
+
+    async def fold(self, stored: Iterable[StoredEvent]) -> None:
+        """Fold a batch into the views in memory; the changed ones are written by ``flush``."""
         by_job: dict[str, list[Envelope]] = {}
         for item in stored:
             if item.event is None:
@@ -168,34 +218,53 @@ class Projector:
                 self.skipped += 1
                 continue
             by_job.setdefault(item.event.job_id, []).append(item.event)
-        changed = set()
-        # Jobs are written in the order of their last event, so readers see views appear in stream order.
-        for job_id, events in sorted(by_job.items(), key=lambda pair: pair[1][-1].seq):
-            if await self._fold_and_save(job_id, events):
-                changed.add(job_id)
-        return changed
-
-    async def _fold_and_save(self, job_id: str, events: list[Envelope]) -> bool:
-        for _ in range(CAS_RETRIES):
+        for job_id, events in by_job.items():
             view, revision = await self._load(job_id)
             new = view
             for event in events:
                 new = apply(new, event)
             if new is view or new is None:
-                return False
-            data = new.model_dump_json().encode()
+                continue
+            self._dirty.setdefault(job_id, []).extend(events)
+            self._remember(job_id, new, revision)
+
+    async def flush(self) -> set[str]:
+        """Write every view folded since its last write, compare-and-set. Returns the job ids written."""
+        # Jobs are written in the order of their last event, so readers see views appear in stream order.
+        order = sorted(self._dirty, key=lambda job: self._dirty[job][-1].seq)
+        written = set()
+        for job_id in order:
+            if await self._save(job_id, self._dirty[job_id]):
+                written.add(job_id)
+            del self._dirty[job_id]
+        return written
+
+    async def _save(self, job_id: str, events: list[Envelope]) -> bool:
+        view, revision = self._cache[job_id]
+        for _ in range(CAS_RETRIES):
+            data = view.model_dump_json().encode()
             try:
                 if revision is None:
                     revision = await self._kv.create(job_id, data)
                 else:
                     revision = await self._kv.update(job_id, data, last=revision)
             except KeyWrongLastSequenceError:
+                # Another replica wrote first (it reads the whole stream too): fold our events onto what it wrote;
+                # those it already has are skipped by their sequence.
                 self.conflicts += 1
-                self._cache.pop(job_id, None)
+                stored, revision = await self._read(job_id)
+                view = stored
+                for event in events:
+                    view = apply(view, event)
+                if view is stored or view is None:
+                    if stored is not None:
+                        self._remember(job_id, stored, revision)
+                    return False
                 continue
             self.applied += len(events)
-            self._remember(job_id, new, revision)
+            self._remember(job_id, view, revision)
             return True
+        self._cache.pop(job_id, None)
         raise RuntimeError(f"could not write the view of job {job_id}: it keeps changing under us")
 
 
@@ -211,32 +280,56 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     durable = durable_name(settings.worker_name or socket.gethostname())
     reader = BatchReader(js, durable)
     await reader.open()
+    loop = asyncio.get_running_loop()
+    unacked: list[Msg] = []  # folded, waiting for their views to be written: [first, last]
+    folded = 0  # how many events that is
+    flush_at: float | None = None
+
+    async def write_and_ack() -> None:
+        nonlocal unacked, folded, flush_at
+        await projector.flush()
+        # One ack settles everything up to the last folded event: its views are written.
+        await unacked[-1].ack()
+        EVENTS_FOLDED.inc(folded)
+        EVENT_LAG.set(unacked[-1].metadata.num_pending)
+        unacked, folded, flush_at = [], 0, None
+
     try:
         while not stop.is_set():
+            wait = 1.0 if flush_at is None else max(0.0, flush_at - loop.time())
             try:
-                msgs = await reader.next()
+                msgs = await reader.next(wait)
             except Exception as exc:
                 log.warning("fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
+                projector.forget()
+                unacked, folded, flush_at = [], 0, None
                 with contextlib.suppress(Exception):
                     await reader.open()
                 continue
-            if not msgs:
-                continue
-            stored = [decode(stream_seq(m), m.subject, m.data) for m in msgs]
             try:
-                await projector.project(stored)
-                await msgs[-1].ack()
-                EVENTS_FOLDED.inc(len(msgs))
-                EVENT_LAG.set(msgs[-1].metadata.num_pending)
+                if msgs:
+                    await projector.fold([decode(stream_seq(m), m.subject, m.data) for m in msgs])
+                    unacked = [unacked[0] if unacked else msgs[0], msgs[-1]]
+                    folded += len(msgs)
+                    if flush_at is None:
+                        flush_at = loop.time() + projector.write_delay()
+                if unacked and (flush_at is None or loop.time() >= flush_at):
+                    await write_and_ack()
             except Exception:
-                # Nothing is lost: the reader starts again at this batch, and the fold skips what it already has.
-                log.exception(
-                    "projecting a batch of %d events failed; reading again from seq %d", len(msgs), stored[0].seq
-                )
+                # Nothing is lost: the reader starts again at the first unacked event, and the fold skips what it
+                # already has.
+                first = stream_seq(unacked[0]) if unacked else stream_seq(msgs[0]) if msgs else None
+                log.exception("projecting failed; reading again from seq %s", first)
+                projector.forget()
+                unacked, folded, flush_at = [], 0, None
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
-                    await reader.rewind(stored[0].seq)
+                    await reader.open(first)
+        if unacked:
+            # Stopping: write what was folded (were this to fail, the events are read again at the next start).
+            with contextlib.suppress(Exception):
+                await write_and_ack()
     finally:
         if health is not None:
             health.close()

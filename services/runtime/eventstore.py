@@ -351,15 +351,18 @@ class PullReader:
         request = {"batch": self._batch, "expires": int(self._wait * 1e9)}
         await self._nc.publish(self._subject, json.dumps(request).encode(), reply=self._inbox)
 
-    async def next(self) -> list[Msg]:
-        """Up to ``batch`` messages in stream order; waits up to ``wait`` seconds when none are there ([] then)."""
+    async def next(self, wait: float | None = None) -> list[Msg]:
+        """Up to ``batch`` messages in stream order; waits up to ``wait`` seconds (default: the reader's) when none
+        are there, and returns [] then."""
         if not self._ready:
             if self._owed <= 0 or time.monotonic() >= self._expires_at:
                 # Nothing asked for, or the request outlived its expiry unanswered (e.g. lost in a reconnect).
                 await self._ask()
             self._arrived.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), self._wait)
+            timeout = self._wait if wait is None else wait
+            if timeout > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), timeout)
         if self._gone:
             raise ConsumerGone(self._subject)
         batch = [self._ready.popleft() for _ in range(min(self._batch, len(self._ready)))]
