@@ -33,7 +33,7 @@ from services.runtime.eventstore import (
     jobs_bucket,
     prepare,
 )
-from services.runtime.metrics import JOBS, SSE_CLIENTS, LoopLagMonitor
+from services.runtime.metrics import JOBS, SSE_CLIENTS, LoopLagMonitor, freeze_startup_objects
 from services.runtime.metrics import render as render_metrics
 from services.runtime.settings import Settings
 from services.runtime.tracing import span
@@ -360,6 +360,7 @@ def create_app(settings: Settings) -> Litestar:
         app.state.js = js
         app.state.hub = hub
         app.state.store = JobStore(js, kv, await js.key_value(IDEMPOTENCY_BUCKET), EventPublisher(js), hub)
+        freeze_startup_objects()
         lag = LoopLagMonitor().start()
         try:
             yield

@@ -34,7 +34,7 @@ from services.runtime.eventstore import (
     prepare,
     stream_seq,
 )
-from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, serve_health
+from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects, serve_health
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.progress")
@@ -280,6 +280,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     durable = durable_name(settings.worker_name or socket.gethostname())
     reader = BatchReader(js, durable)
     await reader.open()
+    freeze_startup_objects()
     loop = asyncio.get_running_loop()
     unacked: list[Msg] = []  # folded, waiting for their views to be written: [first, last]
     folded = 0  # how many events that is

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -27,6 +28,17 @@ LOOP_LAG = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
 )
 LOOP_LAG_MAX = Gauge("tubeflow_event_loop_lag_max_seconds", "Largest event-loop lag seen in the last 10 s")
+
+
+def freeze_startup_objects() -> None:
+    """Move everything made so far (modules, schemas, the loaded read models) out of the garbage collector's reach.
+
+    A full collection walks every long-lived object: in a running `tubeflow up` that paused the event loop for up to
+    90 ms (measured with gc.callbacks against the loop-lag monitor). Objects made at start-up live as long as the
+    process, so they need not be walked again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class LoopLagMonitor:

@@ -13,10 +13,10 @@ from faststream.nats import NatsBroker
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
-from contracts.views import JobView
+from contracts.views import JobSummary
 from services.runtime.cancellation import Cancellations
 from services.runtime.eventstore import connect, jobs_bucket, prepare
-from services.runtime.metrics import IN_FLIGHT, serve_health
+from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects, serve_health
 from services.runtime.settings import Settings
 
 log = logging.getLogger("tubeflow.worker")
@@ -52,7 +52,9 @@ async def run_worker(
             entry = await kv.get(job_id)
         except KeyNotFoundError:
             return False
-        return bool(entry.value) and JobView.model_validate_json(entry.value).status == "cancelled"
+        # The summary only (the items are skipped, not built): this runs before every download, and a playlist's
+        # view can hold a thousand items.
+        return bool(entry.value) and JobSummary.model_validate_json(entry.value).status == "cancelled"
 
     cancellations = Cancellations(cancelled_in_store)
     await cancellations.subscribe(nc)
@@ -65,6 +67,7 @@ async def run_worker(
     if inspect.isawaitable(broker):
         broker = await broker
     await broker.start()
+    freeze_startup_objects()
     try:
         await stop.wait()
     finally:
