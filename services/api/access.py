@@ -6,7 +6,7 @@ import hmac
 import math
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
@@ -15,12 +15,13 @@ from litestar.handlers.base import BaseRouteHandler
 PROTECTED_PREFIXES = ("/api/", "/media/")
 
 
-def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], None]:
+def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
     """With a token set, /api/* and /media/* need `Authorization: Bearer <token>` (or `?access_token=` for
     EventSource, which can't set headers). /healthz, /readyz, the page and the schema stay open."""
     expected = token.encode() if token else None
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop on every request.
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if expected is None or not connection.url.path.startswith(PROTECTED_PREFIXES):
             return
         header = connection.headers.get("authorization", "")
