@@ -205,9 +205,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     try:
         in_process = [name for name in SERVICES if name not in UP_CHILDREN]
-        return run_loop(
-            run_services(in_process, settings, args.host, args.port, on_ready=ready, children=UP_CHILDREN)
-        )
+        return run_loop(run_services(in_process, settings, args.host, args.port, on_ready=ready, children=UP_CHILDREN))
     finally:
         if embedded is not None:
             embedded.stop()
