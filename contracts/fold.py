@@ -426,7 +426,8 @@ def _replace(model, changes: dict):  # noqa: ANN001, ANN202 - any view model, sa
     values = model.__dict__.copy()
     values.update(changes)
     _set(new, "__dict__", values)
-    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys())
+    # The same set object: models here are frozen, so nothing ever changes it (and dumps never exclude unset fields).
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__)
     _set(new, "__pydantic_extra__", None)
     _set(new, "__pydantic_private__", None if model.__pydantic_private__ is None else {"_derived": None})
     return new
@@ -557,7 +558,10 @@ class _Sums:
         """The sums after the item at ``position`` changed from ``old`` to ``new`` (``old`` None: inserted)."""
         before = _ZERO if old is None else _contribution(old, audio)
         after = _contribution(new, audio)
-        vector = tuple(total - b + a for total, b, a in zip(self.vector, before, after, strict=True))
+        if before == after:
+            vector = self.vector
+        else:
+            vector = tuple([total - b + a for total, b, a in zip(self.vector, before, after, strict=True)])
         running = list(self.running)
         if old is None:
             running = [p + 1 if p >= position else p for p in running]
@@ -713,7 +717,6 @@ def _finish(view: JobView, update: dict, fresh: bool) -> JobView:
     if not fresh:
         return _replace(view, update)
     view.__dict__.update(update)
-    _set(view, "__pydantic_fields_set__", view.__pydantic_fields_set__ | update.keys())
     return view
 
 

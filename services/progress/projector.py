@@ -213,12 +213,14 @@ class Projector:
                 log.error("skipping unreadable event at seq %s on %s: %s", item.seq, item.subject, item.error)
                 self.skipped += 1
                 continue
-            if not is_job_id(item.event.job_id):
-                log.error("skipping event at seq %s with a malformed job id %r", item.seq, item.event.job_id)
-                self.skipped += 1
-                continue
             by_job.setdefault(item.event.job_id, []).append(item.event)
         for job_id, events in by_job.items():
+            if not is_job_id(job_id):  # checked once per job of the batch
+                log.error(
+                    "skipping %d event(s) from seq %s with a malformed job id %r", len(events), events[0].seq, job_id
+                )
+                self.skipped += len(events)
+                continue
             view, revision = await self._load(job_id)
             new = view
             for event in events:
