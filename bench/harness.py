@@ -235,21 +235,3 @@ class FinishedJobs:
     def close(self) -> None:
         # The stream thread is a daemon blocked on a read; it ends with the stack's process.
         self._stop = True
-
-
-def wait_all_finished(base: str, job_ids: list[str], timeout: float = 600) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
-    views: dict[str, dict] = {}
-    pending = set(job_ids)
-    with httpx.Client(timeout=10) as client:
-        while pending and time.monotonic() < deadline:
-            for job_id in list(pending):
-                view = client.get(f"{base}/api/jobs/{job_id}").json()
-                if view["status"] in ("completed", "partial", "failed", "cancelled"):
-                    views[job_id] = view
-                    pending.discard(job_id)
-            if pending:
-                time.sleep(0.02)
-    if pending:
-        raise TimeoutError(f"{len(pending)} job(s) not finished")
-    return views

@@ -118,9 +118,6 @@ class BatchReader:
             await self.open()
             return []
 
-    async def rewind(self, start: int) -> None:
-        await self.open(start)
-
     async def close(self) -> None:
         if self._reader is not None:
             await self._reader.stop()

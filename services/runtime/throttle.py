@@ -91,11 +91,10 @@ class ProgressPump(Generic[Report]):
 
 class HandoffGate:
     """The pump's rule, applied where reports are made (e.g. yt-dlp's thread) so that reports the pump would only
-    replace are not handed to the event loop at all: pass one if ``interval`` passed since the last that passed,
-    or the percentage moved by ``min_step``. Used by one thread."""
+    replace are not handed to the event loop at all: pass one if a quarter of ``interval`` passed since the last
+    that passed, or the percentage moved by ``min_step``. Used by one thread."""
 
     def __init__(self, interval: float, min_step: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = interval
         # A quarter of the pump's interval: the pump still decides, the gate only thins the stream out.
         self._spacing = interval / 4
         self._min_step = min_step
