@@ -24,7 +24,6 @@ from services.api.hub import JobHub
 from services.api.jobs import EventRecord, JobList, JobRequest, JobStore, error_code
 from services.api.media import media_response, resolve_media
 from services.api.sse import job_stream, jobs_stream, parse_last_event_id
-from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.eventstore import (
     IDEMPOTENCY_BUCKET,
     STREAM,
@@ -121,10 +120,10 @@ async def _settings(state: State) -> Settings:
     responses=_errors(400, 401, 413, 422, 429),
 )
 async def create_job(
-    request: Request, data: JSONBody[JobRequest], store: NamedDependency[JobStore], settings: NamedDependency[Settings]
+    request: Request, data: JSONBody[JobRequest], store: NamedDependency[JobStore]
 ) -> Response[JobView]:
     """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
-    reason = AddressPolicy(settings.allow_private_urls, parse_networks(settings.allowed_networks)).url_reason(data.url)
+    reason = request.app.state.address_policy.url_reason(data.url)
     if reason:
         raise ApiError(
             422, f"url: {reason}", [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}]
@@ -388,7 +387,14 @@ def create_app(settings: Settings) -> Litestar:
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         lifespan=[lifespan],
-        state=State({"settings": settings, "rate_limiter": RateLimiter(settings.rate_limit)}),
+        state=State(
+            {
+                "settings": settings,
+                "rate_limiter": RateLimiter(settings.rate_limit),
+                # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
+                "address_policy": settings.address_policy(),
+            }
+        ),
         guards=[token_guard(settings.api_token)],
         dependencies={"store": Provide(_store), "hub": Provide(_hub), "settings": Provide(_settings)},
         exception_handlers={ValidationException: _validation_error, HTTPException: _api_error},

@@ -12,7 +12,6 @@ from faststream.nats import NatsBroker
 from services.downloader.catalog import MediaCatalog
 from services.downloader.handlers import Downloader
 from services.downloader.ytdlp import YtDlp
-from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.consumers import work_subscriber
 from services.runtime.eventstore import CLAIMS_BUCKET, MEDIA_BUCKET, EventPublisher
 from services.runtime.settings import Settings, worker_identity
@@ -58,7 +57,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     concurrency = settings.download_concurrency
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
-    policy = AddressPolicy(settings.allow_private_urls, parse_networks(settings.allowed_networks))
+    policy = settings.address_policy()
 
     media = YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=policy)
     warm_up = asyncio.get_running_loop().run_in_executor(executor, media.warm_up)

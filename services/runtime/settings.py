@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.runtime.addresses import AddressPolicy, parse_networks
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUBEFLOW_", extra="ignore")
@@ -45,6 +47,10 @@ class Settings(BaseSettings):
     @property
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
+
+    def address_policy(self) -> AddressPolicy:
+        """Which addresses may be fetched: the API checks literal hosts with it, the downloader every resolved name."""
+        return AddressPolicy(self.allow_private_urls, parse_networks(self.allowed_networks))
 
 
 def worker_identity(settings: Settings) -> str:
