@@ -12,6 +12,8 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.ids import step_event_id
+
 SUBJECT_PREFIX = "tubeflow.job"
 ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
 
@@ -356,6 +358,33 @@ def make_event(
         item_id=item_id,
         occurred_at=occurred_at,
         data=data,
+    )
+
+
+def item_queued(
+    job_id: str,
+    item: str,
+    *,
+    index: int,
+    url: str,
+    title: str | None,
+    mode: Mode,
+    audio_format: AudioFormat,
+    format: str | None,
+    round: int,
+    occurred_at: datetime,
+) -> Envelope:
+    """The `item.queued` event of one item of a run: the downloader queues a resolved job's items with it, and the
+    API queues the items a retry runs again. Its id is fixed by job, item and round, so a repeat is deduplicated."""
+    return make_event(
+        "item.queued",
+        job_id=job_id,
+        item_id=item,
+        data=ItemQueued(
+            index=index, url=url, title=title, mode=mode, audio_format=audio_format, format=format, round=round
+        ),
+        occurred_at=occurred_at,
+        event_id=step_event_id(job_id, "item.queued", item, round=round),
     )
 
 

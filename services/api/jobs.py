@@ -215,21 +215,17 @@ class JobStore:
         await asyncio.gather(
             *(
                 self._publisher.publish(
-                    ev.make_event(
-                        "item.queued",
-                        job_id=view.id,
-                        item_id=item.id,
-                        data=ev.ItemQueued(
-                            index=item.index,
-                            url=item.url,
-                            title=item.title,
-                            mode=view.mode,
-                            audio_format=view.audio_format,
-                            format=view.format,
-                            round=rnd,
-                        ),
+                    ev.item_queued(
+                        view.id,
+                        item.id,
+                        index=item.index,
+                        url=item.url,
+                        title=item.title,
+                        mode=view.mode,
+                        audio_format=view.audio_format,
+                        format=view.format,
+                        round=rnd,
                         occurred_at=self._now(),
-                        event_id=step_event_id(view.id, "item.queued", item.id, round=rnd),
                     )
                 )
                 for item in items

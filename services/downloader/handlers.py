@@ -127,10 +127,10 @@ class Downloader:
             chunk = resolution.entries[start : start + QUEUE_CHUNK]
             await asyncio.gather(
                 *(
-                    self._emit(
-                        "item.queued",
-                        job,
-                        ev.ItemQueued(
+                    self.publisher.publish(
+                        ev.item_queued(
+                            job,
+                            item_id(entry.index),
                             index=entry.index,
                             url=entry.url,
                             title=entry.title,
@@ -138,9 +138,8 @@ class Downloader:
                             audio_format=request.audio_format,
                             format=request.format,
                             round=rnd,
-                        ),
-                        step_event_id(job, "item.queued", item_id(entry.index), round=rnd),
-                        item=item_id(entry.index),
+                            occurred_at=self.now(),
+                        )
                     )
                     for entry in chunk
                 )
