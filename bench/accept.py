@@ -12,8 +12,9 @@ import nats
 
 from bench.harness import Report, metrics_snapshot, nats_server, summary_ms, tubeflow
 from contracts import events as ev
-from contracts.ids import new_job_id, step_event_id
+from contracts.ids import new_job_id
 from services.runtime.eventstore import EventPublisher, connect, ensure_topology
+from tests.support.events import events_of
 
 
 async def raw_publish(url: str, count: int) -> list[float]:
@@ -62,10 +63,7 @@ async def finished_history(url: str, jobs: int) -> None:
             ("download.started", ev.DownloadStarted(worker="w"), "0001"),
             ("download.completed", ev.DownloadCompleted(worker="w", file="f.mp4", size=1000), "0001"),
         ]
-        return [
-            ev.make_event(t, job_id=job, item_id=item, data=d, occurred_at=now, event_id=step_event_id(job, t, item))
-            for t, d, item in steps
-        ]
+        return events_of(job, steps, start=now)
 
     pending: list[ev.Envelope] = []
     for _ in range(jobs):

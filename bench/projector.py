@@ -13,7 +13,7 @@ from nats.js import api
 from bench.harness import Report, nats_server
 from contracts import events as ev
 from contracts.fold import fold
-from contracts.ids import item_id, new_job_id, step_event_id
+from contracts.ids import item_id, new_job_id
 from services.progress.projector import BATCH
 from services.progress.projector import run as run_projector
 from services.progress.rebuild import rebuild
@@ -30,6 +30,7 @@ from services.runtime.eventstore import (
 )
 from services.runtime.metrics import EVENTS_FOLDED
 from services.runtime.settings import Settings
+from tests.support.events import events_of
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -54,17 +55,7 @@ def job_events(job: str, items: int) -> list[ev.Envelope]:
             ("extract.started", ev.ExtractStarted(worker="w", audio_format="mp3"), iid),
             ("extract.completed", ev.ExtractCompleted(worker="w", file="f.mp3", size=10), iid),
         ]
-    return [
-        ev.make_event(
-            t,
-            job_id=job,
-            item_id=iid,
-            data=d,
-            occurred_at=T0 + timedelta(milliseconds=n),
-            event_id=f"{step_event_id(job, t, iid)}:{n}",
-        )
-        for n, (t, d, iid) in enumerate(out)
-    ]
+    return events_of(job, out, start=T0, spacing=timedelta(milliseconds=1), numbered=True)
 
 
 async def measure(url: str, total: int) -> dict:

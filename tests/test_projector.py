@@ -10,11 +10,12 @@ import pytest
 
 from contracts import events as ev
 from contracts.fold import fold
-from contracts.ids import new_job_id, step_event_id
+from contracts.ids import new_job_id
 from contracts.views import JobView
 from services.progress.projector import SMALL_VIEW, Projector
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.eventstore import EventPublisher, connect, ensure_topology, jobs_bucket, read_job_events
+from tests.support.events import events_of
 
 T0 = datetime(2026, 11, 22, tzinfo=timezone.utc)
 W = "test:1"
@@ -55,17 +56,7 @@ def history(job: str, items: int = 3) -> list[ev.Envelope]:
             ("extract.started", ev.ExtractStarted(worker=W, audio_format="mp3"), iid),
             ("extract.completed", ev.ExtractCompleted(worker=W, file=f"{iid}.mp3", size=10), iid),
         ]
-    return [
-        ev.make_event(
-            t,
-            job_id=job,
-            item_id=iid,
-            data=data,
-            occurred_at=T0 + timedelta(seconds=n),
-            event_id=step_event_id(job, t, iid),
-        )
-        for n, (t, data, iid) in enumerate(out)
-    ]
+    return events_of(job, out, start=T0, spacing=timedelta(seconds=1))
 
 
 async def stored_view(js, job: str) -> JobView:
