@@ -109,14 +109,11 @@ def nats_server() -> Iterator[EmbeddedNats]:
 
 
 @contextmanager
-def media_server(clips: int = 0, long_clips: int = 0) -> Iterator[MediaServer]:
+def media_server() -> Iterator[MediaServer]:
     root = Path(tempfile.mkdtemp(prefix="bench-media-"))
     make_clip(root / "clip.mp4", seconds=20, size="640x360", bitrate="500k")
-    server = MediaServer(root).start()
-    try:
+    with MediaServer(root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

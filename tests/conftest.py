@@ -102,11 +102,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     make_clip(root / "long.mp4", seconds=6, bitrate="600k")
     # Four minutes of audio in a tiny picture: its extraction takes about a second, long enough to watch.
     make_clip(root / "podcast.mp4", seconds=240, size="64x48", bitrate="20k")
-    server = MediaServer(root).start()
-    try:
+    with MediaServer(root) as server:
         yield server
-    finally:
-        server.stop()
 
 
 class Stack:

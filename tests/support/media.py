@@ -276,3 +276,9 @@ class MediaServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def __enter__(self) -> "MediaServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
