@@ -7,7 +7,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -19,10 +18,8 @@ from typing import Iterator
 import httpx
 
 from services.runtime.embedded import EmbeddedNats
-from tests.conftest import free_port, wait_ready
+from tests.conftest import free_port, spawn_cli, wait_ready
 from tests.support.media import MediaServer, make_clip
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -140,7 +137,7 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
         "TUBEFLOW_RATE_LIMIT": "0",
         **(env or {}),
     }
-    log = open(data_dir / "services.log", "ab")
+    log = data_dir / "services.log"
     processes = []
     for service in services:
         if service == "up":
@@ -149,16 +146,7 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
             args = ["service", "api", "--port", str(port)]
         else:
             args = ["service", service]
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "services.runtime.cli", *args],
-                cwd=ROOT,
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        )
+        processes.append(spawn_cli(*args, env=full_env, log=log))
     base = f"http://127.0.0.1:{port}"
     try:
         if "api" in services or "up" in services:

@@ -121,19 +121,24 @@ class Stack:
         return self.data_dir / "media"
 
 
-def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None = None) -> Stack:
-    port = port or free_port()
-    log = data_dir / "stack.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.runtime.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+def spawn_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`tubeflow ARGS` in the background from the checkout, output appended to ``log``, no stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.runtime.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
+
+
+def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None = None) -> Stack:
+    port = port or free_port()
+    log = data_dir / "stack.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
+    process = spawn_cli("up", "--port", str(port), "--data-dir", str(data_dir), env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import schemathesis
@@ -15,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.runtime.embedded import EmbeddedNats
-from tests.conftest import ROOT, free_port, wait_ready
+from tests.conftest import free_port, spawn_cli, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -31,15 +29,7 @@ def api_base(tmp_path_factory):
         "TUBEFLOW_DATA_DIR": str(store / "data"),
         "TUBEFLOW_RATE_LIMIT": "0",
     }
-    log = open(store / "api.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.runtime.cli", "service", "api", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    process = spawn_cli("service", "api", "--port", str(port), env=env, log=store / "api.log")
     base = f"http://127.0.0.1:{port}"
     wait_ready(base)
     yield base

@@ -8,7 +8,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,20 +16,13 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.sse_client import sse_messages
-from tests.conftest import ROOT, free_port, wait_ready
+from tests.conftest import free_port, spawn_cli, wait_ready
 
 pytestmark = pytest.mark.e2e
 
 
 def spawn(name: str, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.runtime.cli", "service", name, *args],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=open(log, "ab"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    return spawn_cli("service", name, *args, env={**os.environ, **env}, log=log)
 
 
 async def follow(base: str, job_id: str) -> list:
