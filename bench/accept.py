@@ -13,7 +13,7 @@ import nats
 from bench.harness import Report, metrics_snapshot, nats_server, summary_ms, tubeflow
 from contracts import events as ev
 from contracts.ids import new_job_id
-from services.runtime.eventstore import EventPublisher, connect, ensure_topology
+from services.runtime.nats import EventPublisher, connect, ensure_topology
 from tests.support.events import events_of
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from bench.harness import Report, nats_server, rss_mib, summary_ms, tubeflow
 from contracts import events as ev
 from contracts.ids import new_job_id, random_event_id, step_event_id
-from services.runtime.eventstore import STREAM, EventPublisher, connect, ensure_topology
+from services.runtime.nats import STREAM, EventPublisher, connect, ensure_topology
 
 JOBS = 10
 

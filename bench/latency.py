@@ -16,7 +16,7 @@ import httpx
 from nats.js import api
 
 from bench.harness import Report, media_server, nats_server, summary_ms, tubeflow
-from services.runtime.eventstore import connect
+from services.runtime.nats import connect
 from services.runtime.sse_client import sse_messages
 
 

@@ -12,13 +12,13 @@ from nats.js import api
 
 from bench.harness import Report, nats_server
 from contracts import events as ev
+from contracts.events import ALL_EVENTS
 from contracts.fold import fold
 from contracts.ids import item_id, new_job_id
-from services.progress.projector import BATCH
-from services.progress.projector import run as run_projector
+from services.progress.main import run as run_projector
 from services.progress.rebuild import rebuild
-from services.runtime.eventstore import (
-    ALL_EVENTS,
+from services.runtime.metrics import EVENTS_FOLDED
+from services.runtime.nats import (
     STREAM,
     EventPublisher,
     PullReader,
@@ -28,7 +28,7 @@ from services.runtime.eventstore import (
     jobs_bucket,
     read_bucket,
 )
-from services.runtime.metrics import EVENTS_FOLDED
+from services.runtime.nats.read import BATCH
 from services.runtime.settings import Settings
 from tests.support.events import events_of
 

@@ -34,6 +34,13 @@ def job_filter(job_id: str) -> str:
     return f"{SUBJECT_PREFIX}.{job_id}.>"
 
 
+def job_id_of(subject_: str) -> str:
+    """The job id in an event's subject ``tubeflow.job.<job_id>.<type>`` ("" for any other subject)."""
+    if not subject_.startswith(SUBJECT_PREFIX + "."):
+        return ""
+    return subject_[len(SUBJECT_PREFIX) + 1 :].split(".", 1)[0]
+
+
 class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 

@@ -114,7 +114,7 @@ class JobSummary(View):
 
 class JobView(JobSummary):
     items: list[ItemView] = []
-    # The fold's cache of sums over `items` (contracts.fold._Derived): never serialized, never compared.
+    # The fold's cache of sums over `items` (contracts.totals._Cached): never serialized, never compared.
     _derived: Any = PrivateAttr(default=None)
 
     def summary(self) -> JobSummary:

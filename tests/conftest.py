@@ -124,7 +124,7 @@ class Stack:
 def spawn_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     """`tubeflow ARGS` in the background from the checkout, output appended to ``log``, no stdin."""
     return subprocess.Popen(
-        [sys.executable, "-m", "services.runtime.cli", *args],
+        [sys.executable, "-m", "services.cli", *args],
         cwd=ROOT,
         env=env,
         stdout=open(log, "ab"),

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import pytest
 from litestar.testing import AsyncTestClient
 
-from services.api.app import create_app
+from services.api.main import create_app
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import Settings
 

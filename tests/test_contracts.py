@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from contracts import asyncapi
 from contracts import events as ev
 from contracts.ids import is_job_id, new_job_id
+from services.cli import asyncapi
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
 
@@ -73,6 +73,6 @@ def test_job_ids_sort_by_time_and_are_subject_safe():
 
 def test_committed_asyncapi_document_is_current():
     committed = asyncapi.DOCUMENT.read_text()
-    assert committed == asyncapi.render(), "contracts/asyncapi.json is stale: run `uv run python -m contracts.asyncapi`"
+    assert committed == asyncapi.render(), "contracts/asyncapi.json is stale: run `uv run tubeflow asyncapi`"
     channels = json.loads(committed)["channels"]
     assert set(channels) == set(ev.EVENT_CLASSES)

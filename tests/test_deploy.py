@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from contracts.events import subject_filter
-from services.downloader.app import ITEMS_DURABLE
-from services.extractor.app import DURABLE as EXTRACTOR_DURABLE
-from services.runtime.eventstore import STREAM
+from services.downloader.main import ITEMS
+from services.extractor.main import COMPLETED_DOWNLOADS
+from services.runtime.nats import STREAM
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -122,7 +122,7 @@ def test_keda_scales_workers_on_the_real_consumers(overlay):
     _, objects = render(overlay)
     deployments = of_kind(objects, "Deployment")
     scaled = of_kind(objects, "ScaledObject")
-    expected = {"downloader": ITEMS_DURABLE, "extractor": EXTRACTOR_DURABLE}
+    expected = {"downloader": ITEMS.durable, "extractor": COMPLETED_DOWNLOADS.durable}
     assert set(scaled) == set(expected)
     for name, durable in expected.items():
         spec = scaled[name]["spec"]

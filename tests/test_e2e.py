@@ -148,7 +148,7 @@ def test_events_endpoint_and_replay_agree_with_the_view(stack, media):
 
     def replay(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "services.runtime.cli", "replay", job["id"], *args],
+            [sys.executable, "-m", "services.cli", "replay", job["id"], *args],
             capture_output=True,
             text=True,
             timeout=60,

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def tubeflow_get(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "services.runtime.cli", "get", *args],
+        [sys.executable, "-m", "services.cli", "get", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -61,7 +61,7 @@ def test_ctrl_c_exits_130_and_leaves_the_job_running(stack, media):
         [
             sys.executable,
             "-m",
-            "services.runtime.cli",
+            "services.cli",
             "get",
             media.url(media.fresh("long.mp4"), rate=30_000),
             "--api",

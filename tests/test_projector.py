@@ -14,7 +14,7 @@ from contracts.ids import new_job_id
 from contracts.views import JobView
 from services.progress.projector import SMALL_VIEW, Projector
 from services.runtime.embedded import EmbeddedNats
-from services.runtime.eventstore import EventPublisher, connect, ensure_topology, jobs_bucket, read_job_events
+from services.runtime.nats import EventPublisher, connect, ensure_topology, jobs_bucket, read_job_events
 from tests.support.events import events_of
 
 T0 = datetime(2026, 11, 22, tzinfo=timezone.utc)

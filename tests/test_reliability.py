@@ -11,7 +11,7 @@ import httpx
 import nats
 import pytest
 
-from services.runtime.eventstore import DLQ_STREAM, STREAM
+from services.runtime.nats import DLQ_STREAM, STREAM
 from tests.test_e2e import follow, submit, wait_finished
 
 pytestmark = pytest.mark.e2e
@@ -146,7 +146,7 @@ def test_verify_notices_a_tampered_view_and_rebuild_restores_the_fold(stack, med
     def tubeflow(command: str) -> subprocess.CompletedProcess:
         env = {**__import__("os").environ, "TUBEFLOW_NATS_URL": stack.nats_url}
         return subprocess.run(
-            [sys.executable, "-m", "services.runtime.cli", command],
+            [sys.executable, "-m", "services.cli", command],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 def tubeflow(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "services.runtime.cli", *args],
+        [sys.executable, "-m", "services.cli", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -54,7 +54,7 @@ def test_setup_is_idempotent_reports_changes_and_workers_expose_health(tmp_path)
 
         port = free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.runtime.cli", "service", "downloader"],
+            [sys.executable, "-m", "services.cli", "service", "downloader"],
             cwd=ROOT,
             env={
                 **os.environ,

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from contracts.events import job_filter
-from services.runtime.eventstore import STREAM
+from services.runtime.nats import STREAM
 from tests.conftest import start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e

@@ -152,7 +152,7 @@ def test_up_exits_with_an_error_when_its_port_is_taken(tmp_path, monkeypatch):
         taken.bind(("127.0.0.1", port))
         taken.listen()
         result = subprocess.run(
-            [sys.executable, "-m", "services.runtime.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--data-dir", str(tmp_path)],
             cwd=ROOT,
             capture_output=True,
             text=True,

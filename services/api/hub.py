@@ -1,7 +1,7 @@
 """One subscription per API process to the read-model bucket, fanned out in memory.
 
-The projector's KV puts are plain messages on ``$KV.<bucket>.<job_id>``; the hub listens to them with one core
-subscription (no server-side consumer at all), keeps the summaries that ``GET /api/jobs`` lists, and wakes the SSE
+The hub follows the projector's writes to the read-model bucket through one core subscription (no server-side
+consumer at all, see ``watch_bucket``), keeps the summaries that ``GET /api/jobs`` lists, and wakes the SSE
 clients watching a job. 1,000 SSE clients cost 1,000 asyncio events, not 1,000 NATS consumers.
 """
 
@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.views import JobSummary, JobView
-from services.runtime.eventstore import JOBS_BUCKET, read_bucket
+from services.runtime.nats import JOBS_BUCKET, read_bucket, watch_bucket
 
 log = logging.getLogger("tubeflow.api.hub")
 
@@ -92,7 +91,7 @@ class JobHub:
 
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         # Subscribe before loading, so nothing put in between is missed; newer seq wins when both arrive.
-        self._sub = await nc.subscribe(f"$KV.{JOBS_BUCKET}.>", cb=self._on_message)
+        self._sub = await watch_bucket(nc, JOBS_BUCKET, on_put=self._accept_bytes, on_delete=self._forget)
         stored = await read_bucket(kv)
         for key, value in stored.items():
             self._accept_bytes(key, value)
@@ -117,14 +116,9 @@ class JobHub:
                 pass
             self._sub = None
 
-    async def _on_message(self, msg: Msg) -> None:
-        key = msg.subject.split(".", 2)[-1]
-        operation = (msg.headers or {}).get("KV-Operation")
-        if operation in ("DEL", "PURGE"):
-            if self.summaries.pop(key, None) is not None:
-                del self._ids[bisect.bisect_left(self._ids, key)]
-            return
-        self._accept_bytes(key, msg.data)
+    def _forget(self, key: str) -> None:
+        if self.summaries.pop(key, None) is not None:
+            del self._ids[bisect.bisect_left(self._ids, key)]
 
     def _accept_bytes(self, key: str, data: bytes) -> None:
         try:

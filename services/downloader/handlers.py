@@ -12,16 +12,16 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from contracts import events as ev
-from contracts.fold import wants_audio
 from contracts.ids import item_id, random_event_id, step_event_id
+from contracts.items import wants_audio
 from services.downloader.catalog import MediaCatalog
 from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution, Reuse
 from services.runtime.cancellation import Aborted, Cancellations
 from services.runtime.clock import utcnow
-from services.runtime.consumers import HANDBACK_DELAY, RetryLater
-from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
+from services.runtime.nats import Publisher
+from services.runtime.nats.work import HANDBACK_DELAY, RetryLater
 from services.runtime.throttle import HandoffGate, ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")

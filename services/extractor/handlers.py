@@ -13,9 +13,9 @@ from contracts.ids import random_event_id, step_event_id
 from services.extractor.ffmpeg import audio_path, extract_audio
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
-from services.runtime.consumers import HANDBACK_DELAY, RetryLater
-from services.runtime.eventstore import Publisher
 from services.runtime.failures import MediaError
+from services.runtime.nats import Publisher
+from services.runtime.nats.work import HANDBACK_DELAY, RetryLater
 from services.runtime.throttle import ProgressPump
 
 log = logging.getLogger("tubeflow.extractor")

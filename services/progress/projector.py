@@ -10,38 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections import OrderedDict
 from typing import Iterable
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext, api
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from contracts.events import ALL_EVENTS, Envelope
+from contracts.events import Envelope
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
-from services.runtime.eventstore import (
-    STREAM,
-    ConsumerGone,
-    PullReader,
-    StoredEvent,
-    connect,
-    decode,
-    jobs_bucket,
-    prepare,
-    stream_seq,
-)
-from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects, serve_health
-from services.runtime.settings import Settings
+from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects
+from services.runtime.nats import InOrderReader, StoredEvent, decode, stream_seq
 
 log = logging.getLogger("tubeflow.progress")
 
 DURABLE_PREFIX = "progress-v1"
-# A replica's consumer that has not pulled for this long (its replica is gone) is deleted by the server.
-REPLICA_INACTIVE = 24 * 3600.0
 
 
 def durable_name(replica: str) -> str:
@@ -55,73 +40,7 @@ def durable_name(replica: str) -> str:
     return f"{DURABLE_PREFIX}-{safe}"[:200]
 
 
-BATCH = 256
 CAS_RETRIES = 5
-
-
-def projector_consumer(durable: str, start: int = 1) -> api.ConsumerConfig:
-    return api.ConsumerConfig(
-        durable_name=durable,
-        inactive_threshold=REPLICA_INACTIVE,
-        filter_subject=ALL_EVENTS,
-        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(1, start),
-        # One ack settles a whole batch: batches are folded in order and written before the ack.
-        ack_policy=api.AckPolicy.ALL,
-        ack_wait=30.0,
-        # Unacked events are never waited for: the reader rewinds to them (see BatchReader), so redelivery by the
-        # server is only a backstop.
-        max_deliver=-1,
-        max_ack_pending=4 * BATCH,
-    )
-
-
-class BatchReader:
-    """Batches of the stream, in order, for one projector replica's durable consumer.
-
-    The fold skips an event whose sequence is not newer than its view's, so events must be folded in stream order:
-    a later event folded first would hide an earlier one for good. JetStream redelivers unacked messages only after
-    ``ack_wait``, and in the meantime hands out newer ones, so after a crash or a failed batch the reader does not
-    wait for redelivery: it recreates its consumer at the first unacked sequence ("rewinds"). Folding a batch again
-    is harmless. The PullReader keeps the next request out, so a backlog is fetched while a batch is folded.
-    """
-
-    def __init__(self, js: JetStreamContext, durable: str) -> None:
-        self._js = js
-        self._durable = durable
-        self._reader: PullReader | None = None
-
-    async def open(self, start: int | None = None) -> None:
-        """Read from ``start``, or from the consumer's first unacked event (the stream's start if it is new)."""
-        await self.close()
-        if start is None:
-            try:
-                info = await self._js.consumer_info(STREAM, self._durable)
-                start = info.ack_floor.stream_seq + 1 if info.ack_floor else 1
-            except NotFoundError:
-                start = 1
-        with contextlib.suppress(NotFoundError):
-            await self._js.delete_consumer(STREAM, self._durable)
-        await self._js.add_consumer(STREAM, projector_consumer(self._durable, start))
-        self._reader = await PullReader(self._js, STREAM, self._durable, batch=BATCH, wait=1.0).start()
-
-    async def next(self, wait: float | None = None) -> list[Msg]:
-        """The next batch in stream order; empty after ``wait`` seconds (default: a second) with nothing new."""
-        if self._reader is None:
-            await self.open()
-        assert self._reader is not None
-        try:
-            return await self._reader.next(wait)
-        except ConsumerGone:
-            # Deleted by hand or expired: make it again where its acks left off (the stream's start if unknown).
-            log.warning("projector consumer %s vanished; recreating it", self._durable)
-            await self.open()
-            return []
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
 
 
 def write_delay(items: int) -> float:
@@ -267,17 +186,9 @@ class Projector:
         raise RuntimeError(f"could not write the view of job {job_id}: it keeps changing under us")
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-    nc = await connect(settings.nats_url, "tubeflow-progress")
-    js = nc.jetstream()
-    await prepare(js, settings)
-    projector = Projector(await jobs_bucket(js))
-    health = None
-    if settings.health_port:
-        health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
-    durable = durable_name(settings.worker_name or socket.gethostname())
-    reader = BatchReader(js, durable)
+async def project_stream(projector: Projector, reader: InOrderReader, stop: asyncio.Event) -> None:
+    """Fold the stream into the read models until ``stop``: batches in order, views written (held a little for big
+    jobs, see ``write_delay``), then one ack for everything written."""
     await reader.open()
     freeze_startup_objects()
     loop = asyncio.get_running_loop()
@@ -331,7 +242,4 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             with contextlib.suppress(Exception):
                 await write_and_ack()
     finally:
-        if health is not None:
-            health.close()
         await reader.close()
-        await nc.drain()

@@ -7,7 +7,7 @@ from contracts.events import ALL_EVENTS
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
-from services.runtime.eventstore import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
+from services.runtime.nats import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
 
 
 async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamContext

@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import Awaitable, Callable
 
-from contracts.events import SUBJECT_PREFIX, subject_filter
+from contracts.events import job_id_of, subject_filter
 
 log = logging.getLogger("tubeflow.cancellation")
 
@@ -58,8 +58,7 @@ class Cancellations:
 
     async def subscribe(self, nc) -> None:  # noqa: ANN001 - a nats Client
         async def on_cancel(msg) -> None:  # noqa: ANN001
-            job_id = msg.subject[len(SUBJECT_PREFIX) + 1 :].split(".", 1)[0]
-            self.cancel(job_id)
+            self.cancel(job_id_of(msg.subject))
 
         self._sub = await nc.subscribe(subject_filter(CANCEL_TYPE), cb=on_cancel)
 

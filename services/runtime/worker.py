@@ -1,31 +1,22 @@
-"""The lifecycle both worker services share: connect, declare, listen for cancels, run a FastStream broker, and on
-stop hand back or finish in-flight work within the grace period."""
+"""The lifecycle both worker services share: listen for cancels, run a FastStream broker until ``stop``, then hand
+back or finish in-flight work within the grace period."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Callable
 
 from faststream.nats import NatsBroker
-from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from contracts.views import JobSummary
 from services.runtime.cancellation import Cancellations
-from services.runtime.eventstore import connect, jobs_bucket, prepare
-from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects, serve_health
-from services.runtime.settings import Settings
+from services.runtime.infrastructure import Infrastructure
+from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects
+from services.runtime.nats import jobs_bucket
 
 log = logging.getLogger("tubeflow.worker")
-
-
-@dataclass
-class WorkerContext:
-    js: JetStreamContext
-    cancellations: Cancellations
 
 
 def new_broker(url: str) -> NatsBroker:
@@ -34,18 +25,9 @@ def new_broker(url: str) -> NatsBroker:
     )
 
 
-async def run_worker(
-    name: str,
-    settings: Settings,
-    stop: asyncio.Event,
-    build: Callable[[WorkerContext], Awaitable[NatsBroker] | NatsBroker],
-    on_stopped: Callable[[], None] | None = None,
-) -> None:
-    assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-    nc = await connect(settings.nats_url, f"tubeflow-{name}")
-    js = nc.jetstream()
-    await prepare(js, settings)
-    kv = await jobs_bucket(js)
+async def cancellations_for(infra: Infrastructure) -> Cancellations:
+    """Cancellations that hear `cancel.requested` at once and look up jobs cancelled while this process was away."""
+    kv = await jobs_bucket(infra.js)
 
     async def cancelled_in_store(job_id: str) -> bool:
         try:
@@ -57,25 +39,27 @@ async def run_worker(
         return bool(entry.value) and JobSummary.model_validate_json(entry.value).status == "cancelled"
 
     cancellations = Cancellations(cancelled_in_store)
-    await cancellations.subscribe(nc)
-    settings.media_dir.mkdir(parents=True, exist_ok=True)
-    health = None
-    if settings.health_port:
-        health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
+    await cancellations.subscribe(infra.nc)
+    return cancellations
+
+
+async def serve_worker(
+    name: str,
+    infra: Infrastructure,
+    broker: NatsBroker,
+    cancellations: Cancellations,
+    stop: asyncio.Event,
+    on_stopped: Callable[[], None] | None = None,
+) -> None:
+    """Run ``broker`` until ``stop``; then trip every running task's token and give it the grace period."""
     IN_FLIGHT.labels(name).set_function(lambda: cancellations.running)
-    broker = build(WorkerContext(js, cancellations))
-    if inspect.isawaitable(broker):
-        broker = await broker
     await broker.start()
     freeze_startup_objects()
     try:
         await stop.wait()
     finally:
         log.info("%s stopping: handing back %d running task(s)", name, cancellations.running)
-        await cancellations.shutdown(settings.shutdown_grace)
+        await cancellations.shutdown(infra.settings.shutdown_grace)
         await broker.stop()
         if on_stopped is not None:
             on_stopped()
-        if health is not None:
-            health.close()
-        await nc.drain()

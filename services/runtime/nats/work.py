@@ -1,5 +1,5 @@
-"""How every JetStream work consumer behaves: explicit consumer settings, event decoding with upcasting, in-progress
-acks while work runs, ack on success, a delayed nak on an error, and the dead-letter stream for poison."""
+"""How every JetStream work consumer behaves: the settings of its ConsumerSpec, event decoding with upcasting,
+in-progress acks while work runs, ack on success, a delayed nak on an error, and the dead-letter stream for poison."""
 
 from __future__ import annotations
 
@@ -9,23 +9,16 @@ from typing import Awaitable, Callable
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from nats.js import api
 
-from contracts.events import Envelope, InvalidEvent, parse_event, subject_filter
-from services.runtime.eventstore import STREAM, DeadLetters
+from contracts.events import Envelope, InvalidEvent, parse_event
 from services.runtime.logs import CURRENT_JOB
 from services.runtime.metrics import REDELIVERIES
+from services.runtime.nats.publish import DeadLetters
+from services.runtime.nats.topology import ACK_WAIT, MAX_DELIVER, STREAM, ConsumerSpec
 from services.runtime.tracing import span
 
 log = logging.getLogger("tubeflow.consumer")
 
-ACK_WAIT = 30.0
-MAX_DELIVER = 10
-# No server-side backoff, on purpose: with `backoff` set, nats-server 2.15 ignores the delay of a NAK from the
-# second redelivery on and waits backoff[n] instead (measured: 0.2 s asked, 30 s waited). Retry delays are the
-# handlers' choice (RetryLater, growing per attempt); a crashed worker's message comes back after ack_wait, which
-# in-progress acks keep short even for long downloads.
-BACKOFF: list[float] = []
 RETRY_DELAY = 2.0
 # A message handed back at shutdown waits this long, so that this process's subscriber is gone by then.
 HANDBACK_DELAY = 2.0
@@ -39,45 +32,30 @@ class RetryLater(Exception):
         self.delay = delay
 
 
-def work_consumer(filter_subject: str, *, max_ack_pending: int, ack_wait: float = ACK_WAIT) -> api.ConsumerConfig:
-    return api.ConsumerConfig(
-        filter_subject=filter_subject,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=ack_wait,
-        max_deliver=MAX_DELIVER,
-        backoff=BACKOFF or None,
-        max_ack_pending=max_ack_pending,
-    )
-
-
 def work_subscriber(
     broker: NatsBroker,
     js,  # noqa: ANN001 - the JetStreamContext dead letters are published with
+    spec: ConsumerSpec,
     *,
-    event_type: str,
-    durable: str,
     max_workers: int,
-    max_ack_pending: int,
     ack_wait: float,
     work: Callable[[Envelope, int], Awaitable[None]],
 ) -> None:
     """A durable pull consumer of one event type on the event stream, settled by ``handle``."""
-    filter_subject = subject_filter(event_type)
-    dead_letters = DeadLetters(js, durable)
+    dead_letters = DeadLetters(js, spec.durable)
 
     @broker.subscriber(
-        filter_subject,
+        spec.filter_subject,
         stream=JStream(STREAM, declare=False),
-        durable=durable,
+        durable=spec.durable,
         pull_sub=PullSub(batch_size=1, timeout=5.0),
-        config=work_consumer(filter_subject, max_ack_pending=max_ack_pending, ack_wait=ack_wait),
+        config=spec.config(ack_wait),
         ack_policy=AckPolicy.MANUAL,
         max_workers=max_workers,
-        title=f"{durable}:{event_type}",
+        title=f"{spec.durable}:{spec.event_type}",
     )
     async def on_message(msg: NatsMessage) -> None:
-        await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait, consumer=durable)
+        await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait, consumer=spec.durable)
 
 
 async def _keep_alive(msg: NatsMessage, every: float) -> None:

@@ -1,0 +1,37 @@
+"""What an item's state means for its job: when it is done, whether it succeeded, and its share of the bar."""
+
+from __future__ import annotations
+
+from contracts.views import ItemView
+
+# Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
+DOWNLOAD_WEIGHT = 0.8
+# A step (download or extract) in one of these states will not change again in this run.
+STEP_DONE = frozenset({"completed", "failed", "skipped"})
+
+
+def wants_audio(mode: str) -> bool:
+    return mode in ("audio", "both")
+
+
+def item_done(item: ItemView, audio: bool) -> bool:
+    if item.download.status in ("failed", "skipped"):
+        return True
+    if item.download.status != "completed":
+        return False
+    return not audio or item.extract.status in STEP_DONE
+
+
+def item_succeeded(item: ItemView, audio: bool) -> bool:
+    return item.download.status == "completed" and (not audio or item.extract.status == "completed")
+
+
+def item_fraction(item: ItemView, audio: bool) -> float:
+    """How much of the item is done, 0..1: bytes of the download, then (with audio) the extraction's percent."""
+    if item_done(item, audio):
+        return 1.0
+    download = item.download.percent / 100.0
+    if not audio:
+        return download
+    extract = item.extract.percent / 100.0 if item.extract.status == "running" else 0.0
+    return DOWNLOAD_WEIGHT * download + (1.0 - DOWNLOAD_WEIGHT) * extract

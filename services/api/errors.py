@@ -1,0 +1,79 @@
+"""Every 4xx the API answers has one shape: {"status_code", "detail", "errors": [{"field", "code", "message"}]}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from pydantic import BaseModel
+
+from services.api.requests import error_code
+
+
+class FieldError(BaseModel):
+    field: str
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer: what went wrong, and per field the stable code and the message."""
+
+    status_code: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+_MEANING = {
+    400: "malformed request (e.g. JSON that does not parse)",
+    401: "a bearer token is required (TUBEFLOW_API_TOKEN)",
+    404: "no such job or file",
+    409: "the job is not in a state that allows this",
+    413: "request body over 64 KiB",
+    416: "requested range not satisfiable",
+    422: "a field is invalid; `errors` names it",
+    429: "too many jobs created; see Retry-After",
+}
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI description of the error answers a route gives."""
+    return {code: ResponseSpec(data_container=ErrorBody, description=_MEANING[code]) for code in codes}
+
+
+class ApiError(HTTPException):
+    """A 4xx whose body names the field and the problem: {"status_code", "detail", "errors": [...]}."""
+
+    def __init__(self, status_code: int, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail=detail, status_code=status_code, extra={"errors": errors or []})
+
+
+def field_error(status_code: int, field: str, code: str, message: str, detail: str | None = None) -> ApiError:
+    return ApiError(status_code, detail or f"{field}: {message}", [{"field": field, "code": code, "message": message}])
+
+
+def validation_error(request: Request, exc: ValidationException) -> Response:
+    errors = []
+    for problem in exc.extra if isinstance(exc.extra, list) else []:
+        message = str(problem.get("message", "invalid"))
+        field = problem.get("key") or "body"
+        errors.append({"field": field, "code": error_code(message), "message": message})
+    if not errors:
+        errors.append({"field": "body", "code": "invalid", "message": str(exc.detail)})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return Response({"status_code": 422, "detail": detail, "errors": errors}, status_code=422)
+
+
+def api_error(request: Request, exc: HTTPException) -> Response:
+    extra = exc.extra if isinstance(exc.extra, dict) else {}
+    return Response(
+        {"status_code": exc.status_code, "detail": exc.detail, "errors": extra.get("errors", [])},
+        status_code=exc.status_code,
+        headers=exc.headers,
+        media_type="application/json",
+    )
+
+
+EXCEPTION_HANDLERS = {ValidationException: validation_error, HTTPException: api_error}

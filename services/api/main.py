@@ -1,0 +1,130 @@
+"""The API's composition root: the Litestar app (routes, guard, error shape, dependencies) and its lifespan, which
+opens the shared infrastructure and wires the read side, the write side and the hub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import uvicorn
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from services.api.access import RateLimiter, token_guard
+from services.api.commands import JobCommands
+from services.api.errors import EXCEPTION_HANDLERS
+from services.api.hub import JobHub
+from services.api.reads import JobReads
+from services.api.routes import health, page
+from services.api.routes.jobs import JobsController
+from services.api.routes.media import get_media
+from services.api.routes.streams import StreamsController
+from services.runtime.infrastructure import open_infrastructure
+from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
+from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
+from services.runtime.settings import Settings
+
+# The API serves no work consumer: it publishes commands and reads the read models.
+CONSUMERS = ()
+# What handlers get injected, by name; the lifespan puts the live ones in the app's state.
+_PROVIDED = ("commands", "reads", "hub", "nc", "settings", "address_policy", "rate_limiter")
+
+
+def _provider(name: str) -> Provide:
+    async def provide(state: State) -> Any:
+        return state[name]
+
+    return Provide(provide)
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        hub = JobHub()
+        kv_ref: list = []
+
+        async def on_reconnect() -> None:
+            if kv_ref:
+                await hub.refresh(kv_ref[0])
+
+        # The API answers health checks on its own port.
+        async with open_infrastructure(settings, "api", serve_health_port=False, on_reconnect=on_reconnect) as infra:
+            kv = await jobs_bucket(infra.js)
+            kv_ref.append(kv)
+            await hub.start(infra.nc, kv)
+            reads = JobReads(infra.js, kv)
+            app.state.update(
+                nc=infra.nc,
+                hub=hub,
+                reads=reads,
+                commands=JobCommands(
+                    EventPublisher(infra.js),
+                    await infra.js.key_value(IDEMPOTENCY_BUCKET),
+                    find=reads.get,
+                    on_accepted=hub.accept,
+                ),
+            )
+            freeze_startup_objects()
+            lag = LoopLagMonitor().start()
+            try:
+                yield
+            finally:
+                lag.stop()
+                await hub.stop()
+
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    return Litestar(
+        route_handlers=[JobsController, StreamsController, get_media, *health.ROUTES, *page.ROUTES],
+        lifespan=[lifespan],
+        state=State(
+            {
+                "settings": settings,
+                "rate_limiter": RateLimiter(settings.rate_limit),
+                # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
+                "address_policy": settings.address_policy(),
+            }
+        ),
+        guards=[token_guard(settings.api_token)],
+        dependencies={name: _provider(name) for name in _PROVIDED},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
+        request_max_body_size=64 * 1024,
+        logging_config=None,
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the API with uvicorn until ``stop``."""
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            # Signals belong to the tubeflow process, which stops every service together.
+            yield
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+    )
+    server = Server(config)
+
+    async def serve_or_fail() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it can't bind; here that is one failed service
+            raise RuntimeError(f"the API could not start on {host}:{port}") from exc
+
+    serve = asyncio.create_task(serve_or_fail())
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({serve, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if serve in done:
+        stopper.cancel()
+        serve.result()
+        if not server.started:
+            raise RuntimeError(f"the API could not start on {host}:{port}")
+        return
+    server.should_exit = True
+    await serve

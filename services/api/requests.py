@@ -1,0 +1,108 @@
+"""What a client may send and get back: the job request with its validation (and the stable error codes of its
+messages), the job list page and the stored-event record."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from contracts import events as ev
+from contracts.views import JobSummary
+
+MAX_URL_LENGTH = 2048
+
+# Messages of our own validation errors -> their error codes (Litestar passes on the message, not pydantic's type).
+_CODES: dict[str, str] = {}
+
+
+def _refuse(code: str, message: str) -> PydanticCustomError:
+    _CODES[message] = code
+    return PydanticCustomError(code, message)
+
+
+def error_code(message: str) -> str:
+    """The stable error code for a validation message of a JobRequest or a query parameter."""
+    for known, code in _CODES.items():
+        if message.endswith(known):
+            return code
+    lowered = message.lower()
+    if "extra inputs" in lowered:
+        return "unknown_field"
+    if "field required" in lowered or "missing required" in lowered:
+        return "missing"
+    if "at most" in lowered:
+        return "too_long"
+    return "invalid"
+
+
+class JobRequest(BaseModel):
+    """What a client may ask for. Only these fields exist; anything else is refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL of a video or playlist")
+    mode: ev.Mode = Field(default="video", description="video: keep the video; audio: audio file only; both")
+    audio_format: ev.AudioFormat = Field(default="mp3", description="format of the extracted audio")
+    format: str | None = Field(
+        default=None, max_length=256, description="optional yt-dlp format selector, e.g. `best[height<=480]`"
+    )
+    playlist_items: str | None = Field(
+        default=None,
+        max_length=200,
+        description='which playlist entries to take, 1-based: "1-3,7,10-12"',
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip()
+        if not value or any(c.isspace() for c in value):
+            raise _refuse("invalid_url", "must be a URL without spaces")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise _refuse("invalid_url", "is not a parsable URL") from exc
+        if parts.scheme.lower() not in ("http", "https"):
+            raise _refuse("invalid_url", "must be an http or https URL")
+        if not parts.hostname:
+            raise _refuse("invalid_url", "has no host")
+        return value
+
+    @field_validator("playlist_items")
+    @classmethod
+    def _playlist_items(cls, value: str | None) -> str | None:
+        return _check_playlist_items(value)
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
+        return value
+
+
+_PLAYLIST_ITEMS = re.compile(r"\d{1,6}(-\d{1,6})?(,\d{1,6}(-\d{1,6})?)*")
+
+
+def _check_playlist_items(value: str | None) -> str | None:
+    if value is not None and not _PLAYLIST_ITEMS.fullmatch(value.replace(" ", "")):
+        raise _refuse("invalid_playlist_items", 'must look like "1-3,7,10-12" (1-based entry numbers and ranges)')
+    return value.replace(" ", "") if value is not None else None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next: str | None = Field(description="cursor for the next page (pass as ?cursor=), null on the last page")
+
+
+class EventRecord(BaseModel):
+    seq: int
+    type: str
+    occurred_at: datetime | None
+    item_id: str | None
+    data: dict

@@ -1,0 +1,47 @@
+"""Liveness, readiness (NATS connected, the event stream there) and Prometheus metrics of this API process."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Response, get
+from litestar.di import NamedDependency
+from nats.aio.client import Client as NATS
+
+from services.api.hub import JobHub
+from services.runtime.metrics import JOBS, SSE_CLIENTS
+from services.runtime.metrics import render as render_metrics
+from services.runtime.nats import STREAM
+
+_STATUSES = ("queued", "resolving", "running", "completed", "partial", "failed", "cancelled")
+
+
+@get("/metrics", summary="Prometheus metrics of this API process", tags=["health"], media_type="text/plain")
+async def metrics(hub: NamedDependency[JobHub]) -> Response[bytes]:
+    counts: dict[str, int] = {}
+    for summary in hub.summaries.values():
+        counts[summary.status] = counts.get(summary.status, 0) + 1
+    for status in _STATUSES:
+        JOBS.labels(status).set(counts.get(status, 0))
+    SSE_CLIENTS.set(hub.watcher_count)
+    body, content_type = render_metrics()
+    return Response(body, media_type=content_type)
+
+
+@get("/healthz", summary="The process is alive", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="NATS connected and the event stream present", tags=["health"])
+async def readyz(nc: NamedDependency[NATS]) -> Response[dict[str, str]]:
+    if not nc.is_connected:
+        return Response({"status": "unavailable", "reason": "NATS is not connected"}, status_code=503)
+    try:
+        await asyncio.wait_for(nc.jetstream().stream_info(STREAM), 2.0)
+    except Exception as exc:
+        return Response({"status": "unavailable", "reason": f"stream {STREAM}: {exc}"}, status_code=503)
+    return Response({"status": "ready"})
+
+
+ROUTES = [metrics, healthz, readyz]

@@ -1,0 +1,127 @@
+"""Jobs: submit, cancel, retry, list, read one, read its events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody, Parameter, SkipValidation
+
+from contracts.decisions import Refusal
+from contracts.views import JobStatus, JobView
+from services.api.access import RateLimiter, client_key
+from services.api.commands import JobCommands
+from services.api.errors import ApiError, error_responses, field_error
+from services.api.hub import JobHub
+from services.api.reads import JobReads
+from services.api.requests import EventRecord, JobList, JobRequest
+from services.runtime.addresses import AddressPolicy
+from services.runtime.tracing import span
+
+
+async def _existing(reads: JobReads, job_id: str) -> JobView:
+    view = await reads.get(job_id)
+    if view is None:
+        raise NotFoundException(f"no job {job_id}")
+    return view
+
+
+def _accepted(outcome: JobView | Refusal, job_id: str) -> Response[JobView]:
+    """202 with the view, or 409 naming why the command does not apply."""
+    if isinstance(outcome, Refusal):
+        raise field_error(409, "job_id", outcome.code, outcome.message, detail=f"job {job_id}: {outcome.message}")
+    return Response(outcome, status_code=202)
+
+
+class JobsController(Controller):
+    path = "/api/jobs"
+    tags = ["jobs"]
+
+    @post(
+        "/",
+        status_code=202,
+        summary="Submit a video or playlist URL",
+        responses=error_responses(400, 401, 413, 422, 429),
+    )
+    async def create_job(
+        self,
+        request: Request,
+        data: JSONBody[JobRequest],
+        commands: NamedDependency[JobCommands],
+        # Not validated: Litestar would try to convert the policy dataclass field by field.
+        address_policy: NamedDependency[SkipValidation[AddressPolicy]],
+        rate_limiter: NamedDependency[RateLimiter],
+    ) -> Response[JobView]:
+        """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
+        reason = address_policy.url_reason(data.url)
+        if reason:
+            raise ApiError(
+                422, f"url: {reason}", [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}]
+            )
+        rate_limiter.check(client_key(request))
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise field_error(422, "Idempotency-Key", "invalid", "must be 1 to 255 characters")
+        with span("POST /api/jobs", url=data.url, mode=data.mode):
+            view = await commands.submit(data, idempotency_key=key)
+        return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
+
+    @post(
+        "/{job_id:str}/cancel",
+        status_code=202,
+        summary="Stop a job: running work stops, queued items are skipped, the job ends cancelled",
+        responses=error_responses(401, 404, 409, 422),
+    )
+    async def cancel_job(
+        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+    ) -> Response[JobView]:
+        return _accepted(await commands.cancel(await _existing(reads, job_id)), job_id)
+
+    @post(
+        "/{job_id:str}/retry",
+        status_code=202,
+        summary="Run the failed items of a finished job again",
+        responses=error_responses(401, 404, 409, 422),
+        description="202 with the view; the job runs again and ends in its new terminal status. 409 while it runs, "
+        "when nothing failed, or when it was cancelled.",
+    )
+    async def retry_job(
+        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+    ) -> Response[JobView]:
+        return _accepted(await commands.retry(await _existing(reads, job_id)), job_id)
+
+    @get("/", summary="List jobs, newest first", responses=error_responses(400, 401, 422))
+    async def list_jobs(
+        self,
+        hub: NamedDependency[JobHub],
+        limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
+        status: Annotated[JobStatus | None, Parameter(description="only jobs in this status")] = None,
+        cursor: Annotated[str | None, Parameter(max_length=64, description="the `next` of the previous page")] = None,
+    ) -> JobList:
+        jobs, next_cursor = hub.page(limit=limit, status=status, before=cursor)
+        return JobList(jobs=jobs, next=next_cursor)
+
+    @get("/{job_id:str}", summary="One job with its items", responses=error_responses(401, 404, 422))
+    async def get_job(self, job_id: FromPath[str], reads: NamedDependency[JobReads]) -> Response[JobView]:
+        data = await reads.get_json(job_id)
+        if data is None:
+            raise NotFoundException(f"no job {job_id}")
+        return Response(data, media_type="application/json")
+
+    @get(
+        "/{job_id:str}/events",
+        summary="The job's stored events, in stream order",
+        responses=error_responses(400, 401, 404, 422),
+    )
+    async def get_job_events(
+        self,
+        job_id: FromPath[str],
+        reads: NamedDependency[JobReads],
+        after: Annotated[int, Parameter(ge=0, description="only events with seq above this")] = 0,
+        limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
+    ) -> list[EventRecord]:
+        await _existing(reads, job_id)
+        stored = await reads.events(job_id, after=after, limit=limit)
+        return [EventRecord(**s.as_json()) for s in stored]

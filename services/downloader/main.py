@@ -1,0 +1,79 @@
+"""The downloader service's composition root: its consumers, its adapters (yt-dlp, the media catalog) and its
+handlers wired together on the shared infrastructure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from services.downloader.catalog import MediaCatalog
+from services.downloader.handlers import Downloader
+from services.downloader.ytdlp import YtDlp
+from services.runtime.infrastructure import open_infrastructure
+from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher
+from services.runtime.nats.work import work_subscriber
+from services.runtime.settings import Settings, worker_identity
+from services.runtime.worker import cancellations_for, new_broker, serve_worker
+
+log = logging.getLogger("tubeflow.downloader")
+
+RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
+ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
+CONSUMERS = (RESOLVE, ITEMS)
+RESOLVE_CONCURRENCY = 2
+# yt-dlp's download threads take the GIL after every socket read; with Python's default 5 ms switch interval the
+# event loop (progress reports, acks, cancels) waits behind them. 1 ms keeps its waits short.
+SWITCH_INTERVAL = 0.001
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    concurrency = settings.download_concurrency
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+    executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
+    media = YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=settings.address_policy())
+    warm_up = asyncio.get_running_loop().run_in_executor(executor, media.warm_up)
+    warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))
+    media_dir = settings.media_dir.resolve()
+    media_dir.mkdir(parents=True, exist_ok=True)
+
+    async with open_infrastructure(settings, "downloader") as infra:
+        cancellations = await cancellations_for(infra)
+        worker = worker_identity(settings)
+        downloader = Downloader(
+            publisher=EventPublisher(infra.js),
+            media=media,
+            executor=executor,
+            media_dir=media_dir,
+            worker=worker,
+            max_items=settings.max_playlist_items,
+            progress_interval=settings.progress_interval,
+            progress_min_step=settings.progress_min_step,
+            attempts=settings.download_attempts,
+            retry_delay=settings.retry_delay,
+            cancellations=cancellations,
+            catalog=MediaCatalog(
+                await infra.js.key_value(MEDIA_BUCKET), await infra.js.key_value(CLAIMS_BUCKET), media_dir, worker
+            ),
+        )
+        broker = new_broker(settings.nats_url)  # type: ignore[arg-type]
+        work_subscriber(
+            broker,
+            infra.js,
+            RESOLVE,
+            max_workers=RESOLVE_CONCURRENCY,
+            ack_wait=settings.ack_wait,
+            work=downloader.resolve,
+        )
+        work_subscriber(
+            broker, infra.js, ITEMS, max_workers=concurrency, ack_wait=settings.ack_wait, work=downloader.download
+        )
+        await serve_worker(
+            "downloader",
+            infra,
+            broker,
+            cancellations,
+            stop,
+            on_stopped=lambda: executor.shutdown(wait=False, cancel_futures=True),
+        )

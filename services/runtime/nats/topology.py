@@ -1,0 +1,211 @@
+"""What tubeflow needs on a NATS server: the event stream, the dead-letter stream, the KV buckets and the durable
+work consumers. Declared idempotently (at start, or once by `tubeflow setup`), or waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import Error as JetStreamError
+
+from contracts.events import ALL_EVENTS, subject_filter
+
+log = logging.getLogger("tubeflow.topology")
+
+STREAM = "TUBEFLOW_EVENTS"
+DLQ_STREAM = "TUBEFLOW_DLQ"
+DLQ_PREFIX = "tubeflow.dlq"
+JOBS_BUCKET = "tubeflow_jobs"
+IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
+MEDIA_BUCKET = "tubeflow_media"
+CLAIMS_BUCKET = "tubeflow_claims"
+BUCKETS = (JOBS_BUCKET, IDEMPOTENCY_BUCKET, MEDIA_BUCKET, CLAIMS_BUCKET)
+# A download holds its claim at most this long; a dead holder's claim frees itself.
+CLAIM_TTL = 300.0
+# How long an Idempotency-Key keeps answering with the same job.
+IDEMPOTENCY_TTL = 24 * 3600.0
+# Window in which JetStream drops a second publish with the same Nats-Msg-Id.
+DUPLICATE_WINDOW = 120.0
+MAX_EVENT_BYTES = 1024 * 1024
+
+# --- streams and buckets ----------------------------------------------------------------------------------------
+
+
+def stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=STREAM,
+        description="tubeflow job events: the source of truth",
+        subjects=[ALL_EVENTS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        discard=api.DiscardPolicy.OLD,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_msg_size=MAX_EVENT_BYTES,
+        allow_direct=True,
+    )
+
+
+def dlq_stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=DLQ_STREAM,
+        description="tubeflow dead letters: events a consumer could not read or process, with the reason",
+        subjects=[f"{DLQ_PREFIX}.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_age=30 * 24 * 3600.0,
+    )
+
+
+def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
+    def bucket(name: str, description: str, **extra: Any) -> api.KeyValueConfig:
+        return api.KeyValueConfig(
+            bucket=name, description=description, history=1, storage=api.StorageType.FILE, replicas=replicas, **extra
+        )
+
+    return [
+        bucket(
+            JOBS_BUCKET,
+            "tubeflow job views, folded from TUBEFLOW_EVENTS (disposable)",
+            max_value_size=MAX_EVENT_BYTES * 8,
+        ),
+        bucket(IDEMPOTENCY_BUCKET, "Idempotency-Key -> job id", ttl=IDEMPOTENCY_TTL),
+        bucket(MEDIA_BUCKET, "media key -> file already downloaded (reused instead of downloading again)"),
+        bucket(CLAIMS_BUCKET, "media key -> worker downloading it right now", ttl=CLAIM_TTL),
+    ]
+
+
+async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
+    """Create the streams and buckets that are missing. Idempotent; returns what it created."""
+    created = []
+    for config in (stream_config(replicas), dlq_stream_config(replicas)):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            created.append(f"stream {config.name}")
+    for bucket in bucket_configs(replicas):
+        try:
+            await js.key_value(bucket.bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(bucket)
+            created.append(f"bucket {bucket.bucket}")
+    return created
+
+
+async def missing_topology(js: JetStreamContext) -> list[str]:
+    missing = []
+    for name in (STREAM, DLQ_STREAM):
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(f"stream {name}")
+    for bucket in BUCKETS:
+        try:
+            await js.key_value(bucket)
+        except BucketNotFoundError:
+            missing.append(f"bucket {bucket}")
+    return missing
+
+
+async def prepare(js: JetStreamContext, settings: Any) -> list[str]:
+    """What a service does at start: declare what is missing, or (TUBEFLOW_DECLARE=false, after `tubeflow setup`
+    or when `tubeflow up` declared it already) wait until it exists."""
+    if settings.declare:
+        return await ensure_topology(js, replicas=settings.stream_replicas)
+    waited = 0.0
+    while missing := await missing_topology(js):
+        if waited % 10 == 0:
+            log.warning("waiting for `tubeflow setup`: missing %s", ", ".join(missing))
+        await asyncio.sleep(1.0)
+        waited += 1.0
+    return []
+
+
+# --- work consumers ---------------------------------------------------------------------------------------------
+
+ACK_WAIT = 30.0
+MAX_DELIVER = 10
+# No server-side backoff, on purpose: with `backoff` set, nats-server 2.15 ignores the delay of a NAK from the
+# second redelivery on and waits backoff[n] instead (measured: 0.2 s asked, 30 s waited). Retry delays are the
+# handlers' choice (RetryLater, growing per attempt); a crashed worker's message comes back after ack_wait, which
+# in-progress acks keep short even for long downloads.
+BACKOFF: list[float] = []
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One durable work consumer of one event type, as a service declares it. The service's broker subscribes with
+    ``config()`` and `tubeflow setup` declares the same ``config()``, so the two can't drift apart.
+
+    Durable consumer settings don't all change in place on the server: change one by releasing a new ``durable``
+    name (…-v2), not by editing the old one.
+    """
+
+    event_type: str
+    durable: str
+    max_ack_pending: int
+
+    @property
+    def filter_subject(self) -> str:
+        return subject_filter(self.event_type)
+
+    def config(self, ack_wait: float = ACK_WAIT) -> api.ConsumerConfig:
+        return api.ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=MAX_DELIVER,
+            backoff=BACKOFF or None,
+            max_ack_pending=self.max_ack_pending,
+        )
+
+
+_COMPARED = ("filter_subject", "ack_policy", "ack_wait", "max_deliver", "max_ack_pending", "deliver_policy")
+
+
+def _differences(current: api.ConsumerConfig, wanted: api.ConsumerConfig) -> list[str]:
+    out = []
+    for field in _COMPARED:
+        have, want = getattr(current, field), getattr(wanted, field)
+        if want is not None and have != want:
+            out.append(f"{field} {have} -> {want}")
+    return out
+
+
+async def declare_consumers(
+    js: JetStreamContext, specs: Iterable[ConsumerSpec], ack_wait: float
+) -> tuple[list[str], list[str]]:
+    """Create the work consumers that are missing and update those that differ where JetStream allows it.
+    Returns (what changed, problems); a consumer that can't change in place is reported, never deleted."""
+    changes: list[str] = []
+    problems: list[str] = []
+    for spec in specs:
+        name, wanted = spec.durable, spec.config(ack_wait)
+        try:
+            info = await js.consumer_info(STREAM, name)
+        except NotFoundError:
+            await js.add_consumer(STREAM, wanted)
+            changes.append(f"created consumer {name}")
+            continue
+        differences = _differences(info.config, wanted)
+        if not differences:
+            changes.append(f"unchanged consumer {name}")
+            continue
+        try:
+            await js.add_consumer(STREAM, wanted)
+            changes.append(f"updated consumer {name}: {', '.join(differences)}")
+        except JetStreamError as exc:
+            problems.append(
+                f"consumer {name} differs ({', '.join(differences)}) and can't be changed in place: {exc}. "
+                "Release it under a new durable name (e.g. -v2)."
+            )
+    return changes, problems
