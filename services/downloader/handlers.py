@@ -16,12 +16,13 @@ from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
 from services.downloader.catalog import MediaCatalog
 from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution, Reuse
-from services.runtime.cancellation import Aborted, Cancellations
+from services.runtime.cancellation import Aborted, Cancellations, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
 from services.runtime.nats import Publisher
-from services.runtime.nats.work import HANDBACK_DELAY, RetryLater
+from services.runtime.nats.work import RetryLater
+from services.runtime.steps import Emitter, run_cancellable
 from services.runtime.throttle import HandoffGate, ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")
@@ -61,22 +62,13 @@ class Downloader:
     catalog: MediaCatalog | None = None
     now: Callable[[], datetime] = field(default=utcnow)
 
-    async def _emit(
-        self,
-        event_type: str,
-        job_id: str,
-        data: ev.Payload,
-        event_id: str,
-        item: str | None = None,
-        occurred_at: datetime | None = None,
-    ) -> None:
-        when = occurred_at or self.now()
-        await self.publisher.publish(
-            ev.make_event(event_type, job_id=job_id, item_id=item, data=data, occurred_at=when, event_id=event_id)
-        )
+    def __post_init__(self) -> None:
+        self._emit = Emitter(self.publisher, self.now).emit
 
     def _retry_delay(self, attempt: int) -> float:
         return self.retry_delay * (2 ** (attempt - 1))
+
+    # --- resolve ------------------------------------------------------------------------------------------------
 
     async def resolve(self, event: ev.RequestedEvent, attempt: int = 1) -> None:
         """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
@@ -121,6 +113,11 @@ class Downloader:
             ),
             step_event_id(job, "resolved", round=rnd),
         )
+        await self._queue_items(event, resolution)
+
+    async def _queue_items(self, event: ev.RequestedEvent, resolution: Resolution) -> None:
+        """One `item.queued` per entry, ``QUEUE_CHUNK`` at a time; a cancel stops it between chunks."""
+        job, request = event.job_id, event.data
         for start in range(0, len(resolution.entries), QUEUE_CHUNK):
             if await self.cancellations.is_cancelled(job):
                 return
@@ -137,7 +134,7 @@ class Downloader:
                             mode=request.mode,
                             audio_format=request.audio_format,
                             format=request.format,
-                            round=rnd,
+                            round=request.round,
                             occurred_at=self.now(),
                         )
                     )
@@ -145,35 +142,50 @@ class Downloader:
                 )
             )
 
+    # --- download -----------------------------------------------------------------------------------------------
+
     async def download(self, event: ev.ItemQueuedEvent, attempt: int = 1) -> None:
         """`item.queued` -> `download.started`, throttled `download.progress`, then `download.completed|failed`
         (or `download.retrying` and a redelivery after a transient failure)."""
         job, item = event.job_id, event.item_id or item_id(event.data.index)
-        if await self.cancellations.is_cancelled(job):
-            log.info("skipping item %s of cancelled job %s", item, job)
-            return
-        token = self.cancellations.token(job)
-        try:
-            if token.reason is not None:
-                raise Aborted(token.reason)
-            await self._download(event, job, item, attempt, token)
-        except Aborted as exc:
-            if exc.reason == "shutdown":
-                # The partial file stays: the next delivery resumes it with a Range request.
-                raise RetryLater(HANDBACK_DELAY, "handed back at shutdown") from exc
-            _remove_partials(self.media_dir / job, item)
-            log.info("download of item %s of job %s stopped: job cancelled", item, job)
-        finally:
-            self.cancellations.release(token)
+        await run_cancellable(
+            self.cancellations,
+            job,
+            lambda token: self._download(event, job, item, attempt, token),
+            what=f"download of item {item}",
+            on_cancelled=lambda: _remove_partials(self.media_dir / job, item),
+        )
 
-    async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token) -> None:  # noqa: ANN001
+    async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token: CancelToken) -> None:
+        rnd = event.data.round
         await self._emit(
             "download.started",
             job,
             ev.DownloadStarted(worker=self.worker, attempt=attempt),
-            step_event_id(job, "download.started", item, attempt, round=event.data.round),
+            step_event_id(job, "download.started", item, attempt, round=rnd),
             item,
         )
+        pump, hook = self._progress_reports(job, item, token)
+        try:
+            result = await self._fetch(event, job, item, hook, token)
+        except MediaError as exc:
+            await pump.close()
+            if token.reason is not None:
+                raise Aborted(token.reason) from exc
+            await self._fail_or_retry(exc, job, item, attempt, rnd)
+            return
+        except BaseException:
+            await pump.close()
+            raise
+        await pump.close()
+        if token.reason is not None:
+            raise Aborted(token.reason)
+        await self._completed(event, job, item, result)
+
+    def _progress_reports(
+        self, job: str, item: str, token: CancelToken
+    ) -> tuple[ProgressPump[tuple[ev.DownloadProgress, datetime]], ProgressHook]:
+        """The yt-dlp progress hook, and the pump that publishes what it reports as throttled `download.progress`."""
 
         async def send_progress(observed: tuple[ev.DownloadProgress, datetime]) -> None:
             # occurred_at is when the hook saw the bytes, not when the throttle let the report go.
@@ -214,6 +226,14 @@ class Downloader:
             )
             loop.call_soon_threadsafe(pump.offer, (report, now()))
 
+        return pump, hook
+
+    async def _fetch(
+        self, event: ev.ItemQueuedEvent, job: str, item: str, hook: ProgressHook, token: CancelToken
+    ) -> Downloaded:
+        """Download the item with yt-dlp on a worker thread, reusing a file the catalog has (or claiming its key
+        while this download runs, so a concurrent job waits for it instead of downloading it too)."""
+        loop = asyncio.get_running_loop()
         directory = self.media_dir / job
         directory.mkdir(parents=True, exist_ok=True)
         claimed: list[str] = []
@@ -232,39 +252,34 @@ class Downloader:
             )
             if claimed and self.catalog is not None:
                 await self.catalog.record(claimed[0], result)
-        except MediaError as exc:
-            await pump.close()
-            if token.reason is not None:
-                raise Aborted(token.reason) from exc
-            if exc.transient and attempt < self.attempts:
-                delay = self._retry_delay(attempt)
-                await self._emit(
-                    "download.retrying",
-                    job,
-                    ev.DownloadRetrying(
-                        worker=self.worker, attempt=attempt, code=exc.code, message=exc.message, delay=delay
-                    ),
-                    step_event_id(job, "download.retrying", item, attempt, round=event.data.round),
-                    item,
-                )
-                raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
-            await self._emit(
-                "download.failed",
-                job,
-                ev.DownloadFailed(worker=self.worker, code=exc.code, message=exc.message, attempt=attempt),
-                step_event_id(job, "download.failed", item, round=event.data.round),
-                item,
-            )
-            return
-        except BaseException:
-            await pump.close()
-            raise
+            return result
         finally:
             if claimed and self.catalog is not None:
                 await self.catalog.release(claimed[0])
-        await pump.close()
-        if token.reason is not None:
-            raise Aborted(token.reason)
+
+    async def _fail_or_retry(self, exc: MediaError, job: str, item: str, attempt: int, rnd: int) -> None:
+        """A transient error with tries left: `download.retrying` and a redelivery later; otherwise `download.failed`."""
+        if exc.transient and attempt < self.attempts:
+            delay = self._retry_delay(attempt)
+            await self._emit(
+                "download.retrying",
+                job,
+                ev.DownloadRetrying(
+                    worker=self.worker, attempt=attempt, code=exc.code, message=exc.message, delay=delay
+                ),
+                step_event_id(job, "download.retrying", item, attempt, round=rnd),
+                item,
+            )
+            raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
+        await self._emit(
+            "download.failed",
+            job,
+            ev.DownloadFailed(worker=self.worker, code=exc.code, message=exc.message, attempt=attempt),
+            step_event_id(job, "download.failed", item, round=rnd),
+            item,
+        )
+
+    async def _completed(self, event: ev.ItemQueuedEvent, job: str, item: str, result: Downloaded) -> None:
         if result.reused:
             REUSED.inc()
         else:

@@ -42,10 +42,30 @@ async def extract_audio(
 
     Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message.
     """
-    muxer, codec = AUDIO_FORMATS[audio_format]
     # Its own partial file: two jobs reusing one download may extract the same audio at the same time.
     partial = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
     process = await asyncio.create_subprocess_exec(
+        *_command(source, partial, audio_format),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    run = _Run(duration, on_progress)
+    try:
+        await asyncio.gather(run.read_stderr(process.stderr), run.read_progress(process.stdout))
+        code = await process.wait()
+    except asyncio.CancelledError:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        partial.unlink(missing_ok=True)
+        raise
+    return _keep_output(source, partial, target, code, run.stderr_tail)
+
+
+def _command(source: Path, output: Path, audio_format: str) -> list[str]:
+    muxer, codec = AUDIO_FORMATS[audio_format]
+    return [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",
@@ -63,44 +83,42 @@ async def extract_audio(
         "-nostats",
         "-f",
         muxer,
-        str(partial),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    total = {"duration": duration}
-    stderr_tail: list[bytes] = []
+        str(output),
+    ]
 
-    async def read_stderr() -> None:
-        assert process.stderr is not None
-        async for line in process.stderr:
-            if total["duration"] is None and (m := _DURATION.search(line)):
+
+class _Run:
+    """What one ffmpeg run tells: the input's duration and the last lines on stderr, the progress on stdout."""
+
+    def __init__(self, duration: float | None, on_progress: Callable[[float, float | None], None]) -> None:
+        self.duration = duration
+        self.on_progress = on_progress
+        self.stderr_tail: list[bytes] = []
+
+    async def read_stderr(self, stream: asyncio.StreamReader | None) -> None:
+        assert stream is not None
+        async for line in stream:
+            if self.duration is None and (m := _DURATION.search(line)):
                 h, mi, s = m.groups()
-                total["duration"] = int(h) * 3600 + int(mi) * 60 + float(s)
-            stderr_tail.append(line.rstrip())
-            del stderr_tail[:-20]
+                self.duration = int(h) * 3600 + int(mi) * 60 + float(s)
+            self.stderr_tail.append(line.rstrip())
+            del self.stderr_tail[:-20]
 
-    async def read_progress() -> None:
-        assert process.stdout is not None
-        async for raw in process.stdout:
+    async def read_progress(self, stream: asyncio.StreamReader | None) -> None:
+        """``-progress pipe:1`` blocks: ``out_time_us=…`` lines, and ``progress=end`` when done."""
+        assert stream is not None
+        async for raw in stream:
             key, _, value = raw.decode(errors="replace").strip().partition("=")
             if key == "out_time_us" and value.lstrip("-").isdigit():
                 seconds = max(0, int(value)) / 1_000_000
-                whole = total["duration"]
-                percent = min(100.0, 100.0 * seconds / whole) if whole else 0.0
-                on_progress(percent, seconds)
+                whole = self.duration
+                self.on_progress(min(100.0, 100.0 * seconds / whole) if whole else 0.0, seconds)
             elif key == "progress" and value == "end":
-                on_progress(100.0, total["duration"])
+                self.on_progress(100.0, self.duration)
 
-    try:
-        await asyncio.gather(read_stderr(), read_progress())
-        code = await process.wait()
-    except asyncio.CancelledError:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        partial.unlink(missing_ok=True)
-        raise
+
+def _keep_output(source: Path, partial: Path, target: Path, code: int, stderr_tail: list[bytes]) -> int:
+    """Move a finished output into place and return its size, or raise with what ffmpeg said went wrong."""
     if code != 0:
         partial.unlink(missing_ok=True)
         text = b"\n".join(stderr_tail).decode(errors="replace")

@@ -11,11 +11,11 @@ from typing import Callable
 from contracts import events as ev
 from contracts.ids import random_event_id, step_event_id
 from services.extractor.ffmpeg import audio_path, extract_audio
-from services.runtime.cancellation import Aborted, Cancellations, until_tripped
+from services.runtime.cancellation import Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
 from services.runtime.nats import Publisher
-from services.runtime.nats.work import HANDBACK_DELAY, RetryLater
+from services.runtime.steps import Emitter, run_cancellable
 from services.runtime.throttle import ProgressPump
 
 log = logging.getLogger("tubeflow.extractor")
@@ -31,40 +31,26 @@ class Extractor:
     cancellations: Cancellations = field(default_factory=Cancellations)
     now: Callable[[], datetime] = field(default=utcnow)
 
+    def __post_init__(self) -> None:
+        self._emitter = Emitter(self.publisher, self.now)
+
     async def _emit(
-        self,
-        event_type: str,
-        source: ev.Envelope,
-        data: ev.Payload,
-        event_id: str,
-        occurred_at: datetime | None = None,
+        self, event_type: str, source: ev.Envelope, data: ev.Payload, event_id: str, occurred_at: datetime | None = None
     ) -> None:
-        await self.publisher.publish(
-            ev.make_event(
-                event_type,
-                job_id=source.job_id,
-                item_id=source.item_id,
-                data=data,
-                occurred_at=occurred_at or self.now(),
-                event_id=event_id,
-            )
-        )
+        await self._emitter.emit(event_type, source.job_id, data, event_id, source.item_id, occurred_at)
 
     async def extract(self, event: ev.DownloadCompletedEvent, attempt: int = 1) -> None:
+        """`download.completed` of a job that asked for audio -> `extract.started`, throttled `extract.progress`,
+        then `extract.completed|failed`."""
         audio_format = event.data.audio_format
-        if audio_format is None or await self.cancellations.is_cancelled(event.job_id):
+        if audio_format is None:
             return
-        token = self.cancellations.token(event.job_id)
-        try:
-            if token.reason is not None:
-                raise Aborted(token.reason)
-            await until_tripped(token, self._extract(event, audio_format, attempt))
-        except Aborted as exc:
-            if exc.reason == "shutdown":
-                raise RetryLater(HANDBACK_DELAY, "handed back at shutdown") from exc
-            log.info("extraction of item %s of job %s stopped: job cancelled", event.item_id, event.job_id)
-        finally:
-            self.cancellations.release(token)
+        await run_cancellable(
+            self.cancellations,
+            event.job_id,
+            lambda token: until_tripped(token, self._extract(event, audio_format, attempt)),
+            what=f"extraction of item {event.item_id}",
+        )
 
     async def _extract(self, event: ev.DownloadCompletedEvent, audio_format: str, attempt: int) -> None:
         job, item = event.job_id, event.item_id
@@ -74,6 +60,38 @@ class Extractor:
             ev.ExtractStarted(worker=self.worker, audio_format=audio_format),
             step_event_id(job, "extract.started", item, attempt, round=event.data.round),
         )
+        pump, on_progress = self._progress_reports(event)
+        media_dir = self.media_dir.resolve()
+        source = (media_dir / event.data.file).resolve()
+        target = audio_path(source, audio_format)
+        try:
+            size, reused = await self._make_audio(event, source, target, audio_format, on_progress)
+        except MediaError as exc:
+            await pump.close()
+            await self._emit(
+                "extract.failed",
+                event,
+                ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
+                step_event_id(job, "extract.failed", item, round=event.data.round),
+            )
+            return
+        except BaseException:
+            await pump.close()
+            raise
+        await pump.close()
+        await self._emit(
+            "extract.completed",
+            event,
+            ev.ExtractCompleted(
+                worker=self.worker, file=target.relative_to(media_dir).as_posix(), size=size, reused=reused
+            ),
+            step_event_id(job, "extract.completed", item, round=event.data.round),
+        )
+
+    def _progress_reports(
+        self, event: ev.DownloadCompletedEvent
+    ) -> tuple[ProgressPump[tuple[ev.ExtractProgress, datetime]], Callable[[float, float | None], None]]:
+        """ffmpeg's progress callback, and the pump that publishes it as throttled `extract.progress`."""
 
         async def send_progress(observed: tuple[ev.ExtractProgress, datetime]) -> None:
             # occurred_at is when ffmpeg reported, not when the throttle let the report go.
@@ -92,40 +110,21 @@ class Extractor:
             report = ev.ExtractProgress(worker=worker, percent=round(percent, 2), out_time=out_time)
             pump.offer((report, self.now()))
 
-        source = (self.media_dir / event.data.file).resolve()
-        target = audio_path(source, audio_format)
-        reused = False
-        try:
-            if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
-                raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
-            if target.is_file() and target.stat().st_size > 0:
-                # Another job already made this audio from the same file (written atomically, so it is complete).
-                size, reused = target.stat().st_size, True
-            else:
-                size = await extract_audio(
-                    source, target, audio_format, duration=event.data.duration, on_progress=on_progress
-                )
-        except MediaError as exc:
-            await pump.close()
-            await self._emit(
-                "extract.failed",
-                event,
-                ev.ExtractFailed(worker=self.worker, code=exc.code, message=exc.message),
-                step_event_id(job, "extract.failed", item, round=event.data.round),
-            )
-            return
-        except BaseException:
-            await pump.close()
-            raise
-        await pump.close()
-        await self._emit(
-            "extract.completed",
-            event,
-            ev.ExtractCompleted(
-                worker=self.worker,
-                file=target.relative_to(self.media_dir.resolve()).as_posix(),
-                size=size,
-                reused=reused,
-            ),
-            step_event_id(job, "extract.completed", item, round=event.data.round),
-        )
+        return pump, on_progress
+
+    async def _make_audio(
+        self,
+        event: ev.DownloadCompletedEvent,
+        source: Path,
+        target: Path,
+        audio_format: str,
+        on_progress: Callable[[float, float | None], None],
+    ) -> tuple[int, bool]:
+        """Write the audio file; returns its size and whether an existing one was reused."""
+        if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
+            raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
+        if target.is_file() and target.stat().st_size > 0:
+            # Another job already made this audio from the same file (written atomically, so it is complete).
+            return target.stat().st_size, True
+        size = await extract_audio(source, target, audio_format, duration=event.data.duration, on_progress=on_progress)
+        return size, False
