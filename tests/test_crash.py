@@ -9,9 +9,9 @@ import time
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
 from services.runtime.embedded import EmbeddedNats
-from services.runtime.sse_client import sse_messages
 from tests.conftest import free_port, wait_ready
 from tests.test_services import spawn
 
@@ -117,7 +117,7 @@ async def test_a_nats_restart_mid_job_loses_nothing(cluster, media):
     async def follow() -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(90)) as client:
             async with client.stream("GET", f"{cluster.base}/api/jobs/{job['id']}/stream") as response:
-                async for message in sse_messages(response):
+                async for message in EventSource(response).aiter_sse():
                     messages.append(message)
 
     stream = asyncio.create_task(follow())
@@ -131,7 +131,7 @@ async def test_a_nats_restart_mid_job_loses_nothing(cluster, media):
     assert ready == 503
     assert messages[-1].event == "job" and messages[-1].json()["status"] == "completed"
     assert view["download"]["completed"] == 1 and view["extract"]["completed"] == 1
-    ids = [m.id for m in messages]
+    ids = [int(m.id) for m in messages]
     assert ids == sorted(ids)
 
 

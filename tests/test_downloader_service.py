@@ -12,19 +12,9 @@ from contracts.ids import new_job_id
 from services.downloader.handlers import Downloader
 from services.downloader.ytdlp import Downloaded, Entry, Resolution
 from services.runtime.failures import MediaError
+from tests.support.fakes import FakePublisher
 
 NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.events: list[ev.Envelope] = []
-
-    async def publish(self, event: ev.Envelope) -> None:
-        self.events.append(event)
-
-    def types(self) -> list[str]:
-        return [e.type for e in self.events]
 
 
 class FakeMedia:

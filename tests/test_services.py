@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import EventSource
 
 from services.runtime.embedded import EmbeddedNats
-from services.runtime.sse_client import sse_messages
 from tests.conftest import free_port, spawn_cli, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,7 @@ def spawn(name: str, env: dict[str, str], log: Path, *args: str) -> subprocess.P
 async def follow(base: str, job_id: str) -> list:
     async with httpx.AsyncClient(timeout=httpx.Timeout(120)) as client:
         async with client.stream("GET", f"{base}/api/jobs/{job_id}/stream") as response:
-            return [message async for message in sse_messages(response)]
+            return [message async for message in EventSource(response).aiter_sse()]
 
 
 def final_state(messages: list) -> tuple[dict, dict]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 from rich.console import Console
 from rich.live import Live
 from rich.progress import (
@@ -22,8 +23,6 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
-
-from services.runtime.sse_client import sse_messages
 
 TERMINAL = {"completed", "partial", "failed", "cancelled"}
 
@@ -111,7 +110,8 @@ class Bars:
 async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_change) -> JobState:  # noqa: ANN001
     """Follow the job's stream until its terminal state; reconnect with Last-Event-ID when the connection drops."""
     state = JobState()
-    last_id: int | None = None
+    last_id: str | None = None
+    retry = 1.0  # seconds before reconnecting; the server's `retry:` field overrides it
     while True:
         headers = {"Last-Event-ID": str(last_id)} if last_id is not None else {}
         try:
@@ -119,9 +119,11 @@ async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_chang
                 "GET", f"{base}/api/jobs/{job_id}/stream", headers=headers, timeout=httpx.Timeout(10, read=120)
             ) as response:
                 response.raise_for_status()
-                async for message in sse_messages(response):
-                    if message.id is not None:
+                async for message in EventSource(response).aiter_sse():
+                    if message.id:
                         last_id = message.id
+                    if message.retry is not None:
+                        retry = message.retry / 1000
                     if message.event == "item":
                         item = message.json()
                         state.items[item["id"]] = item
@@ -131,7 +133,7 @@ async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_chang
                     if state.job.get("status") in TERMINAL and message.event == "job":
                         return state
         except (httpx.TransportError, httpx.HTTPStatusError):
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(retry)
 
 
 async def _get(args, console: Console) -> int:  # noqa: ANN001
