@@ -90,6 +90,17 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
+TIERS = ("unit", "service", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+    """Each test is marked with its tier (its folder): `pytest -m "not e2e"` runs the fast tiers alone."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
     terminalreporter.write_line(f"NATS used by the tests: {_NATS_SOURCE['kind']}")
 

@@ -12,7 +12,7 @@ import nats
 import pytest
 
 from services.runtime.nats import DLQ_STREAM, STREAM
-from tests.test_e2e import follow, submit, wait_finished
+from tests.e2e.test_e2e import follow, submit, wait_finished
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ from httpx_sse import EventSource
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, wait_ready
-from tests.test_services import spawn
+from tests.e2e.test_services import spawn
 
 pytestmark = pytest.mark.e2e
 
