@@ -28,12 +28,9 @@ def event(kind: str, job: str, data: ev.Payload, item: str | None = None, event_
     )
 
 
-async def scenario(base: str, nats_url: str, clients: int, updates: int, api_pid: int) -> dict:
-    nc = await connect(nats_url, "bench-fanout")
-    js = nc.jetstream()
-    await ensure_topology(js)
-    publisher = EventPublisher(js)
-    jobs = [new_job_id() for _ in range(JOBS)]
+async def running_jobs(publisher: EventPublisher, count: int) -> list[str]:
+    """``count`` one-item jobs whose item is queued, so progress events move their bars."""
+    jobs = [new_job_id() for _ in range(count)]
     for job in jobs:
         await publisher.publish(
             event(
@@ -48,6 +45,15 @@ async def scenario(base: str, nats_url: str, clients: int, updates: int, api_pid
             event("item.queued", job, ev.ItemQueued(index=1, url="u", mode="video", audio_format="mp3"), "0001")
         )
     await asyncio.sleep(1.0)
+    return jobs
+
+
+async def scenario(base: str, nats_url: str, clients: int, updates: int, api_pid: int) -> dict:
+    nc = await connect(nats_url, "bench-fanout")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    publisher = EventPublisher(js)
+    jobs = await running_jobs(publisher, JOBS)
     sent_at: dict[tuple[str, int], float] = {}
     latencies: list[tuple[int, float]] = []  # (update number, seconds)
     connected = 0

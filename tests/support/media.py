@@ -109,162 +109,8 @@ class MediaServer:
         return f"{self.base}/feed.xml" + (f"?items={names}" if names else "")
 
     def start(self) -> "MediaServer":
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self.handle_request(head=True)
-
-            def do_GET(self) -> None:
-                self.handle_request(head=False)
-
-            def handle_request(self, head: bool) -> None:
-                server.requests.append(self.path)
-                server.ranges.append((self.path, self.headers.get("Range")))
-                path, _, query = self.path.partition("?")
-                if path == "/feed.xml":
-                    return self.send_feed(query, head)
-                if path == "/redirect":
-                    target = unquote(query.partition("to=")[2])
-                    self.send_response(302)
-                    self.send_header("Location", target)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return None
-                flaky = re.fullmatch(r"/flaky/(\d+)/([\w.-]+)", path)
-                if flaky:
-                    with server._lock:
-                        seen = server._counts.get(path, 0)
-                        server._counts[path] = seen + 1
-                    if seen < int(flaky.group(1)):
-                        return self.send_body(b"try again", "text/plain", head, status=503)
-                    path = f"/media/{flaky.group(2)}"
-                if path == "/page.html":
-                    body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
-                    return self.send_body(body, "text/html; charset=utf-8", head)
-                match = re.fullmatch(r"/(?:media|slow/(\d+)|stall/(\d+(?:\.\d+)?))/([\w.-]+)", path)
-                target = server.root / match.group(3) if match else None
-                if target is None or not target.is_file():
-                    return self.send_body(b"not found", "text/plain", head, status=404)
-                if match.group(2):
-                    time.sleep(min(float(match.group(2)), 30.0))
-                rate = int(match.group(1)) if match.group(1) else None
-                self.send_file(target, rate, head)
-
-            def send_body(self, body: bytes, content_type: str, head: bool, status: int = 200) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-            def send_feed(self, query: str, head: bool) -> None:
-                names = sorted(p.name for p in server.root.glob("*.mp4"))
-                if query.startswith("count="):  # count=N&name=X: N entries of X, each its own URL (?n=k)
-                    params = dict(part.partition("=")[::2] for part in query.split("&"))
-                    count, name = int(params["count"]), params.get("name", "clip1.mp4")
-                    url = server.url(name)
-                    body = (
-                        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
-                        f"<title>Big feed</title><link>{server.base}/</link><description>many</description>"
-                        + "".join(
-                            f"<item><title>{escape(name)} #{k}</title><guid>{k}</guid>"
-                            f'<enclosure url="{escape(url)}?n={k}" type="video/mp4" length="1"/></item>'
-                            for k in range(1, count + 1)
-                        )
-                        + "</channel></rss>"
-                    ).encode()
-                    return self.send_body(body, "application/rss+xml", head)
-                if query.startswith("items="):
-                    names = [n for n in query[len("items=") :].split(",") if n]
-                entries = []
-                for entry in names:
-                    name, _, rate = entry.partition("@")
-                    if name.startswith("http"):  # a URL as it is, e.g. a redirect
-                        url = entry
-                        name = "external"
-                    elif name.startswith("flaky"):  # flaky2-clip1.mp4: 503 twice, then clip1.mp4
-                        count, _, real = name[len("flaky") :].partition("-")
-                        url = server.flaky_url(real, int(count))
-                    else:
-                        url = server.url(name, rate=int(rate) if rate.isdigit() else None)
-                    entries.append(
-                        f"<item><title>{escape(name)}</title><guid>{escape(entry)}</guid>"
-                        f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
-                    )
-                entries = "".join(entries)
-                body = (
-                    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
-                    f"<title>Test feed</title><link>{server.base}/</link><description>clips</description>"
-                    f"{entries}</channel></rss>"
-                ).encode()
-                self.send_body(body, "application/rss+xml", head)
-
-            def send_file(self, target: Path, rate: int | None, head: bool) -> None:
-                size = target.stat().st_size
-                start, end = 0, size - 1
-                status = 200
-                header = self.headers.get("Range")
-                if header:
-                    m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
-                    if m and (m.group(1) or m.group(2)):
-                        if m.group(1):
-                            start = int(m.group(1))
-                            end = int(m.group(2)) if m.group(2) else size - 1
-                        else:
-                            start = max(0, size - int(m.group(2)))
-                        end = min(end, size - 1)
-                        if start > end:
-                            self.send_response(416)
-                            self.send_header("Content-Range", f"bytes */{size}")
-                            self.send_header("Content-Length", "0")
-                            self.end_headers()
-                            return
-                        status = 206
-                self.send_response(status)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(end - start + 1))
-                if status == 206:
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-                self.end_headers()
-                if head:
-                    return
-                chunk = 16 * 1024
-                with target.open("rb") as f:
-                    f.seek(start)
-                    left = end - start + 1
-                    began = time.monotonic()
-                    sent = 0
-                    while left > 0:
-                        data = f.read(min(chunk, left))
-                        if not data:
-                            break
-                        try:
-                            self.wfile.write(data)
-                        except (BrokenPipeError, ConnectionResetError):
-                            return
-                        left -= len(data)
-                        sent += len(data)
-                        with server._lock:
-                            server.sent[target.name] = server.sent.get(target.name, 0) + len(data)
-                        if rate:
-                            ahead = sent / rate - (time.monotonic() - began)
-                            if ahead > 0:
-                                time.sleep(ahead)
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-                # yt-dlp closes connections early on purpose (probing a URL); that is not worth a traceback.
-                pass
-
-        self._server = Server((self.host, self.port), Handler)
+        handler = type("Handler", (_MediaHandler,), {"media": self})
+        self._server = _QuietServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="media-server", daemon=True)
@@ -282,3 +128,162 @@ class MediaServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class _MediaHandler(BaseHTTPRequestHandler):
+    """Serves a MediaServer's files and the shapes tests need: feeds, redirects, 503s, slow and stalled bodies."""
+
+    media: "MediaServer"  # set on a subclass per server
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.handle_request(head=True)
+
+    def do_GET(self) -> None:
+        self.handle_request(head=False)
+
+    def handle_request(self, head: bool) -> None:
+        self.media.requests.append(self.path)
+        self.media.ranges.append((self.path, self.headers.get("Range")))
+        path, _, query = self.path.partition("?")
+        if path == "/feed.xml":
+            return self.send_feed(query, head)
+        if path == "/redirect":
+            target = unquote(query.partition("to=")[2])
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        flaky = re.fullmatch(r"/flaky/(\d+)/([\w.-]+)", path)
+        if flaky:
+            with self.media._lock:
+                seen = self.media._counts.get(path, 0)
+                self.media._counts[path] = seen + 1
+            if seen < int(flaky.group(1)):
+                return self.send_body(b"try again", "text/plain", head, status=503)
+            path = f"/media/{flaky.group(2)}"
+        if path == "/page.html":
+            body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
+            return self.send_body(body, "text/html; charset=utf-8", head)
+        match = re.fullmatch(r"/(?:media|slow/(\d+)|stall/(\d+(?:\.\d+)?))/([\w.-]+)", path)
+        target = self.media.root / match.group(3) if match else None
+        if target is None or not target.is_file():
+            return self.send_body(b"not found", "text/plain", head, status=404)
+        if match.group(2):
+            time.sleep(min(float(match.group(2)), 30.0))
+        rate = int(match.group(1)) if match.group(1) else None
+        self.send_file(target, rate, head)
+
+    def send_body(self, body: bytes, content_type: str, head: bool, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def send_feed(self, query: str, head: bool) -> None:
+        names = sorted(p.name for p in self.media.root.glob("*.mp4"))
+        if query.startswith("count="):  # count=N&name=X: N entries of X, each its own URL (?n=k)
+            params = dict(part.partition("=")[::2] for part in query.split("&"))
+            count, name = int(params["count"]), params.get("name", "clip1.mp4")
+            url = self.media.url(name)
+            body = (
+                '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+                f"<title>Big feed</title><link>{self.media.base}/</link><description>many</description>"
+                + "".join(
+                    f"<item><title>{escape(name)} #{k}</title><guid>{k}</guid>"
+                    f'<enclosure url="{escape(url)}?n={k}" type="video/mp4" length="1"/></item>'
+                    for k in range(1, count + 1)
+                )
+                + "</channel></rss>"
+            ).encode()
+            return self.send_body(body, "application/rss+xml", head)
+        if query.startswith("items="):
+            names = [n for n in query[len("items=") :].split(",") if n]
+        entries = []
+        for entry in names:
+            name, _, rate = entry.partition("@")
+            if name.startswith("http"):  # a URL as it is, e.g. a redirect
+                url = entry
+                name = "external"
+            elif name.startswith("flaky"):  # flaky2-clip1.mp4: 503 twice, then clip1.mp4
+                count, _, real = name[len("flaky") :].partition("-")
+                url = self.media.flaky_url(real, int(count))
+            else:
+                url = self.media.url(name, rate=int(rate) if rate.isdigit() else None)
+            entries.append(
+                f"<item><title>{escape(name)}</title><guid>{escape(entry)}</guid>"
+                f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
+            )
+        entries = "".join(entries)
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+            f"<title>Test feed</title><link>{self.media.base}/</link><description>clips</description>"
+            f"{entries}</channel></rss>"
+        ).encode()
+        self.send_body(body, "application/rss+xml", head)
+
+    def send_file(self, target: Path, rate: int | None, head: bool) -> None:
+        size = target.stat().st_size
+        start, end = 0, size - 1
+        status = 200
+        header = self.headers.get("Range")
+        if header:
+            m = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+            if m and (m.group(1) or m.group(2)):
+                if m.group(1):
+                    start = int(m.group(1))
+                    end = int(m.group(2)) if m.group(2) else size - 1
+                else:
+                    start = max(0, size - int(m.group(2)))
+                end = min(end, size - 1)
+                if start > end:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = 206
+        self.send_response(status)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(end - start + 1))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.end_headers()
+        if head:
+            return
+        chunk = 16 * 1024
+        with target.open("rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            began = time.monotonic()
+            sent = 0
+            while left > 0:
+                data = f.read(min(chunk, left))
+                if not data:
+                    break
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                left -= len(data)
+                sent += len(data)
+                with self.media._lock:
+                    self.media.sent[target.name] = self.media.sent.get(target.name, 0) + len(data)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        # yt-dlp closes connections early on purpose (probing a URL); that is not worth a traceback.
+        pass
