@@ -13,11 +13,11 @@ import time
 from datetime import datetime, timezone
 
 import httpx
-from httpx_sse import EventSource
 from nats.js import api
 
 from bench.harness import Report, media_server, nats_server, summary_ms, tubeflow
 from services.runtime.nats import connect
+from tests.support.sse import sse_events
 
 
 async def kv_round_trips(nats_url: str, count: int) -> list[float]:
@@ -53,7 +53,7 @@ async def follow(base: str, urls: list[str]) -> tuple[list[float], int]:
         async def client(job: str) -> None:
             nonlocal terminal
             async with http.stream("GET", f"{base}/api/jobs/{job}/stream") as response:
-                async for message in EventSource(response).aiter_sse():
+                async for message in sse_events(response):
                     if message.event != "job":
                         continue
                     got = datetime.now(timezone.utc)

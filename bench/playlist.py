@@ -8,9 +8,9 @@ import threading
 import time
 
 import httpx
-from httpx_sse import EventSource
 
 from bench.harness import Report, media_server, nats_server, percentile, summary_ms, tubeflow
+from tests.support.sse import sse_events
 
 
 async def follow_bytes(base: str, job_id: str) -> list[int]:
@@ -18,7 +18,7 @@ async def follow_bytes(base: str, job_id: str) -> list[int]:
     sizes: list[int] = []
     async with httpx.AsyncClient(timeout=httpx.Timeout(600)) as client:
         async with client.stream("GET", f"{base}/api/jobs/{job_id}/stream") as response:
-            async for message in EventSource(response).aiter_sse():
+            async for message in sse_events(response):
                 sizes.append(len(message.data) + len(message.event) + 30)
     return sizes
 

@@ -120,10 +120,12 @@ async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_chang
             ) as response:
                 response.raise_for_status()
                 async for message in EventSource(response).aiter_sse():
-                    if message.id:
-                        last_id = message.id
                     if message.retry is not None:
                         retry = message.retry / 1000
+                    if not message.data:
+                        continue  # not an event (EventSource dispatches none without data), e.g. only `retry:`
+                    if message.id:
+                        last_id = message.id
                     if message.event == "item":
                         item = message.json()
                         state.items[item["id"]] = item

@@ -9,11 +9,11 @@ import time
 
 import httpx
 import pytest
-from httpx_sse import EventSource
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, wait_ready
 from tests.e2e.test_services import spawn
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +117,7 @@ async def test_a_nats_restart_mid_job_loses_nothing(cluster, media):
     async def follow() -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(90)) as client:
             async with client.stream("GET", f"{cluster.base}/api/jobs/{job['id']}/stream") as response:
-                async for message in EventSource(response).aiter_sse():
+                async for message in sse_events(response):
                     messages.append(message)
 
     stream = asyncio.create_task(follow())

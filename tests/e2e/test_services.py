@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from httpx_sse import EventSource
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.support.sse import sse_events
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def spawn(name: str, env: dict[str, str], log: Path, *args: str) -> subprocess.P
 async def follow(base: str, job_id: str) -> list:
     async with httpx.AsyncClient(timeout=httpx.Timeout(120)) as client:
         async with client.stream("GET", f"{base}/api/jobs/{job_id}/stream") as response:
-            return [message async for message in EventSource(response).aiter_sse()]
+            return [message async for message in sse_events(response)]
 
 
 def final_state(messages: list) -> tuple[dict, dict]:
