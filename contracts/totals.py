@@ -11,6 +11,7 @@ result does not depend on which views had the cache.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,8 +47,8 @@ def unless_same(old, values: dict):  # noqa: ANN001, ANN201 - a summary model, s
 
 
 class Counts(NamedTuple):
-    """What one item adds to its job's sums, or (added up) the sums of a whole job. A tuple with names: moving the
-    sums is one pass over eleven integers."""
+    """What one item adds to its job's sums, or (added up) the sums of a whole job. A tuple with names, so that
+    moving the sums by one item's difference is one pass over eleven integers."""
 
     downloads_completed: int = 0
     downloads_failed: int = 0
@@ -63,30 +64,27 @@ class Counts(NamedTuple):
 
     @staticmethod
     def of_item(item: ItemView, audio: bool) -> "Counts":
-        download, extract = item.download.status, item.extract.status
+        download = item.download
         done = item_done(item, audio)
-        return Counts(
-            int(download == "completed"),
-            int(download == "failed"),
-            int(download == "skipped"),
-            int(audio and extract == "completed"),
-            int(audio and extract == "failed"),
-            int(audio and extract == "skipped"),
-            int(done),
-            int(done and item_succeeded(item, audio)),
-            item.download.downloaded_bytes,
-            item.download.total_bytes or 0,
-            UNIT if done else round(item_fraction(item, audio) * UNIT),
+        return _counts(
+            (
+                *_STEP_COUNTS.get(download.status, _NO_STEP),
+                *(_STEP_COUNTS.get(item.extract.status, _NO_STEP) if audio else _NO_STEP),
+                1 if done else 0,
+                1 if done and item_succeeded(item, audio) else 0,
+                download.downloaded_bytes,
+                download.total_bytes or 0,
+                UNIT if done else round(item_fraction(item, audio) * UNIT),
+            )
         )
-
-    def moved(self, before: "Counts", after: "Counts") -> "Counts":
-        """These sums with one item's ``before`` replaced by its ``after``."""
-        if before == after:
-            return self
-        return Counts._make([total - b + a for total, b, a in zip(self, before, after, strict=True)])
 
 
 _NONE = Counts()
+# Counts from eleven values, without NamedTuple's Python-level constructor (one call per item and event: measured).
+_counts = functools.partial(tuple.__new__, Counts)
+# A step's status as its (completed, failed, skipped) counts.
+_STEP_COUNTS = {"completed": (1, 0, 0), "failed": (0, 1, 0), "skipped": (0, 0, 1)}
+_NO_STEP = (0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +102,15 @@ class Totals:
                 sums[slot] += value
             if item.download.status == "running":
                 running.append(position)
-        return Totals(Counts._make(sums), tuple(running))
+        return Totals(_counts(sums), tuple(running))
 
     def moved(self, old: ItemView | None, new: ItemView, position: int, audio: bool) -> "Totals":
         """The totals after the item at ``position`` changed from ``old`` to ``new`` (``old`` None: inserted)."""
         before = _NONE if old is None else Counts.of_item(old, audio)
-        counts = self.counts.moved(before, Counts.of_item(new, audio))
+        after = Counts.of_item(new, audio)
+        counts = self.counts
+        if before != after:  # one pass over eleven integers: these sums with the item's `before` swapped for `after`
+            counts = _counts([total - b + a for total, b, a in zip(counts, before, after, strict=True)])
         running = list(self.running)
         if old is None:
             running = [p + 1 if p >= position else p for p in running]
