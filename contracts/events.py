@@ -98,7 +98,14 @@ class DownloadStarted(Payload):
     attempt: int = 1
 
 
+StreamKind = Literal["video", "audio", "av"]
+
+
 class DownloadProgress(Payload):
+    """Bytes of the item so far. When yt-dlp downloads several streams of one item (video and audio apart, merged
+    afterwards), ``downloaded_bytes`` and ``total_bytes`` count all of them: the streams already on disk, the one
+    running, and (estimated) the ones still to come; ``stream_index`` of ``stream_count`` says which one runs."""
+
     worker: str
     downloaded_bytes: int
     total_bytes: int | None = None
@@ -106,6 +113,14 @@ class DownloadProgress(Payload):
     eta: float | None = None
     fragment_index: int | None = None
     fragment_count: int | None = None
+    # The stream running now, 1-based, of how many (absent: one stream, as before these fields existed).
+    stream_index: int | None = None
+    stream_count: int | None = None
+    format_id: str | None = Field(default=None, max_length=200)
+    stream_kind: StreamKind | None = None
+    # Bytes of the running stream alone, and its size (exact or estimated).
+    stream_downloaded_bytes: int | None = None
+    stream_total_bytes: int | None = None
 
 
 class DownloadRetrying(Payload):
@@ -129,6 +144,26 @@ class DownloadCompleted(Payload):
     round: int = 0
     # True when the file was already there from another job, and nothing was transferred.
     reused: bool = False
+
+
+class PostprocessStarted(Payload):
+    """yt-dlp began a post-processor on the downloaded streams: ``name`` is its own (Merger, FixupM3u8, Metadata,
+    EmbedThumbnail, SponsorBlock, …)."""
+
+    worker: str
+    name: str = Field(max_length=100)
+
+
+class PostprocessCompleted(Payload):
+    worker: str
+    name: str = Field(max_length=100)
+
+
+class PostprocessFailed(Payload):
+    worker: str
+    name: str = Field(max_length=100)
+    code: str
+    message: str
 
 
 class DownloadFailed(Payload):
@@ -272,6 +307,21 @@ class ExtractFailedEvent(Envelope):
     data: ExtractFailed
 
 
+class PostprocessStartedEvent(Envelope):
+    type: Literal["postprocess.started"]
+    data: PostprocessStarted
+
+
+class PostprocessCompletedEvent(Envelope):
+    type: Literal["postprocess.completed"]
+    data: PostprocessCompleted
+
+
+class PostprocessFailedEvent(Envelope):
+    type: Literal["postprocess.failed"]
+    data: PostprocessFailed
+
+
 EVENT_CLASSES: dict[str, type[Envelope]] = {
     cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
     for cls in (
@@ -285,6 +335,9 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         DownloadRetryingEvent,
         DownloadCompletedEvent,
         DownloadFailedEvent,
+        PostprocessStartedEvent,
+        PostprocessCompletedEvent,
+        PostprocessFailedEvent,
         ExtractStartedEvent,
         ExtractProgressEvent,
         ExtractCompletedEvent,

@@ -22,6 +22,7 @@ from contracts.views import (
     ExtractSummary,
     ItemDownload,
     ItemExtract,
+    ItemPostprocess,
     ItemView,
     JobView,
     Progress,
@@ -162,11 +163,6 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
     data = event.data
 
     def progressed(item: ItemView) -> dict:
-        percent = item.download.percent
-        if data.total_bytes:
-            percent = min(100.0, 100.0 * data.downloaded_bytes / data.total_bytes)
-        elif data.fragment_count:
-            percent = min(100.0, 100.0 * (data.fragment_index or 0) / data.fragment_count)
         return {
             "status": "downloading",
             "attempts": max(item.attempts, 1),
@@ -175,16 +171,35 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
                 item.download,
                 {
                     "status": "running",
-                    "percent": round(percent, 1),
+                    "percent": _download_percent(data, item.download.percent),
                     "downloaded_bytes": data.downloaded_bytes,
                     "total_bytes": data.total_bytes,
                     "speed": data.speed,
                     "eta": data.eta,
+                    "stream_index": data.stream_index,
+                    "stream_count": data.stream_count,
+                    "stream_kind": data.stream_kind,
+                    "format_id": data.format_id,
                 },
             ),
         }
 
     return _change_step(view, event, "download", progressed)
+
+
+def _download_percent(data: ev.DownloadProgress, before: float) -> float:
+    """The item's bar after a progress report: never lower than ``before`` (a size estimate that grows must not move
+    it back), and 100 only when the report says the last stream's bytes are all there."""
+    if data.total_bytes:
+        raw = 100.0 * data.downloaded_bytes / data.total_bytes
+    elif data.fragment_count:
+        raw = 100.0 * (data.fragment_index or 0) / data.fragment_count
+    else:
+        return before
+    last_stream = data.stream_index is None or data.stream_count is None or data.stream_index >= data.stream_count
+    if raw >= 100.0 and last_stream:
+        return 100.0
+    return max(before, min(99.9, round(raw, 1)))
 
 
 @_apply.register
@@ -240,7 +255,43 @@ def _(event: ev.DownloadFailedEvent, view: JobView) -> JobView:
             "worker": data.worker,
             "error": ev.ErrorInfo(code=data.code, message=data.message),
             "download": replace(item.download, {"status": "failed", "speed": None, "eta": None}),
+            "postprocess": _stopped(item.postprocess, "failed"),
             "extract": replace(item.extract, {"status": "skipped" if item.extract.status != "none" else "none"}),
+        }
+
+    return _change_step(view, event, "download", failed)
+
+
+@_apply.register
+def _(event: ev.PostprocessStartedEvent, view: JobView) -> JobView:
+    def started(item: ItemView) -> dict:
+        return {
+            "status": "processing",
+            "postprocess": replace(item.postprocess, {"status": "running", "name": event.data.name}),
+        }
+
+    return _change_step(view, event, "download", started)
+
+
+@_apply.register
+def _(event: ev.PostprocessCompletedEvent, view: JobView) -> JobView:
+    def completed(item: ItemView) -> dict:
+        postprocess = item.postprocess
+        if postprocess.status != "running":  # a repeat of the report: counted already
+            return {}
+        return {"postprocess": replace(postprocess, {"status": "completed", "completed": postprocess.completed + 1})}
+
+    return _change_step(view, event, "download", completed)
+
+
+@_apply.register
+def _(event: ev.PostprocessFailedEvent, view: JobView) -> JobView:
+    data = event.data
+
+    def failed(item: ItemView) -> dict:
+        return {
+            "error": ev.ErrorInfo(code=data.code, message=data.message),
+            "postprocess": replace(item.postprocess, {"status": "failed", "name": data.name}),
         }
 
     return _change_step(view, event, "download", failed)
@@ -304,7 +355,10 @@ def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
             download = replace(download, {"status": "skipped", "speed": None, "eta": None})
         if extract.status not in STEP_DONE and extract.status != "none":
             extract = replace(extract, {"status": "skipped"})
-        items.append(replace(item, {"status": "skipped", "download": download, "extract": extract, "seq": event.seq}))
+        changes = {"status": "skipped", "download": download, "extract": extract, "seq": event.seq}
+        if item.postprocess.status == "running":
+            changes["postprocess"] = _stopped(item.postprocess, "skipped")
+        items.append(replace(item, changes))
     return replace(
         view,
         {
@@ -343,6 +397,7 @@ def _(event: ev.RetryRequestedEvent, view: JobView) -> JobView:
                     "status": "queued",
                     "error": None,
                     "download": ItemDownload(),
+                    "postprocess": ItemPostprocess(),
                     "extract": ItemExtract(status="queued" if audio else "none"),
                     "seq": event.seq,
                 },
@@ -352,14 +407,19 @@ def _(event: ev.RetryRequestedEvent, view: JobView) -> JobView:
     return replace(view, update)
 
 
+def _stopped(postprocess: ItemPostprocess, status: str) -> ItemPostprocess:
+    """A post-processing step that was running when its download failed or was cancelled."""
+    return replace(postprocess, {"status": status}) if postprocess.status == "running" else postprocess
+
+
 # --- one item -------------------------------------------------------------------------------------------------
 
 
 def _change_step(
     view: JobView, event: ev.Envelope, step: Literal["download", "extract"], change: Callable[[ItemView], dict]
 ) -> JobView:
-    """Apply ``change`` (the item's new field values) to the event's item, unless that item's ``step`` is already
-    done in this run: a late or repeated report of a finished step changes nothing."""
+    """Apply ``change`` (the item's new field values; none: nothing changes) to the event's item, unless that item's
+    ``step`` is already done in this run: a late or repeated report of a finished step changes nothing."""
     if event.item_id is None:
         return view
     position = _find(view, event.item_id)
@@ -368,7 +428,10 @@ def _change_step(
     old = view.items[position]
     if getattr(old, step).status in STEP_DONE:
         return view
-    new = replace(old, change(old))
+    changes = change(old)
+    if not changes:
+        return view
+    new = replace(old, changes)
     new.__dict__["seq"] = max(old.seq, event.seq)  # `new` was just made here: nobody else holds it yet
     items = list(view.items)
     items[position] = new

@@ -6,6 +6,9 @@ from contracts.views import ItemView
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
 DOWNLOAD_WEIGHT = 0.8
+# Share of the download step that belongs to yt-dlp's post-processing (the merge of video and audio, fixups, …):
+# it is counted done when the download completes, so the bar waits below it while ffmpeg merges.
+POSTPROCESS_SHARE = 0.1
 # A step (download or extract) in one of these states will not change again in this run.
 STEP_DONE = frozenset({"completed", "failed", "skipped"})
 
@@ -30,8 +33,15 @@ def item_fraction(item: ItemView, audio: bool) -> float:
     """How much of the item is done, 0..1: bytes of the download, then (with audio) the extraction's percent."""
     if item_done(item, audio):
         return 1.0
-    download = item.download.percent / 100.0
+    download = download_fraction(item)
     if not audio:
         return download
     extract = item.extract.percent / 100.0 if item.extract.status == "running" else 0.0
     return DOWNLOAD_WEIGHT * download + (1.0 - DOWNLOAD_WEIGHT) * extract
+
+
+def download_fraction(item: ItemView) -> float:
+    """How much of the download step is done, 0..1: the streams' bytes, then post-processing."""
+    if item.download.status == "completed":
+        return 1.0
+    return (1.0 - POSTPROCESS_SHARE) * item.download.percent / 100.0

@@ -12,7 +12,7 @@ from contracts.events import AudioFormat, ErrorInfo, Mode
 JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
 
-ItemStatus = Literal["queued", "downloading", "extracting", "completed", "failed", "skipped"]
+ItemStatus = Literal["queued", "downloading", "processing", "extracting", "completed", "failed", "skipped"]
 StepStatus = Literal["none", "queued", "running", "completed", "failed", "skipped"]
 AggregateStatus = Literal["none", "queued", "running", "completed", "partial", "failed"]
 Stage = Literal["queued", "resolving", "downloading", "extracting", "done"]
@@ -24,6 +24,7 @@ class View(BaseModel):
 
 class ItemDownload(View):
     status: StepStatus = "queued"
+    # Over all of the item's streams; never decreases within a run, 100 only once the last stream is on disk.
     percent: float = 0.0
     downloaded_bytes: int = 0
     total_bytes: int | None = None
@@ -32,6 +33,21 @@ class ItemDownload(View):
     file: str | None = None
     size: int | None = None
     reused: bool = False
+    # The stream running now (1-based) of how many, e.g. "video 1/2" then "audio 2/2"; null for one stream.
+    stream_index: int | None = None
+    stream_count: int | None = None
+    stream_kind: str | None = None
+    format_id: str | None = None
+
+
+class ItemPostprocess(View):
+    """yt-dlp's post-processors on the downloaded streams (the merge of video and audio, fixups, metadata, …)."""
+
+    status: StepStatus = "none"
+    # The one running now, or the last one that ran.
+    name: str | None = None
+    # How many have finished.
+    completed: int = 0
 
 
 class ItemExtract(View):
@@ -52,6 +68,7 @@ class ItemView(View):
     error: ErrorInfo | None = None
     worker: str | None = None
     download: ItemDownload = ItemDownload()
+    postprocess: ItemPostprocess = ItemPostprocess()
     extract: ItemExtract = ItemExtract()
     # Stream sequence of the last event that changed this item.
     seq: int = 0

@@ -28,6 +28,7 @@ def item_script(draw, index: int, audio: bool) -> list[ev.Envelope]:
     size = draw(st.integers(min_value=1, max_value=10_000_000))
     out: list[ev.Envelope] = []
     attempts = draw(st.integers(min_value=1, max_value=3))
+    streams = draw(st.integers(min_value=1, max_value=3))  # the same formats on every attempt
     for attempt in range(1, attempts + 1):
         out.append(_event("download.started", ev.DownloadStarted(worker=WORKER, attempt=attempt), iid))
         if attempt > 1:
@@ -39,22 +40,17 @@ def item_script(draw, index: int, audio: bool) -> list[ev.Envelope]:
                     iid,
                 ),
             )
-        known_total = draw(st.booleans())
-        for done in sorted(draw(st.lists(st.integers(min_value=0, max_value=size), max_size=6))):
-            out.append(
-                _event(
-                    "download.progress",
-                    ev.DownloadProgress(
-                        worker=WORKER,
-                        downloaded_bytes=done,
-                        total_bytes=size if known_total else None,
-                        speed=draw(st.none() | st.floats(min_value=0, max_value=1e7)),
-                        eta=draw(st.none() | st.floats(min_value=0, max_value=1e4)),
-                    ),
-                    iid,
-                )
-            )
-    if draw(st.booleans()) or not draw(st.booleans()):
+        out.extend(draw(stream_reports(iid, size, streams)))
+    pp_failed = False
+    for name in draw(st.lists(st.sampled_from(["Merger", "FixupM3u8", "Metadata", "EmbedThumbnail"]), max_size=3)):
+        out.append(_event("postprocess.started", ev.PostprocessStarted(worker=WORKER, name=name), iid))
+        if draw(st.integers(0, 9)) == 0:
+            failed = ev.PostprocessFailed(worker=WORKER, name=name, code="merge_failed", message="x")
+            out.append(_event("postprocess.failed", failed, iid))
+            pp_failed = True
+            break
+        out.append(_event("postprocess.completed", ev.PostprocessCompleted(worker=WORKER, name=name), iid))
+    if not pp_failed and (draw(st.booleans()) or not draw(st.booleans())):
         out.append(_event("download.completed", ev.DownloadCompleted(worker=WORKER, file=f"{iid}.mp4", size=size), iid))
         if audio:
             out.append(_event("extract.started", ev.ExtractStarted(worker=WORKER, audio_format="mp3"), iid))
@@ -76,6 +72,43 @@ def item_script(draw, index: int, audio: bool) -> list[ev.Envelope]:
                 iid,
             )
         )
+    return out
+
+
+@st.composite
+def stream_reports(draw, iid: str, size: int, streams: int) -> list[ev.Envelope]:
+    """Progress of one attempt as the downloader reports it: one stream, or several (video and audio apart) whose
+    bytes add up, with totals that may be estimates that change, and fragment counts for fragmented streams."""
+    sizes = [max(1, size // streams)] * streams
+    fragmented = draw(st.booleans())
+    known_total = draw(st.booleans())
+    out = []
+    for index, stream_size in enumerate(sizes, start=1):
+        before = sum(sizes[: index - 1])
+        later = sum(sizes[index:])
+        for done in sorted(draw(st.lists(st.integers(min_value=0, max_value=stream_size), max_size=3))):
+            estimate = (
+                draw(st.integers(min_value=max(1, done), max_value=2 * stream_size)) if fragmented else stream_size
+            )
+            fragments = 10 if fragmented else None
+            out.append(
+                _event(
+                    "download.progress",
+                    ev.DownloadProgress(
+                        worker=WORKER,
+                        downloaded_bytes=before + done,
+                        total_bytes=before + estimate + later if known_total or fragmented else None,
+                        speed=draw(st.none() | st.floats(min_value=0, max_value=1e7)),
+                        eta=draw(st.none() | st.floats(min_value=0, max_value=1e4)),
+                        fragment_index=(10 * done) // stream_size if fragmented else None,
+                        fragment_count=fragments,
+                        stream_index=index if streams > 1 else None,
+                        stream_count=streams if streams > 1 else None,
+                        stream_kind=("video" if index == 1 else "audio") if streams > 1 else None,
+                    ),
+                    iid,
+                )
+            )
     return out
 
 
@@ -229,7 +262,8 @@ def test_stage_weighted_progress_for_audio_jobs():
         ]
     )
     views = _views(events)
-    assert [v.progress.percent for v in views] == [0, 0, 0, 40.0, 80.0, 80.0, 90.0, 100.0]
+    # Download 80 (of which post-processing 10 %: 72 for the bytes), extraction 20.
+    assert [v.progress.percent for v in views] == [0, 0, 0, 36.0, 80.0, 80.0, 90.0, 100.0]
     assert [v.progress.stage for v in views][-4:] == ["extracting", "extracting", "extracting", "done"]
     assert views[3].items[0].download.percent == 50.0
     assert views[-1].items[0].extract.file == "f.mp3" and views[-1].status == "completed"
@@ -250,3 +284,33 @@ def test_late_events_after_the_end_change_nothing_but_the_sequence():
     views = _views(events)
     assert views[3].status == "completed"
     assert _without_sequence(views[4]) == _without_sequence(views[3]) and views[4].seq == 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(job_history())
+def test_item_bars_never_go_back_and_reach_100_only_with_the_last_stream(events):
+    """Within a run an item's download bar never decreases, over all of its streams and however the size estimates
+    change; it gets to 100 only when the last stream's bytes are all there (or the download completed)."""
+    views = _views(events)
+    seen: dict[str, float] = {}
+    for view in views:
+        for item in view.items:
+            percent = item.download.percent
+            assert 0.0 <= percent <= 100.0
+            assert percent >= seen.get(item.id, 0.0), (item.id, seen.get(item.id), percent)
+            reached = percent == 100.0 and seen.get(item.id, 0.0) < 100.0
+            seen[item.id] = percent
+            if reached and item.download.status != "completed":
+                assert item.download.stream_index is None or item.download.stream_index == item.download.stream_count
+            if item.status == "processing":
+                assert item.postprocess.status in ("running", "completed", "failed")
+                assert item.download.status not in ("completed", "failed", "skipped")
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_history())
+def test_a_failed_post_processor_names_itself_and_the_item_fails(events):
+    view = fold(events)
+    for item in view.items:
+        if item.postprocess.status == "failed" and item.download.status == "failed":
+            assert item.error is not None and item.status in ("failed", "skipped")
