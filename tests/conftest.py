@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.runtime.embedded import EmbeddedNats
-from tests.support.media import MediaServer, make_clip
+from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_source
 
 ROOT = Path(__file__).resolve().parent.parent
 _NATS_SOURCE = {"kind": "not started"}
@@ -113,6 +113,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     make_clip(root / "long.mp4", seconds=6, bitrate="600k")
     # Four minutes of audio in a tiny picture: its extraction takes about a second, long enough to watch.
     make_clip(root / "podcast.mp4", seconds=240, size="64x48", bitrate="20k")
+    # What real sites serve: video and audio apart (DASH, HLS with an audio group), and muxed HLS segments.
+    source = make_source(root / "source.mp4")
+    make_dash(source, root / "dash")
+    make_hls(source, root / "hls", split=True)
+    make_hls(source, root / "hlsmux", split=False)
     with MediaServer(root) as server:
         yield server
 

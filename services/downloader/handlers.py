@@ -4,12 +4,13 @@ FastStream app in ``app.py`` gives them their dependencies."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
@@ -165,32 +166,36 @@ class Downloader:
             step_event_id(job, "download.started", item, attempt, round=rnd),
             item,
         )
-        pump, hook = self._progress_reports(job, item, token)
+        reports = self._progress_reports(job, item, token)
         try:
-            result = await self._fetch(event, job, item, hook, token)
+            result = await self._fetch(event, job, item, reports.hook, token)
         except MediaError as exc:
-            await pump.close()
+            await reports.close()
             if token.reason is not None:
                 raise Aborted(token.reason) from exc
             await self._fail_or_retry(exc, job, item, attempt, rnd)
             return
         except BaseException:
-            await pump.close()
+            await reports.close()
             raise
-        await pump.close()
+        await reports.close()
         if token.reason is not None:
             raise Aborted(token.reason)
         await self._completed(event, job, item, result)
 
-    def _progress_reports(
-        self, job: str, item: str, token: CancelToken
-    ) -> tuple[ProgressPump[tuple[ev.DownloadProgress, datetime]], ProgressHook]:
-        """The yt-dlp progress hook, and the pump that publishes what it reports as throttled `download.progress`."""
+    def _progress_reports(self, job: str, item: str, token: CancelToken) -> "_ItemReports":
+        """The yt-dlp hook for this item, and what publishes what it reports: throttled `download.progress`, and
+        `postprocess.*` in order after the progress before them."""
 
         async def send_progress(observed: tuple[ev.DownloadProgress, datetime]) -> None:
             # occurred_at is when the hook saw the bytes, not when the throttle let the report go.
             report, when = observed
             await self._emit("download.progress", job, report, random_event_id(), item, occurred_at=when)
+
+        async def send_step(status: str, name: str) -> None:
+            kind = ev.PostprocessStarted if status == "started" else ev.PostprocessCompleted
+            event_type = "postprocess.started" if status == "started" else "postprocess.completed"
+            await self._emit(event_type, job, kind(worker=self.worker, name=name[:100]), random_event_id(), item)
 
         pump: ProgressPump[tuple[ev.DownloadProgress, datetime]] = ProgressPump(
             send_progress,
@@ -198,35 +203,9 @@ class Downloader:
             interval=self.progress_interval,
             min_step=self.progress_min_step,
         ).start()
-        loop = asyncio.get_running_loop()
-        worker = self.worker
-        now = self.now
-        gate = HandoffGate(self.progress_interval, self.progress_min_step)
-
-        def hook(d: dict[str, Any]) -> None:
-            # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
-            token.raise_if_tripped()
-            status = d.get("status")
-            if status not in ("downloading", "finished"):
-                return
-            downloaded = int(d.get("downloaded_bytes") or 0)
-            total = d.get("total_bytes") or d.get("total_bytes_estimate")
-            # yt-dlp calls this for every block read; the pump would drop most of them anyway, so they are not
-            # handed to the loop at all (each hand-off wakes it through a pipe).
-            if status == "downloading" and not gate.open(100.0 * downloaded / total if total else None):
-                return
-            report = ev.DownloadProgress(
-                worker=worker,
-                downloaded_bytes=downloaded,
-                total_bytes=_int_or_none(total),
-                speed=d.get("speed"),
-                eta=d.get("eta"),
-                fragment_index=d.get("fragment_index"),
-                fragment_count=d.get("fragment_count"),
-            )
-            loop.call_soon_threadsafe(pump.offer, (report, now()))
-
-        return pump, hook
+        return _ItemReports(
+            pump, send_step, token, self.worker, self.now, HandoffGate(self.progress_interval, self.progress_min_step)
+        )
 
     async def _fetch(
         self, event: ev.ItemQueuedEvent, job: str, item: str, hook: ProgressHook, token: CancelToken
@@ -258,7 +237,16 @@ class Downloader:
                 await self.catalog.release(claimed[0])
 
     async def _fail_or_retry(self, exc: MediaError, job: str, item: str, attempt: int, rnd: int) -> None:
-        """A transient error with tries left: `download.retrying` and a redelivery later; otherwise `download.failed`."""
+        """A transient error with tries left: `download.retrying` and a redelivery later; otherwise `download.failed`.
+        A failed post-processing step is named first (`postprocess.failed`); the downloaded streams stay for a retry."""
+        if exc.step:
+            await self._emit(
+                "postprocess.failed",
+                job,
+                ev.PostprocessFailed(worker=self.worker, name=exc.step[:100], code=exc.code, message=exc.message),
+                step_event_id(job, "postprocess.failed", item, attempt, round=rnd),
+                item,
+            )
         if exc.transient and attempt < self.attempts:
             delay = self._retry_delay(attempt)
             await self._emit(
@@ -300,6 +288,77 @@ class Downloader:
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,
         )
+
+
+class _ItemReports:
+    """Hands an item's reports from yt-dlp's thread to the event loop: progress through the throttling pump, and
+    post-processing steps each after a flush of the pump, so a step's event never precedes the bytes before it."""
+
+    def __init__(
+        self,
+        pump: ProgressPump[tuple[ev.DownloadProgress, datetime]],
+        send_step: Callable[[str, str], Awaitable[None]],
+        token: CancelToken,
+        worker: str,
+        now: Callable[[], datetime],
+        gate: HandoffGate,
+    ) -> None:
+        self._pump = pump
+        self._send_step = send_step
+        self._token = token
+        self._worker = worker
+        self._now = now
+        self._gate = gate
+        self._loop = asyncio.get_running_loop()
+        self._steps: list[concurrent.futures.Future[None]] = []
+        self._order = asyncio.Lock()
+
+    def hook(self, d: dict[str, Any]) -> None:
+        # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
+        self._token.raise_if_tripped()
+        status = d.get("status")
+        if status == "postprocess":
+            step = self._step(d.get("pp_status") or "", str(d.get("postprocessor")))
+            self._steps.append(asyncio.run_coroutine_threadsafe(step, self._loop))
+            return
+        if status not in ("downloading", "finished"):
+            return
+        downloaded = int(d.get("downloaded_bytes") or 0)
+        total = d.get("total_bytes") or d.get("total_bytes_estimate")
+        # yt-dlp calls this for every block read; the pump would drop most of them anyway, so they are not handed to
+        # the loop at all (each hand-off wakes it through a pipe).
+        if status == "downloading" and not self._gate.open(100.0 * downloaded / total if total else None):
+            return
+        report = ev.DownloadProgress(
+            worker=self._worker,
+            downloaded_bytes=downloaded,
+            total_bytes=_int_or_none(total),
+            speed=d.get("speed"),
+            eta=d.get("eta"),
+            fragment_index=d.get("fragment_index"),
+            fragment_count=d.get("fragment_count"),
+            stream_index=d.get("stream_index"),
+            stream_count=d.get("stream_count"),
+            format_id=d.get("format_id"),
+            stream_kind=d.get("stream_kind"),
+            stream_downloaded_bytes=d.get("stream_downloaded_bytes"),
+            stream_total_bytes=d.get("stream_total_bytes"),
+        )
+        self._loop.call_soon_threadsafe(self._pump.offer, (report, self._now()))
+
+    async def _step(self, status: str, name: str) -> None:
+        async with self._order:
+            await self._pump.flush()
+            await self._send_step(status, name)
+
+    async def close(self) -> None:
+        """Publish what is still pending: the steps reported, then the last progress report."""
+        for step in self._steps:
+            try:
+                await asyncio.wrap_future(step)
+            except Exception as exc:  # advisory, like progress: the download's outcome is what counts
+                log.warning("post-processing step not reported: %s", exc)
+        await self._pump.close()
 
 
 def _remove_partials(directory: Path, stem: str) -> None:

@@ -19,14 +19,20 @@ from typing import Any, Callable
 import imageio_ffmpeg
 import yt_dlp
 from yt_dlp.networking.exceptions import HTTPError, TransportError
-from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError
+from yt_dlp.postprocessor.common import PostProcessor
+from yt_dlp.utils import DownloadError, ExtractorError, PostProcessingError, UnsupportedError
 
+from services.downloader.streams import StreamMeter
 from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.ytdlp")
 
+# Called on yt-dlp's thread with its progress dicts (bytes over all of the item's streams, see StreamMeter), and with
+# {"status": "postprocess", "postprocessor": name, "pp_status": "started" | "finished"} around each post-processor.
 ProgressHook = Callable[[dict[str, Any]], None]
+# yt-dlp's own bookkeeping steps, instant and of no interest to a user.
+QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
 
 
 class _QuietLogger:
@@ -100,6 +106,8 @@ def classify(exc: BaseException) -> MediaError:
             cause = cause.exc_info[1]
     if "forbidden_address" in message:
         return MediaError("forbidden_address", message.replace("forbidden_address: ", ""))
+    if isinstance(cause, PostProcessingError) or message.startswith("Postprocessing:"):
+        return MediaError("postprocess_failed", message)
     if isinstance(cause, HTTPError):
         status = cause.status
         return MediaError(f"http_{status}", message, transient=status >= 500 or status in (408, 429))
@@ -135,6 +143,18 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
         ):
             return dict(info_dict)
         return super()._forceprint(key, info_dict)
+
+
+class StreamPlanPP(PostProcessor):
+    """Runs just before the download (``before_dl``): hands the item's selected formats to its StreamMeter."""
+
+    def __init__(self, ydl: yt_dlp.YoutubeDL, holder: dict[str, Any]) -> None:
+        super().__init__(ydl)
+        self._holder = holder
+
+    def run(self, info):  # noqa: ANN001, ANN201 - yt-dlp's signature
+        self._holder["meter"].start(info)
+        return [], info
 
 
 def _base_params() -> dict[str, Any]:
@@ -216,13 +236,28 @@ class YtDlp:
                 return None
             self._created += 1
         ydl = _YoutubeDL(_base_params())
-        holder: dict[str, ProgressHook | None] = {"hook": None}
-        ydl.add_progress_hook(lambda d, holder=holder: holder["hook"] and holder["hook"](d))
+        holder: dict[str, Any] = {"hook": None, "meter": StreamMeter(), "postprocessor": None}
+
+        def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
+            if holder["hook"] is not None:
+                holder["hook"](holder["meter"].report(d))
+
+        def on_postprocess(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
+            name = d.get("postprocessor")
+            if holder["hook"] is None or name in QUIET_POSTPROCESSORS or d.get("status") == "processing":
+                return
+            holder["postprocessor"] = name if d.get("status") == "started" else None
+            holder["hook"]({"status": "postprocess", "postprocessor": name, "pp_status": d.get("status")})
+
+        ydl.add_progress_hook(on_progress)
+        ydl.add_postprocessor_hook(on_postprocess)
+        ydl.add_post_processor(StreamPlanPP(ydl, holder), when="before_dl")
         ydl._tubeflow_hook = holder  # type: ignore[attr-defined]
         return ydl
 
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
-        ydl._tubeflow_hook["hook"] = None  # type: ignore[attr-defined]
+        holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
+        holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
         ydl.format_selector = None
         self._pool.put(ydl)
 
@@ -308,6 +343,11 @@ class YtDlp:
         except MediaError:
             raise
         except Exception as exc:
-            raise classify(exc) from exc
+            error = classify(exc)
+            # A post-processor that started and never finished is the step that failed (e.g. Merger).
+            error.step = ydl._tubeflow_hook["postprocessor"]  # type: ignore[attr-defined]
+            if error.step == "Merger" and error.code == "postprocess_failed":
+                error.code = "merge_failed"
+            raise error from exc
         finally:
             self._release(ydl)

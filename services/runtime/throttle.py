@@ -37,6 +37,9 @@ class ProgressPump(Generic[Report]):
         self._sent_percent: float | None = None
         self._last_sent = float("-inf")
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()  # set while the newest report has been sent (or there is none)
+        self._idle.set()
+        self._urgent = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self.sent_count = 0
@@ -48,7 +51,18 @@ class ProgressPump(Generic[Report]):
     def offer(self, report: Report) -> None:
         """Called on the event loop (from a worker thread use ``loop.call_soon_threadsafe(pump.offer, r)``)."""
         self._latest = report
+        self._idle.clear()
         self._wake.set()
+
+    async def flush(self) -> None:
+        """Send the newest report now, throttle or not, and return once it is sent: what is published next (e.g. a
+        post-processing step) then follows every report of the bytes before it."""
+        self._urgent = True
+        self._wake.set()
+        try:
+            await self._idle.wait()
+        finally:
+            self._urgent = False
 
     async def close(self) -> None:
         self._closed = True
@@ -66,13 +80,14 @@ class ProgressPump(Generic[Report]):
         while True:
             latest = self._latest
             if latest is None or latest is self._sent:
+                self._idle.set()
                 if self._closed:
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             delay = self._last_sent + self._interval - self._clock()
-            if delay > 0 and not self._closed and not self._moved_enough(latest):
+            if delay > 0 and not self._closed and not self._urgent and not self._moved_enough(latest):
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)

@@ -2,7 +2,10 @@
 
 Routes: ``/media/NAME`` (Range supported), ``/slow/RATE/NAME`` (the same, throttled to RATE bytes/s),
 ``/stall/SECONDS/NAME`` (answers after a pause), ``/feed.xml`` (an RSS playlist of enclosures; ``?items=a.mp4,b.mp4@RATE``
-picks the entries, ``@RATE`` throttling one), ``/page.html`` (a page with no media), anything else 404.
+picks the entries, ``@RATE`` throttling one), ``/page.html`` (a page with no media), ``/streams/DIR/FILE`` (a DASH or
+HLS manifest and its segments, made by ``make_dash``/``make_hls``; ``/streams/slowMS/DIR/FILE`` waits MS milliseconds
+before each segment), ``/embed/DIR/MANIFEST.html`` (a page whose ``<video><source>`` is that manifest), anything else
+404.
 """
 
 from __future__ import annotations
@@ -69,6 +72,68 @@ def make_clip(
     return path
 
 
+def make_source(path: Path, *, seconds: float = 6.0, size: str = "320x240", bitrate: str = "300k") -> Path:
+    """A clip with a key frame every second, so that it cuts into segments of 1-2 s."""
+    if path.exists():
+        return path
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc=size={size}:rate=15:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "15", "-b:v", bitrate, "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", "64k", "-shortest", str(path),
+        ],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def make_dash(source: Path, directory: Path) -> Path:
+    """DASH with video and audio in separate adaptation sets (yt-dlp downloads both, then merges)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = directory / "manifest.mpd"
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v", "-map", "0:a",
+            "-c", "copy", "-f", "dash", "-seg_duration", "1", "-adaptation_sets", "id=0,streams=v id=1,streams=a",
+            str(manifest),
+        ],
+        check=True,
+    )  # fmt: skip
+    return manifest
+
+
+def make_hls(source: Path, directory: Path, *, split: bool) -> Path:
+    """HLS: with ``split``, a video rendition and a separate audio rendition group (a master playlist); otherwise
+    one muxed stream."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if split:
+        args = [
+            "-map", "0:v", "-map", "0:a", "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+            "-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,agroup:aud a:0,agroup:aud,default:yes",
+            "-hls_segment_filename", str(directory / "%v_%03d.ts"), str(directory / "%v.m3u8"),
+        ]  # fmt: skip
+        manifest = directory / "master.m3u8"
+    else:
+        manifest = directory / "index.m3u8"
+        args = [
+            "-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+            "-hls_segment_filename", str(directory / "seg_%03d.ts"), str(manifest),
+        ]  # fmt: skip
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), *args], check=True)
+    return manifest
+
+
+_CONTENT_TYPES = {
+    ".mpd": "application/dash+xml",
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+}
+
+
 @dataclass
 class MediaServer:
     root: Path
@@ -104,6 +169,13 @@ class MediaServer:
     def flaky_url(self, name: str, failures: int) -> str:
         """Answers 503 to the first ``failures`` requests for this name, then serves the file."""
         return f"{self.base}/flaky/{failures}/{name}"
+
+    def stream_url(self, directory: str, manifest: str, *, segment_delay_ms: int = 0) -> str:
+        slow = f"slow{segment_delay_ms}/" if segment_delay_ms else ""
+        return f"{self.base}/streams/{slow}{directory}/{manifest}"
+
+    def embed_url(self, directory: str, manifest: str) -> str:
+        return f"{self.base}/embed/{directory}/{manifest}.html"
 
     def feed_url(self, names: str | None = None) -> str:
         return f"{self.base}/feed.xml" + (f"?items={names}" if names else "")
@@ -167,6 +239,23 @@ class _MediaHandler(BaseHTTPRequestHandler):
             if seen < int(flaky.group(1)):
                 return self.send_body(b"try again", "text/plain", head, status=503)
             path = f"/media/{flaky.group(2)}"
+        streams = re.fullmatch(r"/streams/(?:slow(\d+)/)?([\w-]+)/([\w.-]+)", path)
+        if streams:
+            target = self.media.root / streams.group(2) / streams.group(3)
+            if not target.is_file():
+                return self.send_body(b"not found", "text/plain", head, status=404)
+            if streams.group(1) and target.suffix not in (".mpd", ".m3u8"):
+                time.sleep(min(int(streams.group(1)), 5000) / 1000)
+            return self.send_file(target, None, head, _CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
+        embed = re.fullmatch(r"/embed/([\w-]+)/([\w.-]+)\.html", path)
+        if embed:
+            source = f"/streams/{embed.group(1)}/{embed.group(2)}"
+            kind = "application/dash+xml" if source.endswith(".mpd") else "application/vnd.apple.mpegurl"
+            body = (
+                f"<html><head><title>Embedded {embed.group(1)}</title></head><body>"
+                f'<video controls><source src="{source}" type="{kind}"></video></body></html>'
+            ).encode()
+            return self.send_body(body, "text/html; charset=utf-8", head)
         if path == "/page.html":
             body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
             return self.send_body(body, "text/html; charset=utf-8", head)
@@ -229,7 +318,7 @@ class _MediaHandler(BaseHTTPRequestHandler):
         ).encode()
         self.send_body(body, "application/rss+xml", head)
 
-    def send_file(self, target: Path, rate: int | None, head: bool) -> None:
+    def send_file(self, target: Path, rate: int | None, head: bool, content_type: str = "video/mp4") -> None:
         size = target.stat().st_size
         start, end = 0, size - 1
         status = 200
@@ -251,7 +340,7 @@ class _MediaHandler(BaseHTTPRequestHandler):
                     return
                 status = 206
         self.send_response(status)
-        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Type", content_type)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(end - start + 1))
         if status == 206:

@@ -1,0 +1,66 @@
+"""What real sites serve, end to end: video and audio as separate streams (DASH, HLS with an audio group) merged by
+ffmpeg, muxed HLS segments, and a page that embeds a manifest. One bar per item over all of its streams, never
+going back; the merge seen as a `processing` step; the merged file holds video and audio; the mp3 decodes."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.e2e.test_e2e import decodes_as_audio, follow, submit
+from tests.support.media import FFMPEG
+
+pytestmark = pytest.mark.e2e
+
+SHAPES = {
+    # name: (directory, manifest, embedded in a page, streams yt-dlp downloads)
+    "dash": ("dash", "manifest.mpd", False, 2),
+    "hls-audio-group": ("hls", "master.m3u8", False, 2),
+    "hls-muxed": ("hlsmux", "index.m3u8", False, 1),
+    "page-embedding-dash": ("dash", "manifest.mpd", True, 2),
+}
+
+
+def streams_in(path) -> str:
+    probe = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    return probe.stderr
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_split_and_fragmented_media_give_one_honest_bar_per_item(stack, media, shape):
+    directory, manifest, embedded, streams = SHAPES[shape]
+    url = (
+        media.embed_url(directory, manifest)
+        if embedded
+        else media.stream_url(directory, manifest, segment_delay_ms=120)
+    )
+    job = submit(stack, url=url, mode="both", audio_format="mp3")
+    messages = await follow(stack, job["id"], timeout=120)
+
+    jobs = [m.json() for m in messages if m.event == "job"]
+    items = [m.json() for m in messages if m.event == "item"]
+    final = jobs[-1]
+    assert final["status"] == "completed", final
+    # The job's bar and every item's bar only go forward, and reach 100 only at the end of their work.
+    percents = [j["progress"]["percent"] for j in jobs]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert all(p < 100 for p in percents[:-1])
+    bars = [i["download"]["percent"] for i in items]
+    assert bars == sorted(bars), bars
+    for item in items:
+        download = item["download"]
+        if download["percent"] == 100.0 and download["status"] == "running":
+            assert download["stream_index"] in (None, download["stream_count"]), download
+    if streams > 1:
+        running = [i["download"] for i in items if i["download"]["status"] == "running"]
+        assert {d["stream_count"] for d in running} >= {streams}, running
+        assert {d["stream_kind"] for d in running} >= {"video", "audio"}, running
+        # The merge is a step the stream shows, not a bar stuck at 100.
+        assert any(i["status"] == "processing" and i["postprocess"]["name"] == "Merger" for i in items), items
+    (item,) = final_items = [i for i in items if i["status"] == "completed"][-1:]
+    assert final_items and item["postprocess"]["status"] in ("none", "completed")
+    merged = stack.media_dir / item["download"]["file"]
+    described = streams_in(merged)
+    assert "Video:" in described and "Audio:" in described, described
+    assert decodes_as_audio(stack.media_dir / item["extract"]["file"])
