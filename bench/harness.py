@@ -19,7 +19,7 @@ import httpx
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
-from tests.support.media import MediaServer, make_clip
+from tests.support.media import MediaServer, make_clip, make_dash, make_source
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -109,6 +109,7 @@ def nats_server() -> Iterator[EmbeddedNats]:
 def media_server() -> Iterator[MediaServer]:
     root = Path(tempfile.mkdtemp(prefix="bench-media-"))
     make_clip(root / "clip.mp4", seconds=20, size="640x360", bitrate="500k")
+    make_dash(make_source(root / "source.mp4", seconds=20, size="640x360", bitrate="500k"), root / "dash")
     with MediaServer(root) as server:
         yield server
 

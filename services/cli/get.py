@@ -38,6 +38,18 @@ class JobState:
         return {**self.job, "items": sorted(self.items.values(), key=lambda i: i["index"])}
 
 
+def phase_of(item: dict[str, Any]) -> str:
+    """What an item is doing now, in words: "video 1/2", "merging video and audio", "extracting audio", …"""
+    dl, pp = item["download"], item.get("postprocess") or {}
+    if item["status"] == "processing":
+        return "merging video and audio" if pp.get("name") == "Merger" else f"post-processing: {pp.get('name')}"
+    if dl["status"] == "running" and dl.get("stream_count"):
+        return f"{dl.get('stream_kind') or 'stream'} {dl['stream_index']}/{dl['stream_count']}"
+    if item["status"] == "extracting":
+        return "extracting audio"
+    return ""
+
+
 class Bars:
     def __init__(self, console: Console) -> None:
         self.overall = Progress(
@@ -89,13 +101,17 @@ class Bars:
             label = f"#{item['index']} {(item.get('title') or '')[:28]}"
             if dl["status"] == "running" or (dl["status"] == "completed" and key in self._item_tasks):
                 task = self._item_tasks.get(key)
-                total = dl.get("total_bytes") or None
+                done, percent = dl["downloaded_bytes"], dl["percent"]
+                # The bar follows the item's percent (never backwards), not bytes over a total that is an estimate.
+                total = done * 100 / percent if percent else (dl.get("total_bytes") or done or 1)
                 if task is None:
                     task = self._item_tasks[key] = self.items.add_task(label, total=total)
+                now = phase_of(item)
                 self.items.update(
                     task,
-                    completed=dl["downloaded_bytes"],
-                    total=total or dl["downloaded_bytes"] or 1,
+                    completed=done,
+                    total=total,
+                    description=f"{label} {now}".rstrip(),
                     visible=dl["status"] == "running",
                 )
             if ex["status"] == "running":

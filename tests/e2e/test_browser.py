@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,34 @@ def test_submit_from_the_form_and_watch_both_bars_reach_100(page, media):
     assert "1 / 1 done" in page.inner_text(f"{selector} [data-bar=download]")
     links = page.locator(f"{selector} .items a")
     assert links.count() == 2  # the video and the mp3
+
+
+def test_split_streams_show_their_phases_and_no_second_climb(page, media):
+    """HLS with video and audio apart: the item row names the stream running and the merge, and its bar never goes
+    back (recorded by a MutationObserver while the job runs)."""
+    page.evaluate(
+        """() => {
+        window.seen = [];
+        new MutationObserver(() => {
+          for (const row of document.querySelectorAll(".items tr[data-item]")) {
+            const phase = row.querySelector("[data-col=phase]");
+            window.seen.push([phase ? phase.textContent : "", row.querySelector("[data-col=download]").textContent]);
+          }
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
+      }"""
+    )
+    job_id = submit(page, media.stream_url("hls", "master.m3u8", segment_delay_ms=200), mode="both")
+    selector = card(page, job_id)
+    page.wait_for_selector(f"{selector} [data-col=phase]", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-split-streams-running.png"), full_page=True)
+    page.wait_for_selector(f"{selector}[data-status=completed]", timeout=60_000)
+    seen = page.evaluate("window.seen")
+    phases = {phase for phase, _ in seen if phase}
+    assert {"video 1/2", "audio 2/2"} <= phases, phases
+    assert "merging video and audio" in phases or "extracting audio" in phases, phases
+    percents = [float(m.group(1)) for _, text in seen if (m := re.search(r"(\d+\.\d)%", text))]
+    assert percents == sorted(percents), percents
+    page.screenshot(path=str(ARTIFACTS / "browser-split-streams.png"), full_page=True)
 
 
 def test_a_failed_job_shows_its_code_and_message(page, media):

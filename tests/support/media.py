@@ -163,6 +163,14 @@ class MediaServer:
         shutil.copyfile(self.root / name, self.root / copy)
         return copy
 
+    def fresh_stream(self, directory: str, manifest: str) -> str:
+        """A copy of a manifest's folder under a new name: a stream URL no earlier job downloaded."""
+        with self._lock:
+            self._copies += 1
+            copy = f"{directory}-copy{self._copies}"
+        shutil.copytree(self.root / directory, self.root / copy)
+        return self.stream_url(copy, manifest)
+
     def redirect_url(self, target: str) -> str:
         return f"{self.base}/redirect?to={quote(target, safe='')}"
 

@@ -62,6 +62,15 @@ function duration(seconds) {
   return m ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
 }
 
+// What an item is doing now, in words: "video 1/2", "merging video and audio", "extracting audio", …
+function phase(item) {
+  const dl = item.download, pp = item.postprocess || {};
+  if (item.status === "processing") return pp.name === "Merger" ? "merging video and audio" : `post-processing: ${pp.name}`;
+  if (dl.status === "running" && dl.stream_count) return `${dl.stream_kind || "stream"} ${dl.stream_index}/${dl.stream_count}`;
+  if (item.status === "extracting") return "extracting audio";
+  return "";
+}
+
 function bar(label, percent, value, name) {
   const p = Math.max(0, Math.min(100, percent || 0));
   return `<div class="bar" data-bar="${name}"><span class="label">${esc(label)}</span>` +
@@ -98,19 +107,25 @@ function render(id) {
   if (playlist) downloadText += ` (${d.remaining} remaining)`;
   if (d.speed) downloadText += ` · ${bytes(d.speed)}/s`;
   if (d.eta != null && !TERMINAL.has(job.status)) downloadText += ` · ${duration(d.eta)} left`;
-  const downloadPercent = d.bytes_total ? 100 * d.bytes_done / d.bytes_total : (total ? 100 * (d.completed + d.failed) / total : 0);
   const items = [...entry.items.values()].sort((a, b) => a.index - b.index);
+  // From the items' bars, which never go back (bytes over totals that are estimates could).
+  const itemDone = (i) => ["completed", "failed", "skipped"].includes(i.download.status) ? 100 : i.download.percent;
+  const downloadPercent = total ? items.reduce((sum, i) => sum + itemDone(i), 0) / total : 0;
   const rows = items.map((item) => {
     const dl = item.download, ex = item.extract;
-    const dlText = dl.status === "running"
+    const dlText = item.status === "processing"
+      ? `${dl.percent.toFixed(1)}% · ${bytes(dl.downloaded_bytes)}`
+      : dl.status === "running"
       ? `${dl.percent.toFixed(1)}% · ${bytes(dl.downloaded_bytes)} of ${bytes(dl.total_bytes)}` +
         (dl.speed ? ` · ${bytes(dl.speed)}/s` : "") + (dl.eta != null ? ` · ${duration(dl.eta)}` : "")
       : dl.status + (dl.reused ? " (reused)" : "");
+    const now = phase(item);
     const exText = ex.status === "none" ? "" : (ex.status === "running" ? `${ex.percent.toFixed(1)}%` : ex.status);
     const error = item.error ? `<span class="error" data-code="${esc(item.error.code)}">${esc(item.error.code)}: ${esc(item.error.message)}</span>` : "";
     return `<tr data-item="${esc(item.id)}" data-status="${esc(item.status)}"><td class="num">${item.index}</td>` +
       `<td>${esc(item.title || item.url)}<br>${error}</td>` +
-      `<td class="num" data-col="download">${esc(dlText)}</td><td class="num" data-col="extract">${esc(exText)}</td>` +
+      `<td class="num" data-col="download">${now ? `<span class="phase" data-col="phase">${esc(now)}</span> · ` : ""}${esc(dlText)}</td>` +
+      `<td class="num" data-col="extract">${esc(exText)}</td>` +
       `<td>${mediaLink(dl.file)} ${mediaLink(ex.file)}</td></tr>`;
   }).join("");
   const buttons = [];
