@@ -4,6 +4,7 @@ event-loop lag of the API process during the run (`tubeflow up` runs every servi
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import statistics
 import tempfile
@@ -51,11 +52,13 @@ class BareYtDlp:
                     "quiet": True,
                     "no_warnings": True,
                     "noprogress": True,
-                    "outtmpl": str(self.out / "%(id)s.%(ext)s"),
+                    "outtmpl": "%(id)s.%(ext)s",  # under the download's own folder (paths.home, below)
                     # The same ffmpeg tubeflow uses, for merging split streams.
                     "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
                 }
             )
+        # Every manifest is called "manifest": a folder of its own per download, as tubeflow gives each job.
+        self.local.ydl.params["paths"] = {"home": str(self.out / hashlib.sha1(url.encode()).hexdigest()[:16])}
         self.local.ydl.download([url])
 
     def warm_up(self, urls: list[str]) -> None:
