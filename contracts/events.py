@@ -121,6 +121,8 @@ class DownloadProgress(Payload):
     # Bytes of the running stream alone, and its size (exact or estimated).
     stream_downloaded_bytes: int | None = None
     stream_total_bytes: int | None = None
+    # Fragments fetched again after an error, so far in this attempt (a missing one fails the item: fragment_missing).
+    fragment_retries: int | None = None
 
 
 class DownloadRetrying(Payload):

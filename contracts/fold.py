@@ -180,6 +180,7 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
                     "stream_count": data.stream_count,
                     "stream_kind": data.stream_kind,
                     "format_id": data.format_id,
+                    "fragment_retries": data.fragment_retries or item.download.fragment_retries,
                 },
             ),
         }
@@ -238,6 +239,7 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
                 file=data.file,
                 size=data.size,
                 reused=data.reused,
+                fragment_retries=item.download.fragment_retries,
             ),
         }
 

@@ -38,6 +38,8 @@ class ItemDownload(View):
     stream_count: int | None = None
     stream_kind: str | None = None
     format_id: str | None = None
+    # Fragments fetched again after an error in this attempt.
+    fragment_retries: int = 0
 
 
 class ItemPostprocess(View):

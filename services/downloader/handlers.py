@@ -343,6 +343,7 @@ class _ItemReports:
             stream_kind=d.get("stream_kind"),
             stream_downloaded_bytes=d.get("stream_downloaded_bytes"),
             stream_total_bytes=d.get("stream_total_bytes"),
+            fragment_retries=d.get("fragment_retries"),
         )
         self._loop.call_soon_threadsafe(self._pump.offer, (report, self._now()))
 

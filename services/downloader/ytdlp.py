@@ -36,9 +36,16 @@ QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
 
 
 class _QuietLogger:
-    """yt-dlp's messages go to our log instead of the terminal; errors reach us as exceptions."""
+    """yt-dlp's messages go to our log instead of the terminal; errors reach us as exceptions. Fragment retries are
+    counted for the download running on this instance (``holder``), so its progress can say so."""
+
+    def __init__(self, holder: dict[str, Any] | None = None) -> None:
+        self._holder = holder
 
     def debug(self, msg: str) -> None:
+        # yt-dlp says "[download] Got error: … Retrying fragment N (1/2)..." on screen, which a logger gets here.
+        if self._holder is not None and "Retrying fragment" in msg:
+            self._holder["fragment_retries"] += 1
         log.debug(msg)
 
     def info(self, msg: str) -> None:
@@ -106,6 +113,8 @@ def classify(exc: BaseException) -> MediaError:
             cause = cause.exc_info[1]
     if "forbidden_address" in message:
         return MediaError("forbidden_address", message.replace("forbidden_address: ", ""))
+    if "not found, unable to continue" in message and "fragment" in message:
+        return MediaError("fragment_missing", message)
     if isinstance(cause, PostProcessingError) or message.startswith("Postprocessing:"):
         return MediaError("postprocess_failed", message)
     if isinstance(cause, HTTPError):
@@ -169,6 +178,9 @@ def _base_params() -> dict[str, Any]:
         "continuedl": True,
         "retries": 2,
         "fragment_retries": 2,
+        # A fragment still missing after its retries fails the item (fragment_missing) instead of leaving a silent
+        # gap in the file.
+        "skip_unavailable_fragments": False,
         "socket_timeout": 20,
         "color": {"stdout": "no_color", "stderr": "no_color"},
     }
@@ -235,12 +247,23 @@ class YtDlp:
             if self._created >= self._size:
                 return None
             self._created += 1
-        ydl = _YoutubeDL(_base_params())
-        holder: dict[str, Any] = {"hook": None, "meter": StreamMeter(), "postprocessor": None}
+        holder: dict[str, Any] = {
+            "hook": None,
+            "meter": StreamMeter(),
+            "postprocessor": None,
+            "fragment_retries": 0,
+            "fragmented": False,
+        }
+        ydl = _YoutubeDL({**_base_params(), "logger": _QuietLogger(holder)})
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             if holder["hook"] is not None:
-                holder["hook"](holder["meter"].report(d))
+                if d.get("fragment_count"):
+                    holder["fragmented"] = True
+                report = holder["meter"].report(d)
+                if holder["fragment_retries"]:
+                    report = {**report, "fragment_retries": holder["fragment_retries"]}
+                holder["hook"](report)
 
         def on_postprocess(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             name = d.get("postprocessor")
@@ -258,6 +281,7 @@ class YtDlp:
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
         holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
         holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
+        holder["fragment_retries"], holder["fragmented"] = 0, False
         ydl.format_selector = None
         self._pool.put(ydl)
 
@@ -344,8 +368,16 @@ class YtDlp:
             raise
         except Exception as exc:
             error = classify(exc)
+            holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
+            if holder["fragmented"] and error.code == "download_error" and "Giving up after" in error.message:
+                # A fragment that kept failing (yt-dlp's words: "Got error: HTTP Error 404 … Giving up after 2
+                # retries"): the stream can't be completed.
+                error.code = "fragment_missing"
+                error.message = (
+                    f"a fragment of the stream could not be fetched: {error.message.removeprefix('[download] ')}"
+                )
             # A post-processor that started and never finished is the step that failed (e.g. Merger).
-            error.step = ydl._tubeflow_hook["postprocessor"]  # type: ignore[attr-defined]
+            error.step = holder["postprocessor"]
             if error.step == "Merger" and error.code == "postprocess_failed":
                 error.code = "merge_failed"
             raise error from exc

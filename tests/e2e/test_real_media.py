@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.test_e2e import decodes_as_audio, follow, submit
+from tests.e2e.test_e2e import decodes_as_audio, follow, submit, wait_finished
 from tests.support.media import FFMPEG
 
 pytestmark = pytest.mark.e2e
@@ -64,3 +64,23 @@ async def test_split_and_fragmented_media_give_one_honest_bar_per_item(stack, me
     described = streams_in(merged)
     assert "Video:" in described and "Audio:" in described, described
     assert decodes_as_audio(stack.media_dir / item["extract"]["file"])
+
+
+def test_a_manifest_with_a_missing_segment_fails_the_item_with_a_code(stack, media):
+    url = media.fresh_stream("dash", "manifest.mpd")
+    copy = url.rsplit("/", 2)[-2]
+    next(iter(sorted((media.root / copy).glob("chunk-stream0-*.m4s"))[2:3])).unlink()  # the third video segment
+    job = submit(stack, url=url, mode="video")
+    view = wait_finished(stack, job["id"], timeout=60)
+    assert view["status"] == "failed"
+    (item,) = view["items"]
+    assert item["error"]["code"] == "fragment_missing", item["error"]
+    # The retries before giving up are said, not silent.
+    assert "fragment" in item["error"]["message"] and "Giving up after 2 retries" in item["error"]["message"]
+
+
+def test_fragments_that_fail_once_are_retried_and_the_retries_are_reported(stack, media):
+    job = submit(stack, url=media.stream_url("hlsmux", "index.m3u8", segment_failures=1), mode="video")
+    view = wait_finished(stack, job["id"], timeout=60)
+    assert view["status"] == "completed", view
+    assert view["items"][0]["download"]["fragment_retries"] >= 1

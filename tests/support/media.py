@@ -178,8 +178,11 @@ class MediaServer:
         """Answers 503 to the first ``failures`` requests for this name, then serves the file."""
         return f"{self.base}/flaky/{failures}/{name}"
 
-    def stream_url(self, directory: str, manifest: str, *, segment_delay_ms: int = 0) -> str:
-        slow = f"slow{segment_delay_ms}/" if segment_delay_ms else ""
+    def stream_url(self, directory: str, manifest: str, *, segment_delay_ms: int = 0, segment_failures: int = 0) -> str:
+        """``segment_failures``: each segment answers 404 that many times before it is served."""
+        slow = (
+            f"slow{segment_delay_ms}/" if segment_delay_ms else f"flaky{segment_failures}/" if segment_failures else ""
+        )
         return f"{self.base}/streams/{slow}{directory}/{manifest}"
 
     def embed_url(self, directory: str, manifest: str) -> str:
@@ -247,11 +250,18 @@ class _MediaHandler(BaseHTTPRequestHandler):
             if seen < int(flaky.group(1)):
                 return self.send_body(b"try again", "text/plain", head, status=503)
             path = f"/media/{flaky.group(2)}"
-        streams = re.fullmatch(r"/streams/(?:slow(\d+)/)?([\w-]+)/([\w.-]+)", path)
+        streams = re.fullmatch(r"/streams/(?:slow(\d+)/|flaky(\d+)/)?([\w-]+)/([\w.-]+)", path)
         if streams:
-            target = self.media.root / streams.group(2) / streams.group(3)
+            target = self.media.root / streams.group(3) / streams.group(4)
             if not target.is_file():
                 return self.send_body(b"not found", "text/plain", head, status=404)
+            if streams.group(2) and target.suffix not in (".mpd", ".m3u8"):
+                with self.media._lock:
+                    seen = self.media._counts.get(path, 0)
+                    self.media._counts[path] = seen + 1
+                if seen < int(streams.group(2)):  # the first N requests of each segment fail, as on a CDN edge
+                    # that has not got it yet (yt-dlp retries a fragment's 404; a 5xx goes to its HTTP retries)
+                    return self.send_body(b"not yet", "text/plain", head, status=404)
             if streams.group(1) and target.suffix not in (".mpd", ".m3u8"):
                 time.sleep(min(int(streams.group(1)), 5000) / 1000)
             return self.send_file(target, None, head, _CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
