@@ -21,8 +21,12 @@ def resolve_media(root: Path, relative: str) -> Path:
     relative = relative.lstrip("/")
     if not relative or "\x00" in relative:
         raise NotFoundException("no such file")
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root) or not target.is_file():
+    try:
+        target = (root / relative).resolve()
+        found = target.is_relative_to(root) and target.is_file()
+    except (OSError, ValueError):  # e.g. a name longer than the file system allows (ENAMETOOLONG)
+        found = False
+    if not found:
         raise NotFoundException("no such file")
     return target
 

@@ -347,6 +347,12 @@ class YtDlp:
             with guarded(self._policy):
                 # One extraction: identify the media first, so a file another job already has can be used instead.
                 found = self._take_probe(url) or ydl.extract_info(url, download=False, process=False)
+                if found and (found.get("is_live") or found.get("live_status") in ("is_live", "is_upcoming")):
+                    # yt-dlp would hand a live stream to an ffmpeg of its own that records until killed, out of
+                    # reach of cancel and of the address checks: refused until recording is built.
+                    raise MediaError(
+                        "live_not_supported", f"{url} is a live stream; recording live streams is not supported yet"
+                    )
                 key = media_key(found, format) if found else None
                 if key is not None and reuse is not None:
                     existing = reuse(key)

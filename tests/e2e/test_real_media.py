@@ -84,3 +84,12 @@ def test_fragments_that_fail_once_are_retried_and_the_retries_are_reported(stack
     view = wait_finished(stack, job["id"], timeout=60)
     assert view["status"] == "completed", view
     assert view["items"][0]["download"]["fragment_retries"] >= 1
+
+
+def test_a_live_stream_is_refused_with_a_code_not_recorded_out_of_reach(stack, media):
+    """Recording live streams is not built yet; until it is, a live stream fails at once with a clear code instead
+    of an ffmpeg that records until killed and that a cancel can't reach."""
+    job = submit(stack, url=media.stream_url("live", "index.m3u8"), mode="video")
+    view = wait_finished(stack, job["id"], timeout=30)
+    assert view["status"] == "failed"
+    assert view["items"][0]["error"]["code"] == "live_not_supported", view["items"][0]["error"]

@@ -176,3 +176,10 @@ async def test_media_does_not_follow_symlinks_out_of_its_root(lonely_nats, tmp_p
         assert (await client.get("/media/link.txt")).status_code == 404
         assert (await client.get("/media/inside.txt")).text == "public"
         assert (await client.get(f"/media/{secret}")).status_code == 404
+
+
+async def test_a_media_path_too_long_for_the_file_system_is_404_not_500(client):
+    response = await client.get("/media/" + "ṱ̺̺o" * 120)
+    assert response.status_code == 404
+    response = await client.get("/media/" + "a" * 300 + "/" + "b" * 300)
+    assert response.status_code == 404

@@ -104,6 +104,13 @@ def make_dash(source: Path, directory: Path) -> Path:
     return manifest
 
 
+def make_live(source: Path, directory: Path) -> Path:
+    """A live-style HLS playlist: segments so far, and no #EXT-X-ENDLIST (more would follow)."""
+    manifest = make_hls(source, directory, split=False)
+    manifest.write_text(manifest.read_text().replace("#EXT-X-ENDLIST\n", "").replace("VOD", "EVENT"))
+    return manifest
+
+
 def make_hls(source: Path, directory: Path, *, split: bool) -> Path:
     """HLS: with ``split``, a video rendition and a separate audio rendition group (a master playlist); otherwise
     one muxed stream."""
