@@ -74,10 +74,16 @@ def _encoded(view: JobView) -> _Encoded:
 
 def changes_since(view: JobView, last_id: int) -> tuple[bytes, int]:
     """The encoded messages a client that has seen ``last_id`` needs (items changed since, then the job), and the
-    id of the last of them (``last_id`` if none)."""
+    id of the last of them (``last_id`` if none).
+
+    One event can change several items (a cancel skips all that were waiting, a retry queues all that failed), and
+    their messages share the id ``2 × seq``. A client whose connection dropped among them resumes from that id, so
+    items with exactly that id are sent again: a client replaces an item by its id, and a repeat costs nothing where
+    a miss would leave an item stale. (After a full update the last id is a job's, odd, and nothing repeats.)"""
     cache = _encoded(view)
     frames = []
-    for item in sorted((i for i in view.items if item_message_id(i.seq) > last_id), key=lambda i: (i.seq, i.index)):
+    after = last_id - 1 if last_id % 2 == 0 else last_id
+    for item in sorted((i for i in view.items if item_message_id(i.seq) > after), key=lambda i: (i.seq, i.index)):
         data = cache.items.get(item.id)
         if data is None:
             message = ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq))

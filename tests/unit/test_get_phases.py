@@ -1,0 +1,26 @@
+"""`tubeflow get` names what an item is doing, as the page does."""
+
+from __future__ import annotations
+
+from services.cli.get import phase_of
+
+
+def item(status: str, download: dict | None = None, postprocess: dict | None = None) -> dict:
+    return {
+        "status": status,
+        "download": {"status": "running", "stream_index": None, "stream_count": None, **(download or {})},
+        "postprocess": postprocess or {"status": "none", "name": None},
+    }
+
+
+def test_phases_in_words():
+    assert phase_of(item("downloading", {"stream_index": 1, "stream_count": 2, "stream_kind": "video"})) == "video 1/2"
+    assert phase_of(item("downloading", {"stream_index": 2, "stream_count": 2, "stream_kind": "audio"})) == "audio 2/2"
+    assert phase_of(item("downloading")) == ""  # one stream: the bar says it all
+    assert (
+        phase_of(item("processing", postprocess={"status": "running", "name": "Merger"})) == "merging video and audio"
+    )
+    assert phase_of(item("processing", postprocess={"status": "running", "name": "FixupM3u8"})) == (
+        "post-processing: FixupM3u8"
+    )
+    assert phase_of(item("extracting", {"status": "completed"})) == "extracting audio"
