@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
+import httpx
 import pytest
 
 from tests.e2e.test_e2e import decodes_as_audio, follow, submit, wait_finished
@@ -93,3 +94,22 @@ def test_a_live_stream_is_refused_with_a_code_not_recorded_out_of_reach(stack, m
     view = wait_finished(stack, job["id"], timeout=30)
     assert view["status"] == "failed"
     assert view["items"][0]["error"]["code"] == "live_not_supported", view["items"][0]["error"]
+
+
+def test_a_merge_that_fails_names_the_step_and_keeps_the_streams(stack, media):
+    url = media.fresh_stream("dash", "manifest.mpd")
+    copy = media.root / url.rsplit("/", 2)[-2]
+    for audio in [copy / "init-stream1.m4s", *copy.glob("chunk-stream1-*.m4s")]:
+        audio.write_bytes(bytes(range(256)) * (audio.stat().st_size // 256 + 1))  # not audio any more
+    job = submit(stack, url=url, mode="video")
+    view = wait_finished(stack, job["id"], timeout=60)
+    assert view["status"] == "failed"
+    (item,) = view["items"]
+    assert item["error"]["code"] == "merge_failed", item["error"]
+    assert item["postprocess"] == {"status": "failed", "name": "Merger", "completed": 0}
+    events = httpx.get(f"{stack.base}/api/jobs/{job['id']}/events", timeout=10).json()
+    failed = [e for e in events if e["type"] == "postprocess.failed"]
+    assert len(failed) == 1 and failed[0]["data"]["name"] == "Merger" and failed[0]["data"]["code"] == "merge_failed"
+    # The downloaded streams stay on disk for a retry.
+    kept = sorted(p.suffix for p in (stack.media_dir / job["id"]).iterdir())
+    assert ".m4a" in kept and ".mp4" in kept, kept
