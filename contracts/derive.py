@@ -122,6 +122,8 @@ def _running_progress(view: JobView, totals: Totals, total: int, audio: bool, do
         percent = max(percent, min(99.9, raw))
     if view.status in ("queued", "resolving"):
         stage = view.status
+    elif totals.counts.recording:
+        stage = "recording"
     elif downloads_remaining > 0 or not audio:
         stage = "downloading"
     else:

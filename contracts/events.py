@@ -123,6 +123,8 @@ class DownloadProgress(Payload):
     stream_total_bytes: int | None = None
     # Fragments fetched again after an error, so far in this attempt (a missing one fails the item: fragment_missing).
     fragment_retries: int | None = None
+    # Set while a live stream is recorded: seconds recorded so far (there is no total, so no percent).
+    recorded_seconds: float | None = None
 
 
 class DownloadRetrying(Payload):
@@ -146,6 +148,9 @@ class DownloadCompleted(Payload):
     round: int = 0
     # True when the file was already there from another job, and nothing was transferred.
     reused: bool = False
+    # A live recording stopped before the stream ended (a cancel, a shutdown, the time limit): the file holds what
+    # was recorded; no audio is extracted from it.
+    stopped_early: bool = False
 
 
 class PostprocessStarted(Payload):

@@ -163,6 +163,8 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
     data = event.data
 
     def progressed(item: ItemView) -> dict:
+        if data.recorded_seconds is not None:
+            return _recording(item, data)
         return {
             "status": "downloading",
             "attempts": max(item.attempts, 1),
@@ -188,9 +190,32 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
     return _change_step(view, event, "download", progressed)
 
 
-def _download_percent(data: ev.DownloadProgress, before: float) -> float:
+def _recording(item: ItemView, data: ev.DownloadProgress) -> dict:
+    """A live stream being recorded: bytes, seconds and speed, and no percent (there is no end to measure against);
+    an item asked to stop stays `stopping` until its file is there."""
+    return {
+        "status": "stopping" if item.status == "stopping" else "recording",
+        "attempts": max(item.attempts, 1),
+        "worker": data.worker,
+        "download": replace(
+            item.download,
+            {
+                "status": "running",
+                "percent": None,
+                "downloaded_bytes": data.downloaded_bytes,
+                "total_bytes": None,
+                "speed": data.speed,
+                "eta": None,
+                "recorded_seconds": data.recorded_seconds,
+            },
+        ),
+    }
+
+
+def _download_percent(data: ev.DownloadProgress, before: float | None) -> float:
     """The item's bar after a progress report: never lower than ``before`` (a size estimate that grows must not move
     it back), and 100 only when the report says the last stream's bytes are all there."""
+    before = before or 0.0
     if data.total_bytes:
         raw = 100.0 * data.downloaded_bytes / data.total_bytes
     elif data.fragment_count:
@@ -225,8 +250,9 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
     audio = wants_audio(view.mode)
 
     def completed(item: ItemView) -> dict:
+        stopped = data.stopped_early
         return {
-            "status": "extracting" if audio else "completed",
+            "status": "extracting" if audio and not stopped else "completed",
             "title": item.title or data.title,
             "attempts": max(item.attempts, 1),
             "worker": data.worker,
@@ -240,7 +266,11 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
                 size=data.size,
                 reused=data.reused,
                 fragment_retries=item.download.fragment_retries,
+                recorded_seconds=item.download.recorded_seconds,
+                stopped_early=stopped,
             ),
+            # What was recorded of a live stream that was stopped is kept as it is: no audio is made of it.
+            **({"extract": ItemExtract(status="skipped")} if audio and stopped else {}),
         }
 
     return _change_step(view, event, "download", completed)
@@ -348,9 +378,15 @@ def _(event: ev.ExtractFailedEvent, view: JobView) -> JobView:
 @_apply.register
 def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
     items = []
+    stopping = False
     for item in view.items:
         if item.status in ("completed", "failed", "skipped"):
             items.append(item)
+            continue
+        if item.status in ("recording", "stopping"):
+            # A live recording stops and keeps what it has: the item completes when its file is there.
+            items.append(replace(item, {"status": "stopping", "seq": event.seq}))
+            stopping = True
             continue
         download, extract = item.download, item.extract
         if download.status not in STEP_DONE:
@@ -361,6 +397,9 @@ def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
         if item.postprocess.status == "running":
             changes["postprocess"] = _stopped(item.postprocess, "skipped")
         items.append(replace(item, changes))
+    if stopping:
+        # Not over yet: the job ends when the recordings are files (the waiting items are skipped already).
+        return replace(view, {"items": items})
     return replace(
         view,
         {

@@ -26,7 +26,10 @@ def item_done(item: ItemView, audio: bool) -> bool:
 
 
 def item_succeeded(item: ItemView, audio: bool) -> bool:
-    return item.download.status == "completed" and (not audio or item.extract.status == "completed")
+    if item.download.status != "completed":
+        return False
+    # A live recording stopped on request is the file that was asked for; no audio is made of it.
+    return not audio or item.extract.status == "completed" or item.download.stopped_early
 
 
 def item_fraction(item: ItemView, audio: bool) -> float:
@@ -44,4 +47,7 @@ def download_fraction(item: ItemView) -> float:
     """How much of the download step is done, 0..1: the streams' bytes, then post-processing."""
     if item.download.status == "completed":
         return 1.0
-    return (1.0 - POSTPROCESS_SHARE) * item.download.percent / 100.0
+    percent = item.download.percent
+    if percent is None:  # a live recording: no share of the bar until it is a file
+        return 0.0
+    return (1.0 - POSTPROCESS_SHARE) * percent / 100.0

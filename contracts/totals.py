@@ -61,6 +61,7 @@ class Counts(NamedTuple):
     bytes_done: int = 0
     bytes_total: int = 0
     units: int = 0  # shares of the bar, in millionths of an item
+    recording: int = 0  # items recording a live stream (or stopping it)
 
     @staticmethod
     def of_item(item: ItemView, audio: bool) -> "Counts":
@@ -75,6 +76,7 @@ class Counts(NamedTuple):
                 download.downloaded_bytes,
                 download.total_bytes or 0,
                 UNIT if done else round(item_fraction(item, audio) * UNIT),
+                1 if item.status in ("recording", "stopping") else 0,
             )
         )
 

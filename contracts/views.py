@@ -12,10 +12,12 @@ from contracts.events import AudioFormat, ErrorInfo, Mode
 JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
 
-ItemStatus = Literal["queued", "downloading", "processing", "extracting", "completed", "failed", "skipped"]
+ItemStatus = Literal[
+    "queued", "downloading", "recording", "stopping", "processing", "extracting", "completed", "failed", "skipped"
+]
 StepStatus = Literal["none", "queued", "running", "completed", "failed", "skipped"]
 AggregateStatus = Literal["none", "queued", "running", "completed", "partial", "failed"]
-Stage = Literal["queued", "resolving", "downloading", "extracting", "done"]
+Stage = Literal["queued", "resolving", "downloading", "recording", "extracting", "done"]
 
 
 class View(BaseModel):
@@ -24,8 +26,9 @@ class View(BaseModel):
 
 class ItemDownload(View):
     status: StepStatus = "queued"
-    # Over all of the item's streams; never decreases within a run, 100 only once the last stream is on disk.
-    percent: float = 0.0
+    # Over all of the item's streams; never decreases within a run, 100 only once the last stream is on disk. None
+    # while a live stream is recorded (it has no end to measure against).
+    percent: float | None = 0.0
     downloaded_bytes: int = 0
     total_bytes: int | None = None
     speed: float | None = None
@@ -40,6 +43,9 @@ class ItemDownload(View):
     format_id: str | None = None
     # Fragments fetched again after an error in this attempt.
     fragment_retries: int = 0
+    # A live stream: seconds recorded so far, and whether the recording was stopped before the stream ended.
+    recorded_seconds: float | None = None
+    stopped_early: bool = False
 
 
 class ItemPostprocess(View):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.runtime.embedded import EmbeddedNats
-from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_live, make_source
+from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_source
 
 ROOT = Path(__file__).resolve().parent.parent
 _NATS_SOURCE = {"kind": "not started"}
@@ -118,7 +118,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     make_dash(source, root / "dash")
     make_hls(source, root / "hls", split=True)
     make_hls(source, root / "hlsmux", split=False)
-    make_live(source, root / "live")
     with MediaServer(root) as server:
         yield server
 

@@ -43,6 +43,9 @@ def phase_of(item: dict[str, Any]) -> str:
     dl, pp = item["download"], item.get("postprocess") or {}
     if item["status"] == "processing":
         return "merging video and audio" if pp.get("name") == "Merger" else f"post-processing: {pp.get('name')}"
+    if item["status"] in ("recording", "stopping"):
+        recorded = dl.get("recorded_seconds") or 0
+        return f"{'recording live' if item['status'] == 'recording' else 'stopping'} {recorded:.0f} s"
     if dl["status"] == "running" and dl.get("stream_count"):
         return f"{dl.get('stream_kind') or 'stream'} {dl['stream_index']}/{dl['stream_count']}"
     if item["status"] == "extracting":
@@ -101,9 +104,12 @@ class Bars:
             label = f"#{item['index']} {(item.get('title') or '')[:28]}"
             if dl["status"] == "running" or (dl["status"] == "completed" and key in self._item_tasks):
                 task = self._item_tasks.get(key)
-                done, percent = dl["downloaded_bytes"], dl["percent"]
+                done, percent = dl["downloaded_bytes"], dl["percent"]  # percent None: a live recording
                 # The bar follows the item's percent (never backwards), not bytes over a total that is an estimate.
-                total = done * 100 / percent if percent else (dl.get("total_bytes") or done or 1)
+                if percent is None:
+                    total = None  # a live recording has no end: rich shows a bar that pulses
+                else:
+                    total = done * 100 / percent if percent else (dl.get("total_bytes") or done or 1)
                 if task is None:
                     task = self._item_tasks[key] = self.items.add_task(label, total=total)
                 now = phase_of(item)

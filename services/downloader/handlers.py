@@ -179,8 +179,9 @@ class Downloader:
             await reports.close()
             raise
         await reports.close()
-        if token.reason is not None:
+        if token.reason is not None and not result.stopped_early:
             raise Aborted(token.reason)
+        # A live recording that was stopped completes with what it recorded, whatever stopped it.
         await self._completed(event, job, item, result)
 
     def _progress_reports(self, job: str, item: str, token: CancelToken) -> "_ItemReports":
@@ -281,9 +282,12 @@ class Downloader:
                 size=result.size,
                 title=result.title,
                 duration=result.duration,
-                audio_format=event.data.audio_format if wants_audio(event.data.mode) else None,
+                audio_format=event.data.audio_format
+                if wants_audio(event.data.mode) and not result.stopped_early
+                else None,
                 round=event.data.round,
                 reused=result.reused,
+                stopped_early=result.stopped_early,
             ),
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,
@@ -320,6 +324,16 @@ class _ItemReports:
         if status == "postprocess":
             step = self._step(d.get("pp_status") or "", str(d.get("postprocessor")))
             self._steps.append(asyncio.run_coroutine_threadsafe(step, self._loop))
+            return
+        if status == "recording":
+            if self._gate.open(None):
+                report = ev.DownloadProgress(
+                    worker=self._worker,
+                    downloaded_bytes=int(d.get("downloaded_bytes") or 0),
+                    speed=d.get("speed"),
+                    recorded_seconds=d.get("recorded_seconds"),
+                )
+                self._loop.call_soon_threadsafe(self._pump.offer, (report, self._now()))
             return
         if status not in ("downloading", "finished"):
             return

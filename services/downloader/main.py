@@ -32,7 +32,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     concurrency = settings.download_concurrency
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
-    media = YtDlp(size=concurrency + RESOLVE_CONCURRENCY, policy=settings.address_policy())
+    media = YtDlp(
+        size=concurrency + RESOLVE_CONCURRENCY, policy=settings.address_policy(), max_recording=settings.max_recording
+    )
     warm_up = asyncio.get_running_loop().run_in_executor(executor, media.warm_up)
     warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))
     media_dir = settings.media_dir.resolve()

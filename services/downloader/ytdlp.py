@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 import yt_dlp
@@ -22,6 +24,7 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.postprocessor.common import PostProcessor
 from yt_dlp.utils import DownloadError, ExtractorError, PostProcessingError, UnsupportedError
 
+from services.downloader.recording import record
 from services.downloader.streams import StreamMeter
 from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.failures import MediaError
@@ -80,6 +83,8 @@ class Downloaded:
     title: str | None
     duration: float | None
     reused: bool = False
+    # A live recording stopped before the stream ended (what was recorded is the file).
+    stopped_early: bool = False
 
 
 # Given the media key of what is about to be downloaded, return a file to use instead, or None to download.
@@ -195,9 +200,14 @@ class YtDlp:
     """A pool of reusable YoutubeDL instances; every method blocks and is meant for a worker thread."""
 
     def __init__(
-        self, size: int, policy: AddressPolicy | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        size: int,
+        policy: AddressPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_recording: float = 6 * 3600.0,
     ) -> None:
         self._size = size
+        self._max_recording = max_recording
         self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
         self._created = 0
@@ -328,6 +338,35 @@ class YtDlp:
             self._keep_probe(item_url, info)
         return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False)
 
+    def _record_live(
+        self, ydl: yt_dlp.YoutubeDL, found: dict[str, Any], directory: Path, stem: str, hook: ProgressHook
+    ) -> Downloaded:
+        """A live stream is recorded by ffmpeg under our control (see ``recording``), not by yt-dlp's own ffmpeg,
+        which would report nothing and could only be killed. Runs inside the address guard."""
+        info = ydl.process_ie_result(found, download=False)
+        if info.get("requested_formats"):
+            raise MediaError(
+                "live_not_supported",
+                "live streams with separate video and audio are not recorded yet; pick one format (e.g. format=best)",
+            )
+        stream_url = info.get("url")
+        if not stream_url:
+            raise MediaError("extraction_error", "yt-dlp found no stream URL for the live stream")
+        parts = urlsplit(stream_url)
+        # The name is resolved here, through the address policy, before ffmpeg connects to it by itself.
+        socket.getaddrinfo(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        name = re.sub(r"[^\w.-]+", "_", str(info.get("id") or "live"))[:40]
+        target = directory / f"{stem}-live-{name}.mkv"
+        hook({"status": "starting"})
+        size, seconds, stopped = record(
+            stream_url,
+            target,
+            headers=info.get("http_headers"),
+            max_seconds=self._max_recording,
+            hook=hook,
+        )
+        return Downloaded(target, size, info.get("title"), seconds, stopped_early=stopped)
+
     def download(
         self,
         url: str,
@@ -347,12 +386,10 @@ class YtDlp:
             with guarded(self._policy):
                 # One extraction: identify the media first, so a file another job already has can be used instead.
                 found = self._take_probe(url) or ydl.extract_info(url, download=False, process=False)
-                if found and (found.get("is_live") or found.get("live_status") in ("is_live", "is_upcoming")):
-                    # yt-dlp would hand a live stream to an ffmpeg of its own that records until killed, out of
-                    # reach of cancel and of the address checks: refused until recording is built.
-                    raise MediaError(
-                        "live_not_supported", f"{url} is a live stream; recording live streams is not supported yet"
-                    )
+                if found and (found.get("is_live") or found.get("live_status") == "is_live"):
+                    return self._record_live(ydl, found, directory, stem, hook)
+                if found and found.get("live_status") == "is_upcoming":
+                    raise MediaError("live_not_started", f"{url} is a live stream that has not started yet")
                 key = media_key(found, format) if found else None
                 if key is not None and reuse is not None:
                     existing = reuse(key)

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     extract_concurrency: int = Field(default=2, ge=1, le=64)
     allow_private_urls: bool = False
     max_playlist_items: int = Field(default=1000, ge=1)
+    max_recording: float = Field(default=6 * 3600.0, gt=0, description="seconds a live stream is recorded at most")
     # Seconds between progress events of one item, unless the item moved by at least `progress_min_step` percent.
     progress_interval: float = Field(default=0.25, ge=0.0)
     progress_min_step: float = Field(default=1.0, ge=0.0)

@@ -5,6 +5,7 @@ going back; the merge seen as a `processing` step; the merged file holds video a
 from __future__ import annotations
 
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -87,13 +88,34 @@ def test_fragments_that_fail_once_are_retried_and_the_retries_are_reported(stack
     assert view["items"][0]["download"]["fragment_retries"] >= 1
 
 
-def test_a_live_stream_is_refused_with_a_code_not_recorded_out_of_reach(stack, media):
-    """Recording live streams is not built yet; until it is, a live stream fails at once with a clear code instead
-    of an ffmpeg that records until killed and that a cancel can't reach."""
-    job = submit(stack, url=media.stream_url("live", "index.m3u8"), mode="video")
+def test_a_live_stream_records_without_a_percent_and_a_cancel_keeps_a_playable_file(stack, media):
+    """A live stream (an HLS playlist with no end) is recorded: the item shows bytes and seconds, no made-up
+    percent, and the stage `recording`; a cancel stops the recording and keeps what it has as a finished file."""
+    job = submit(stack, url=media.live_url("hlsmux"), mode="both")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = httpx.get(f"{stack.base}/api/jobs/{job['id']}", timeout=10).json()
+        items = view["items"]
+        if items and items[0]["status"] == "recording" and items[0]["download"]["downloaded_bytes"] > 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the live stream was not recorded: {view}")
+    (item,) = items
+    assert item["download"]["percent"] is None and item["download"]["recorded_seconds"] > 0
+    assert view["progress"]["stage"] == "recording" and view["status"] == "running"
+    cancelled = httpx.post(f"{stack.base}/api/jobs/{job['id']}/cancel", timeout=10)
+    assert cancelled.status_code == 202
     view = wait_finished(stack, job["id"], timeout=30)
-    assert view["status"] == "failed"
-    assert view["items"][0]["error"]["code"] == "live_not_supported", view["items"][0]["error"]
+    assert view["status"] == "completed", [(i["status"], i["error"], i["download"]) for i in view["items"]]
+    (item,) = view["items"]
+    assert item["status"] == "completed" and item["download"]["stopped_early"] is True
+    assert item["extract"]["status"] == "skipped"  # what was recorded is kept as it is
+    recorded = stack.media_dir / item["download"]["file"]
+    assert recorded.stat().st_size == item["download"]["size"] > 0
+    assert "Video:" in streams_in(recorded)
+    decoded = subprocess.run([FFMPEG, "-v", "error", "-i", str(recorded), "-f", "null", "-"], capture_output=True)
+    assert decoded.returncode == 0, decoded.stderr
 
 
 def test_a_merge_that_fails_names_the_step_and_keeps_the_streams(stack, media):

@@ -4,7 +4,8 @@ Routes: ``/media/NAME`` (Range supported), ``/slow/RATE/NAME`` (the same, thrott
 ``/stall/SECONDS/NAME`` (answers after a pause), ``/feed.xml`` (an RSS playlist of enclosures; ``?items=a.mp4,b.mp4@RATE``
 picks the entries, ``@RATE`` throttling one), ``/page.html`` (a page with no media), ``/streams/DIR/FILE`` (a DASH or
 HLS manifest and its segments, made by ``make_dash``/``make_hls``; ``/streams/slowMS/DIR/FILE`` waits MS milliseconds
-before each segment), ``/embed/DIR/MANIFEST.html`` (a page whose ``<video><source>`` is that manifest), anything else
+before each segment, ``/streams/flakyN/…`` fails each segment N times), ``/live/DIR.m3u8`` (a live HLS playlist that
+never ends, looping DIR's segments), ``/embed/DIR/MANIFEST.html`` (a page whose ``<video><source>`` is that manifest), anything else
 404.
 """
 
@@ -104,13 +105,6 @@ def make_dash(source: Path, directory: Path) -> Path:
     return manifest
 
 
-def make_live(source: Path, directory: Path) -> Path:
-    """A live-style HLS playlist: segments so far, and no #EXT-X-ENDLIST (more would follow)."""
-    manifest = make_hls(source, directory, split=False)
-    manifest.write_text(manifest.read_text().replace("#EXT-X-ENDLIST\n", "").replace("VOD", "EVENT"))
-    return manifest
-
-
 def make_hls(source: Path, directory: Path, *, split: bool) -> Path:
     """HLS: with ``split``, a video rendition and a separate audio rendition group (a master playlist); otherwise
     one muxed stream."""
@@ -192,6 +186,10 @@ class MediaServer:
         )
         return f"{self.base}/streams/{slow}{directory}/{manifest}"
 
+    def live_url(self, directory: str) -> str:
+        """A never-ending live HLS stream made of ``directory``'s segments (see ``live_playlist``)."""
+        return f"{self.base}/live/{directory}.m3u8"
+
     def embed_url(self, directory: str, manifest: str) -> str:
         return f"{self.base}/embed/{directory}/{manifest}.html"
 
@@ -272,6 +270,9 @@ class _MediaHandler(BaseHTTPRequestHandler):
             if streams.group(1) and target.suffix not in (".mpd", ".m3u8"):
                 time.sleep(min(int(streams.group(1)), 5000) / 1000)
             return self.send_file(target, None, head, _CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
+        live = re.fullmatch(r"/live/([\w-]+)\.m3u8", path)
+        if live:
+            return self.send_body(self.live_playlist(live.group(1)), "application/vnd.apple.mpegurl", head)
         embed = re.fullmatch(r"/embed/([\w-]+)/([\w.-]+)\.html", path)
         if embed:
             source = f"/streams/{embed.group(1)}/{embed.group(2)}"
@@ -292,6 +293,20 @@ class _MediaHandler(BaseHTTPRequestHandler):
             time.sleep(min(float(match.group(2)), 30.0))
         rate = int(match.group(1)) if match.group(1) else None
         self.send_file(target, rate, head)
+
+    def live_playlist(self, directory: str) -> bytes:
+        """A live HLS playlist that never ends: a window of three 1 s segments that moves on every second, the
+        folder's segments played in a loop (a discontinuity where they start again)."""
+        segments = sorted((self.media.root / directory).glob("seg_*.ts"))
+        with self.media._lock:
+            began = self.media._counts.setdefault(f"live-start:{directory}", int(time.monotonic()))
+        first = int(time.monotonic()) - began
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+        for number in range(first, first + 3):
+            if number and number % len(segments) == 0:
+                lines.append("#EXT-X-DISCONTINUITY")
+            lines += ["#EXTINF:1.000000,", f"/streams/{directory}/{segments[number % len(segments)].name}"]
+        return ("\n".join(lines) + "\n").encode()
 
     def send_body(self, body: bytes, content_type: str, head: bool, status: int = 200) -> None:
         self.send_response(status)

@@ -24,3 +24,5 @@ def test_phases_in_words():
         "post-processing: FixupM3u8"
     )
     assert phase_of(item("extracting", {"status": "completed"})) == "extracting audio"
+    assert phase_of(item("recording", {"recorded_seconds": 12.4, "percent": None})) == "recording live 12 s"
+    assert phase_of(item("stopping", {"recorded_seconds": 30.0, "percent": None})) == "stopping 30 s"

@@ -66,6 +66,8 @@ function duration(seconds) {
 function phase(item) {
   const dl = item.download, pp = item.postprocess || {};
   if (item.status === "processing") return pp.name === "Merger" ? "merging video and audio" : `post-processing: ${pp.name}`;
+  if (item.status === "recording") return "recording live";
+  if (item.status === "stopping") return "stopping the recording";
   if (dl.status === "running" && dl.stream_count) return `${dl.stream_kind || "stream"} ${dl.stream_index}/${dl.stream_count}`;
   if (item.status === "extracting") return "extracting audio";
   return "";
@@ -109,16 +111,18 @@ function render(id) {
   if (d.eta != null && !TERMINAL.has(job.status)) downloadText += ` · ${duration(d.eta)} left`;
   const items = [...entry.items.values()].sort((a, b) => a.index - b.index);
   // From the items' bars, which never go back (bytes over totals that are estimates could).
-  const itemDone = (i) => ["completed", "failed", "skipped"].includes(i.download.status) ? 100 : i.download.percent;
+  const itemDone = (i) => ["completed", "failed", "skipped"].includes(i.download.status) ? 100 : (i.download.percent || 0);
   const downloadPercent = total ? items.reduce((sum, i) => sum + itemDone(i), 0) / total : 0;
   const rows = items.map((item) => {
     const dl = item.download, ex = item.extract;
-    const dlText = item.status === "processing"
+    const dlText = dl.percent == null
+      ? `${bytes(dl.downloaded_bytes)} · ${duration(dl.recorded_seconds || 0)} recorded` + (dl.speed ? ` · ${bytes(dl.speed)}/s` : "")
+      : item.status === "processing"
       ? `${dl.percent.toFixed(1)}% · ${bytes(dl.downloaded_bytes)}`
       : dl.status === "running"
       ? `${dl.percent.toFixed(1)}% · ${bytes(dl.downloaded_bytes)} of ${bytes(dl.total_bytes)}` +
         (dl.speed ? ` · ${bytes(dl.speed)}/s` : "") + (dl.eta != null ? ` · ${duration(dl.eta)}` : "")
-      : dl.status + (dl.reused ? " (reused)" : "");
+      : dl.status + (dl.reused ? " (reused)" : "") + (dl.stopped_early ? ` (recording stopped at ${duration(dl.recorded_seconds || 0)})` : "");
     const now = phase(item);
     const exText = ex.status === "none" ? "" : (ex.status === "running" ? `${ex.percent.toFixed(1)}%` : ex.status);
     const error = item.error ? `<span class="error" data-code="${esc(item.error.code)}">${esc(item.error.code)}: ${esc(item.error.message)}</span>` : "";

@@ -1,0 +1,109 @@
+"""Recording a live stream: ffmpeg copies it to a file until the stream ends, the job is stopped, or the time limit;
+what was recorded is kept as a finished file.
+
+yt-dlp would hand a live stream to an ffmpeg of its own that reports nothing while it runs and can only be killed.
+Here ffmpeg runs with ``-progress pipe:1``: every report (bytes, seconds recorded) goes to the hook, and the hook
+raising (a cancel, a shutdown) makes this send ffmpeg ``q``, so it closes the file properly. The output is Matroska:
+it takes any codec as it comes (HLS's ADTS AAC, which mp4 refuses without a filter, VP9, Opus) and stays playable
+if ffmpeg dies midway. Runs on a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import select
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import imageio_ffmpeg
+
+from services.runtime.failures import MediaError
+
+log = logging.getLogger("tubeflow.recording")
+
+# How long ffmpeg may take to close the file after `q` before it is killed (the file stays playable then too).
+STOP_GRACE = 10.0
+
+
+def record(
+    url: str,
+    target: Path,
+    *,
+    headers: dict[str, str] | None,
+    max_seconds: float,
+    hook: Callable[[dict[str, Any]], None],
+) -> tuple[int, float, bool]:
+    """Record ``url`` into ``target``; returns (size, seconds recorded, stopped early). ``hook`` gets
+    ``{"status": "recording", "downloaded_bytes", "recorded_seconds", "speed"}`` about four times a second, and
+    stops the recording by raising."""
+    partial = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    header_args = ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())] if headers else []
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *header_args,
+        "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)),
+        "-f", "matroska",
+        "-progress", "pipe:1", "-stats_period", "0.25", "-nostats", str(partial),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    size, seconds, started, stopped = 0, 0.0, time.monotonic(), False
+    try:
+        assert process.stdout is not None
+        fd, buffer, ended = process.stdout.fileno(), b"", False
+        while not ended:
+            # A live stream can go quiet for a while (ffmpeg waits for the next segment): ask the hook anyway, so a
+            # cancel is heard within a quarter of a second.
+            if not select.select([fd], [], [], 0.25)[0]:
+                if process.poll() is not None:
+                    break
+                hook({"status": "waiting"})
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *lines, buffer = (buffer + chunk).split(b"\n")
+            for raw in lines:
+                key, _, value = raw.decode(errors="replace").strip().partition("=")
+                if key == "total_size" and value.isdigit():
+                    size = int(value)
+                elif key == "out_time_us" and value.lstrip("-").isdigit():
+                    seconds = max(0, int(value)) / 1_000_000
+                elif key == "progress":
+                    elapsed = time.monotonic() - started
+                    hook(
+                        {
+                            "status": "recording",
+                            "downloaded_bytes": size,
+                            "recorded_seconds": round(seconds, 2),
+                            "speed": size / elapsed if elapsed > 0 else None,
+                        }
+                    )
+                    ended = value == "end"
+    except BaseException:
+        stopped = True
+        _stop(process)
+        if not partial.exists() or partial.stat().st_size == 0:
+            partial.unlink(missing_ok=True)
+            raise
+    code = process.wait()
+    if not stopped and code != 0 and (not partial.exists() or partial.stat().st_size == 0):
+        message = (process.stderr.read() if process.stderr else b"").decode(errors="replace").strip()[-500:]
+        partial.unlink(missing_ok=True)
+        raise MediaError("recording_failed", f"ffmpeg exited with {code}: {message or 'no output'}")
+    os.replace(partial, target)
+    return target.stat().st_size, seconds, stopped or seconds >= max_seconds - 1
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Ask ffmpeg to finish (``q`` on its input) so the file is closed properly; kill it if it doesn't."""
+    try:
+        if process.stdin is not None:
+            process.stdin.write(b"q")
+            process.stdin.close()
+        process.wait(STOP_GRACE)
+    except (OSError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
