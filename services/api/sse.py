@@ -78,11 +78,14 @@ def changes_since(view: JobView, last_id: int) -> tuple[bytes, int]:
 
     One event can change several items (a cancel skips all that were waiting, a retry queues all that failed), and
     their messages share the id ``2 × seq``. A client whose connection dropped among them resumes from that id, so
-    items with exactly that id are sent again: a client replaces an item by its id, and a repeat costs nothing where
-    a miss would leave an item stale. (After a full update the last id is a job's, odd, and nothing repeats.)"""
+    when several items have exactly that id they are sent again: a client replaces an item by its id, and a repeat
+    costs nothing where a miss would leave an item stale. (A lone item with that id is the one the client saw last;
+    after a full update the last id is a job's, odd, and nothing repeats.)"""
     cache = _encoded(view)
     frames = []
-    after = last_id - 1 if last_id % 2 == 0 else last_id
+    after = last_id
+    if last_id % 2 == 0 and sum(1 for i in view.items if item_message_id(i.seq) == last_id) > 1:
+        after = last_id - 1
     for item in sorted((i for i in view.items if item_message_id(i.seq) > after), key=lambda i: (i.seq, i.index)):
         data = cache.items.get(item.id)
         if data is None:

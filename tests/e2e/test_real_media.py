@@ -68,10 +68,12 @@ async def test_split_and_fragmented_media_give_one_honest_bar_per_item(stack, me
     assert decodes_as_audio(stack.media_dir / item["extract"]["file"])
 
 
-def test_a_manifest_with_a_missing_segment_fails_the_item_with_a_code(stack, media):
+def test_a_manifest_with_a_missing_segment_fails_the_item_with_a_code_and_a_retry_resumes(stack, media):
     url = media.fresh_stream("dash", "manifest.mpd")
     copy = url.rsplit("/", 2)[-2]
-    next(iter(sorted((media.root / copy).glob("chunk-stream0-*.m4s"))[2:3])).unlink()  # the third video segment
+    third = sorted((media.root / copy).glob("chunk-stream0-*.m4s"))[2]  # the third video segment
+    kept = third.read_bytes()
+    third.unlink()
     job = submit(stack, url=url, mode="video")
     view = wait_finished(stack, job["id"], timeout=60)
     assert view["status"] == "failed"
@@ -79,6 +81,15 @@ def test_a_manifest_with_a_missing_segment_fails_the_item_with_a_code(stack, med
     assert item["error"]["code"] == "fragment_missing", item["error"]
     # The retries before giving up are said, not silent.
     assert "fragment" in item["error"]["message"] and "Giving up after 2 retries" in item["error"]["message"]
+    # The segment appears after all; a retry fetches what is missing and the job completes.
+    third.write_bytes(kept)
+    fetched_before = sum(1 for path in media.requests if f"/{copy}/chunk-stream0-" in path)
+    assert httpx.post(f"{stack.base}/api/jobs/{job['id']}/retry", timeout=10).status_code == 202
+    view = wait_finished(stack, job["id"], timeout=60)
+    assert view["status"] == "completed", view["items"][0]["error"]
+    refetched = sum(1 for path in media.requests if f"/{copy}/chunk-stream0-" in path) - fetched_before
+    total = len(list((media.root / copy).glob("chunk-stream0-*.m4s")))
+    assert refetched <= total - 2, f"the retry fetched {refetched} of {total} video segments; two were on disk"
 
 
 def test_fragments_that_fail_once_are_retried_and_the_retries_are_reported(stack, media):
