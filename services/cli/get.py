@@ -72,6 +72,7 @@ class Bars:
         self._overall: TaskID = self.overall.add_task("job", total=100)
         self._item_tasks: dict[str, TaskID] = {}
         self._audio_tasks: dict[str, TaskID] = {}
+        self._live: set[str] = set()  # items recording a live stream
         self.summary = ""
 
     def table(self) -> Table:
@@ -108,6 +109,11 @@ class Bars:
                 # The bar follows the item's percent (never backwards), not bytes over a total that is an estimate.
                 if percent is None:
                     total = None  # a live recording has no end: rich shows a bar that pulses
+                    if task is not None and key not in self._live:
+                        # rich's update keeps a total it has; a bar made before the recording began is made anew.
+                        self.items.remove_task(task)
+                        task = None
+                    self._live.add(key)
                 else:
                     total = done * 100 / percent if percent else (dl.get("total_bytes") or done or 1)
                 if task is None:
