@@ -12,11 +12,12 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
-PROTECTED_PREFIXES = ("/api/", "/media/")
+PROTECTED_PREFIXES = ("/api/", "/media/", "/metrics")
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
-    """With a token set, /api/* and /media/* need `Authorization: Bearer <token>` (or `?access_token=` for
+    """With a token set, /api/*, /media/* and /metrics need `Authorization: Bearer <token>` (or `?access_token=` for
     EventSource, which can't set headers). /healthz, /readyz, the page and the schema stay open."""
     expected = token.encode() if token else None
 
@@ -76,3 +77,51 @@ class TooManyRequests(HTTPException):
 def client_key(connection: ASGIConnection) -> str:
     client: Any = connection.client
     return client.host if client else "unknown"
+
+
+def same_site_guard(allowed_origins: tuple[str, ...]) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+    """Requests that change state come from this page or a listed origin, and carry JSON.
+
+    A browser sends ``Origin`` with every cross-site POST; a page elsewhere could otherwise submit or cancel jobs on
+    a tubeflow at 127.0.0.1 (a form or a text/plain fetch needs no CORS preflight). Clients that send no Origin
+    (curl, scripts, `tubeflow get`) are not browsers on another site. A body must be ``application/json``: the other
+    types a page can send without a preflight are refused with 415.
+    """
+    allowed = {origin.rstrip("/").lower() for origin in allowed_origins}
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if connection.scope.get("method") not in STATE_CHANGING:
+            return
+        origin = (connection.headers.get("origin") or "").rstrip("/").lower()
+        if origin:
+            own = f"{connection.url.scheme}://{connection.headers.get('host', '')}".lower()
+            if origin != own and origin not in allowed:
+                raise HTTPException(
+                    status_code=403,
+                    detail=f"Origin: {origin} may not change state here (TUBEFLOW_ALLOWED_ORIGINS)",
+                    extra={
+                        "errors": [
+                            {"field": "Origin", "code": "forbidden_origin", "message": f"{origin} is not allowed"}
+                        ]
+                    },
+                )
+        has_body = (
+            connection.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in connection.headers
+        )
+        kind = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if has_body and kind != "application/json":
+            raise HTTPException(
+                status_code=415,
+                detail="Content-Type: send the body as application/json",
+                extra={
+                    "errors": [
+                        {
+                            "field": "Content-Type",
+                            "code": "unsupported_media_type",
+                            "message": f"{kind or 'none'} is not application/json",
+                        }
+                    ]
+                },
+            )
+
+    return guard

@@ -83,6 +83,10 @@ class JobRequest(BaseModel):
     def _format(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
             raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
+        if value is not None and "~=" in value:
+            # yt-dlp matches `[field~='regex']` with Python's re, which holds the GIL while it backtracks: one
+            # crafted pattern could stop a whole downloader process.
+            raise _refuse("invalid_format", "regex filters (~=) are not allowed in a format selector")
         return value
 
 

@@ -104,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pydantic import ValidationError
+
     _setup_logging()
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        sys.exit(args.func(args))
+    except ValidationError as exc:  # a TUBEFLOW_ setting that can't be used: say which, no traceback
+        for error in exc.errors():
+            print(f"error: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

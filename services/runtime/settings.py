@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.addresses import AddressPolicy, parse_networks
@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
     rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")
+    allowed_origins: str | None = Field(
+        default=None, description="comma-separated origins (besides the API's own) whose pages may change state"
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _token_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("TUBEFLOW_API_TOKEN is set but empty: unset it for no authentication, or give a token")
+        return value
+
+    def allowed_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in (self.allowed_origins or "").split(",") if o.strip())
 
     @property
     def media_dir(self) -> Path:

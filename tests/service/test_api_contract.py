@@ -183,3 +183,80 @@ async def test_a_media_path_too_long_for_the_file_system_is_404_not_500(client):
     assert response.status_code == 404
     response = await client.get("/media/" + "a" * 300 + "/" + "b" * 300)
     assert response.status_code == 404
+
+
+async def test_state_changes_need_json_and_this_site_or_a_listed_origin(lonely_nats, tmp_path):
+    """CSRF: a page on another site can POST text/plain or a form without a preflight; tubeflow refuses both, and
+    any request whose Origin is foreign. Clients without an Origin (curl, scripts) are not browsers elsewhere."""
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, allowed_origins="https://ui.example.org")
+    body = '{"url": "http://video.example.com/v"}'
+    async with AsyncTestClient(app=create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        plain = await client.post("/api/jobs", content=body, headers={"Content-Type": "text/plain"})
+        assert plain.status_code == 415 and error_fields(plain) == {"Content-Type": "unsupported_media_type"}
+        form = await client.post("/api/jobs", data={"url": "http://video.example.com/v"})
+        assert form.status_code == 415
+        foreign = await client.post(
+            "/api/jobs", json={"url": "http://video.example.com/v"}, headers={"Origin": "https://evil.example"}
+        )
+        assert foreign.status_code == 403 and error_fields(foreign) == {"Origin": "forbidden_origin"}
+        cancel = await client.post(f"/api/jobs/{'0' * 26}/cancel", headers={"Origin": "https://evil.example"})
+        assert cancel.status_code == 403
+        for origin in (None, "http://127.0.0.1:8000", "https://ui.example.org"):
+            headers = {"Origin": origin} if origin else {}
+            accepted = await client.post("/api/jobs", json={"url": "http://video.example.com/v"}, headers=headers)
+            assert accepted.status_code == 202, (origin, accepted.text)
+        # Reads are not state changes.
+        assert (await client.get("/api/jobs", headers={"Origin": "https://evil.example"})).status_code == 200
+
+
+async def test_media_is_never_sniffed_nor_run_and_only_audio_or_video_shows_inline(lonely_nats, tmp_path):
+    media = tmp_path / "media" / "j"
+    media.mkdir(parents=True)
+    (media / "page.html").write_text("<script>alert(1)</script>")
+    (media / "image.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
+    (media / "clip.mp4").write_bytes(b"\x00" * 10)
+    async with AsyncTestClient(app=create_app(Settings(nats_url=lonely_nats, data_dir=tmp_path))) as client:
+        for name in ("page.html", "image.svg"):
+            response = await client.get(f"/media/j/{name}")
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert response.headers["content-security-policy"] == "sandbox"
+            assert response.headers["content-disposition"] == "attachment"
+        clip = await client.get("/media/j/clip.mp4")
+        assert "content-disposition" not in clip.headers and clip.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_regex_format_and_playlist_ranges_above_the_cap_are_refused(lonely_nats, tmp_path):
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, max_playlist_items=100)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        regex = await client.post(
+            "/api/jobs", json={"url": "http://video.example.com/v", "format": "best[url~='(a+)+c']"}
+        )
+        assert regex.status_code == 422 and error_fields(regex) == {"format": "invalid_format"}
+        huge = await client.post("/api/jobs", json={"url": "http://video.example.com/l", "playlist_items": "1-999999"})
+        assert huge.status_code == 422 and error_fields(huge) == {"playlist_items": "too_large"}
+        fine = await client.post("/api/jobs", json={"url": "http://video.example.com/l", "playlist_items": "1-3,100"})
+        assert fine.status_code == 202
+
+
+async def test_metrics_need_the_token_when_one_is_set(lonely_nats, tmp_path):
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, api_token="t0ken")
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer t0ken"})).status_code == 200
+
+
+def test_an_empty_token_is_refused_at_start_up():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "service", "api"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "TUBEFLOW_API_TOKEN": " ", "TUBEFLOW_NATS_URL": "nats://127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "TUBEFLOW_API_TOKEN is set but empty" in result.stderr, result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
@@ -18,6 +19,7 @@ from services.api.hub import JobHub
 from services.api.reads import JobReads
 from services.api.requests import EventRecord, JobList, JobRequest
 from services.runtime.addresses import AddressPolicy
+from services.runtime.settings import Settings
 from services.runtime.tracing import span
 
 
@@ -53,12 +55,21 @@ class JobsController(Controller):
         # Not validated: Litestar would try to convert the policy dataclass field by field.
         address_policy: NamedDependency[SkipValidation[AddressPolicy]],
         rate_limiter: NamedDependency[RateLimiter],
+        settings: NamedDependency[Settings],
     ) -> Response[JobView]:
         """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
         reason = address_policy.url_reason(data.url)
         if reason:
             raise ApiError(
                 422, f"url: {reason}", [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}]
+            )
+        if data.playlist_items and max(map(int, re.findall(r"\d+", data.playlist_items))) > settings.max_playlist_items:
+            # yt-dlp would walk the playlist up to the highest entry asked for before the cap applies.
+            raise field_error(
+                422,
+                "playlist_items",
+                "too_large",
+                f"entries above {settings.max_playlist_items} (TUBEFLOW_MAX_PLAYLIST_ITEMS) can't be asked for",
             )
         rate_limiter.check(client_key(request))
         key = request.headers.get("idempotency-key")
