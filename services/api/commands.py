@@ -41,10 +41,12 @@ class JobCommands:
 
     async def submit(self, request: JobRequest, idempotency_key: str | None = None) -> JobView:
         job_id = new_job_id()
+        claimed = None
         if idempotency_key is not None:
             existing = await self._claim_key(idempotency_key, job_id)
             if existing is not None:
                 return existing
+            claimed = hashlib.sha256(idempotency_key.encode()).hexdigest()
         event = ev.make_event(
             "requested",
             job_id=job_id,
@@ -58,7 +60,13 @@ class JobCommands:
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )
-        view = await self._publish_and_fold(None, event)
+        try:
+            view = await self._publish_and_fold(None, event)
+        except BaseException:
+            if claimed is not None:
+                # The job was never accepted: the key must not keep pointing at it (it would answer 500 for 24 h).
+                await self._keys.delete(claimed)
+            raise
         self._on_accepted(view)
         return view
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
@@ -10,6 +11,8 @@ from litestar.openapi import ResponseSpec
 from pydantic import BaseModel
 
 from services.api.requests import error_code
+
+log = logging.getLogger("tubeflow.api")
 
 
 class FieldError(BaseModel):
@@ -76,4 +79,14 @@ def api_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
-EXCEPTION_HANDLERS = {ValidationException: validation_error, HTTPException: api_error}
+def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug, not a bad request: logged with its traceback (the app logs nothing by itself), the body in our shape."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response(
+        {"status_code": 500, "detail": "Internal Server Error", "errors": []},
+        status_code=500,
+        media_type="application/json",
+    )
+
+
+EXCEPTION_HANDLERS = {ValidationException: validation_error, HTTPException: api_error, Exception: internal_error}

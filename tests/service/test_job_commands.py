@@ -106,3 +106,31 @@ def test_the_decisions_refuse_what_does_not_apply():
     assert isinstance(plan_retry(running, NOW), Refusal) and plan_retry(running, NOW).code == "not_finished"
     cancelled = history(["fail"]).model_copy(update={"status": "cancelled"})
     assert plan_retry(cancelled, NOW).code == "cancelled"
+
+
+async def test_an_idempotency_key_is_released_when_its_publish_fails():
+    class Unreachable(FakePublisher):
+        fail = True
+
+        async def publish(self, event):  # noqa: ANN001, ANN201
+            if self.fail:
+                self.fail = False
+                raise ConnectionError("NATS is away")
+            return await super().publish(event)
+
+    publisher, keys = Unreachable(after=1000), FakeKeys()
+
+    async def find(job_id: str) -> JobView | None:
+        return None
+
+    cmds = JobCommands(publisher, keys, find, now=lambda: NOW)
+    request = JobRequest(url="http://video.example.com/v")
+    try:
+        await cmds.submit(request, idempotency_key="k-2")
+    except ConnectionError:
+        pass
+    else:
+        raise AssertionError("the failed publish was not reported")
+    assert keys.values == {}  # not left pointing at a job that was never accepted
+    view = await cmds.submit(request, idempotency_key="k-2")  # the client's retry with the same key works
+    assert view.status == "queued" and publisher.types() == ["requested"]

@@ -53,3 +53,7 @@ class FakeKeys:
 
     async def get(self, key: str) -> Entry:
         return Entry(self.values[key])
+
+    async def delete(self, key: str) -> bool:
+        self.values.pop(key, None)
+        return True

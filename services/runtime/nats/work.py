@@ -58,6 +58,36 @@ def work_subscriber(
         await handle(msg, work, dead_letters=dead_letters, ack_wait=ack_wait, consumer=spec.durable)
 
 
+async def _dead_letter_in_place(
+    msg: NatsMessage,
+    dead_letters: DeadLetters,
+    raw,  # noqa: ANN001 - nats-py's Msg
+    seq: int,
+    attempt: int,
+    reason: str,
+    *,
+    max_delay: float,
+) -> None:
+    """Publish to the dead-letter stream until it works, keeping the message in progress meanwhile.
+
+    This runs on the last delivery: a nak would not bring the message back (max_deliver is reached), so a dead
+    letter that failed to publish would be lost from both places. A shutdown cancels the wait.
+    """
+    delay = 0.05
+    while True:
+        try:
+            await dead_letters.send(raw.subject, raw.data, raw.headers, seq, attempt, reason)
+            return
+        except Exception as exc:
+            log.error("could not dead-letter stream seq %s (retrying in %.2f s): %s", seq, delay, exc)
+        try:
+            await msg.in_progress()
+        except Exception as exc:  # the connection is away too; the next try tells
+            log.debug("in-progress ack failed: %s", exc)
+        await asyncio.sleep(delay)
+        delay = min(max_delay * 4, delay * 2)
+
+
 async def _keep_alive(msg: NatsMessage, every: float) -> None:
     while True:
         await asyncio.sleep(every)
@@ -87,13 +117,7 @@ async def handle(
 
     async def give_up(reason: str) -> None:
         if dead_letters is not None:
-            try:
-                await dead_letters.send(raw.subject, raw.data, raw.headers, seq, attempt, reason)
-            except Exception as exc:
-                # Not acked: it comes back and is dead-lettered then.
-                log.error("could not dead-letter stream seq %s: %s", seq, exc)
-                await msg.nack(delay=retry_delay)
-                return
+            await _dead_letter_in_place(msg, dead_letters, raw, seq, attempt, reason, max_delay=max(retry_delay, 0.05))
         await msg.reject()
 
     try:
