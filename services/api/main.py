@@ -107,7 +107,16 @@ async def run(settings: Settings, stop: asyncio.Event, *, host: str = "127.0.0.1
             yield
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        # X-Forwarded-For is believed only from the proxies named (uvicorn would believe it from 127.0.0.1, so one
+        # local client could take a fresh rate-limit bucket per header value).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or "",
     )
     server = Server(config)
 

@@ -51,15 +51,19 @@ class _Encoded:
     """The encoded messages of one view, made once and shared by every client following the job (views never
     change)."""
 
-    __slots__ = ("summary", "items")
+    __slots__ = ("summary", "items", "size")
 
     def __init__(self) -> None:
         self.summary: bytes | None = None
         self.items: dict[str, bytes] = {}
+        self.size = 0  # bytes held
 
 
 _ENCODED: OrderedDict[tuple[str, int], _Encoded] = OrderedDict()
 _ENCODED_MAX = 4096
+# Bytes the cache may hold: a 1,000-item view's messages are ~0.8 MB, and 4,096 of them would be gigabytes.
+_ENCODED_MAX_BYTES = 64 * 1024 * 1024
+_encoded_bytes = 0
 
 
 def _encoded(view: JobView) -> _Encoded:
@@ -67,9 +71,25 @@ def _encoded(view: JobView) -> _Encoded:
     found = _ENCODED.get(key)
     if found is None:
         found = _ENCODED[key] = _Encoded()
-        while len(_ENCODED) > _ENCODED_MAX:
-            _ENCODED.popitem(last=False)
+        _evict()
     return found
+
+
+def _held(cache: _Encoded, data: bytes) -> bytes:
+    """Count ``data`` (just encoded into ``cache``) against the byte budget."""
+    global _encoded_bytes
+    cache.size += len(data)
+    _encoded_bytes += len(data)
+    _evict()
+    return data
+
+
+def _evict() -> None:
+    """Drop the oldest views' messages until the cache is within its count and byte budgets (the newest stays)."""
+    global _encoded_bytes
+    while len(_ENCODED) > 1 and (len(_ENCODED) > _ENCODED_MAX or _encoded_bytes > _ENCODED_MAX_BYTES):
+        _, dropped = _ENCODED.popitem(last=False)
+        _encoded_bytes -= dropped.size
 
 
 def changes_since(view: JobView, last_id: int) -> tuple[bytes, int]:
@@ -90,13 +110,15 @@ def changes_since(view: JobView, last_id: int) -> tuple[bytes, int]:
         data = cache.items.get(item.id)
         if data is None:
             message = ServerSentEventMessage(data=item.model_dump_json(), event="item", id=item_message_id(item.seq))
-            data = cache.items[item.id] = message.encode()
+            data = cache.items[item.id] = _held(cache, message.encode())
         frames.append(data)
         last_id = item_message_id(item.seq)
     if job_message_id(view.seq) > last_id:
         if cache.summary is None:
             summary = view.summary().model_dump_json()
-            cache.summary = ServerSentEventMessage(data=summary, event="job", id=job_message_id(view.seq)).encode()
+            cache.summary = _held(
+                cache, ServerSentEventMessage(data=summary, event="job", id=job_message_id(view.seq)).encode()
+            )
         frames.append(cache.summary)
         last_id = job_message_id(view.seq)
     return b"".join(frames), last_id

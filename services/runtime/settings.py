@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
     rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")
+    forwarded_allow_ips: str | None = Field(
+        default=None, description="proxies (comma-separated IPs) whose X-Forwarded-For is believed; unset: none"
+    )
     allowed_origins: str | None = Field(
         default=None, description="comma-separated origins (besides the API's own) whose pages may change state"
     )

@@ -89,3 +89,23 @@ def test_a_drop_among_the_items_one_cancel_changed_misses_none_of_them():
     client.receive(frames, upto=1)  # the connection drops after the first of them
     client.receive(changes_since(views[-1], client.last_id)[0])  # resumed with Last-Event-ID: 12
     assert {item["status"] for item in map(json.loads, client.items.values())} == {"skipped"}
+
+
+def test_the_encoded_message_cache_stays_within_its_byte_budget(monkeypatch):
+    monkeypatch.setattr(sse, "_ENCODED_MAX_BYTES", 20_000)
+    sse._ENCODED.clear()
+    monkeypatch.setattr(sse, "_encoded_bytes", 0)
+    events = [
+        _event("requested", ev.Requested(url="http://example.com/list")),
+        _event("resolved", ev.Resolved(kind="playlist", item_count=40, worker=WORKER)),
+    ]
+    for index in range(1, 41):
+        item = ev.ItemQueued(index=index, url=f"http://example.com/{index}", mode="video", audio_format="mp3")
+        events.append(_event("item.queued", item, f"{index:04d}"))
+    views = _views(_sequence(events))
+    for view in views:
+        frames, _ = changes_since(view, -1)
+        assert len(messages(frames)) == len(view.items) + 1  # what a client gets does not depend on the cache
+        assert sse._encoded_bytes == sum(cached.size for cached in sse._ENCODED.values())
+        # Within budget, except the newest view's own messages, which are in use.
+        assert sse._encoded_bytes <= 20_000 or len(sse._ENCODED) == 1
