@@ -74,6 +74,37 @@ class TooManyRequests(HTTPException):
         )
 
 
+class StreamLimiter:
+    """Open SSE streams: at most ``total`` in this process and ``per_client`` from one client address (0: no limit).
+    Each stream holds memory and a socket for as long as its client likes."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = total, per_client
+        self.open: dict[str, int] = {}
+        self.count = 0
+
+    def acquire(self, client: str) -> None:
+        if (self.total and self.count >= self.total) or (
+            self.per_client and self.open.get(client, 0) >= self.per_client
+        ):
+            raise HTTPException(
+                status_code=429,
+                detail="too many open streams; close some or try again later",
+                headers={"Retry-After": "5"},
+                extra={"errors": [{"field": "client", "code": "too_many_streams", "message": "stream limit reached"}]},
+            )
+        self.open[client] = self.open.get(client, 0) + 1
+        self.count += 1
+
+    def release(self, client: str) -> None:
+        left = self.open.get(client, 0) - 1
+        if left > 0:
+            self.open[client] = left
+        else:
+            self.open.pop(client, None)
+        self.count = max(0, self.count - 1)
+
+
 def client_key(connection: ASGIConnection) -> str:
     client: Any = connection.client
     return client.host if client else "unknown"

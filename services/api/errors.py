@@ -37,7 +37,7 @@ _MEANING = {
     413: "request body over 64 KiB",
     416: "requested range not satisfiable",
     422: "a field is invalid; `errors` names it",
-    429: "too many jobs created; see Retry-After",
+    429: "too many job creations or open streams; see Retry-After",
 }
 
 

@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from services.api.access import RateLimiter, same_site_guard, token_guard
+from services.api.access import RateLimiter, StreamLimiter, same_site_guard, token_guard
 from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
@@ -31,7 +31,7 @@ from services.runtime.settings import Settings
 # The API serves no work consumer: it publishes commands and reads the read models.
 CONSUMERS = ()
 # What handlers get injected, by name; the lifespan puts the live ones in the app's state.
-_PROVIDED = ("commands", "reads", "hub", "nc", "settings", "address_policy", "rate_limiter")
+_PROVIDED = ("commands", "reads", "hub", "nc", "settings", "address_policy", "rate_limiter", "stream_limiter")
 
 
 def _provider(name: str) -> Provide:
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> Litestar:
             {
                 "settings": settings,
                 "rate_limiter": RateLimiter(settings.rate_limit),
+                "stream_limiter": StreamLimiter(settings.sse_max_streams, settings.sse_max_streams_per_client),
                 # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
                 "address_policy": settings.address_policy(),
             }

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     progress_interval: float = Field(default=0.25, ge=0.0)
     progress_min_step: float = Field(default=1.0, ge=0.0)
     sse_heartbeat: float = Field(default=15.0, gt=0.0)
+    sse_max_streams: int = Field(default=4096, ge=0, description="open SSE streams per API process (0: no limit)")
+    sse_max_streams_per_client: int = Field(default=256, ge=0, description="open SSE streams per client (0: no limit)")
     worker_name: str | None = Field(default=None, description="overrides host:pid in events' `worker` field")
     # Deployment
     declare: bool = Field(default=True, description="create missing streams/buckets at start (false after setup)")

@@ -3,6 +3,7 @@ bad input gets a 4xx naming the field, and POST answers without anything contact
 
 from __future__ import annotations
 
+import asyncio
 from typing import AsyncIterator
 
 import pytest
@@ -105,7 +106,6 @@ async def test_media_never_serves_outside_its_root(client, path):
 
 
 async def test_readyz_follows_the_nats_connection(tmp_path):
-    import asyncio
 
     from tests.conftest import free_port
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, AsyncIterator
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
@@ -10,6 +10,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, Parameter
 from litestar.response import ServerSentEvent
 
+from services.api.access import StreamLimiter, client_key
 from services.api.errors import error_responses
 from services.api.hub import JobHub
 from services.api.reads import JobReads
@@ -17,6 +18,15 @@ from services.api.sse import job_stream, jobs_stream, parse_last_event_id
 from services.runtime.settings import Settings
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _counted(messages: AsyncIterator, limiter: StreamLimiter, client: str) -> AsyncIterator:
+    """The stream's messages, holding one of the client's stream slots until it ends (or the client goes)."""
+    try:
+        async for message in messages:
+            yield message
+    finally:
+        limiter.release(client)
 
 
 def _last_event_id(request: Request) -> int:
@@ -32,16 +42,19 @@ class StreamsController(Controller):
         summary="Every job's summary as Server-Sent Events, for dashboards",
         description="On connect the newest `limit` jobs (or, with Last-Event-ID, every job changed since), then an "
         "`event: job` whenever a job changes; ids as in the per-job stream; comment heartbeats when idle.",
-        responses=error_responses(401, 422),
+        responses=error_responses(401, 422, 429),
     )
     async def stream_jobs(
         self,
         request: Request,
         hub: NamedDependency[JobHub],
         settings: NamedDependency[Settings],
+        stream_limiter: NamedDependency[StreamLimiter],
         limit: Annotated[int, Parameter(ge=0, le=500, description="jobs in the first snapshot")] = 50,
     ) -> ServerSentEvent:
         last_id = _last_event_id(request)
+        client = client_key(request)
+        stream_limiter.acquire(client)
         watcher = hub.watch_all()
         if last_id >= 0:
             first = hub.changed_since(last_id // 2)
@@ -49,14 +62,15 @@ class StreamsController(Controller):
         else:
             newest, _ = hub.page(limit=limit, status=None, before=None)
             first = sorted(newest, key=lambda s: s.seq)
-        return ServerSentEvent(jobs_stream(hub, watcher, first, settings.sse_heartbeat), headers=_HEADERS)
+        stream = jobs_stream(hub, watcher, first, settings.sse_heartbeat)
+        return ServerSentEvent(_counted(stream, stream_limiter, client), headers=_HEADERS)
 
     @get(
         "/{job_id:str}/stream",
         summary="Live job view as Server-Sent Events",
         description="`event: job` (the view without items) and `event: item` messages; ids increase; honours "
         "Last-Event-ID; closes after the terminal state; comment heartbeats when idle.",
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 429),
     )
     async def stream_job(
         self,
@@ -65,15 +79,21 @@ class StreamsController(Controller):
         reads: NamedDependency[JobReads],
         hub: NamedDependency[JobHub],
         settings: NamedDependency[Settings],
+        stream_limiter: NamedDependency[StreamLimiter],
     ) -> ServerSentEvent:
         last_id = _last_event_id(request)
+        client = client_key(request)
+        stream_limiter.acquire(client)
         watcher = hub.watch(job_id)
         try:
             view = await reads.get(job_id)
         except BaseException:
             hub.unwatch(watcher)
+            stream_limiter.release(client)
             raise
         if view is None:
             hub.unwatch(watcher)
+            stream_limiter.release(client)
             raise NotFoundException(f"no job {job_id}")
-        return ServerSentEvent(job_stream(hub, watcher, view, last_id, settings.sse_heartbeat), headers=_HEADERS)
+        stream = job_stream(hub, watcher, view, last_id, settings.sse_heartbeat)
+        return ServerSentEvent(_counted(stream, stream_limiter, client), headers=_HEADERS)
