@@ -171,12 +171,12 @@ class StreamPlanPP(PostProcessor):
         return [], info
 
 
-def _base_params() -> dict[str, Any]:
+def _base_params(logger: _QuietLogger) -> dict[str, Any]:
     return {
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
-        "logger": _QuietLogger(),
+        "logger": logger,
         "ffmpeg_location": imageio_ffmpeg.get_ffmpeg_exe(),
         "restrictfilenames": True,
         "noplaylist": True,
@@ -264,7 +264,7 @@ class YtDlp:
             "fragment_retries": 0,
             "fragmented": False,
         }
-        ydl = _YoutubeDL({**_base_params(), "logger": _QuietLogger(holder)})
+        ydl = _YoutubeDL(_base_params(_QuietLogger(holder)))
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             if holder["hook"] is not None:
