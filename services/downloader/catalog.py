@@ -16,7 +16,7 @@ from pathlib import Path
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.downloader.ytdlp import Downloaded
+from services.downloader.media import Downloaded
 
 log = logging.getLogger("tubeflow.catalog")
 

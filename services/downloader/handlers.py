@@ -1,5 +1,5 @@
 """Downloader handlers: resolve a requested URL into items, and download one item. Plain async functions; the
-FastStream app in ``app.py`` gives them their dependencies."""
+service's ``main`` gives them their dependencies (the media tool: yt-dlp in slot processes, see ``slots``)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable
 
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
 from services.downloader.catalog import MediaCatalog
-from services.downloader.ytdlp import Downloaded, ProgressHook, Resolution, Reuse
+from services.downloader.media import Downloaded, MediaTool, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
@@ -30,21 +30,6 @@ log = logging.getLogger("tubeflow.downloader")
 
 # Items are announced this many at a time: each is its own small event, published concurrently.
 QUEUE_CHUNK = 64
-
-
-class MediaTool(Protocol):
-    def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution: ...
-
-    def download(
-        self,
-        url: str,
-        *,
-        directory: Path,
-        stem: str,
-        format: str | None,
-        hook: ProgressHook,
-        reuse: Reuse | None = None,
-    ) -> Downloaded: ...
 
 
 @dataclass
@@ -72,12 +57,19 @@ class Downloader:
     # --- resolve ------------------------------------------------------------------------------------------------
 
     async def resolve(self, event: ev.RequestedEvent, attempt: int = 1) -> None:
-        """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`."""
+        """`requested` -> `resolve.started`, then `resolved` and one `item.queued` per item, or `resolve.failed`.
+        A cancel stops a resolve where it is (its slot process is killed if need be)."""
+        await run_cancellable(
+            self.cancellations,
+            event.job_id,
+            lambda token: self._resolve(event, attempt, token),
+            what="resolve",
+        )
+
+    async def _resolve(self, event: ev.RequestedEvent, attempt: int, token: CancelToken) -> None:
         job = event.job_id
         request = event.data
         rnd = request.round
-        if await self.cancellations.is_cancelled(job):
-            return
         await self._emit(
             "resolve.started",
             job,
@@ -88,9 +80,13 @@ class Downloader:
         try:
             resolution = await loop.run_in_executor(
                 self.executor,
-                lambda: self.media.resolve(request.url, max_items=self.max_items, items=request.playlist_items),
+                lambda: self.media.resolve(
+                    request.url, max_items=self.max_items, items=request.playlist_items, token=token
+                ),
             )
         except MediaError as exc:
+            if token.reason is not None:
+                raise Aborted(token.reason) from exc
             if exc.transient and attempt < self.attempts:
                 raise RetryLater(self._retry_delay(attempt), f"{exc.code}: {exc.message}") from exc
             await self._emit(
@@ -100,8 +96,8 @@ class Downloader:
                 step_event_id(job, "resolve.failed", round=rnd),
             )
             return
-        if await self.cancellations.is_cancelled(job):
-            return
+        if token.reason is not None:
+            raise Aborted(token.reason)
         await self._emit(
             "resolved",
             job,
@@ -228,6 +224,7 @@ class Downloader:
                     format=event.data.format,
                     hook=hook,
                     reuse=reuse,
+                    token=token,
                 ),
             )
             if claimed and self.catalog is not None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from services.downloader.catalog import MediaCatalog
 from services.downloader.handlers import Downloader
-from services.downloader.ytdlp import YtDlp
+from services.downloader.slots import SlotConfig, SlotPool
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher
 from services.runtime.nats.work import work_subscriber
@@ -23,19 +22,19 @@ RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
 ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
 CONSUMERS = (RESOLVE, ITEMS)
 RESOLVE_CONCURRENCY = 2
-# yt-dlp's download threads take the GIL after every socket read; with Python's default 5 ms switch interval the
-# event loop (progress reports, acks, cancels) waits behind them. 1 ms keeps its waits short.
-SWITCH_INTERVAL = 0.001
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     concurrency = settings.download_concurrency
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+    # Each thread waits on one slot process running yt-dlp (see slots): the threads only pass messages.
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
-    media = YtDlp(
-        size=concurrency + RESOLVE_CONCURRENCY, policy=settings.address_policy(), max_recording=settings.max_recording
+    media = SlotPool(
+        concurrency + RESOLVE_CONCURRENCY,
+        SlotConfig(policy=settings.address_policy(), max_recording=settings.max_recording, proxy=settings.proxy),
+        resolve_timeout=settings.resolve_timeout,
+        download_timeout=settings.download_timeout,
     )
-    warm_up = asyncio.get_running_loop().run_in_executor(executor, media.warm_up)
+    warm_up = asyncio.get_running_loop().run_in_executor(None, media.warm_up)
     warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))
     media_dir = settings.media_dir.resolve()
     media_dir.mkdir(parents=True, exist_ok=True)
@@ -77,5 +76,5 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             broker,
             cancellations,
             stop,
-            on_stopped=lambda: executor.shutdown(wait=False, cancel_futures=True),
+            on_stopped=lambda: (executor.shutdown(wait=False, cancel_futures=True), media.close()),
         )

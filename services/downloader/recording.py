@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import imageio_ffmpeg
 
+from services.downloader.guard_proxy import FFMPEG_PROTOCOLS
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.recording")
@@ -44,7 +45,7 @@ def record(
     header_args = ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())] if headers else []
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *header_args,
-        "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)),
+        "-protocol_whitelist", FFMPEG_PROTOCOLS, "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)),
         "-f", "matroska",
         "-progress", "pipe:1", "-stats_period", "0.25", "-nostats", str(partial),
     ]  # fmt: skip

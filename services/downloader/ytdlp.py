@@ -12,8 +12,6 @@ import re
 import socket
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -24,16 +22,16 @@ from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.postprocessor.common import PostProcessor
 from yt_dlp.utils import DownloadError, ExtractorError, PostProcessingError, UnsupportedError
 
+from services.downloader.guard_proxy import FFMPEG_PROTOCOLS
+from services.downloader.media import Downloaded, Entry, Probes, ProgressHook, Resolution, Reuse
 from services.downloader.recording import record
 from services.downloader.streams import StreamMeter
 from services.runtime.addresses import AddressPolicy, guarded
+from services.runtime.cancellation import CancelToken
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.ytdlp")
 
-# Called on yt-dlp's thread with its progress dicts (bytes over all of the item's streams, see StreamMeter), and with
-# {"status": "postprocess", "postprocessor": name, "pp_status": "started" | "finished"} around each post-processor.
-ProgressHook = Callable[[dict[str, Any]], None]
 # yt-dlp's own bookkeeping steps, instant and of no interest to a user.
 QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
 
@@ -61,36 +59,6 @@ class _QuietLogger:
         log.debug("yt-dlp error: %s", msg)
 
 
-@dataclass(frozen=True)
-class Entry:
-    index: int
-    url: str
-    title: str | None
-
-
-@dataclass(frozen=True)
-class Resolution:
-    kind: str  # "video" | "playlist"
-    title: str | None
-    entries: list[Entry]
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class Downloaded:
-    path: Path
-    size: int
-    title: str | None
-    duration: float | None
-    reused: bool = False
-    # A live recording stopped before the stream ended (what was recorded is the file).
-    stopped_early: bool = False
-
-
-# Given the media key of what is about to be downloaded, return a file to use instead, or None to download.
-Reuse = Callable[[str], "Downloaded | None"]
-
-
 def media_key(info: dict[str, Any], format: str | None) -> str | None:
     """Identity of a download: extractor, media id and format; for generic pages also the URL (ids are file names)."""
     extractor, media_id = info.get("extractor_key") or info.get("ie_key"), info.get("id")
@@ -109,6 +77,8 @@ def classify(exc: BaseException) -> MediaError:
     """Map a yt-dlp exception to an error code users and frontends can rely on."""
     if isinstance(exc, MediaError):
         return exc
+    if isinstance(exc, DownloadError) and exc.exc_info and isinstance(exc.exc_info[1], MediaError):
+        return exc.exc_info[1]
     message = _ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip() or type(exc).__name__
     cause: BaseException | None = exc
     if isinstance(exc, DownloadError) and exc.exc_info and exc.exc_info[1] is not None:
@@ -159,6 +129,13 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
         return super()._forceprint(key, info_dict)
 
 
+# What a format may be fetched over: HTTP and manifests of HTTP segments. RTMP, RTSP, MMS and the like would hand a
+# stranger's address to ffmpeg with no proxy in between.
+NETWORK_PROTOCOLS = frozenset(
+    {"http", "https", "m3u8", "m3u8_native", "http_dash_segments", "http_dash_segments_generator"}
+)
+
+
 class StreamPlanPP(PostProcessor):
     """Runs just before the download (``before_dl``): hands the item's selected formats to its StreamMeter."""
 
@@ -167,12 +144,23 @@ class StreamPlanPP(PostProcessor):
         self._holder = holder
 
     def run(self, info):  # noqa: ANN001, ANN201 - yt-dlp's signature
+        for fmt in info.get("requested_formats") or [info]:
+            protocol = str(fmt.get("protocol") or "")
+            scheme = str(fmt.get("url") or "").partition(":")[0].lower()
+            if protocol not in NETWORK_PROTOCOLS or scheme not in ("http", "https"):
+                raise MediaError(
+                    "protocol_not_allowed",
+                    f"format {fmt.get('format_id')} is served over {protocol or scheme or 'an unknown protocol'};"
+                    " only http(s), HLS and DASH are fetched",
+                )
         self._holder["meter"].start(info)
         return [], info
 
 
-def _base_params(logger: _QuietLogger) -> dict[str, Any]:
+def _base_params(logger: _QuietLogger, proxy: str | None) -> dict[str, Any]:
     return {
+        # TUBEFLOW_PROXY, or none: never a proxy from the environment ("" tells yt-dlp not to look there).
+        "proxy": proxy or "",
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
@@ -187,13 +175,11 @@ def _base_params(logger: _QuietLogger) -> dict[str, Any]:
         # gap in the file.
         "skip_unavailable_fragments": False,
         "socket_timeout": 20,
+        # An ffmpeg yt-dlp starts for a download may open network inputs of these protocols only (all of them go
+        # through the slot's address guard, see guard_proxy).
+        "external_downloader_args": {"ffmpeg_i": ["-protocol_whitelist", FFMPEG_PROTOCOLS]},
         "color": {"stdout": "no_color", "stderr": "no_color"},
     }
-
-
-# A probe older than this is extracted again: signed media URLs expire, and a queue can be long.
-PROBE_TTL = 60.0
-PROBE_CACHE_SIZE = 256
 
 
 class YtDlp:
@@ -205,17 +191,21 @@ class YtDlp:
         policy: AddressPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_recording: float = 6 * 3600.0,
+        proxy: str | None = None,
     ) -> None:
         self._size = size
+        self._proxy = proxy
         self._max_recording = max_recording
         self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
         self._created = 0
         self._lock = threading.Lock()
-        self._clock = clock
-        # What resolving a single video found, kept for its download (see `resolve`): URL -> (when, raw info).
-        self._probes: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self.probes_reused = 0
+        # What resolving a single video found, kept for its download (see `resolve`).
+        self._probes = Probes(clock)
+
+    @property
+    def probes_reused(self) -> int:
+        return self._probes.reused
 
     def warm_up(self) -> None:
         """Pay yt-dlp's first-call costs before the first job does: the YoutubeDL instances (~0.2 s each) and the
@@ -227,21 +217,6 @@ class YtDlp:
         while (ydl := self._new_instance()) is not None:
             ydl.get_info_extractor("Generic")
             self._release(ydl)
-
-    def _keep_probe(self, url: str, info: dict[str, Any]) -> None:
-        with self._lock:
-            self._probes[url] = (self._clock(), info)
-            self._probes.move_to_end(url)
-            while len(self._probes) > PROBE_CACHE_SIZE:
-                self._probes.popitem(last=False)
-
-    def _take_probe(self, url: str) -> dict[str, Any] | None:
-        with self._lock:
-            kept = self._probes.pop(url, None)
-        if kept is None or self._clock() - kept[0] > PROBE_TTL:
-            return None
-        self.probes_reused += 1
-        return kept[1]
 
     def _acquire(self) -> yt_dlp.YoutubeDL:
         try:
@@ -264,7 +239,7 @@ class YtDlp:
             "fragment_retries": 0,
             "fragmented": False,
         }
-        ydl = _YoutubeDL(_base_params(_QuietLogger(holder)))
+        ydl = _YoutubeDL(_base_params(_QuietLogger(holder), self._proxy))
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             if holder["hook"] is not None:
@@ -295,7 +270,9 @@ class YtDlp:
         ydl.format_selector = None
         self._pool.put(ydl)
 
-    def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution:
+    def resolve(
+        self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
+    ) -> Resolution:
         """One video, or a playlist's entries (``items``: yt-dlp's playlist_items syntax, e.g. "1-3,7")."""
         ydl = self._acquire()
         try:
@@ -335,8 +312,8 @@ class YtDlp:
         item_url = info.get("webpage_url") or info.get("original_url") or url
         if info.get("_type", "video") == "video":
             # The item's download, if it runs here soon, starts from this instead of extracting the URL again.
-            self._keep_probe(item_url, info)
-        return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False)
+            self._probes.keep(item_url, info)
+        return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False, probe=info)
 
     def _record_live(
         self, ydl: yt_dlp.YoutubeDL, found: dict[str, Any], directory: Path, stem: str, hook: ProgressHook
@@ -357,7 +334,7 @@ class YtDlp:
         socket.getaddrinfo(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
         name = re.sub(r"[^\w.-]+", "_", str(info.get("id") or "live"))[:40]
         target = directory / f"{stem}-live-{name}.mkv"
-        hook({"status": "starting"})
+        hook({"status": "live"})  # a slot process gives a recording its own deadline (TUBEFLOW_MAX_RECORDING)
         size, seconds, stopped = record(
             stream_url,
             target,
@@ -376,7 +353,11 @@ class YtDlp:
         format: str | None,
         hook: ProgressHook,
         reuse: Reuse | None = None,
+        token: CancelToken | None = None,
+        probe: dict[str, Any] | None = None,
     ) -> Downloaded:
+        """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
+        ``hook``, which raises when it trips."""
         ydl = self._acquire()
         try:
             ydl.params["paths"] = {"home": str(directory)}
@@ -385,7 +366,7 @@ class YtDlp:
             ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
             with guarded(self._policy):
                 # One extraction: identify the media first, so a file another job already has can be used instead.
-                found = self._take_probe(url) or ydl.extract_info(url, download=False, process=False)
+                found = probe or self._probes.take(url) or ydl.extract_info(url, download=False, process=False)
                 if found and (found.get("is_live") or found.get("live_status") == "is_live"):
                     return self._record_live(ydl, found, directory, stem, hook)
                 if found and found.get("live_status") == "is_upcoming":

@@ -83,10 +83,9 @@ _guarded = threading.local()
 _real_getaddrinfo = socket.getaddrinfo
 
 
-def _checked_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202 - same signature as socket.getaddrinfo
-    results = _real_getaddrinfo(host, *args, **kwargs)
-    policy: AddressPolicy | None = getattr(_guarded, "policy", None)
-    if policy is not None and not policy.open:
+def check_results(policy: AddressPolicy, host: object, results: list) -> list:  # noqa: ANN001 - getaddrinfo's
+    """getaddrinfo's ``results`` for ``host``, or ForbiddenAddress if any of them is outside the policy."""
+    if not policy.open:
         for result in results:
             try:
                 address = ipaddress.ip_address(result[4][0].split("%", 1)[0])
@@ -96,6 +95,17 @@ def _checked_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202 - same 
             if reason:
                 raise ForbiddenAddress(f"forbidden_address: {host} resolves to {reason}")
     return results
+
+
+def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list:
+    """Resolve ``host`` for a TCP connection and check every address (for code that connects by itself)."""
+    return check_results(policy, host, _real_getaddrinfo(host, port, type=socket.SOCK_STREAM))
+
+
+def _checked_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202 - same signature as socket.getaddrinfo
+    results = _real_getaddrinfo(host, *args, **kwargs)
+    policy: AddressPolicy | None = getattr(_guarded, "policy", None)
+    return results if policy is None else check_results(policy, host, results)
 
 
 def install_guard() -> None:

@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     max_playlist_items: int = Field(default=1000, ge=1)
     max_recording: float = Field(default=6 * 3600.0, gt=0, description="seconds a live stream is recorded at most")
+    resolve_timeout: float = Field(default=600.0, gt=0, description="seconds one resolve may take (then it fails)")
+    download_timeout: float = Field(
+        default=4 * 3600.0, gt=0, description="seconds one item's download may take, post-processing included"
+    )
+    proxy: str | None = Field(
+        default=None,
+        description="proxy for every download (yt-dlp's syntax); proxy variables of the environment are ignored",
+    )
     # Seconds between progress events of one item, unless the item moved by at least `progress_min_step` percent.
     progress_interval: float = Field(default=0.25, ge=0.0)
     progress_min_step: float = Field(default=1.0, ge=0.0)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from contracts import events as ev
 from contracts.ids import new_job_id
 from services.downloader.handlers import Downloader
-from services.downloader.ytdlp import Downloaded, Entry, Resolution
+from services.downloader.media import Downloaded, Entry, Resolution
 from services.runtime.failures import MediaError
 from tests.support.fakes import FakePublisher
 
@@ -25,13 +25,13 @@ class FakeMedia:
         self.pause = pause
         self.threads: set[str] = set()
 
-    def resolve(self, url: str, *, max_items: int, items: str | None = None) -> Resolution:
+    def resolve(self, url: str, *, max_items: int, items: str | None = None, token=None) -> Resolution:
         if self.fail:
             raise self.fail
         entries = [Entry(i, f"{url}/{i}", f"clip {i}") for i in range(1, self.entries + 1)]
         return Resolution("playlist", "A list", entries[:max_items], self.entries > max_items)
 
-    def download(self, url, *, directory, stem, format, hook, reuse=None):
+    def download(self, url, *, directory, stem, format, hook, reuse=None, token=None):
         import threading
 
         self.threads.add(threading.current_thread().name)

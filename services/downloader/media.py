@@ -1,0 +1,127 @@
+"""What the downloader's handlers need from a media tool, in plain types: no yt-dlp here, so the service process that
+runs the handlers never imports it (yt-dlp runs in the slot processes, see ``slots``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from services.runtime.cancellation import CancelToken
+
+# Called with progress dicts (bytes over all of the item's streams, see StreamMeter), and with
+# {"status": "postprocess", "postprocessor": name, "pp_status": "started" | "finished"} around each post-processor.
+ProgressHook = Callable[[dict[str, Any]], None]
+
+# The keys of a progress dict the handlers read: a report crossing a process boundary carries only these (yt-dlp's
+# own dicts also hold the whole info dict).
+REPORT_KEYS = (
+    "status",
+    "downloaded_bytes",
+    "total_bytes",
+    "total_bytes_estimate",
+    "speed",
+    "eta",
+    "fragment_index",
+    "fragment_count",
+    "stream_index",
+    "stream_count",
+    "format_id",
+    "stream_kind",
+    "stream_downloaded_bytes",
+    "stream_total_bytes",
+    "fragment_retries",
+    "recorded_seconds",
+    "postprocessor",
+    "pp_status",
+)
+
+
+def plain_report(d: dict[str, Any]) -> dict[str, Any]:
+    return {key: d[key] for key in REPORT_KEYS if d.get(key) is not None}
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    url: str
+    title: str | None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    kind: str  # "video" | "playlist"
+    title: str | None
+    entries: list[Entry]
+    truncated: bool
+    # A single video's extraction, which its download can start from instead of extracting the URL again.
+    probe: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    title: str | None
+    duration: float | None
+    reused: bool = False
+    # A live recording stopped before the stream ended (what was recorded is the file).
+    stopped_early: bool = False
+
+
+# Given the media key of what is about to be downloaded, return a file to use instead, or None to download.
+Reuse = Callable[[str], "Downloaded | None"]
+
+
+class MediaTool(Protocol):
+    """Blocking calls, run on a worker thread. ``token`` stops the call when the job is cancelled or the process
+    shuts down (raising Aborted)."""
+
+    def resolve(
+        self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
+    ) -> Resolution: ...
+
+    def download(
+        self,
+        url: str,
+        *,
+        directory: Path,
+        stem: str,
+        format: str | None,
+        hook: ProgressHook,
+        reuse: Reuse | None = None,
+        token: CancelToken | None = None,
+    ) -> Downloaded: ...
+
+
+# A probe older than this is extracted again: signed media URLs expire, and a queue can be long.
+PROBE_TTL = 60.0
+PROBE_CACHE_SIZE = 256
+
+
+class Probes:
+    """What resolving single videos found, kept a short while for their downloads: URL -> (when, raw info)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kept: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self.reused = 0
+
+    def keep(self, url: str, info: dict[str, Any]) -> None:
+        with self._lock:
+            self._kept[url] = (self._clock(), info)
+            self._kept.move_to_end(url)
+            while len(self._kept) > PROBE_CACHE_SIZE:
+                self._kept.popitem(last=False)
+
+    def take(self, url: str) -> dict[str, Any] | None:
+        with self._lock:
+            kept = self._kept.pop(url, None)
+        if kept is None or self._clock() - kept[0] > PROBE_TTL:
+            return None
+        self.reused += 1
+        return kept[1]

@@ -1,0 +1,163 @@
+"""The child's side of a slot (see ``slots``): a process of its own (and its own process group, so a kill takes its
+ffmpeg along) running one yt-dlp call at a time for the service.
+
+A reader thread takes every message off the pipe: a stop for the running call is noted (the call's progress hook
+raises on its next report, a recording's ffmpeg is asked to finish); a reply to a question (may this file be
+reused?) is handed to the waiting call; the pipe closing means the service is gone, and so is this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from services.downloader.guard_proxy import GuardProxy
+from services.downloader.media import plain_report
+from services.downloader.slots import SlotConfig
+from services.runtime.cancellation import Aborted
+from services.runtime.failures import MediaError
+
+log = logging.getLogger("tubeflow.slot")
+
+# Reports the parent needs; the rest ("starting", "waiting") are only chances to hear a stop.
+FORWARDED = frozenset({"downloading", "finished", "recording", "postprocess"})
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+
+
+def warm_extractors() -> None:
+    from yt_dlp.extractor import gen_extractor_classes
+
+    for extractor in gen_extractor_classes():
+        extractor.suitable("http://127.0.0.1/warm-up.mp4")
+
+
+def _drop_proxy_environment() -> None:
+    """Proxies come from TUBEFLOW_PROXY only: one in the environment would silently carry every download (and the
+    address guard would see only the proxy's address)."""
+    for name in list(os.environ):
+        if name.lower() in PROXY_VARIABLES:
+            del os.environ[name]
+
+
+class _Inbox(threading.Thread):
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(name="slot-inbox", daemon=True)
+        self._conn = conn
+        self._send_lock = threading.Lock()
+        self.requests: queue.Queue[tuple[str, int, dict[str, Any]]] = queue.Queue()
+        self._replies: queue.Queue[tuple[int, Any]] = queue.Queue()
+        self._stops: dict[int, str] = {}
+
+    def run(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                # The service is gone (or killed): so is everything this slot runs.
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+                return
+            kind = message[0]
+            if kind == "stop":
+                self._stops[message[1]] = message[2]
+            elif kind == "reused":
+                self._replies.put((message[1], message[2]))
+            else:
+                self.requests.put(message)
+
+    def send(self, message: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(message)
+
+    def stop_reason(self, seq: int) -> str | None:
+        return self._stops.get(seq)
+
+    def ask(self, seq: int, question: tuple) -> Any:
+        self.send(question)
+        while True:
+            answered, value = self._replies.get()
+            if answered == seq:
+                return value
+
+
+def serve(conn: Connection, config: SlotConfig) -> None:
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
+    _drop_proxy_environment()
+    from services.downloader.ytdlp import YtDlp
+
+    guard = None
+    if config.proxy is None and not config.policy.open:
+        # Every ffmpeg this process starts connects through the address guard (with TUBEFLOW_PROXY set, yt-dlp
+        # points ffmpeg at that proxy instead).
+        guard = GuardProxy(config.policy).start()
+        os.environ["http_proxy"] = guard.url
+
+    engine = YtDlp(size=1, policy=config.policy, max_recording=config.max_recording, proxy=config.proxy)
+    inbox = _Inbox(conn)
+    inbox.start()
+    engine.warm_up()
+    inbox.send(("ready", os.getpid()))
+    while True:
+        kind, seq, kwargs = inbox.requests.get()
+        if guard is not None:
+            guard.refusals.clear()
+        reply = _answer(engine, inbox, guard, (kind, seq, kwargs), config)
+        try:
+            inbox.send(reply)
+        except Exception:  # e.g. a probe that can't be pickled: the answer without it
+            if reply[0] == "done" and getattr(reply[1], "probe", None) is not None:
+                from dataclasses import replace
+
+                inbox.send(("done", replace(reply[1], probe=None)))
+            else:
+                raise
+
+
+def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple, config: SlotConfig) -> tuple:
+    kind, seq, kwargs = request
+    try:
+        if kind == "resolve":
+            return ("done", engine.resolve(**kwargs))
+        return ("done", _download(engine, inbox, seq, kwargs, config.forward_interval))
+    except Aborted as exc:
+        return ("aborted", exc.reason)
+    except MediaError as exc:
+        stopped = inbox.stop_reason(seq)
+        if stopped:
+            return ("aborted", stopped)
+        if guard is not None and guard.refusals:
+            # ffmpeg's own failure ("Server returned 403 Forbidden") is the guard's refusal: say so.
+            return ("failed", ("forbidden_address", guard.refusals[0].removeprefix("forbidden_address: "), False, None))
+        return ("failed", (exc.code, exc.message, exc.transient, exc.step))
+    except Exception as exc:
+        log.exception("slot call failed")
+        return ("failed", ("download_error", f"{type(exc).__name__}: {exc}", False, None))
+
+
+def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], interval: float) -> Any:
+    last = [0.0]
+
+    def hook(d: dict[str, Any]) -> None:
+        reason = inbox.stop_reason(seq)
+        if reason is not None:
+            raise Aborted(reason)
+        status = d.get("status")
+        if status == "live":
+            inbox.send(("live",))
+            return
+        if status not in FORWARDED:
+            return
+        if status in ("downloading", "recording"):
+            now = time.monotonic()
+            if now - last[0] < interval:
+                return
+            last[0] = now
+        inbox.send(("hook", plain_report(d)))
+
+    return engine.download(**kwargs, hook=hook, reuse=lambda key: inbox.ask(seq, ("reuse", key)))
