@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import httpx
@@ -54,3 +56,90 @@ def test_open_streams_are_limited_per_client_and_freed_when_they_close(strict):
                 break
         assert time.monotonic() < deadline, "closed streams kept their slots"
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def trap():
+    """A listener that counts the connections it gets: pointed at by the environment's proxy variables."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    accepted: list[object] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    stop.set()
+    thread.join(2)
+    listener.close()
+
+
+@pytest.fixture(scope="module")
+def fetching(tmp_path_factory, trap):
+    proxy, _ = trap
+    stack = start_stack(
+        tmp_path_factory.mktemp("fetching") / "data",
+        {
+            "TUBEFLOW_NATS_URL": "",
+            "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "TUBEFLOW_RATE_LIMIT": "0",
+            **{name: proxy for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY")},
+        },
+    )
+    try:
+        yield stack
+    finally:
+        stop_stack(stack)
+
+
+def submit(stack, url: str) -> str:
+    response = httpx.post(f"{stack.base}/api/jobs", json={"url": url, "mode": "video"}, timeout=10)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def wait_view(stack, job_id: str, done, timeout: float = 60) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = httpx.get(f"{stack.base}/api/jobs/{job_id}", timeout=10).json()
+        if done(view):
+            return view
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not as expected after {timeout} s: {view}")
+
+
+def finished(view: dict) -> bool:
+    return view["status"] in ("completed", "partial", "failed", "cancelled")
+
+
+def test_proxy_variables_of_the_environment_are_not_used(fetching, trap, media):
+    _, accepted = trap
+    job = submit(fetching, media.url(media.fresh("clip1.mp4")))
+    assert wait_view(fetching, job, finished)["status"] == "completed"
+    assert accepted == [], "a download went through the environment's proxy"
+
+
+def test_cancel_frees_resolves_stuck_on_silent_servers(fetching, media):
+    # Both resolve slots wait on a server that answers nothing for a minute; cancelling the jobs kills those
+    # resolves, so the next job resolves at once instead of waiting for a free slot.
+    stuck = [submit(fetching, f"{media.base}/stall/60/clip{n}.mp4") for n in (1, 2)]
+    for job in stuck:
+        wait_view(fetching, job, lambda v: v["status"] == "resolving")
+    time.sleep(0.5)
+    for job in stuck:
+        assert httpx.post(f"{fetching.base}/api/jobs/{job}/cancel", timeout=10).status_code == 202
+    for job in stuck:
+        assert wait_view(fetching, job, finished, timeout=10)["status"] == "cancelled"
+    after = submit(fetching, media.url(media.fresh("clip3.mp4")))
+    assert wait_view(fetching, after, finished, timeout=20)["status"] == "completed"

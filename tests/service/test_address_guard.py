@@ -1,0 +1,111 @@
+"""Nothing reaches an inside address, whatever the media points at: yt-dlp's own requests through the guarded name
+resolution, and ffmpeg's (HLS that yt-dlp hands to ffmpeg, e.g. SAMPLE-AES) through the slot's guard proxy.
+
+Two loopback servers stand for outside and inside: 127.0.0.2 is allowed (TUBEFLOW_ALLOWED_NETWORKS), 127.0.0.3 is
+not, and must never see a request."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.downloader.slots import SlotConfig, SlotPool
+from services.runtime.addresses import AddressPolicy, parse_networks
+from services.runtime.failures import MediaError
+from tests.support.media import MediaServer
+
+OUTSIDE_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.2/32"))
+
+
+@pytest.fixture(scope="module")
+def servers(media, tmp_path_factory):
+    root = tmp_path_factory.mktemp("two-hosts")
+    for name in ("clip1.mp4",):
+        shutil.copyfile(media.root / name, root / name)
+    shutil.copytree(media.root / "hlsmux", root / "hlsmux")
+    shutil.copytree(media.root / "dash", root / "dash")
+    (root / "keys").mkdir()
+    (root / "keys" / "k.bin").write_bytes(bytes(range(16)))
+    with MediaServer(root, host="127.0.0.2") as outside, MediaServer(root, host="127.0.0.3") as inside:
+        yield outside, inside
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = SlotPool(1, SlotConfig(policy=OUTSIDE_ONLY), resolve_timeout=60, download_timeout=60)
+    yield pool
+    pool.close()
+
+
+def hls_playlist(root: Path, name: str, *, key: str | None, segments: list[str]) -> None:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-MEDIA-SEQUENCE:0"]
+    if key:
+        lines.append(f'#EXT-X-KEY:METHOD=SAMPLE-AES,URI="{key}",KEYFORMAT="identity"')
+    for segment in segments:
+        lines += ["#EXTINF:1.0,", segment]
+    lines.append("#EXT-X-ENDLIST")
+    (root / name).mkdir(exist_ok=True)
+    (root / name / "index.m3u8").write_text("\n".join(lines) + "\n")
+
+
+def dash_pointing_at(root: Path, name: str, base: str) -> None:
+    manifest = (root / "dash" / "manifest.mpd").read_text()
+    (root / name).mkdir(exist_ok=True)
+    (root / name / "manifest.mpd").write_text(
+        manifest.replace("<Period ", f"<BaseURL>{base}/streams/dash/</BaseURL><Period ", 1)
+    )
+
+
+def attempt(pool: SlotPool, url: str, tmp_path: Path) -> MediaError:
+    with pytest.raises(MediaError) as caught:
+        pool.download(url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None)
+    return caught.value
+
+
+def test_hls_whose_key_and_segments_are_inside_goes_to_ffmpeg_and_is_refused(pool, servers, tmp_path):
+    outside, inside = servers
+    segment = f"{inside.base}/streams/hlsmux/seg_000.ts"
+    hls_playlist(outside.root, "sample-aes-in", key=f"{inside.base}/streams/keys/k.bin", segments=[segment])
+    error = attempt(pool, outside.stream_url("sample-aes-in", "index.m3u8"), tmp_path)
+    assert error.code == "forbidden_address", (error.code, error.message)
+    assert "127.0.0.3" in error.message
+    assert inside.requests == []
+
+
+def test_ffmpeg_reaches_an_allowed_host_through_the_guard_but_not_a_redirect_inside(pool, servers, tmp_path):
+    outside, inside = servers
+    before = len(outside.requests)
+    redirect = outside.redirect_url(f"{inside.base}/streams/hlsmux/seg_000.ts")
+    hls_playlist(outside.root, "sample-aes-redirect", key=f"{outside.base}/streams/keys/k.bin", segments=[redirect])
+    error = attempt(pool, outside.stream_url("sample-aes-redirect", "index.m3u8"), tmp_path)
+    # ffmpeg fetched the key and asked for the segment on the allowed host (through the proxy), and was refused
+    # where the redirect pointed.
+    seen = outside.requests[before:]
+    assert any(path.endswith("/keys/k.bin") for path in seen), seen
+    assert any(path.startswith("/redirect") for path in seen), seen
+    assert error.code == "forbidden_address", (error.code, error.message)
+    assert inside.requests == []
+
+
+@pytest.mark.parametrize("case", ["native-hls-segments", "dash-base-url", "redirect"])
+def test_yt_dlps_own_requests_to_inside_are_refused(pool, servers, tmp_path, case):
+    outside, inside = servers
+    if case == "native-hls-segments":
+        hls_playlist(outside.root, "hls-in", key=None, segments=[f"{inside.base}/streams/hlsmux/seg_000.ts"])
+        url = outside.stream_url("hls-in", "index.m3u8")
+    elif case == "dash-base-url":
+        dash_pointing_at(outside.root, "dash-in", inside.base)
+        url = outside.stream_url("dash-in", "manifest.mpd")
+    else:
+        url = outside.redirect_url(inside.url("clip1.mp4"))
+    error = attempt(pool, url, tmp_path)
+    assert error.code == "forbidden_address", (error.code, error.message)
+    assert inside.requests == []
+
+
+def test_an_allowed_download_still_works(pool, servers, tmp_path):
+    outside, _ = servers
+    done = pool.download(outside.url("clip1.mp4"), directory=tmp_path, stem="0001", format=None, hook=lambda d: None)
+    assert done.path.is_file()
