@@ -39,23 +39,39 @@ def summary_ms(values: list[float]) -> dict[str, float]:
     }
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process and its children, from /proc."""
-    total = 0
-    pids = [pid]
+def process_tree(pid: int) -> list[int]:
+    """A process and all of its descendants (the downloader's slot processes are its grandchildren)."""
+    pids, index = [pid], 0
+    while index < len(pids):
+        # A child is listed under the thread that started it (the fork server is started from a worker thread).
+        for task in Path(f"/proc/{pids[index]}/task").glob("*"):
+            try:
+                pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        index += 1
+    return pids
+
+
+def _status_kib(pid: int, path: str, field: str) -> int:
     try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
+        for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
     except OSError:
         pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return round(total / 1024, 1)
+    return 0
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, from /proc (pages shared by forked processes are
+    counted once per process: an upper bound)."""
+    return round(sum(_status_kib(p, "status", "VmRSS:") for p in process_tree(pid)) / 1024, 1)
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of the same tree: shared pages divided among the processes sharing them."""
+    return round(sum(_status_kib(p, "smaps_rollup", "Pss:") for p in process_tree(pid)) / 1024, 1)
 
 
 def metrics_snapshot(client: httpx.Client, base: str) -> dict[str, float]:

@@ -27,6 +27,7 @@ from bench.harness import (
     media_server,
     metrics_snapshot,
     nats_server,
+    pss_mib,
     rss_mib,
     tubeflow,
 )
@@ -90,6 +91,7 @@ class Round:
     elapsed: float
     completed: int
     peak_mib: float
+    peak_pss_mib: float
     max_loop_lag_ms: float
     lag_over_20ms: int
 
@@ -103,25 +105,30 @@ class Stack:
         self.http = httpx.Client(timeout=30)
         time.sleep(1.0)
         self.idle_mib = self.rss()
+        self.idle_pss_mib = self.pss()
         self.finished = FinishedJobs(self.base)
         self.finished.wait([self.post(warm_up_url)])
 
     def rss(self) -> float:
         return sum(rss_mib(pid) for pid in self.pids)
 
+    def pss(self) -> float:
+        return sum(pss_mib(pid) for pid in self.pids)
+
     def post(self, url: str) -> str:
         return self.http.post(f"{self.base}/api/jobs", json={"url": url}).json()["id"]
 
     def measure(self, urls: list[str]) -> Round:
-        peak, max_lag = self.rss(), 0.0
+        peak, peak_pss, max_lag = self.rss(), self.pss(), 0.0
         stop = threading.Event()
         before = metrics_snapshot(self.http, self.base)
 
         def sample() -> None:
-            nonlocal peak, max_lag
+            nonlocal peak, peak_pss, max_lag
             with httpx.Client(timeout=10) as client:
                 while not stop.is_set():
                     peak = max(peak, self.rss())
+                    peak_pss = max(peak_pss, self.pss())
                     max_lag = max(max_lag, metrics_snapshot(client, self.base).get(LAG_MAX, 0.0))
                     time.sleep(0.25)
 
@@ -141,6 +148,7 @@ class Stack:
             elapsed=elapsed,
             completed=sum(v["status"] == "completed" for v in views.values()),
             peak_mib=peak,
+            peak_pss_mib=peak_pss,
             max_loop_lag_ms=round(1000 * max(max_lag, after.get(LAG_MAX, 0.0)), 1),
             lag_over_20ms=int(over),
         )
@@ -177,7 +185,7 @@ def run(quick: bool) -> Report:
                 baseline = bare.run([media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)])
                 urls = [media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)]
                 split.append((baseline, stack.measure(urls)))
-            idle = stack.idle_mib
+            idle, idle_pss = stack.idle_mib, stack.idle_pss_mib
         bare.close()
     for n, (baseline, result) in enumerate(results, start=1):
         report.add(
@@ -198,10 +206,15 @@ def run(quick: bool) -> Report:
         completed=min(r.completed for _, r in split),
     )
     report.add(
-        what="memory: stack incl. nats-server",
+        what="memory: stack incl. nats-server and slot processes (RSS)",
         idle_mib=round(idle, 1),
         peak_mib=round(max(r.peak_mib for _, r in results), 1),
         target="idle <= 200, peak <= 350",
+    )
+    report.add(
+        what="memory: the same, PSS (shared pages of forked slots split)",
+        idle_mib=round(idle_pss, 1),
+        peak_mib=round(max(r.peak_pss_mib for _, r in results), 1),
     )
     report.add(
         what="API event-loop lag during the rounds",

@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from contracts.ids import step_event_id
 
@@ -41,13 +41,35 @@ def job_id_of(subject_: str) -> str:
     return subject_[len(SUBJECT_PREFIX) + 1 :].split(".", 1)[0]
 
 
+# Text that strangers control (titles from a page, messages quoting a server) is cut to a bound, with a marker, when
+# an event is made or read: no view grows with it. The fold never needs the full text.
+TITLE_MAX = 300
+MESSAGE_MAX = 1000
+SHORT_MAX = 200  # codes, worker names, reasons
+TRUNCATED = "…"
+
+
+def _cut(limit: int) -> BeforeValidator:
+    def cut(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > limit:
+            return value[: limit - len(TRUNCATED)] + TRUNCATED
+        return value
+
+    return BeforeValidator(cut)
+
+
+Title = Annotated[str, _cut(TITLE_MAX)]
+Message = Annotated[str, _cut(MESSAGE_MAX)]
+Short = Annotated[str, _cut(SHORT_MAX)]
+
+
 class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class ErrorInfo(Payload):
-    code: str
-    message: str
+    code: Short
+    message: Message
 
 
 # --- payloads -------------------------------------------------------------------------------------------------
@@ -64,21 +86,21 @@ class Requested(Payload):
 
 
 class ResolveStarted(Payload):
-    worker: str
+    worker: Short
 
 
 class Resolved(Payload):
     kind: Literal["video", "playlist"]
-    title: str | None = None
+    title: Title | None = None
     item_count: int
     truncated: bool = False
-    worker: str
+    worker: Short
 
 
 class ResolveFailed(Payload):
-    code: str
-    message: str
-    worker: str
+    code: Short
+    message: Message
+    worker: Short
 
 
 class ItemQueued(Payload):
@@ -86,7 +108,7 @@ class ItemQueued(Payload):
 
     index: int
     url: str
-    title: str | None = None
+    title: Title | None = None
     mode: Mode
     audio_format: AudioFormat
     format: str | None = None
@@ -94,7 +116,7 @@ class ItemQueued(Payload):
 
 
 class DownloadStarted(Payload):
-    worker: str
+    worker: Short
     attempt: int = 1
 
 
@@ -106,7 +128,7 @@ class DownloadProgress(Payload):
     afterwards), ``downloaded_bytes`` and ``total_bytes`` count all of them: the streams already on disk, the one
     running, and (estimated) the ones still to come; ``stream_index`` of ``stream_count`` says which one runs."""
 
-    worker: str
+    worker: Short
     downloaded_bytes: int
     total_bytes: int | None = None
     speed: float | None = None
@@ -130,18 +152,18 @@ class DownloadProgress(Payload):
 class DownloadRetrying(Payload):
     """A transient failure (HTTP 5xx, timeout, reset): the item is tried again after ``delay`` seconds."""
 
-    worker: str
+    worker: Short
     attempt: int
-    code: str
-    message: str
+    code: Short
+    message: Message
     delay: float
 
 
 class DownloadCompleted(Payload):
-    worker: str
+    worker: Short
     file: str
     size: int
-    title: str | None = None
+    title: Title | None = None
     duration: float | None = None
     # What the extractor should make of the file; None when the job asked for video only.
     audio_format: AudioFormat | None = None
@@ -157,51 +179,51 @@ class PostprocessStarted(Payload):
     """yt-dlp began a post-processor on the downloaded streams: ``name`` is its own (Merger, FixupM3u8, Metadata,
     EmbedThumbnail, SponsorBlock, …)."""
 
-    worker: str
+    worker: Short
     name: str = Field(max_length=100)
 
 
 class PostprocessCompleted(Payload):
-    worker: str
+    worker: Short
     name: str = Field(max_length=100)
 
 
 class PostprocessFailed(Payload):
-    worker: str
+    worker: Short
     name: str = Field(max_length=100)
-    code: str
-    message: str
+    code: Short
+    message: Message
 
 
 class DownloadFailed(Payload):
-    worker: str
-    code: str
-    message: str
+    worker: Short
+    code: Short
+    message: Message
     attempt: int = 1
 
 
 class ExtractStarted(Payload):
-    worker: str
+    worker: Short
     audio_format: AudioFormat
 
 
 class ExtractProgress(Payload):
-    worker: str
+    worker: Short
     percent: float
     out_time: float | None = None
 
 
 class ExtractCompleted(Payload):
-    worker: str
+    worker: Short
     file: str
     size: int
     reused: bool = False
 
 
 class ExtractFailed(Payload):
-    worker: str
-    code: str
-    message: str
+    worker: Short
+    code: Short
+    message: Message
 
 
 class RetryRequested(Payload):
@@ -215,7 +237,7 @@ class RetryRequested(Payload):
 class CancelRequested(Payload):
     """Someone asked to stop the job: running work stops, queued items are skipped, the job ends `cancelled`."""
 
-    reason: str | None = None
+    reason: Short | None = None
 
 
 # --- envelope -------------------------------------------------------------------------------------------------

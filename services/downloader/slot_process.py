@@ -101,7 +101,7 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     engine = YtDlp(size=1, policy=config.policy, max_recording=config.max_recording, proxy=config.proxy)
     inbox = _Inbox(conn)
     inbox.start()
-    engine.warm_up()
+    engine.warm_up(extractors=False)
     inbox.send(("ready", os.getpid()))
     while True:
         kind, seq, kwargs = inbox.requests.get()

@@ -208,7 +208,9 @@ class SlotPool:
         context.set_forkserver_preload(["services.downloader.preload"])
         self._slots = [_Slot(context, self.config, n) for n in range(1, size + 1)]
         self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()
-        for slot in self._slots:
+        # Last in, first out: the slot used last (warm, started) is the next one taken; the rest start only when
+        # that many calls run at once.
+        for slot in reversed(self._slots):
             self._idle.put(slot)
         self._probes = Probes()
         self._closed = False
@@ -221,9 +223,10 @@ class SlotPool:
     def processes_started(self) -> int:
         return sum(slot.started for slot in self._slots)
 
-    def warm_up(self) -> None:
-        """Start every slot process now, so the first jobs don't wait for them (blocking: run on a thread)."""
-        for slot in self._slots:
+    def warm_up(self, slots: int = 1) -> None:
+        """Start the fork server and ``slots`` slot processes now (blocking: run on a thread). The others start when
+        first needed (~0.1 s each, forked from the warm fork server): an idle service keeps one."""
+        for slot in self._slots[:slots]:
             with slot.lock:
                 if not self._closed:
                     slot.ensure()

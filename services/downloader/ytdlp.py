@@ -110,6 +110,9 @@ def classify(exc: BaseException) -> MediaError:
     return MediaError("download_error", message)
 
 
+MAX_ENTRY_URL = 4096
+
+
 class _YoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL without the work of printing nothing.
 
@@ -207,12 +210,13 @@ class YtDlp:
     def probes_reused(self) -> int:
         return self._probes.reused
 
-    def warm_up(self) -> None:
+    def warm_up(self, extractors: bool = True) -> None:
         """Pay yt-dlp's first-call costs before the first job does: the YoutubeDL instances (~0.2 s each) and the
-        URL patterns of ~1,800 extractors, compiled on first use (~0.35 s), which the first resolve would wait for."""
+        URL patterns of ~1,800 extractors, compiled on first use (~0.35 s), which the first resolve would wait for
+        (unless ``extractors`` is False: a slot process has them from its fork server)."""
         from yt_dlp.extractor import gen_extractor_classes
 
-        for extractor in gen_extractor_classes():
+        for extractor in gen_extractor_classes() if extractors else ():
             extractor.suitable("http://127.0.0.1/warm-up.mp4")
         while (ydl := self._new_instance()) is not None:
             ydl.get_info_extractor("Generic")
@@ -305,7 +309,9 @@ class YtDlp:
                 Entry(index=i, url=e.get("url") or e.get("webpage_url") or "", title=e.get("title"))
                 for i, e in enumerate(raw[:max_items], start=1)
             ]
-            entries = [e for e in entries if e.url]
+            # An entry without a URL, or with one longer than any real link (a view holds every item's URL), is left
+            # out.
+            entries = [e for e in entries if e.url and len(e.url) <= MAX_ENTRY_URL]
             if not entries:
                 raise MediaError("empty_playlist", f"the playlist at {url} has no entries")
             return Resolution("playlist", info.get("title"), entries, truncated)
