@@ -11,6 +11,8 @@ from contracts.events import AudioFormat, ErrorInfo, Mode
 
 JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
+# The error code of a job whose view grew past what one message holds: the projector cut it and stopped the job.
+VIEW_TOO_LARGE = "view_too_large"
 
 ItemStatus = Literal[
     "queued", "downloading", "recording", "stopping", "processing", "extracting", "completed", "failed", "skipped"

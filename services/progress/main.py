@@ -5,18 +5,50 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Awaitable, Callable
 
+from nats.js import JetStreamContext
+
+from contracts.events import CancelRequested, Envelope, encode_event, make_event, subject
+from contracts.ids import step_event_id
+from contracts.views import VIEW_TOO_LARGE
 from services.progress.projector import Projector, durable_name, project_stream
+from services.runtime.clock import utcnow
 from services.runtime.infrastructure import open_infrastructure
-from services.runtime.nats import InOrderReader, jobs_bucket
+from services.runtime.nats import DeadLetters, EventPublisher, InOrderReader, jobs_bucket
 from services.runtime.settings import Settings
 
 # The projector's consumers are its own (one per replica, see durable_name): no shared work consumer to declare.
 CONSUMERS = ()
 
 
+def stop_cut_job(js: JetStreamContext) -> Callable[[str, list[Envelope], str], Awaitable[None]]:
+    """When a job's view is cut (see limits): its last event goes to the dead-letter stream with the reason, and a
+    `cancel.requested` stops its work (the same id as a user's cancel: one of them is kept)."""
+    dead_letters, publisher = DeadLetters(js, "progress"), EventPublisher(js)
+
+    async def on_cut(job_id: str, events: list[Envelope], reason: str) -> None:
+        last = events[-1]
+        await dead_letters.send(
+            subject(job_id, last.type), encode_event(last), None, last.seq or 0, 1, f"{VIEW_TOO_LARGE}: {reason}"
+        )
+        await publisher.publish(
+            make_event(
+                "cancel.requested",
+                job_id=job_id,
+                data=CancelRequested(reason=VIEW_TOO_LARGE),
+                occurred_at=utcnow(),
+                event_id=step_event_id(job_id, "cancel.requested"),
+            )
+        )
+
+    return on_cut
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_infrastructure(settings, "progress") as infra:
-        projector = Projector(await jobs_bucket(infra.js))
+        projector = Projector(
+            await jobs_bucket(infra.js), max_payload=infra.nc.max_payload, on_cut=stop_cut_job(infra.js)
+        )
         reader = InOrderReader(infra.js, durable_name(settings.worker_name or socket.gethostname()))
         await project_stream(projector, reader, stop)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -21,6 +21,7 @@ from contracts.events import Envelope
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
+from services.progress.limits import VIEW_TOO_LARGE, is_cut, writable
 from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects
 from services.runtime.nats import InOrderReader, StoredEvent, decode, stream_seq
 
@@ -63,8 +64,18 @@ MAX_WRITE_DELAY = 0.25
 class Projector:
     """Folds batches of events into views held in memory (``fold``) and writes the changed ones (``flush``)."""
 
-    def __init__(self, kv: KeyValue, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        cache_size: int = 4096,
+        max_payload: int | None = None,
+        on_cut: Callable[[str, list[Envelope], str], Awaitable[None]] | None = None,
+    ) -> None:
         self._kv = kv
+        # A view bigger than this is cut (see limits); ``on_cut`` hears of it (the dead-letter stream, a cancel).
+        self._max_payload = max_payload
+        self._on_cut = on_cut
         self._cache: OrderedDict[str, tuple[JobView, int | None]] = OrderedDict()
         self._cache_size = cache_size
         # Jobs folded since their last write, with the events that were folded (to fold again after a conflict).
@@ -138,6 +149,9 @@ class Projector:
                 self.skipped += len(events)
                 continue
             view, revision = await self._load(job_id)
+            if is_cut(view):
+                self.skipped += len(events)
+                continue
             new = view
             for event in events:
                 new = apply(new, event)
@@ -160,7 +174,7 @@ class Projector:
     async def _save(self, job_id: str, events: list[Envelope]) -> bool:
         view, revision = self._cache[job_id]
         for _ in range(CAS_RETRIES):
-            data = view.model_dump_json().encode()
+            view, data, cut_from = writable(view, self._max_payload)
             try:
                 if revision is None:
                     revision = await self._kv.create(job_id, data)
@@ -181,6 +195,10 @@ class Projector:
                 continue
             self.applied += len(events)
             self._remember(job_id, view, revision)
+            if cut_from is not None:
+                log.error("job %s: view of %d bytes cut and the job failed (%s)", job_id, cut_from, VIEW_TOO_LARGE)
+                if self._on_cut is not None:
+                    await self._on_cut(job_id, events, view.error.message if view.error else VIEW_TOO_LARGE)
             return True
         self._cache.pop(job_id, None)
         raise RuntimeError(f"could not write the view of job {job_id}: it keeps changing under us")

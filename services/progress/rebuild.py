@@ -7,6 +7,7 @@ from contracts.events import ALL_EVENTS
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
+from services.progress.limits import VIEW_TOO_LARGE, writable
 from services.runtime.nats import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
 
 
@@ -29,6 +30,8 @@ async def verify(js) -> list[str]:  # noqa: ANN001
         data = stored.get(job_id)
         if data is None:
             problems.append(f"{job_id}: missing from the read models (fold has seq {view.seq})")
+        elif f'"code":"{VIEW_TOO_LARGE}"'.encode() in data:
+            continue  # cut where the projector's batches happened to end: not comparable with one fold
         elif data != view.model_dump_json().encode():
             try:
                 seq = JobView.model_validate_json(data).seq
@@ -40,12 +43,12 @@ async def verify(js) -> list[str]:  # noqa: ANN001
     return sorted(problems)
 
 
-async def rebuild(js) -> int:  # noqa: ANN001
+async def rebuild(js, max_payload: int | None = None) -> int:  # noqa: ANN001
     """Delete the read-model bucket, create it again and write the fold of the whole stream. Returns the job count."""
     folded = await fold_stream(js)
     await js.delete_key_value(JOBS_BUCKET)
     await ensure_topology(js)
     kv = await jobs_bucket(js)
     for job_id, view in folded.items():
-        await kv.put(job_id, view.model_dump_json().encode())
+        await kv.put(job_id, writable(view, max_payload)[1])
     return len(folded)

@@ -10,7 +10,7 @@ from typing import Callable
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
 
-from contracts.views import JobSummary
+from contracts.views import VIEW_TOO_LARGE, JobSummary
 from services.runtime.cancellation import Cancellations
 from services.runtime.infrastructure import Infrastructure
 from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects
@@ -36,7 +36,11 @@ async def cancellations_for(infra: Infrastructure) -> Cancellations:
             return False
         # The summary only (the items are skipped, not built): this runs before every download, and a playlist's
         # view can hold a thousand items.
-        return bool(entry.value) and JobSummary.model_validate_json(entry.value).status == "cancelled"
+        if not entry.value:
+            return False
+        summary = JobSummary.model_validate_json(entry.value)
+        # A job whose view was cut (too big to store) is stopped like a cancelled one.
+        return summary.status == "cancelled" or (summary.error is not None and summary.error.code == VIEW_TOO_LARGE)
 
     cancellations = Cancellations(cancelled_in_store)
     await cancellations.subscribe(infra.nc)

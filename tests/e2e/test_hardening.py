@@ -94,6 +94,7 @@ def fetching(tmp_path_factory, trap):
             "TUBEFLOW_NATS_URL": "",
             "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
             "TUBEFLOW_RATE_LIMIT": "0",
+            "TUBEFLOW_MAX_PLAYLIST_ITEMS": "5000",
             **{name: proxy for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY")},
         },
     )
@@ -143,3 +144,19 @@ def test_cancel_frees_resolves_stuck_on_silent_servers(fetching, media):
         assert wait_view(fetching, job, finished, timeout=10)["status"] == "cancelled"
     after = submit(fetching, media.url(media.fresh("clip3.mp4")))
     assert wait_view(fetching, after, finished, timeout=20)["status"] == "completed"
+
+
+def test_a_view_too_big_to_store_fails_its_job_and_every_other_job_moves_on(fetching, media):
+    # 3,000 items with titles cut to 300 characters: a view of ~3 MB, where a message holds 1 MiB.
+    big = submit(fetching, f"{media.base}/feed.xml?count=3000&name=clip1.mp4&title=1500")
+    view = wait_view(fetching, big, finished, timeout=90)
+    assert view["status"] == "failed" and view["error"]["code"] == "view_too_large", view.get("error")
+    assert 0 < len(view["items"]) < 3000
+    assert all(len(item["title"]) <= 300 for item in view["items"])
+    # The events are all there; the projector is not stuck on this job.
+    events = httpx.get(f"{fetching.base}/api/jobs/{big}/events", timeout=30)
+    assert events.status_code == 200
+    small = submit(fetching, media.url(media.fresh("clip2.mp4")))
+    assert wait_view(fetching, small, finished, timeout=30)["status"] == "completed"
+    metrics = httpx.get(f"{fetching.base}/metrics", timeout=10).text
+    assert 'tubeflow_dead_letters_total{consumer="progress"} 1.0' in metrics

@@ -140,3 +140,55 @@ async def test_a_big_view_is_held_then_written_once_and_a_conflict_refolds_what_
 
     await holder.project(stored[cut:])
     assert await stored_view(js, job) == fold(s.event for s in stored)
+
+
+async def test_a_view_too_big_for_a_message_is_cut_the_job_fails_and_the_others_are_written(js):
+    big, small = new_job_id(), new_job_id()
+    publisher = EventPublisher(js)
+    for event in history(big, items=60) + history(small, items=2):
+        await publisher.publish(event)
+    stored = sorted(await read_job_events(js, big) + await read_job_events(js, small), key=lambda s: s.seq)
+    cuts: list[tuple[str, int, str]] = []
+
+    async def on_cut(job_id, events, reason):  # noqa: ANN001
+        cuts.append((job_id, len(events), reason))
+
+    # 60 items make a view of ~40 KB; 16 KiB (less the headroom) holds the summary and a few items.
+    projector = Projector(await jobs_bucket(js), max_payload=16 * 1024, on_cut=on_cut)
+    await projector.project(stored[: len(stored) // 2])
+    await projector.project(stored[len(stored) // 2 :])
+    cut = await stored_view(js, big)
+    assert cut.status == "failed" and cut.error is not None and cut.error.code == "view_too_large"
+    assert 0 < len(cut.items) < 60
+    assert len(cut.model_dump_json()) <= 16 * 1024
+    assert [job for job, _, _ in cuts] == [big], "one report, when the view was first cut"
+    # Every other job's view is written as usual; the cut one takes nothing more (its events are skipped).
+    assert await stored_view(js, small) == fold(s.event for s in stored if s.event.job_id == small)
+    assert projector.skipped > 0
+    # A fresh projector (a restart) leaves the cut view as it is.
+    again = Projector(await jobs_bucket(js), max_payload=16 * 1024, on_cut=on_cut)
+    await again.project(stored)
+    assert await stored_view(js, big) == cut and len(cuts) == 1
+
+
+def test_text_strangers_control_is_cut_with_a_marker():
+    long = "x" * 5000
+    queued = ev.ItemQueued(index=1, url="http://e/1", title=long, mode="video", audio_format="mp3")
+    failed = ev.DownloadFailed(worker=long, code=long, message=long)
+    assert len(queued.title) == ev.TITLE_MAX and queued.title.endswith(ev.TRUNCATED)
+    assert len(failed.message) == ev.MESSAGE_MAX and len(failed.code) == ev.SHORT_MAX
+    assert ev.ItemQueued(index=1, url="http://e/1", title="short", mode="video", audio_format="mp3").title == "short"
+
+
+def test_a_thousand_items_with_long_titles_fit_in_one_message_once_titles_are_cut():
+    job = new_job_id()
+    events = history(job, items=1000)
+    long_titled = [
+        e.model_copy(update={"data": e.data.model_validate({**e.data.model_dump(), "title": "t" * 1500})})
+        if e.type == "item.queued"
+        else e
+        for e in events
+    ]
+    view = fold(long_titled)
+    assert all(len(item.title or "") == ev.TITLE_MAX for item in view.items)
+    assert len(view.model_dump_json()) < 1024 * 1024 - 8 * 1024

@@ -318,15 +318,17 @@ class _MediaHandler(BaseHTTPRequestHandler):
 
     def send_feed(self, query: str, head: bool) -> None:
         names = sorted(p.name for p in self.media.root.glob("*.mp4"))
-        if query.startswith("count="):  # count=N&name=X: N entries of X, each its own URL (?n=k)
+        if query.startswith("count="):  # count=N&name=X[&title=L]: N entries of X, each its own URL (?n=k), with
+            # titles L characters long if asked
             params = dict(part.partition("=")[::2] for part in query.split("&"))
             count, name = int(params["count"]), params.get("name", "clip1.mp4")
+            pad = "t" * int(params.get("title", "0"))
             url = self.media.url(name)
             body = (
                 '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
                 f"<title>Big feed</title><link>{self.media.base}/</link><description>many</description>"
                 + "".join(
-                    f"<item><title>{escape(name)} #{k}</title><guid>{k}</guid>"
+                    f"<item><title>{escape(name)} #{k}{pad}</title><guid>{k}</guid>"
                     f'<enclosure url="{escape(url)}?n={k}" type="video/mp4" length="1"/></item>'
                     for k in range(1, count + 1)
                 )
