@@ -20,6 +20,7 @@ from typing import Any
 from services.downloader.guard_proxy import GuardProxy
 from services.downloader.media import plain_report
 from services.downloader.slots import SlotConfig
+from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted
 from services.runtime.failures import MediaError
 
@@ -98,7 +99,10 @@ def serve(conn: Connection, config: SlotConfig) -> None:
         guard = GuardProxy(config.policy).start()
         os.environ["http_proxy"] = guard.url
 
-    engine = YtDlp(size=1, policy=config.policy, max_recording=config.max_recording, proxy=config.proxy)
+    # With TUBEFLOW_PROXY every request goes to that proxy (an address the operator chose, often a private one),
+    # which resolves the names itself: the destination policy is the proxy's then, not a check of its address.
+    policy = AddressPolicy(allow_private=True) if config.proxy else config.policy
+    engine = YtDlp(size=1, policy=policy, max_recording=config.max_recording, proxy=config.proxy)
     inbox = _Inbox(conn)
     inbox.start()
     engine.warm_up(extractors=False)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.downloader.guard_proxy import GuardProxy
 from services.downloader.slots import SlotConfig, SlotPool
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError
@@ -109,3 +110,23 @@ def test_an_allowed_download_still_works(pool, servers, tmp_path):
     outside, _ = servers
     done = pool.download(outside.url("clip1.mp4"), directory=tmp_path, stem="0001", format=None, hook=lambda d: None)
     assert done.path.is_file()
+
+
+def test_tubeflow_proxy_carries_the_downloads(servers, tmp_path):
+    """TUBEFLOW_PROXY is the one way to use a proxy: yt-dlp's requests go through it (here a guard proxy of the
+    test's own, counting what it serves)."""
+    outside, _ = servers
+    upstream = GuardProxy(AddressPolicy(allow_private=True)).start()
+    served: list[object] = []
+    original = upstream._serve
+    upstream._serve = lambda client: (served.append(client), original(client))[1]  # type: ignore[method-assign]
+    pool = SlotPool(1, SlotConfig(policy=OUTSIDE_ONLY, proxy=upstream.url), download_timeout=60)
+    try:
+        done = pool.download(
+            outside.url("clip1.mp4"), directory=tmp_path, stem="0001", format=None, hook=lambda d: None
+        )
+        assert done.path.is_file()
+        assert served, "the download did not go through TUBEFLOW_PROXY"
+    finally:
+        pool.close()
+        upstream.close()
