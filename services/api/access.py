@@ -1,8 +1,10 @@
-"""Who may call the API: the optional bearer token, and a per-client budget for creating jobs."""
+"""Who may call the API: the optional bearer token, same-site state changes, the hosts it answers to, and per-client
+budgets for creating jobs and opening streams."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -156,3 +158,42 @@ def same_site_guard(allowed_origins: tuple[str, ...]) -> Callable[[ASGIConnectio
             )
 
     return guard
+
+
+def host_guard(allowed_hosts: tuple[str, ...]) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+    """Against DNS rebinding: a page on evil.example whose name is made to resolve to 127.0.0.1 reaches this API
+    with ``Host: evil.example`` and could read it as its own origin. Only hosts named here are answered, besides IP
+    literals and ``localhost`` (which no page elsewhere can be served under). ``*`` allows every host; ``*.example.org``
+    a domain and its subdomains."""
+    exact = {host.lower() for host in allowed_hosts if not host.startswith("*")}
+    suffixes = tuple(host[1:].lower() for host in allowed_hosts if host.startswith("*.") and len(host) > 2)
+    everything = "*" in allowed_hosts
+
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        if everything:
+            return
+        host = _hostname(connection.headers.get("host", ""))
+        if host in exact or host == "localhost" or _is_ip(host) or (suffixes and ("." + host).endswith(suffixes)):
+            return
+        raise HTTPException(
+            status_code=400,
+            detail=f"Host: {host[:100]} is not served here (TUBEFLOW_ALLOWED_HOSTS)",
+            extra={"errors": [{"field": "Host", "code": "host_not_allowed", "message": f"{host[:100]} is not listed"}]},
+        )
+
+    return guard
+
+
+def _hostname(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8000
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False

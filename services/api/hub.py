@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from contracts.views import JobSummary, JobView
 from services.runtime.nats import JOBS_BUCKET, read_bucket, watch_bucket
+from services.runtime.nats.views import SUMMARY_KEYS, item_pages, load, parse_key, split_page, view_bytes
 
 log = logging.getLogger("tubeflow.api.hub")
 
@@ -25,25 +26,47 @@ log = logging.getLogger("tubeflow.api.hub")
 class Snapshot:
     """One stored version of a job's view, parsed only when somebody needs the items.
 
-    A 1,000-item view is hundreds of kilobytes and takes ~5 ms to validate; the hub only needs its summary (~0.6 ms,
-    items skipped), and an SSE client that wakes after several updates needs only the newest. The parse is shared
-    by every client of the job.
+    A view is stored as a summary and pages of items (``runtime.nats.views``); the hub only needs the summary, and an
+    SSE client that wakes after several updates needs only the newest view. The parse is shared by every client of
+    the job.
     """
 
-    __slots__ = ("seq", "_data", "_view")
+    __slots__ = ("seq", "_data", "_pages", "_view")
 
-    def __init__(self, seq: int, *, data: bytes | None = None, view: JobView | None = None) -> None:
+    def __init__(
+        self, seq: int, *, data: bytes | None = None, pages: JobPages | None = None, view: JobView | None = None
+    ) -> None:
         self.seq = seq
         self._data = data
+        self._pages = pages
         self._view = view
 
     @property
     def view(self) -> JobView:
+        # The pages are taken when the view is first needed, not when the summary came: a client that starts
+        # watching reads the stored pages first (see JobHub.watch_stored), and pages are at least as new as the
+        # summary that names them.
         if self._view is None:
             assert self._data is not None
-            self._view = JobView.model_validate_json(self._data)
-            self._data = None
+            arrays = self._pages.arrays(item_pages(self._data)) if self._pages is not None else []
+            self._view = JobView.model_validate_json(view_bytes(self._data, arrays))
+            self._data, self._pages = None, None
         return self._view
+
+
+class JobPages:
+    """The newest stored page of items of a watched job, by page number (pages arrive before their summary)."""
+
+    def __init__(self) -> None:
+        self._pages: dict[int, tuple[int, bytes]] = {}
+
+    def offer(self, page: int, seq: int, array: bytes) -> None:
+        known = self._pages.get(page)
+        if known is None or seq >= known[0]:
+            self._pages[page] = (seq, array)
+
+    def arrays(self, count: int) -> list[bytes]:
+        return [self._pages.get(page, (0, b"[]"))[1] for page in range(count)]
 
 
 @dataclass(eq=False)
@@ -82,6 +105,9 @@ class JobHub:
         self._ids: list[str] = []  # sorted job ids, oldest first
         self._watchers: dict[str, set[Watcher]] = {}
         self._list_watchers: set[ListWatcher] = set()
+        # Pages of items are kept only for jobs somebody watches.
+        self._pages: dict[str, JobPages] = {}
+        self._kv: KeyValue | None = None
         self._sub = None
         self.updates = 0
 
@@ -91,22 +117,43 @@ class JobHub:
 
     async def start(self, nc: NATS, kv: KeyValue) -> None:
         # Subscribe before loading, so nothing put in between is missed; newer seq wins when both arrive.
+        self._kv = kv
         self._sub = await watch_bucket(nc, JOBS_BUCKET, on_put=self._accept_bytes, on_delete=self._forget)
-        stored = await read_bucket(kv)
+        stored = await read_bucket(kv, keys=SUMMARY_KEYS)
         for key, value in stored.items():
             self._accept_bytes(key, value)
-        loaded = len(stored)
-        log.info("hub loaded %d job views", loaded)
+        log.info("hub loaded %d job views", len(stored))
 
     async def refresh(self, kv: KeyValue) -> None:
         """After a reconnect: updates put while we were away were missed, so read the watched jobs again."""
         for job_id in list(self._watchers):
             try:
-                entry = await kv.get(job_id)
+                await self._load(job_id, kv)
             except Exception:
                 continue
-            if entry.value:
-                self._accept_bytes(job_id, entry.value)
+
+    async def _load(self, job_id: str, kv: KeyValue) -> JobView | None:
+        """Read a watched job's stored view: its pages go to the job's page cache, its summary is taken."""
+        stored = await load(kv, job_id)
+        if stored is None:
+            return None
+        pages = self._pages.get(job_id)
+        if pages is not None:
+            for number, (seq, array, _) in enumerate(stored.pages):
+                pages.offer(number, seq, array)
+        view = stored.view()
+        self._take(view.summary(), Snapshot(view.seq, view=view))
+        return view
+
+    async def watch_stored(self, job_id: str) -> tuple[Watcher, JobView | None]:
+        """Watch a job and read its stored view (None if the projector has not written it yet)."""
+        watcher = self.watch(job_id)
+        try:
+            view = await self._load(job_id, self._kv) if self._kv is not None else None
+        except BaseException:
+            self.unwatch(watcher)
+            raise
+        return watcher, view
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -121,13 +168,20 @@ class JobHub:
             del self._ids[bisect.bisect_left(self._ids, key)]
 
     def _accept_bytes(self, key: str, data: bytes) -> None:
+        job_id, page = parse_key(key)
+        if page is not None:
+            pages = self._pages.get(job_id)
+            if pages is not None and page >= 0:
+                seq, array = split_page(data)
+                pages.offer(page, seq, array)
+            return
         try:
-            # The summary only: pydantic-core skips over the items without building them.
+            # The summary only: pydantic-core skips over what it does not know.
             summary = JobSummary.model_validate_json(data)
         except ValidationError as exc:
             log.error("unreadable view under key %s: %s", key, exc)
             return
-        self._take(summary, Snapshot(summary.seq, data=data))
+        self._take(summary, Snapshot(summary.seq, data=data, pages=self._pages.get(job_id)))
 
     def accept(self, view: JobView) -> None:
         """Take a view (the fold of a job just accepted) if it is newer than what we have."""
@@ -160,6 +214,7 @@ class JobHub:
     def watch(self, job_id: str) -> Watcher:
         watcher = Watcher(job_id)
         self._watchers.setdefault(job_id, set()).add(watcher)
+        self._pages.setdefault(job_id, JobPages())
         return watcher
 
     def unwatch(self, watcher: Watcher) -> None:
@@ -168,6 +223,7 @@ class JobHub:
             watchers.discard(watcher)
             if not watchers:
                 del self._watchers[watcher.job_id]
+                self._pages.pop(watcher.job_id, None)
 
     def page(self, *, limit: int, status: str | None, before: str | None) -> tuple[list[JobSummary], str | None]:
         """Newest first (job ids sort by creation time); ``before`` is the cursor: the last id of the previous page."""

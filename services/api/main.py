@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from services.api.access import RateLimiter, StreamLimiter, same_site_guard, token_guard
+from services.api.access import RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
 from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
@@ -89,7 +89,11 @@ def create_app(settings: Settings) -> Litestar:
                 "address_policy": settings.address_policy(),
             }
         ),
-        guards=[token_guard(settings.api_token), same_site_guard(settings.allowed_origin_list())],
+        guards=[
+            host_guard(settings.allowed_host_list()),
+            token_guard(settings.api_token),
+            same_site_guard(settings.allowed_origin_list()),
+        ],
         dependencies={name: _provider(name) for name in _PROVIDED},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),

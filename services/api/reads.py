@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts import events as ev
@@ -12,6 +12,7 @@ from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import JobView
 from services.runtime.nats import STREAM, StoredEvent, read_job_events
+from services.runtime.nats.views import load
 
 
 class JobReads:
@@ -20,29 +21,26 @@ class JobReads:
         self._kv = kv
 
     async def get_json(self, job_id: str) -> bytes | None:
-        """The view as stored: the projector wrote it with JobView's own serializer, so it is sent as it is
-        (parsing and re-encoding a 1,000-item view per GET costs tens of milliseconds)."""
+        """The view as stored, its summary and pages put together without parsing them (parsing and re-encoding a
+        1,000-item view per GET costs tens of milliseconds)."""
         if not is_job_id(job_id):
             return None
-        try:
-            entry = await self._kv.get(job_id)
-            if entry.value:
-                return entry.value
-        except KeyNotFoundError:
-            pass
-        view = await self.get(job_id)
+        stored = await load(self._kv, job_id)
+        if stored is not None:
+            return stored.json()
+        view = await self._requested(job_id)
         return view.model_dump_json().encode() if view is not None else None
 
     async def get(self, job_id: str) -> JobView | None:
         if not is_job_id(job_id):
             return None
-        try:
-            entry = await self._kv.get(job_id)
-            if entry.value:
-                return JobView.model_validate_json(entry.value)
-        except KeyNotFoundError:
-            pass
-        # Accepted but not folded yet (or the read models are being rebuilt): the `requested` event says enough.
+        stored = await load(self._kv, job_id)
+        if stored is not None:
+            return stored.view()
+        return await self._requested(job_id)
+
+    async def _requested(self, job_id: str) -> JobView | None:
+        """Accepted but not folded yet (or the read models are being rebuilt): the `requested` event says enough."""
         try:
             raw = await self._js.get_last_msg(STREAM, ev.subject(job_id, "requested"))
         except NotFoundError:

@@ -23,7 +23,7 @@ def run_read_models(action: str) -> int:
             js = nc.jetstream()
             await ensure_topology(js)
             if action == "rebuild":
-                count = await rebuild(js, nc.max_payload)
+                count = await rebuild(js)
                 print(f"rebuilt the read models of {count} job(s) from the stream")
                 return 0
             problems = await verify(js)

@@ -10,12 +10,13 @@ from typing import Awaitable, Callable
 from nats.js import JetStreamContext
 
 from contracts.events import CancelRequested, Envelope, encode_event, make_event, subject
+from contracts.fold import apply
 from contracts.ids import step_event_id
-from contracts.views import VIEW_TOO_LARGE
+from contracts.views import VIEW_TOO_LARGE, JobView
 from services.progress.projector import Projector, durable_name, project_stream
 from services.runtime.clock import utcnow
 from services.runtime.infrastructure import open_infrastructure
-from services.runtime.nats import DeadLetters, EventPublisher, InOrderReader, jobs_bucket
+from services.runtime.nats import DeadLetters, EventPublisher, InOrderReader, jobs_bucket, read_job_events
 from services.runtime.settings import Settings
 
 # The projector's consumers are its own (one per replica, see durable_name): no shared work consumer to declare.
@@ -45,10 +46,26 @@ def stop_cut_job(js: JetStreamContext) -> Callable[[str, list[Envelope], str], A
     return on_cut
 
 
+def refolder(js: JetStreamContext) -> Callable[[str], Awaitable[JobView | None]]:
+    """A job's view folded afresh from all of its events (for a stored view whose parts disagree, see store)."""
+
+    async def refold(job_id: str) -> JobView | None:
+        view = None
+        for stored in await read_job_events(js, job_id):
+            if stored.event is not None:
+                view = apply(view, stored.event)
+        return view
+
+    return refold
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_infrastructure(settings, "progress") as infra:
         projector = Projector(
-            await jobs_bucket(infra.js), max_payload=infra.nc.max_payload, on_cut=stop_cut_job(infra.js)
+            await jobs_bucket(infra.js),
+            max_payload=infra.nc.max_payload,
+            on_cut=stop_cut_job(infra.js),
+            refold=refolder(infra.js),
         )
         reader = InOrderReader(infra.js, durable_name(settings.worker_name or socket.gethostname()))
         await project_stream(projector, reader, stop)

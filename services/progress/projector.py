@@ -1,8 +1,8 @@
 """The progress projector: folds every event of the stream into its job's view in the KV bucket.
 
 Each view carries ``seq``, the last stream sequence folded into it, so a redelivered event is skipped by the fold.
-Writes are compare-and-set on the KV revision: if another writer got there first, the view is reloaded and the
-batch's events of that job are folded again (already applied ones are skipped by their sequence).
+A view is stored as a summary and pages of items (``runtime.nats.views``); only the pages that changed are written,
+compare-and-set, the value from the newer view winning a conflict with another replica (``store``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from collections import OrderedDict
 from typing import Awaitable, Callable, Iterable
 
 from nats.aio.msg import Msg
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.events import Envelope
 from contracts.fold import apply
 from contracts.ids import is_job_id
-from contracts.views import JobView
-from services.progress.limits import VIEW_TOO_LARGE, is_cut, writable
+from contracts.views import VIEW_TOO_LARGE, JobView
+from services.progress.limits import is_cut
+from services.progress.store import ViewStore, Written
 from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects
 from services.runtime.nats import InOrderReader, StoredEvent, decode, stream_seq
 
@@ -41,14 +41,12 @@ def durable_name(replica: str) -> str:
     return f"{DURABLE_PREFIX}-{safe}"[:200]
 
 
-CAS_RETRIES = 5
-
-
 def write_delay(items: int) -> float:
     """How long the projector may hold a folded view before writing it.
 
-    Every write puts the whole view in KV, and every API process reads it: a 1,000-item view is hundreds of
-    kilobytes, and writing it for each of its ~15,000 events cost more than the downloads (docs/benchmarks.md).
+    A write puts the job's summary and its changed pages of items, and every API process receives them; writing a
+    1,000-item job for each of its ~15,000 events cost more than the downloads (docs/benchmarks.md, when a write was
+    the whole view), and a page of 100 items still changes many times a second while they download.
     Views of up to ``SMALL_VIEW`` items are written at once, bigger ones at most every 0.25 ms per item, never more
     than ``MAX_WRITE_DELAY`` apart: a big playlist's bar moves a few times a second instead of on every event.
     """
@@ -71,37 +69,31 @@ class Projector:
         cache_size: int = 4096,
         max_payload: int | None = None,
         on_cut: Callable[[str, list[Envelope], str], Awaitable[None]] | None = None,
+        refold: Callable[[str], Awaitable[JobView | None]] | None = None,
     ) -> None:
-        self._kv = kv
-        # A view bigger than this is cut (see limits); ``on_cut`` hears of it (the dead-letter stream, a cancel).
-        self._max_payload = max_payload
+        self._store = ViewStore(kv, max_payload=max_payload, refold=refold)
+        # ``on_cut`` hears of a view cut because it would not fit in a message (the dead-letter stream, a cancel).
         self._on_cut = on_cut
-        self._cache: OrderedDict[str, tuple[JobView, int | None]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[JobView | None, Written]] = OrderedDict()
         self._cache_size = cache_size
-        # Jobs folded since their last write, with the events that were folded (to fold again after a conflict).
+        # Jobs folded since their last write, with the events that were folded.
         self._dirty: dict[str, list[Envelope]] = {}
         self.applied = 0
         self.skipped = 0
-        self.conflicts = 0
 
-    async def _load(self, job_id: str) -> tuple[JobView | None, int | None]:
+    @property
+    def conflicts(self) -> int:
+        return self._store.conflicts
+
+    async def _load(self, job_id: str) -> tuple[JobView | None, Written]:
         cached = self._cache.get(job_id)
         if cached is not None:
             self._cache.move_to_end(job_id)
             return cached
-        return await self._read(job_id)
+        return await self._store.read(job_id)
 
-    async def _read(self, job_id: str) -> tuple[JobView | None, int | None]:
-        try:
-            entry = await self._kv.get(job_id)
-        except KeyNotFoundError:
-            return None, None
-        if entry.value is None:
-            return None, entry.revision
-        return JobView.model_validate_json(entry.value), entry.revision
-
-    def _remember(self, job_id: str, view: JobView, revision: int | None) -> None:
-        self._cache[job_id] = (view, revision)
+    def _remember(self, job_id: str, view: JobView, written: Written) -> None:
+        self._cache[job_id] = (view, written)
         self._cache.move_to_end(job_id)
         for _ in range(len(self._cache)):
             if len(self._cache) <= self._cache_size:
@@ -119,7 +111,9 @@ class Projector:
     def write_delay(self) -> float:
         """How long the views folded but not written may wait (the biggest one decides)."""
         views = (self._cache[job][0] for job in self._dirty)
-        return max((write_delay(max(len(view.items), view.item_count or 0)) for view in views), default=0.0)
+        return max(
+            (write_delay(max(len(view.items), view.item_count or 0)) for view in views if view is not None), default=0.0
+        )
 
     def forget(self) -> None:
         """Drop everything folded and not written (the events will be read again)."""
@@ -148,7 +142,7 @@ class Projector:
                 )
                 self.skipped += len(events)
                 continue
-            view, revision = await self._load(job_id)
+            view, written = await self._load(job_id)
             if is_cut(view):
                 self.skipped += len(events)
                 continue
@@ -158,7 +152,7 @@ class Projector:
             if new is view or new is None:
                 continue
             self._dirty.setdefault(job_id, []).extend(events)
-            self._remember(job_id, new, revision)
+            self._remember(job_id, new, written)
 
     async def flush(self) -> set[str]:
         """Write every view folded since its last write, compare-and-set. Returns the job ids written."""
@@ -172,36 +166,22 @@ class Projector:
         return written
 
     async def _save(self, job_id: str, events: list[Envelope]) -> bool:
-        view, revision = self._cache[job_id]
-        for _ in range(CAS_RETRIES):
-            view, data, cut_from = writable(view, self._max_payload)
-            try:
-                if revision is None:
-                    revision = await self._kv.create(job_id, data)
-                else:
-                    revision = await self._kv.update(job_id, data, last=revision)
-            except KeyWrongLastSequenceError:
-                # Another replica wrote first (it reads the whole stream too): fold our events onto what it wrote;
-                # those it already has are skipped by their sequence.
-                self.conflicts += 1
-                stored, revision = await self._read(job_id)
-                view = stored
-                for event in events:
-                    view = apply(view, event)
-                if view is stored or view is None:
-                    if stored is not None:
-                        self._remember(job_id, stored, revision)
-                    return False
-                continue
-            self.applied += len(events)
-            self._remember(job_id, view, revision)
-            if cut_from is not None:
-                log.error("job %s: view of %d bytes cut and the job failed (%s)", job_id, cut_from, VIEW_TOO_LARGE)
-                if self._on_cut is not None:
-                    await self._on_cut(job_id, events, view.error.message if view.error else VIEW_TOO_LARGE)
-            return True
-        self._cache.pop(job_id, None)
-        raise RuntimeError(f"could not write the view of job {job_id}: it keeps changing under us")
+        view, written = self._cache[job_id]
+        assert view is not None
+        try:
+            view, written, cut_from = await self._store.write(view, written)
+        except BaseException:
+            self._cache.pop(job_id, None)
+            raise
+        self.applied += len(events)
+        self._remember(job_id, view, written)
+        if cut_from is not None:
+            log.error(
+                "job %s: a part of its view was %d bytes; cut, the job failed (%s)", job_id, cut_from, VIEW_TOO_LARGE
+            )
+            if self._on_cut is not None:
+                await self._on_cut(job_id, events, view.error.message if view.error else VIEW_TOO_LARGE)
+        return True
 
 
 async def project_stream(projector: Projector, reader: InOrderReader, stop: asyncio.Event) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from contracts.events import ALL_EVENTS
 from contracts.fold import apply
 from contracts.ids import is_job_id
-from contracts.views import JobView
-from services.progress.limits import VIEW_TOO_LARGE, writable
+from contracts.views import VIEW_TOO_LARGE, JobSummary, JobView
 from services.runtime.nats import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
+from services.runtime.nats.views import SUMMARY_KEYS, load, put_view
 
 
 async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamContext
@@ -24,31 +24,32 @@ async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamCo
 async def verify(js) -> list[str]:  # noqa: ANN001
     """Differences between the stored views and a fresh fold of the stream; empty when they agree."""
     folded = await fold_stream(js)
-    stored = await read_bucket(await jobs_bucket(js))
+    kv = await jobs_bucket(js)
+    stored_ids = set(await read_bucket(kv, keys=SUMMARY_KEYS))
     problems = []
     for job_id, view in folded.items():
-        data = stored.get(job_id)
-        if data is None:
+        stored = await load(kv, job_id)
+        if stored is None:
             problems.append(f"{job_id}: missing from the read models (fold has seq {view.seq})")
-        elif f'"code":"{VIEW_TOO_LARGE}"'.encode() in data:
+        elif f'"code":"{VIEW_TOO_LARGE}"'.encode() in stored.summary:
             continue  # cut where the projector's batches happened to end: not comparable with one fold
-        elif data != view.model_dump_json().encode():
+        elif stored.json() != view.model_dump_json().encode():
             try:
-                seq = JobView.model_validate_json(data).seq
+                seq = JobSummary.model_validate_json(stored.summary).seq
             except ValueError:
                 seq = "unreadable"
             problems.append(f"{job_id}: stored view (seq {seq}) differs from the fold (seq {view.seq})")
-    for job_id in stored.keys() - folded.keys():
+    for job_id in stored_ids - folded.keys():
         problems.append(f"{job_id}: stored view has no events")
     return sorted(problems)
 
 
-async def rebuild(js, max_payload: int | None = None) -> int:  # noqa: ANN001
+async def rebuild(js) -> int:  # noqa: ANN001
     """Delete the read-model bucket, create it again and write the fold of the whole stream. Returns the job count."""
     folded = await fold_stream(js)
     await js.delete_key_value(JOBS_BUCKET)
     await ensure_topology(js)
     kv = await jobs_bucket(js)
-    for job_id, view in folded.items():
-        await kv.put(job_id, writable(view, max_payload)[1])
+    for view in folded.values():
+        await put_view(kv, view)
     return len(folded)

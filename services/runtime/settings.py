@@ -57,12 +57,21 @@ class Settings(BaseSettings):
         default=None, description="comma-separated origins (besides the API's own) whose pages may change state"
     )
 
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="comma-separated host names the API answers to besides IP literals and localhost "
+        "(e.g. tubeflow.example.org, *.example.org; * for any): against DNS rebinding",
+    )
+
     @field_validator("api_token")
     @classmethod
     def _token_not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("TUBEFLOW_API_TOKEN is set but empty: unset it for no authentication, or give a token")
         return value
+
+    def allowed_host_list(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in (self.allowed_hosts or "").split(",") if h.strip())
 
     def allowed_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in (self.allowed_origins or "").split(",") if o.strip())

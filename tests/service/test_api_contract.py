@@ -13,6 +13,9 @@ from services.api.main import create_app
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import Settings
 
+# The API answers IP literals and localhost (plus TUBEFLOW_ALLOWED_HOSTS): not the test client's default host.
+LOCAL = "http://127.0.0.1:8000"
+
 
 @pytest.fixture(scope="module")
 def lonely_nats(tmp_path_factory) -> AsyncIterator[str]:
@@ -24,7 +27,7 @@ def lonely_nats(tmp_path_factory) -> AsyncIterator[str]:
 @pytest.fixture
 async def client(lonely_nats, tmp_path) -> AsyncIterator[AsyncTestClient]:
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, allow_private_urls=False)
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -124,7 +127,7 @@ async def test_readyz_follows_the_nats_connection(tmp_path):
         return status
 
     try:
-        async with AsyncTestClient(app=create_app(settings)) as client:
+        async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
             assert (await client.get("/readyz")).status_code == 200
             server.stop()
             assert await wait_status(client, 503) == 503
@@ -139,7 +142,7 @@ async def test_with_a_token_the_api_and_media_need_it_and_health_stays_open(lone
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, api_token="s3cret-token")
     (tmp_path / "media" / "j").mkdir(parents=True)
     (tmp_path / "media" / "j" / "a.mp3").write_bytes(b"abc")
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
         for path in ("/api/jobs", "/media/j/a.mp3", "/api/jobs/01m80kr9ngrx981wzxbmtbw7d3/stream"):
             denied = await client.get(path)
             assert denied.status_code == 401, path
@@ -153,7 +156,7 @@ async def test_with_a_token_the_api_and_media_need_it_and_health_stays_open(lone
 
 async def test_job_creation_is_rate_limited_per_client(lonely_nats, tmp_path):
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, rate_limit=3)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
         codes = [
             (await client.post("/api/jobs", json={"url": "http://video.example.com/v"})).status_code for _ in range(4)
         ]
@@ -172,7 +175,7 @@ async def test_media_does_not_follow_symlinks_out_of_its_root(lonely_nats, tmp_p
     (media / "link.txt").symlink_to(secret)
     (media / "inside.txt").write_text("public")
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path / "data")
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
         assert (await client.get("/media/link.txt")).status_code == 404
         assert (await client.get("/media/inside.txt")).text == "public"
         assert (await client.get(f"/media/{secret}")).status_code == 404
@@ -183,6 +186,21 @@ async def test_a_media_path_too_long_for_the_file_system_is_404_not_500(client):
     assert response.status_code == 404
     response = await client.get("/media/" + "a" * 300 + "/" + "b" * 300)
     assert response.status_code == 404
+
+
+async def test_only_listed_hosts_ip_literals_and_localhost_are_answered(lonely_nats, tmp_path):
+    """DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 sends `Host: evil.example`."""
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, allowed_hosts="tubeflow.example.org,*.lan.example")
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
+        for host in ("evil.example", "tubeflow.example.org.evil.example", "lan.example.evil", "EVIL.example:8000"):
+            refused = await client.get("/api/jobs", headers={"Host": host})
+            assert refused.status_code == 400 and error_fields(refused) == {"Host": "host_not_allowed"}, host
+            assert (await client.get("/", headers={"Host": host})).status_code == 400
+        for host in ("127.0.0.1:8000", "[::1]:8000", "localhost:8000", "tubeflow.example.org", "box.lan.example"):
+            assert (await client.get("/api/jobs", headers={"Host": host})).status_code == 200, host
+    anything = Settings(nats_url=lonely_nats, data_dir=tmp_path, allowed_hosts="*")
+    async with AsyncTestClient(app=create_app(anything), base_url=LOCAL) as client:
+        assert (await client.get("/api/jobs", headers={"Host": "evil.example"})).status_code == 200
 
 
 async def test_state_changes_need_json_and_this_site_or_a_listed_origin(lonely_nats, tmp_path):
@@ -215,7 +233,9 @@ async def test_media_is_never_sniffed_nor_run_and_only_audio_or_video_shows_inli
     (media / "page.html").write_text("<script>alert(1)</script>")
     (media / "image.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>")
     (media / "clip.mp4").write_bytes(b"\x00" * 10)
-    async with AsyncTestClient(app=create_app(Settings(nats_url=lonely_nats, data_dir=tmp_path))) as client:
+    async with AsyncTestClient(
+        app=create_app(Settings(nats_url=lonely_nats, data_dir=tmp_path)), base_url=LOCAL
+    ) as client:
         for name in ("page.html", "image.svg"):
             response = await client.get(f"/media/j/{name}")
             assert response.headers["x-content-type-options"] == "nosniff"
@@ -227,7 +247,7 @@ async def test_media_is_never_sniffed_nor_run_and_only_audio_or_video_shows_inli
 
 async def test_a_regex_format_and_playlist_ranges_above_the_cap_are_refused(lonely_nats, tmp_path):
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, max_playlist_items=100)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
         regex = await client.post(
             "/api/jobs", json={"url": "http://video.example.com/v", "format": "best[url~='(a+)+c']"}
         )
@@ -240,7 +260,7 @@ async def test_a_regex_format_and_playlist_ranges_above_the_cap_are_refused(lone
 
 async def test_metrics_need_the_token_when_one_is_set(lonely_nats, tmp_path):
     settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, api_token="t0ken")
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
         assert (await client.get("/metrics")).status_code == 401
         assert (await client.get("/metrics", headers={"Authorization": "Bearer t0ken"})).status_code == 200
 

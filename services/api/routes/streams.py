@@ -84,11 +84,11 @@ class StreamsController(Controller):
         last_id = _last_event_id(request)
         client = client_key(request)
         stream_limiter.acquire(client)
-        watcher = hub.watch(job_id)
         try:
-            view = await reads.get(job_id)
+            watcher, view = await hub.watch_stored(job_id)
+            if view is None:  # accepted, not projected yet: the `requested` event says enough
+                view = await reads.get(job_id)
         except BaseException:
-            hub.unwatch(watcher)
             stream_limiter.release(client)
             raise
         if view is None:

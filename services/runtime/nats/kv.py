@@ -18,10 +18,11 @@ async def jobs_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(JOBS_BUCKET)
 
 
-async def read_bucket(kv: KeyValue) -> dict[str, bytes]:
-    """Every current key and value of a bucket, read once through a short-lived watcher."""
+async def read_bucket(kv: KeyValue, keys: str = ">") -> dict[str, bytes]:
+    """Every current key (matching ``keys``, a subject pattern) and value of a bucket, read once through a
+    short-lived watcher."""
     out: dict[str, bytes] = {}
-    watcher = await kv.watchall(ignore_deletes=True)
+    watcher = await kv.watch(keys, ignore_deletes=True)
     try:
         async for entry in watcher:
             if entry is None:

@@ -1,0 +1,132 @@
+"""How a job's view is stored in the read-model bucket: no value grows with the job's item count.
+
+- ``<job>``: the summary (JobSummary's JSON) with ``"item_pages": N`` added at its end (readers of the summary
+  ignore it).
+- ``<job>.p<n>``: page n of the items (``PAGE_SIZE`` items, in the view's order), written as ``<seq>\\n<JSON array>``
+  where seq is that of the view the page was written from.
+
+The projector writes a job's changed pages first, then its summary, and never replaces a value with one from an
+older view (replicas fold the same stream in the same order, so the view at one sequence is the same everywhere).
+A reader takes the summary, then the N pages it names: the items are at least as new as the summary. The bytes of
+a whole view are put together without parsing: summary, then the pages' arrays; equal to JobView's own JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from pydantic import TypeAdapter
+
+from contracts.views import ItemView, JobSummary, JobView
+
+PAGE_SIZE = 100
+_PAGES = re.compile(rb',"item_pages":(\d+)\}$')
+_ITEMS = TypeAdapter(list[ItemView])
+# The keys of summaries only (pages have a second token): what lists and the hub read.
+SUMMARY_KEYS = "*"
+
+
+def page_key(job_id: str, page: int) -> str:
+    return f"{job_id}.p{page}"
+
+
+def parse_key(key: str) -> tuple[str, int | None]:
+    """(job id, page number), page None for a summary key."""
+    job_id, dot, page = key.partition(".p")
+    if not dot:
+        return key, None
+    return job_id, int(page) if page.isdigit() else -1
+
+
+def page_count(items: int) -> int:
+    return -(-items // PAGE_SIZE)
+
+
+def summary_bytes(view: JobView) -> bytes:
+    body = view.summary().model_dump_json().encode()
+    return body[:-1] + b',"item_pages":%d}' % page_count(len(view.items))
+
+
+def page_bytes(view: JobView, page: int) -> bytes:
+    items = view.items[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    return b"%d\n" % view.seq + _ITEMS.dump_json(items)
+
+
+def item_pages(summary: bytes) -> int:
+    found = _PAGES.search(summary)
+    return int(found.group(1)) if found else 0
+
+
+def split_page(data: bytes) -> tuple[int, bytes]:
+    """(seq of the view it was written from, the JSON array of its items)."""
+    seq, _, items = data.partition(b"\n")
+    return int(seq), items
+
+
+def view_bytes(summary: bytes, arrays: list[bytes]) -> bytes:
+    """A whole view's JSON from its summary and its pages' arrays, exactly as JobView would write it."""
+    found = _PAGES.search(summary)
+    head = summary[: found.start()] if found else summary[:-1]
+    inner = b",".join(array[1:-1] for array in arrays if len(array) > 2)
+    return head + b',"items":[' + inner + b"]}"
+
+
+def seq_of(key: str, data: bytes) -> int:
+    """The view sequence a stored value was written from."""
+    if parse_key(key)[1] is None:
+        return JobSummary.model_validate_json(data).seq
+    return split_page(data)[0]
+
+
+@dataclass
+class Stored:
+    """A job's stored values as read: the summary and its revision, and each page's (seq, array, revision)."""
+
+    summary: bytes
+    revision: int
+    pages: list[tuple[int, bytes, int]]
+
+    @property
+    def consistent(self) -> bool:
+        """No page newer than the summary (a writer stopped between its pages and its summary otherwise)."""
+        seq = JobSummary.model_validate_json(self.summary).seq
+        return all(page_seq <= seq for page_seq, _, _ in self.pages)
+
+    def json(self) -> bytes:
+        return view_bytes(self.summary, [array for _, array, _ in self.pages])
+
+    def view(self) -> JobView:
+        return JobView.model_validate_json(self.json())
+
+
+async def load(kv: KeyValue, job_id: str) -> Stored | None:
+    """A job's summary and then the pages it names; None if there is no summary. A page that is missing (a rebuild
+    under way) reads as empty."""
+    try:
+        entry = await kv.get(job_id)
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    count = item_pages(entry.value)
+    entries = await asyncio.gather(*(_get(kv, page_key(job_id, n)) for n in range(count)))
+    pages = [(*split_page(e.value), e.revision) if e is not None and e.value else (0, b"[]", 0) for e in entries]
+    return Stored(entry.value, entry.revision or 0, pages)
+
+
+async def _get(kv: KeyValue, key: str):  # noqa: ANN202 - a KeyValue.Entry or None
+    try:
+        return await kv.get(key)
+    except KeyNotFoundError:
+        return None
+
+
+async def put_view(kv: KeyValue, view: JobView) -> None:
+    """Every page, then the summary, unconditionally (a rebuild into an empty bucket)."""
+    for page in range(page_count(len(view.items))):
+        await kv.put(page_key(view.id, page), page_bytes(view, page))
+    await kv.put(view.id, summary_bytes(view))
