@@ -88,6 +88,7 @@ async def run_services(
     names: list[str], settings: Settings, host: str, port: int, on_ready=None, children: tuple[str, ...] = ()
 ) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
+    from services.runtime.infrastructure import StoppedWhileStarting, cancel_until_done, unless_stopped
     from services.runtime.nats import connect, prepare
     from services.runtime.tracing import setup_tracing
 
@@ -96,13 +97,16 @@ async def run_services(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    nc = await connect(settings.nats_url, "tubeflow-setup")  # type: ignore[arg-type]
     try:
-        created = await prepare(nc.jetstream(), settings)
-        if created:
-            log.info("created %s", ", ".join(created))
-    finally:
-        await nc.close()
+        nc = await unless_stopped(connect(settings.nats_url, "tubeflow-setup"), stop, "setup")  # type: ignore[arg-type]
+        try:
+            created = await unless_stopped(prepare(nc.jetstream(), settings), stop, "setup")
+            if created:
+                log.info("created %s", ", ".join(created))
+        finally:
+            await nc.close()
+    except StoppedWhileStarting:
+        return 0
     # Declared once here: the services only check that it is there.
     settings = settings.model_copy(update={"declare": False})
     tasks = {asyncio.create_task(_service(name, host, port)(settings, stop), name=name): name for name in names}
@@ -119,9 +123,15 @@ async def run_services(
             exc = task.exception()
             log.error("service %s stopped: %s", tasks[task], exc or "without an error")
     stop.set()
+    # A service still starting when the stop came may be waiting on a NATS server that is gone (killed along with
+    # `tubeflow up`): after the grace period it is cancelled rather than waited for.
+    _, stuck = await asyncio.wait(tasks, timeout=settings.shutdown_grace + 5.0)
+    for task in stuck:
+        log.warning("service %s did not stop within the grace period: cancelled", tasks[task])
+        await cancel_until_done(task)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for task, result in zip(tasks, results, strict=True):
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+        if isinstance(result, BaseException) and not isinstance(result, (asyncio.CancelledError, StoppedWhileStarting)):
             if task not in done:
                 log.error("service %s failed while stopping: %s", tasks[task], result)
     stopper.cancel()

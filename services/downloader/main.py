@@ -39,7 +39,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     media_dir = settings.media_dir.resolve()
     media_dir.mkdir(parents=True, exist_ok=True)
 
-    async with open_infrastructure(settings, "downloader") as infra:
+    async with open_infrastructure(settings, "downloader", stop=stop) as infra:
         cancellations = await cancellations_for(infra)
         worker = worker_identity(settings)
         downloader = Downloader(

@@ -19,7 +19,7 @@ CONSUMERS = (COMPLETED_DOWNLOADS,)
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     media_dir = settings.media_dir.resolve()
     media_dir.mkdir(parents=True, exist_ok=True)
-    async with open_infrastructure(settings, "extractor") as infra:
+    async with open_infrastructure(settings, "extractor", stop=stop) as infra:
         cancellations = await cancellations_for(infra)
         extractor = Extractor(
             publisher=EventPublisher(infra.js),

@@ -60,7 +60,7 @@ def refolder(js: JetStreamContext) -> Callable[[str], Awaitable[JobView | None]]
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    async with open_infrastructure(settings, "progress") as infra:
+    async with open_infrastructure(settings, "progress", stop=stop) as infra:
         projector = Projector(
             await jobs_bucket(infra.js),
             max_payload=infra.nc.max_payload,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -23,6 +24,12 @@ class Infrastructure:
     js: JetStreamContext
 
 
+log = logging.getLogger("tubeflow.infrastructure")
+T = TypeVar("T")
+# How long a stopping service waits for NATS to take its last messages.
+STOP_TIMEOUT = 5.0
+
+
 @contextlib.asynccontextmanager
 async def open_infrastructure(
     settings: Settings,
@@ -30,19 +37,65 @@ async def open_infrastructure(
     *,
     serve_health_port: bool = True,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Infrastructure]:
     """Connect as ``tubeflow-<name>``, prepare or wait for the topology, serve health on ``TUBEFLOW_HEALTH_PORT``
-    (unless the service answers health checks itself), and on exit close all of it, draining the connection."""
+    (unless the service answers health checks itself), and on exit close all of it, draining the connection.
+
+    Connecting retries forever (NATS may come up later) and waiting for the topology waits for `tubeflow setup`;
+    ``stop`` ends either at once (StoppedWhileStarting), so a service stopped while its NATS is away exits."""
     assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-    nc = await connect(settings.nats_url, f"tubeflow-{name}", on_reconnect=on_reconnect)
+    nc = await unless_stopped(connect(settings.nats_url, f"tubeflow-{name}", on_reconnect=on_reconnect), stop, name)
     health: asyncio.AbstractServer | None = None
     try:
         js = nc.jetstream()
-        await prepare(js, settings)
+        await unless_stopped(prepare(js, settings), stop, name)
         if serve_health_port and settings.health_port:
             health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
         yield Infrastructure(settings, nc, js)
     finally:
         if health is not None:
             health.close()
-        await nc.drain()
+        await close_connection(nc)
+
+
+class StoppedWhileStarting(Exception):
+    """The service was asked to stop before it was connected and ready."""
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None, name: str) -> T:
+    if stop is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    await cancel_until_done(task)
+    raise StoppedWhileStarting(f"{name} stopped while starting")
+
+
+async def cancel_until_done(task: asyncio.Future, tries: int = 100) -> None:
+    """Cancel ``task`` and wait for it to end. nats-py's connect loop swallows a cancel that lands while it tidies up
+    a failed attempt (and so does a FastStream broker connecting through it): ask again until it goes, or give up
+    after ``tries`` x 50 ms and leave it."""
+    for _ in range(tries):
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+        if task.done():
+            return
+    log.warning("a task ignored %d cancels: left behind", tries)
+
+
+async def close_connection(nc: NATS, timeout: float = STOP_TIMEOUT) -> None:
+    """Drain the connection if the server is there (bounded), then close it: a server that is gone (stopped along
+    with this process, or unreachable) must not hold the process at exit while the client tries to reconnect."""
+    if nc.is_connected:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), timeout)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await nc.close()

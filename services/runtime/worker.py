@@ -12,7 +12,7 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.views import VIEW_TOO_LARGE, JobSummary
 from services.runtime.cancellation import Cancellations
-from services.runtime.infrastructure import Infrastructure
+from services.runtime.infrastructure import STOP_TIMEOUT, Infrastructure, cancel_until_done
 from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects
 from services.runtime.nats import jobs_bucket
 
@@ -57,13 +57,28 @@ async def serve_worker(
 ) -> None:
     """Run ``broker`` until ``stop``; then trip every running task's token and give it the grace period."""
     IN_FLIGHT.labels(name).set_function(lambda: cancellations.running)
-    await broker.start()
+    # A stop while the broker connects (its NATS may be gone) ends the start instead of waiting for it.
+    starting = asyncio.ensure_future(broker.start())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("%s stopped while starting", name)
+        await cancel_until_done(starting)
+        if on_stopped is not None:
+            on_stopped()
+        return
+    stopped.cancel()
+    starting.result()
     freeze_startup_objects()
     try:
         await stop.wait()
     finally:
         log.info("%s stopping: handing back %d running task(s)", name, cancellations.running)
         await cancellations.shutdown(infra.settings.shutdown_grace)
-        await broker.stop()
+        # Bounded: with the NATS server gone the broker's drain would wait for a reconnect that never comes.
+        try:
+            await asyncio.wait_for(broker.stop(), STOP_TIMEOUT)
+        except Exception as exc:
+            log.warning("%s: the broker did not stop cleanly: %s", name, exc or type(exc).__name__)
         if on_stopped is not None:
             on_stopped()
