@@ -159,6 +159,15 @@ class DownloadRetrying(Payload):
     delay: float
 
 
+class DownloadWaiting(Payload):
+    """The item can't start yet for a reason outside it (``code`` ``disk_low``: the disk is below
+    TUBEFLOW_MIN_FREE_DISK); it starts by itself when that changes."""
+
+    worker: Short
+    code: Short
+    message: Message
+
+
 class DownloadCompleted(Payload):
     worker: Short
     file: str
@@ -296,6 +305,11 @@ class DownloadRetryingEvent(Envelope):
     data: DownloadRetrying
 
 
+class DownloadWaitingEvent(Envelope):
+    type: Literal["download.waiting"]
+    data: DownloadWaiting
+
+
 class DownloadCompletedEvent(Envelope):
     type: Literal["download.completed"]
     data: DownloadCompleted
@@ -362,6 +376,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         DownloadStartedEvent,
         DownloadProgressEvent,
         DownloadRetryingEvent,
+        DownloadWaitingEvent,
         DownloadCompletedEvent,
         DownloadFailedEvent,
         PostprocessStartedEvent,

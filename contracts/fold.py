@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Literal
 
 from contracts import events as ev
 from contracts.derive import derive, stamp
-from contracts.items import STEP_DONE, wants_audio
+from contracts.items import STEP_DONE, download_percent, wants_audio
 from contracts.totals import replace, with_items
 from contracts.views import (
     ExtractSummary,
@@ -152,10 +152,23 @@ def _(event: ev.DownloadStartedEvent, view: JobView) -> JobView:
             "status": "downloading",
             "attempts": max(item.attempts, event.data.attempt),
             "worker": event.data.worker,
+            "waiting": None,
             "download": replace(item.download, {"status": "running"}),
         }
 
     return _change_step(view, event, "download", started)
+
+
+@_apply.register
+def _(event: ev.DownloadWaitingEvent, view: JobView) -> JobView:
+    data = event.data
+
+    def waiting(item: ItemView) -> dict:
+        if item.download.status != "queued":
+            return {}
+        return {"worker": data.worker, "waiting": ev.ErrorInfo(code=data.code, message=data.message)}
+
+    return _change_step(view, event, "download", waiting)
 
 
 @_apply.register
@@ -173,7 +186,7 @@ def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
                 item.download,
                 {
                     "status": "running",
-                    "percent": _download_percent(data, item.download.percent),
+                    "percent": download_percent(data, item.download.percent),
                     "downloaded_bytes": data.downloaded_bytes,
                     "total_bytes": data.total_bytes,
                     "speed": data.speed,
@@ -210,22 +223,6 @@ def _recording(item: ItemView, data: ev.DownloadProgress) -> dict:
             },
         ),
     }
-
-
-def _download_percent(data: ev.DownloadProgress, before: float | None) -> float:
-    """The item's bar after a progress report: never lower than ``before`` (a size estimate that grows must not move
-    it back), and 100 only when the report says the last stream's bytes are all there."""
-    before = before or 0.0
-    if data.total_bytes:
-        raw = 100.0 * data.downloaded_bytes / data.total_bytes
-    elif data.fragment_count:
-        raw = 100.0 * (data.fragment_index or 0) / data.fragment_count
-    else:
-        return before
-    last_stream = data.stream_index is None or data.stream_count is None or data.stream_index >= data.stream_count
-    if raw >= 100.0 and last_stream:
-        return 100.0
-    return max(before, min(99.9, round(raw, 1)))
 
 
 @_apply.register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contracts.events import DownloadProgress
 from contracts.views import ItemView
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
@@ -51,3 +52,19 @@ def download_fraction(item: ItemView) -> float:
     if percent is None:  # a live recording: no share of the bar until it is a file
         return 0.0
     return (1.0 - POSTPROCESS_SHARE) * percent / 100.0
+
+
+def download_percent(data: DownloadProgress, before: float | None) -> float:
+    """The item's bar after a progress report: never lower than ``before`` (a size estimate that grows must not move
+    it back), and 100 only when the report says the last stream's bytes are all there."""
+    before = before or 0.0
+    if data.total_bytes:
+        raw = 100.0 * data.downloaded_bytes / data.total_bytes
+    elif data.fragment_count:
+        raw = 100.0 * (data.fragment_index or 0) / data.fragment_count
+    else:
+        return before
+    last_stream = data.stream_index is None or data.stream_count is None or data.stream_index >= data.stream_count
+    if raw >= 100.0 and last_stream:
+        return 100.0
+    return max(before, min(99.9, round(raw, 1)))

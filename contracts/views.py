@@ -76,6 +76,8 @@ class ItemView(View):
     status: ItemStatus = "queued"
     attempts: int = 0
     error: ErrorInfo | None = None
+    # Why a queued item is not starting yet (e.g. `disk_low`); cleared when it starts.
+    waiting: ErrorInfo | None = None
     worker: str | None = None
     download: ItemDownload = ItemDownload()
     postprocess: ItemPostprocess = ItemPostprocess()

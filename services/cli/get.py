@@ -41,6 +41,8 @@ class JobState:
 def phase_of(item: dict[str, Any]) -> str:
     """What an item is doing now, in words: "video 1/2", "merging video and audio", "extracting audio", …"""
     dl, pp = item["download"], item.get("postprocess") or {}
+    if item["status"] == "queued" and item.get("waiting"):
+        return f"waiting: {item['waiting']['code']}"
     if item["status"] == "processing":
         return "merging video and audio" if pp.get("name") == "Merger" else f"post-processing: {pp.get('name')}"
     if item["status"] in ("recording", "stopping"):

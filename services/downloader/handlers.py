@@ -16,8 +16,9 @@ from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
 from services.downloader.catalog import MediaCatalog
+from services.downloader.disk import DiskLimits
 from services.downloader.media import Downloaded, MediaTool, ProgressHook, Resolution
-from services.runtime.cancellation import Aborted, Cancellations, CancelToken
+from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
@@ -47,6 +48,7 @@ class Downloader:
     cancellations: Cancellations = field(default_factory=Cancellations)
     catalog: MediaCatalog | None = None
     now: Callable[[], datetime] = field(default=utcnow)
+    disk: DiskLimits = field(default_factory=DiskLimits)
 
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
@@ -155,6 +157,12 @@ class Downloader:
 
     async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token: CancelToken) -> None:
         rnd = event.data.round
+        await self._wait_for_disk(job, item, attempt, rnd, token)
+        try:
+            max_bytes = await self.disk.item_budget(job)
+        except MediaError as exc:
+            await self._fail_or_retry(exc, job, item, attempt, rnd)
+            return
         await self._emit(
             "download.started",
             job,
@@ -164,7 +172,7 @@ class Downloader:
         )
         reports = self._progress_reports(job, item, token)
         try:
-            result = await self._fetch(event, job, item, reports.hook, token)
+            result = await self._fetch(event, job, item, reports.hook, token, max_bytes)
         except MediaError as exc:
             await reports.close()
             if token.reason is not None:
@@ -204,8 +212,31 @@ class Downloader:
             pump, send_step, token, self.worker, self.now, HandoffGate(self.progress_interval, self.progress_min_step)
         )
 
+    async def _wait_for_disk(self, job: str, item: str, attempt: int, rnd: int, token: CancelToken) -> None:
+        """Under TUBEFLOW_MIN_FREE_DISK the item waits (`download.waiting`, code `disk_low`, once) until there is
+        room, holding its message; a cancel or shutdown ends the wait."""
+        reason = self.disk.disk_low(self.media_dir)
+        if reason is None:
+            return
+        log.warning("item %s of job %s waits: %s", item, job, reason)
+        await self._emit(
+            "download.waiting",
+            job,
+            ev.DownloadWaiting(worker=self.worker, code="disk_low", message=reason),
+            step_event_id(job, "download.waiting", item, attempt, round=rnd),
+            item,
+        )
+        while self.disk.disk_low(self.media_dir) is not None:
+            await until_tripped(token, asyncio.sleep(self.disk.check_every))
+
     async def _fetch(
-        self, event: ev.ItemQueuedEvent, job: str, item: str, hook: ProgressHook, token: CancelToken
+        self,
+        event: ev.ItemQueuedEvent,
+        job: str,
+        item: str,
+        hook: ProgressHook,
+        token: CancelToken,
+        max_bytes: int | None = None,
     ) -> Downloaded:
         """Download the item with yt-dlp on a worker thread, reusing a file the catalog has (or claiming its key
         while this download runs, so a concurrent job waits for it instead of downloading it too)."""
@@ -225,6 +256,7 @@ class Downloader:
                     hook=hook,
                     reuse=reuse,
                     token=token,
+                    max_bytes=max_bytes,
                 ),
             )
             if claimed and self.catalog is not None:
@@ -257,6 +289,9 @@ class Downloader:
                 item,
             )
             raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
+        # A permanent failure leaves no partial files behind (complete streams of a failed merge stay: they are not
+        # partial, and a retry merges them without downloading again).
+        _remove_partials(self.media_dir / job, item)
         await self._emit(
             "download.failed",
             job,

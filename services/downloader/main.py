@@ -4,14 +4,22 @@ handlers wired together on the shared infrastructure."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Awaitable, Callable
 
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.views import JobSummary
 from services.downloader.catalog import MediaCatalog
+from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
 from services.downloader.slots import SlotConfig, SlotPool
 from services.runtime.infrastructure import open_infrastructure
-from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher
+from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
 from services.runtime.nats.work import work_subscriber
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import cancellations_for, new_broker, serve_worker
@@ -22,6 +30,7 @@ RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
 ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
 CONSUMERS = (RESOLVE, ITEMS)
 RESOLVE_CONCURRENCY = 2
+SWEEP_EVERY = 3600.0
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -57,7 +66,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             catalog=MediaCatalog(
                 await infra.js.key_value(MEDIA_BUCKET), await infra.js.key_value(CLAIMS_BUCKET), media_dir, worker
             ),
+            disk=DiskLimits(
+                max_filesize=int(settings.max_filesize),
+                max_job_bytes=int(settings.max_job_bytes),
+                min_free_disk=int(settings.min_free_disk),
+                job_bytes=job_bytes_reader(await jobs_bucket(infra.js)),
+            ),
         )
+        sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         broker = new_broker(settings.nats_url)  # type: ignore[arg-type]
         work_subscriber(
             broker,
@@ -76,5 +92,31 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             broker,
             cancellations,
             stop,
-            on_stopped=lambda: (executor.shutdown(wait=False, cancel_futures=True), media.close()),
+            on_stopped=lambda: (executor.shutdown(wait=False, cancel_futures=True), media.close(), sweeper.cancel()),
         )
+
+
+def job_bytes_reader(kv: KeyValue) -> Callable[[str], Awaitable[int]]:
+    """Bytes a job's downloads hold so far, from its summary in the read models (0 before it is projected)."""
+
+    async def job_bytes(job_id: str) -> int:
+        try:
+            entry = await kv.get(job_id)
+        except KeyNotFoundError:
+            return 0
+        return JobSummary.model_validate_json(entry.value).download.bytes_done if entry.value else 0
+
+    return job_bytes
+
+
+async def sweep_media(media_dir: Path, retention_days: float, stop: asyncio.Event) -> None:
+    """TUBEFLOW_MEDIA_RETENTION_DAYS: every hour (and at start), the media of jobs untouched that long is deleted."""
+    if retention_days <= 0:
+        return
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(sweep, media_dir, retention_days)
+        except Exception as exc:  # a folder that went away meanwhile, a permission: the next sweep tries again
+            log.warning("media sweep failed: %s", exc)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), SWEEP_EVERY)

@@ -78,7 +78,7 @@ Reuse = Callable[[str], "Downloaded | None"]
 
 class MediaTool(Protocol):
     """Blocking calls, run on a worker thread. ``token`` stops the call when the job is cancelled or the process
-    shuts down (raising Aborted)."""
+    shuts down (raising Aborted); ``max_bytes`` bounds what a download may put on disk (file_too_large)."""
 
     def resolve(
         self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
@@ -94,6 +94,7 @@ class MediaTool(Protocol):
         hook: ProgressHook,
         reuse: Reuse | None = None,
         token: CancelToken | None = None,
+        max_bytes: int | None = None,
     ) -> Downloaded: ...
 
 

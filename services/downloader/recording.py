@@ -37,6 +37,7 @@ def record(
     headers: dict[str, str] | None,
     max_seconds: float,
     hook: Callable[[dict[str, Any]], None],
+    max_bytes: int | None = None,
 ) -> tuple[int, float, bool]:
     """Record ``url`` into ``target``; returns (size, seconds recorded, stopped early). ``hook`` gets
     ``{"status": "recording", "downloaded_bytes", "recorded_seconds", "speed"}`` about four times a second, and
@@ -45,7 +46,7 @@ def record(
     header_args = ["-headers", "".join(f"{k}: {v}\r\n" for k, v in headers.items())] if headers else []
     command = [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *header_args,
-        "-protocol_whitelist", FFMPEG_PROTOCOLS, "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)),
+        "-protocol_whitelist", FFMPEG_PROTOCOLS, "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)), *(["-fs", str(max_bytes)] if max_bytes else []),
         "-f", "matroska",
         "-progress", "pipe:1", "-stats_period", "0.25", "-nostats", str(partial),
     ]  # fmt: skip
@@ -95,7 +96,9 @@ def record(
         partial.unlink(missing_ok=True)
         raise MediaError("recording_failed", f"ffmpeg exited with {code}: {message or 'no output'}")
     os.replace(partial, target)
-    return target.stat().st_size, seconds, stopped or seconds >= max_seconds - 1
+    size = target.stat().st_size
+    # Stopped by ffmpeg at the time or size limit: what it has is the recording, ended early.
+    return size, seconds, stopped or seconds >= max_seconds - 1 or bool(max_bytes and size >= max_bytes * 0.98)
 
 
 def _stop(process: subprocess.Popen) -> None:

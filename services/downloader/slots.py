@@ -269,6 +269,14 @@ class SlotPool:
         hook: ProgressHook,
         reuse: Reuse | None = None,
         token: CancelToken | None = None,
+        max_bytes: int | None = None,
     ) -> Downloaded:
-        kwargs = {"url": url, "directory": directory, "stem": stem, "format": format, "probe": self._probes.take(url)}
+        kwargs = {
+            "url": url,
+            "directory": directory,
+            "stem": stem,
+            "format": format,
+            "probe": self._probes.take(url),
+            "max_bytes": max_bytes,
+        }
         return self._run("download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse)

@@ -113,6 +113,19 @@ def classify(exc: BaseException) -> MediaError:
 MAX_ENTRY_URL = 4096
 
 
+def _check_size(limit: int | None, done: int | None, total: int | None) -> None:
+    """Stop a download that is, or will be, bigger than it may be."""
+    if not limit:
+        return
+    size = max(int(done or 0), int(total or 0))
+    if size > limit:
+        raise MediaError(
+            "file_too_large",
+            f"the item is {size} bytes (or more), over the {limit} it may take "
+            "(TUBEFLOW_MAX_FILESIZE, or what is left of the job's TUBEFLOW_MAX_JOB_BYTES)",
+        )
+
+
 class _YoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL without the work of printing nothing.
 
@@ -156,6 +169,10 @@ class StreamPlanPP(PostProcessor):
                     f"format {fmt.get('format_id')} is served over {protocol or scheme or 'an unknown protocol'};"
                     " only http(s), HLS and DASH are fetched",
                 )
+        formats = info.get("requested_formats") or [info]
+        known = [f.get("filesize") or f.get("filesize_approx") for f in formats]
+        if all(known):
+            _check_size(self._holder["max_bytes"], None, sum(int(size) for size in known))  # type: ignore[arg-type]
         self._holder["meter"].start(info)
         return [], info
 
@@ -242,6 +259,7 @@ class YtDlp:
             "postprocessor": None,
             "fragment_retries": 0,
             "fragmented": False,
+            "max_bytes": None,
         }
         ydl = _YoutubeDL(_base_params(_QuietLogger(holder), self._proxy))
 
@@ -250,6 +268,9 @@ class YtDlp:
                 if d.get("fragment_count"):
                     holder["fragmented"] = True
                 report = holder["meter"].report(d)
+                # Bytes on disk over all streams so far, and this stream's exact size if the server said it (the
+                # estimates of streams still to come are not held against the item).
+                _check_size(holder["max_bytes"], report.get("downloaded_bytes"), d.get("total_bytes"))
                 if holder["fragment_retries"]:
                     report = {**report, "fragment_retries": holder["fragment_retries"]}
                 holder["hook"](report)
@@ -270,7 +291,7 @@ class YtDlp:
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
         holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
         holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
-        holder["fragment_retries"], holder["fragmented"] = 0, False
+        holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
         ydl.format_selector = None
         self._pool.put(ydl)
 
@@ -322,7 +343,13 @@ class YtDlp:
         return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False, probe=info)
 
     def _record_live(
-        self, ydl: yt_dlp.YoutubeDL, found: dict[str, Any], directory: Path, stem: str, hook: ProgressHook
+        self,
+        ydl: yt_dlp.YoutubeDL,
+        found: dict[str, Any],
+        directory: Path,
+        stem: str,
+        hook: ProgressHook,
+        max_bytes: int | None,
     ) -> Downloaded:
         """A live stream is recorded by ffmpeg under our control (see ``recording``), not by yt-dlp's own ffmpeg,
         which would report nothing and could only be killed. Runs inside the address guard."""
@@ -346,6 +373,7 @@ class YtDlp:
             target,
             headers=info.get("http_headers"),
             max_seconds=self._max_recording,
+            max_bytes=max_bytes,
             hook=hook,
         )
         return Downloaded(target, size, info.get("title"), seconds, stopped_early=stopped)
@@ -361,11 +389,14 @@ class YtDlp:
         reuse: Reuse | None = None,
         token: CancelToken | None = None,
         probe: dict[str, Any] | None = None,
+        max_bytes: int | None = None,
     ) -> Downloaded:
         """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
-        ``hook``, which raises when it trips."""
+        ``hook``, which raises when it trips; ``max_bytes``: what the item may take on disk (file_too_large beyond:
+        refused before the download when the sizes are known, stopped when the bytes pass it otherwise)."""
         ydl = self._acquire()
         try:
+            ydl._tubeflow_hook["max_bytes"] = max_bytes or None  # type: ignore[attr-defined]
             ydl.params["paths"] = {"home": str(directory)}
             ydl.params["outtmpl"]["default"] = f"{stem}-%(title).60B-%(id).40B.%(ext)s"
             ydl.format_selector = ydl.build_format_selector(format) if format else None
@@ -374,7 +405,7 @@ class YtDlp:
                 # One extraction: identify the media first, so a file another job already has can be used instead.
                 found = probe or self._probes.take(url) or ydl.extract_info(url, download=False, process=False)
                 if found and (found.get("is_live") or found.get("live_status") == "is_live"):
-                    return self._record_live(ydl, found, directory, stem, hook)
+                    return self._record_live(ydl, found, directory, stem, hook, max_bytes)
                 if found and found.get("live_status") == "is_upcoming":
                     raise MediaError("live_not_started", f"{url} is a live stream that has not started yet")
                 key = media_key(found, format) if found else None

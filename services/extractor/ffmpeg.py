@@ -37,15 +37,17 @@ async def extract_audio(
     *,
     duration: float | None,
     on_progress: Callable[[float, float | None], None],
+    max_bytes: int | None = None,
 ) -> int:
     """Write the audio of ``source`` to ``target``; ``on_progress(percent, out_time)`` as ffmpeg reports.
 
-    Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message.
+    Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message, or
+    ``file_too_large`` when the output reached ``max_bytes`` (ffmpeg stops writing there: ``-fs``).
     """
     # Its own partial file: two jobs reusing one download may extract the same audio at the same time.
     partial = target.with_name(f"{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
     process = await asyncio.create_subprocess_exec(
-        *_command(source, partial, audio_format),
+        *_command(source, partial, audio_format, max_bytes),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -60,18 +62,28 @@ async def extract_audio(
             await process.wait()
         partial.unlink(missing_ok=True)
         raise
+    if code == 0 and max_bytes and partial.exists() and partial.stat().st_size >= max_bytes:
+        partial.unlink(missing_ok=True)
+        raise MediaError(
+            "file_too_large", f"the audio of {source.name} reached {max_bytes} bytes (TUBEFLOW_MAX_FILESIZE)"
+        )
     return _keep_output(source, partial, target, code, run.stderr_tail)
 
 
-def _command(source: Path, output: Path, audio_format: str) -> list[str]:
+def _command(source: Path, output: Path, audio_format: str, max_bytes: int | None = None) -> list[str]:
     muxer, codec = AUDIO_FORMATS[audio_format]
     return [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-hide_banner",
         "-nostdin",
         "-y",
+        # The input is a file a stranger's server sent: whatever it is (an HLS playlist in disguise, a concat
+        # script), ffmpeg reads local files only, never the network.
+        "-protocol_whitelist",
+        "file,pipe",
         "-i",
         str(source),
+        *(["-fs", str(max_bytes)] if max_bytes else []),
         "-vn",
         "-map",
         "0:a:0?",

@@ -30,6 +30,8 @@ class Extractor:
     progress_min_step: float = 1.0
     cancellations: Cancellations = field(default_factory=Cancellations)
     now: Callable[[], datetime] = field(default=utcnow)
+    # Bytes an audio file may take (TUBEFLOW_MAX_FILESIZE; 0: no bound).
+    max_filesize: int = 0
 
     def __post_init__(self) -> None:
         self._emitter = Emitter(self.publisher, self.now)
@@ -126,5 +128,12 @@ class Extractor:
         if target.is_file() and target.stat().st_size > 0:
             # Another job already made this audio from the same file (written atomically, so it is complete).
             return target.stat().st_size, True
-        size = await extract_audio(source, target, audio_format, duration=event.data.duration, on_progress=on_progress)
+        size = await extract_audio(
+            source,
+            target,
+            audio_format,
+            duration=event.data.duration,
+            on_progress=on_progress,
+            max_bytes=self.max_filesize or None,
+        )
         return size, False

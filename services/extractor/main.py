@@ -28,6 +28,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             progress_interval=settings.progress_interval,
             progress_min_step=settings.progress_min_step,
             cancellations=cancellations,
+            max_filesize=int(settings.max_filesize),
         )
         broker = new_broker(settings.nats_url)  # type: ignore[arg-type]
         work_subscriber(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import ByteSize, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.addresses import AddressPolicy, parse_networks
@@ -23,6 +23,19 @@ class Settings(BaseSettings):
     resolve_timeout: float = Field(default=600.0, gt=0, description="seconds one resolve may take (then it fails)")
     download_timeout: float = Field(
         default=4 * 3600.0, gt=0, description="seconds one item's download may take, post-processing included"
+    )
+    # Disk. Sizes take units: 500MB, 16GiB; 0 turns a bound off.
+    max_filesize: ByteSize = Field(
+        default=ByteSize(16 * 1024**3), ge=0, description="bytes one item's download (or its audio) may take"
+    )
+    max_job_bytes: ByteSize = Field(
+        default=ByteSize(100 * 1024**3), ge=0, description="bytes one job's downloads may take together"
+    )
+    min_free_disk: ByteSize = Field(
+        default=ByteSize(1024**3), ge=0, description="under this much free space new downloads wait (disk_low)"
+    )
+    media_retention_days: float = Field(
+        default=0.0, ge=0.0, description="delete a job's media this many days after its last file changed (0: keep)"
     )
     proxy: str | None = Field(
         default=None,

@@ -26,3 +26,5 @@ def test_phases_in_words():
     assert phase_of(item("extracting", {"status": "completed"})) == "extracting audio"
     assert phase_of(item("recording", {"recorded_seconds": 12.4, "percent": None})) == "recording live 12 s"
     assert phase_of(item("stopping", {"recorded_seconds": 30.0, "percent": None})) == "stopping 30 s"
+    waiting = {**item("queued", {"status": "queued"}), "waiting": {"code": "disk_low", "message": "12 MiB free"}}
+    assert phase_of(waiting) == "waiting: disk_low"

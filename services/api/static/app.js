@@ -126,8 +126,9 @@ function render(id) {
     const now = phase(item);
     const exText = ex.status === "none" ? "" : (ex.status === "running" ? `${ex.percent.toFixed(1)}%` : ex.status);
     const error = item.error ? `<span class="error" data-code="${esc(item.error.code)}">${esc(item.error.code)}: ${esc(item.error.message)}</span>` : "";
+    const waiting = item.waiting ? `<span class="waiting" data-code="${esc(item.waiting.code)}">waiting: ${esc(item.waiting.message)}</span>` : "";
     return `<tr data-item="${esc(item.id)}" data-status="${esc(item.status)}"><td class="num">${item.index}</td>` +
-      `<td>${esc(item.title || item.url)}<br>${error}</td>` +
+      `<td>${esc(item.title || item.url)}<br>${error}${waiting}</td>` +
       `<td class="num" data-col="download">${now ? `<span class="phase" data-col="phase">${esc(now)}</span> · ` : ""}${esc(dlText)}</td>` +
       `<td class="num" data-col="extract">${esc(exText)}</td>` +
       `<td>${mediaLink(dl.file)} ${mediaLink(ex.file)}</td></tr>`;
