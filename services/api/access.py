@@ -3,6 +3,7 @@ budgets for creating jobs and opening streams."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import math
@@ -18,23 +19,52 @@ PROTECTED_PREFIXES = ("/api/", "/media/", "/metrics")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+SESSION_COOKIE = "tubeflow_session"
+SESSION_SECONDS = 12 * 3600
+# Read-only requests a session cookie may make: the page's media links and its event streams.
+COOKIE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def session_value(token: str, expires: int) -> str:
+    """A session cookie's value: its expiry and an HMAC of it keyed by the token (nothing stored server-side)."""
+    mac = hmac.new(token.encode(), f"session:{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{mac}"
+
+
+def valid_session(token: str, value: str, now: float | None = None) -> bool:
+    expires, _, _ = value.partition(".")
+    if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(value.encode(), session_value(token, int(expires)).encode())
+
+
 def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
-    """With a token set, /api/*, /media/* and /metrics need `Authorization: Bearer <token>` (or `?access_token=` for
-    EventSource, which can't set headers). /healthz, /readyz, the page and the schema stay open."""
+    """With a token set, /api/*, /media/* and /metrics need `Authorization: Bearer <token>`.
+
+    No token in URLs, except where EventSource needs one: `?access_token=` is taken on event streams only. The page
+    trades its token for a session cookie (`POST /api/session`: HttpOnly, SameSite=Strict, 12 h), which is taken for
+    reads only (GET/HEAD): its media links and streams carry no token, and a page elsewhere can't use the cookie to
+    change anything. /healthz, /readyz, the page and the schema stay open."""
     expected = token.encode() if token else None
 
     # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop on every request.
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if expected is None or not connection.url.path.startswith(PROTECTED_PREFIXES):
+        if expected is None or token is None or not connection.url.path.startswith(PROTECTED_PREFIXES):
             return
         header = connection.headers.get("authorization", "")
         scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            given = connection.query_params.get("access_token", "")
-        if not hmac.compare_digest(given.strip().encode(), expected):
-            raise NotAuthorizedException(
-                "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
-            )
+        if scheme.lower() == "bearer" and given and hmac.compare_digest(given.strip().encode(), expected):
+            return
+        if connection.url.path.endswith("/stream"):
+            query = connection.query_params.get("access_token", "")
+            if query and hmac.compare_digest(query.strip().encode(), expected):
+                return
+        cookie = connection.cookies.get(SESSION_COOKIE, "")
+        if cookie and connection.scope.get("method") in COOKIE_METHODS and valid_session(token, cookie):
+            return
+        raise NotAuthorizedException(
+            "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
+        )
 
     return guard
 

@@ -19,7 +19,7 @@ from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.reads import JobReads
-from services.api.routes import health, page
+from services.api.routes import health, page, session
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> Litestar:
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     return Litestar(
-        route_handlers=[JobsController, StreamsController, get_media, *health.ROUTES, *page.ROUTES],
+        route_handlers=[JobsController, StreamsController, get_media, *health.ROUTES, *session.ROUTES, *page.ROUTES],
         lifespan=[lifespan],
         state=State(
             {

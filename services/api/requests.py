@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from contracts import events as ev
 from contracts.views import JobSummary
+from services.api.format_grammar import FormatError, check_format
 
 MAX_URL_LENGTH = 2048
 
@@ -85,8 +86,13 @@ class JobRequest(BaseModel):
             raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
         if value is not None and "~=" in value:
             # yt-dlp matches `[field~='regex']` with Python's re, which holds the GIL while it backtracks: one
-            # crafted pattern could stop a whole downloader process.
+            # crafted pattern could stop a whole downloader process (a slot process now, killed at its deadline).
             raise _refuse("invalid_format", "regex filters (~=) are not allowed in a format selector")
+        if value is not None:
+            try:
+                check_format(value)
+            except FormatError as exc:
+                raise _refuse("invalid_format", f"not a yt-dlp format selector: {exc}") from exc
         return value
 
 

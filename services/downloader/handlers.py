@@ -29,6 +29,9 @@ from services.runtime.throttle import HandoffGate, ProgressPump
 
 log = logging.getLogger("tubeflow.downloader")
 
+# Failures whose partial files stay for a retry to resume from (they count against the job's byte budget, and the
+# retention sweep removes them with the job's media).
+RESUMABLE = frozenset({"fragment_missing", "merge_failed"})
 # Items are announced this many at a time: each is its own small event, published concurrently.
 QUEUE_CHUNK = 64
 
@@ -289,9 +292,10 @@ class Downloader:
                 item,
             )
             raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
-        # A permanent failure leaves no partial files behind (complete streams of a failed merge stay: they are not
-        # partial, and a retry merges them without downloading again).
-        _remove_partials(self.media_dir / job, item)
+        # A permanent failure leaves no partial files behind, unless a retry can resume from them: a stream that
+        # lacks a fragment (the server may have it later) and the complete streams of a failed merge.
+        if exc.code not in RESUMABLE:
+            _remove_partials(self.media_dir / job, item)
         await self._emit(
             "download.failed",
             job,

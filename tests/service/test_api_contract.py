@@ -148,10 +148,39 @@ async def test_with_a_token_the_api_and_media_need_it_and_health_stays_open(lone
             assert denied.status_code == 401, path
             assert (await client.get(path, headers={"Authorization": "Bearer wrong"})).status_code == 401
         assert (await client.get("/api/jobs", headers={"Authorization": "Bearer s3cret-token"})).status_code == 200
-        assert (await client.get("/media/j/a.mp3?access_token=s3cret-token")).content == b"abc"
+        assert (await client.get("/media/j/a.mp3", headers={"Authorization": "Bearer s3cret-token"})).content == b"abc"
+        # No token in URLs but where EventSource needs one: a stream takes ?access_token=, media does not.
+        assert (await client.get("/media/j/a.mp3?access_token=s3cret-token")).status_code == 401
+        stream = "/api/jobs/01m80kr9ngrx981wzxbmtbw7d3/stream"
+        assert (await client.get(f"{stream}?access_token=s3cret-token")).status_code == 404  # past the guard
         assert (await client.post("/api/jobs", json={"url": "http://video.example.com/v"})).status_code == 401
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_page_trades_its_token_for_a_read_only_session_cookie(lonely_nats, tmp_path):
+    settings = Settings(nats_url=lonely_nats, data_dir=tmp_path, api_token="s3cret-token")
+    (tmp_path / "media" / "j").mkdir(parents=True)
+    (tmp_path / "media" / "j" / "a.mp3").write_bytes(b"abc")
+    async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as client:
+        assert (await client.post("/api/session")).status_code == 401
+        opened = await client.post("/api/session", headers={"Authorization": "Bearer s3cret-token"})
+        assert opened.status_code == 200 and opened.json()["expires_at"]
+        cookie = opened.headers["set-cookie"].lower()
+        assert "tubeflow_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+        # The cookie (kept by the client) reads media, lists and streams, and changes nothing.
+        assert (await client.get("/media/j/a.mp3")).content == b"abc"
+        assert (await client.get("/api/jobs")).status_code == 200
+        assert (await client.post("/api/jobs", json={"url": "http://video.example.com/v"})).status_code == 401
+        # A forged or expired cookie is nothing.
+        value = client.cookies["tubeflow_session"]
+        expires, _, mac = value.partition(".")
+        for forged in (f"{int(expires) + 3600}.{mac}", f"{expires}.{'0' * len(mac)}", "1.abc", "junk"):
+            client.cookies.set("tubeflow_session", forged)
+            assert (await client.get("/media/j/a.mp3")).status_code == 401, forged
+        client.cookies.set("tubeflow_session", value)
+        closed = await client.delete("/api/session", headers={"Authorization": "Bearer s3cret-token"})
+        assert closed.status_code == 200 and "max-age=0" in closed.headers["set-cookie"].lower()
 
 
 async def test_job_creation_is_rate_limited_per_client(lonely_nats, tmp_path):
@@ -252,6 +281,13 @@ async def test_a_regex_format_and_playlist_ranges_above_the_cap_are_refused(lone
             "/api/jobs", json={"url": "http://video.example.com/v", "format": "best[url~='(a+)+c']"}
         )
         assert regex.status_code == 422 and error_fields(regex) == {"format": "invalid_format"}
+        for broken in ("best[", "bv+", "(best", "best[height<<4]", "best;rm -rf", "((((((((((best))))))))))"):
+            refused = await client.post("/api/jobs", json={"url": "http://video.example.com/v", "format": broken})
+            assert refused.status_code == 422 and error_fields(refused) == {"format": "invalid_format"}, broken
+            assert "position" in refused.json()["errors"][0]["message"]
+        for selector in ("bv*[height<=720]+ba/b", "137+140", "best[format_id!*=dash][tbr>1.5k]", "(bv+ba)/b,w"):
+            accepted = await client.post("/api/jobs", json={"url": "http://video.example.com/v", "format": selector})
+            assert accepted.status_code == 202, (selector, accepted.text)
         huge = await client.post("/api/jobs", json={"url": "http://video.example.com/l", "playlist_items": "1-999999"})
         assert huge.status_code == 422 and error_fields(huge) == {"playlist_items": "too_large"}
         fine = await client.post("/api/jobs", json={"url": "http://video.example.com/l", "playlist_items": "1-3,100"})

@@ -15,9 +15,13 @@ function esc(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 }
 
-function withToken(path) {
-  if (!token) return path;
-  return path + (path.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
+// With a token, the page trades it for a session cookie (HttpOnly, read-only, 12 h): its media links and event
+// streams then carry no token in their URLs. A stream closed for good asks for a fresh cookie before it reopens.
+let sessionAt = 0;
+async function ensureSession(force = false) {
+  if (!token || (!force && Date.now() - sessionAt < 3600_000)) return;
+  const response = await api("/api/session", {method: "POST"});
+  if (response.ok) sessionAt = Date.now();
 }
 
 async function api(path, options = {}) {
@@ -81,7 +85,7 @@ function bar(label, percent, value, name) {
 }
 
 function mediaLink(file) {
-  return file ? `<a href="${esc(withToken("/media/" + file.split("/").map(encodeURIComponent).join("/")))}">${esc(file.split("/").pop())}</a>` : "";
+  return file ? `<a href="${esc("/media/" + file.split("/").map(encodeURIComponent).join("/"))}">${esc(file.split("/").pop())}</a>` : "";
 }
 
 // --- rendering ----------------------------------------------------------------------------------------------
@@ -194,7 +198,7 @@ function followJob(id) {
     return;
   }
   if (jobStreams.has(id)) return;
-  const stream = new EventSource(withToken(`/api/jobs/${id}/stream`));
+  const stream = new EventSource(`/api/jobs/${id}/stream`);
   jobStreams.set(id, stream);
   stream.addEventListener("item", (e) => upsertItem(id, JSON.parse(e.data)));
   stream.addEventListener("job", (e) => {
@@ -206,21 +210,21 @@ function followJob(id) {
     if (stream.readyState === EventSource.CLOSED) {
       // Closed for good (e.g. the server answered 502 while restarting): open again, keeping what we know.
       jobStreams.delete(id);
-      setTimeout(() => followJob(id), 2000);
+      setTimeout(() => ensureSession(true).finally(() => followJob(id)), 2000);
     }
   };
 }
 
 function connectList() {
   setConnection("connecting", "connecting…");
-  listStream = new EventSource(withToken(`/api/jobs/stream?limit=${MAX_JOBS}`));
+  listStream = new EventSource(`/api/jobs/stream?limit=${MAX_JOBS}`);
   listStream.onopen = () => setConnection("live", "live");
   listStream.addEventListener("job", (e) => upsertJob(JSON.parse(e.data)));
   listStream.onerror = () => {
     setConnection("lost", "reconnecting…");
     if (listStream.readyState === EventSource.CLOSED) {
       listStream = null;
-      setTimeout(connectList, 2000);
+      setTimeout(() => ensureSession(true).finally(connectList), 2000);
     }
   };
 }
@@ -268,13 +272,14 @@ $("#token").addEventListener("submit", (event) => {
   if (listStream) listStream.close();
   for (const stream of jobStreams.values()) stream.close();
   jobStreams.clear();
-  connectList();
+  ensureSession(true).finally(connectList);
 });
 
 async function start() {
   // Find out whether a token is needed before opening streams (EventSource can't see a 401).
   const probe = await api("/api/jobs?limit=1");
   if (probe.status === 401) return;
+  await ensureSession(true);
   connectList();
 }
 

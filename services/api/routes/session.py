@@ -1,0 +1,64 @@
+"""The page's session: its API token traded for a cookie, so the links and streams it builds carry no token."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+from litestar import Request, Response, delete, post
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from pydantic import BaseModel
+
+from services.api.access import SESSION_COOKIE, SESSION_SECONDS, session_value
+from services.api.errors import error_responses
+from services.runtime.settings import Settings
+
+
+class Session(BaseModel):
+    """When the session cookie just set expires (null: no token is configured, or the session was ended)."""
+
+    expires_at: datetime | None
+
+
+def _cookie(request: Request, value: str, max_age: int) -> Cookie:
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+@post(
+    "/api/session",
+    summary="Trade the bearer token for a session cookie (read-only: media and event streams)",
+    description="With `TUBEFLOW_API_TOKEN` set: an HttpOnly, SameSite=Strict cookie valid for 12 hours, "
+    "taken on GET/HEAD of `/api/*` and `/media/*` instead of the token (state changes still need the bearer token). "
+    "Without a token: no cookie (`expires_at` null).",
+    status_code=200,
+    tags=["session"],
+    responses=error_responses(401),
+)
+async def open_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
+    if not settings.api_token:
+        return Response(Session(expires_at=None))
+    expires = int(time.time()) + SESSION_SECONDS
+    response = Response(Session(expires_at=datetime.fromtimestamp(expires, timezone.utc)))
+    response.set_cookie(_cookie(request, session_value(settings.api_token, expires), SESSION_SECONDS))
+    return response
+
+
+@delete(
+    "/api/session", summary="End the session cookie", status_code=200, tags=["session"], responses=error_responses(401)
+)
+async def close_session(request: Request) -> Response[Session]:
+    response = Response(Session(expires_at=None))
+    response.set_cookie(_cookie(request, "", 0))
+    return response
+
+
+ROUTES = [open_session, close_session]
