@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter
 
 from services.api.errors import error_responses
 from services.api.media import media_response, resolve_media
@@ -25,7 +25,9 @@ async def get_media(
     settings: NamedDependency[Settings],
     byte_range: Annotated[
         str | None,
-        Parameter(header="Range", max_length=200, description="one byte range, e.g. `bytes=0-1023` or `bytes=-500`"),
+        HeaderParameter(
+            name="Range", max_length=200, description="one byte range, e.g. `bytes=0-1023` or `bytes=-500`"
+        ),
     ] = None,
 ) -> Response:
     target = resolve_media(settings.media_dir, path)
