@@ -16,15 +16,7 @@ from nats.js.kv import KeyValue
 
 from contracts.views import JobView
 from services.progress.limits import cut
-from services.runtime.nats.views import (
-    PAGE_SIZE,
-    load,
-    page_bytes,
-    page_count,
-    page_key,
-    seq_of,
-    summary_bytes,
-)
+from services.runtime.nats.views import PAGE_SIZE, load, page_count, page_key, paged, seq_of, stored_values
 
 CAS_RETRIES = 5
 # Room left in a message for the KV headers and the protocol's own.
@@ -70,17 +62,15 @@ class ViewStore:
     async def write(self, view: JobView, written: Written) -> tuple[JobView, Written, int | None]:
         """Write the pages that changed since ``written``, then the summary. Returns the view as written (cut if a
         value would not fit in a message, see ``limits``), what is now stored, and the size that forced a cut."""
-        pages = self._changed_pages(view, written.view)
-        encoded = {page: page_bytes(view, page) for page in pages}
-        summary = summary_bytes(view)
+        # A job that just became paged writes all of its pages (what it had was one value).
+        before = written.view if written.view is not None and paged(written.view) else None
+        encoded, summary = stored_values(view, self._changed_pages(view, before) if paged(view) else None)
         too_big = [n for n, data in encoded.items() if self._limit and len(data) > self._limit]
         cut_from = None
         if too_big or (self._limit and len(summary) > self._limit):
             cut_from = max([len(encoded[n]) for n in too_big] + [len(summary)])
             view = cut(view, cut_from, keep=min(too_big, default=0) * PAGE_SIZE)
-            pages = self._changed_pages(view, None)
-            encoded = {page: page_bytes(view, page) for page in pages}
-            summary = summary_bytes(view)
+            encoded, summary = stored_values(view)
         revisions = dict(written.page_revisions)
         for page, data in encoded.items():
             key = page_key(view.id, page)

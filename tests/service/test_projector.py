@@ -244,3 +244,23 @@ def test_the_stored_parts_put_together_are_exactly_the_views_own_json(items):
     assert JobSummary.model_validate_json(summary) == view.summary()
     arrays = [split_page(page_bytes(view, n))[1] for n in range(item_pages(summary))]
     assert view_bytes(summary, arrays) == view.model_dump_json().encode()
+
+
+async def test_a_small_job_is_one_value_and_becomes_paged_when_it_grows(js):
+    job = new_job_id()
+    publisher = EventPublisher(js)
+    events = history(job, items=150)
+    for event in events:
+        await publisher.publish(event)
+    stored = await read_job_events(js, job)
+    kv = await jobs_bucket(js)
+    projector = Projector(kv)
+    queued_80 = next(n for n, s in enumerate(stored) if s.event.type == "item.queued" and s.event.data.index == 81)
+    await projector.project(stored[:queued_80])
+    small = (await kv.get(job)).value
+    assert b'"items":[' in small and b"item_pages" not in small  # one value, as JobView writes it
+    assert await stored_view(js, job) == fold(s.event for s in stored[:queued_80])
+    await projector.project(stored[queued_80:])
+    big = (await kv.get(job)).value
+    assert b'"items"' not in big and b'"item_pages":2}' in big
+    assert await stored_view(js, job) == fold(s.event for s in stored)

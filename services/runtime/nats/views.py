@@ -1,9 +1,9 @@
 """How a job's view is stored in the read-model bucket: no value grows with the job's item count.
 
-- ``<job>``: the summary (JobSummary's JSON) with ``"item_pages": N`` added at its end (readers of the summary
-  ignore it).
-- ``<job>.p<n>``: page n of the items (``PAGE_SIZE`` items, in the view's order), written as ``<seq>\\n<JSON array>``
-  where seq is that of the view the page was written from.
+- A job of up to ``PAGE_SIZE`` items: ``<job>`` holds the whole view (JobView's JSON), as one value.
+- A bigger job: ``<job>`` holds its summary (JobSummary's JSON) with ``"item_pages": N`` added at its end (readers
+  of the summary ignore it), and ``<job>.p<n>`` holds page n of the items (``PAGE_SIZE`` items, in the view's order),
+  written as ``<seq>\n<JSON array>`` where seq is that of the view the page was written from.
 
 The projector writes a job's changed pages first, then its summary, and never replaces a value with one from an
 older view (replicas fold the same stream in the same order, so the view at one sequence is the same everywhere).
@@ -67,10 +67,17 @@ def split_page(data: bytes) -> tuple[int, bytes]:
     return int(seq), items
 
 
+def paged(view: JobView) -> bool:
+    return len(view.items) > PAGE_SIZE
+
+
 def view_bytes(summary: bytes, arrays: list[bytes]) -> bytes:
-    """A whole view's JSON from its summary and its pages' arrays, exactly as JobView would write it."""
+    """A whole view's JSON from its summary and its pages' arrays, exactly as JobView would write it (a value that
+    names no pages is a whole view already)."""
     found = _PAGES.search(summary)
-    head = summary[: found.start()] if found else summary[:-1]
+    if found is None:
+        return summary
+    head = summary[: found.start()]
     inner = b",".join(array[1:-1] for array in arrays if len(array) > 2)
     return head + b',"items":[' + inner + b"]}"
 
@@ -125,8 +132,17 @@ async def _get(kv: KeyValue, key: str):  # noqa: ANN202 - a KeyValue.Entry or No
         return None
 
 
+def stored_values(view: JobView, pages: list[int] | None = None) -> tuple[dict[int, bytes], bytes]:
+    """What to store for ``view``: its pages (those listed, or all) and the value under its own key (the summary of a
+    paged view, the whole view of a small one)."""
+    if not paged(view):
+        return {}, view.model_dump_json().encode()
+    numbers = range(page_count(len(view.items))) if pages is None else pages
+    return {page: page_bytes(view, page) for page in numbers}, summary_bytes(view)
+
+
 async def put_view(kv: KeyValue, view: JobView) -> None:
-    """Every page, then the summary, unconditionally (a rebuild into an empty bucket)."""
-    for page in range(page_count(len(view.items))):
-        await kv.put(page_key(view.id, page), page_bytes(view, page))
-    await kv.put(view.id, summary_bytes(view))
+    """Every page, then the summary (or the whole small view), unconditionally: a rebuild into an empty bucket."""
+    pages, head = stored_values(view)
+    await asyncio.gather(*(kv.put(page_key(view.id, page), data) for page, data in pages.items()))
+    await kv.put(view.id, head)
