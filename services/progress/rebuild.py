@@ -3,12 +3,16 @@ again from the stream, or compared with a fresh fold."""
 
 from __future__ import annotations
 
+import asyncio
+
 from contracts.events import ALL_EVENTS
 from contracts.fold import apply
 from contracts.ids import is_job_id
 from contracts.views import VIEW_TOO_LARGE, JobSummary, JobView
 from services.runtime.nats import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
 from services.runtime.nats.views import SUMMARY_KEYS, load, put_view
+
+REBUILD_CONCURRENCY = 64
 
 
 async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamContext
@@ -50,6 +54,7 @@ async def rebuild(js) -> int:  # noqa: ANN001
     await js.delete_key_value(JOBS_BUCKET)
     await ensure_topology(js)
     kv = await jobs_bucket(js)
-    for view in folded.values():
-        await put_view(kv, view)
+    views = list(folded.values())
+    for start in range(0, len(views), REBUILD_CONCURRENCY):  # jobs are independent: many writes in flight at once
+        await asyncio.gather(*(put_view(kv, view) for view in views[start : start + REBUILD_CONCURRENCY]))
     return len(folded)
