@@ -195,14 +195,16 @@ def test_a_thousand_items_with_long_titles_fit_in_one_message_once_titles_are_cu
     assert len(view.model_dump_json()) < 1024 * 1024 - 8 * 1024
 
 
-async def test_a_big_job_is_stored_in_pages_and_only_changed_pages_are_written(js):
+async def stored_history(js, items: int):  # noqa: ANN201
+    """A new job's history published: its id, its stored events and the read-model bucket."""
     job = new_job_id()
-    publisher = EventPublisher(js)
-    events = history(job, items=250)
-    for event in events:
-        await publisher.publish(event)
-    stored = await read_job_events(js, job)
-    kv = await jobs_bucket(js)
+    for event in history(job, items=items):
+        await EventPublisher(js).publish(event)
+    return job, await read_job_events(js, job), await jobs_bucket(js)
+
+
+async def test_a_big_job_is_stored_in_pages_and_only_changed_pages_are_written(js):
+    job, stored, kv = await stored_history(js, items=250)
     projector = Projector(kv)
     # All but the last item's extraction first.
     await projector.project(stored[:-2])
@@ -247,13 +249,7 @@ def test_the_stored_parts_put_together_are_exactly_the_views_own_json(items):
 
 
 async def test_a_small_job_is_one_value_and_becomes_paged_when_it_grows(js):
-    job = new_job_id()
-    publisher = EventPublisher(js)
-    events = history(job, items=150)
-    for event in events:
-        await publisher.publish(event)
-    stored = await read_job_events(js, job)
-    kv = await jobs_bucket(js)
+    job, stored, kv = await stored_history(js, items=150)
     projector = Projector(kv)
     queued_80 = next(n for n, s in enumerate(stored) if s.event.type == "item.queued" and s.event.data.index == 81)
     await projector.project(stored[:queued_80])
