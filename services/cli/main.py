@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from pydantic import ValidationError
 
+    from services.runtime.nats.connection import NatsUnavailable
+
     _setup_logging()
     args = build_parser().parse_args(argv)
     try:
@@ -114,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         for error in exc.errors():
             print(f"error: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         sys.exit(2)
+    except NatsUnavailable as exc:  # no server answered in time: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

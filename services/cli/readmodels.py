@@ -18,7 +18,12 @@ def run_read_models(action: str) -> int:
         return 2
 
     async def run() -> int:
-        nc = await connect(settings.nats_url, f"tubeflow-{action}")  # type: ignore[arg-type]
+        nc = await connect(
+            settings.nats_url,  # type: ignore[arg-type]
+            f"tubeflow-{action}",
+            auth=settings.nats_auth(),
+            timeout=settings.nats_connect_timeout,
+        )  # type: ignore[arg-type]
         try:
             js = nc.jetstream()
             await ensure_topology(js)

@@ -38,8 +38,10 @@ def _summary(event) -> str:  # noqa: ANN001 - an Envelope
 
 async def _events_from_nats(url: str, job_id: str, until: int | None):
     from services.runtime.nats import connect, read_job_events
+    from services.runtime.settings import Settings
 
-    nc = await connect(url, "tubeflow-replay")
+    settings = Settings()
+    nc = await connect(url, "tubeflow-replay", auth=settings.nats_auth(), timeout=settings.nats_connect_timeout)
     try:
         stored = await read_job_events(nc.jetstream(), job_id, until=until)
     finally:

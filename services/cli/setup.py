@@ -31,7 +31,12 @@ def work_consumers() -> list[ConsumerSpec]:
 
 
 async def setup(settings: Settings) -> tuple[list[str], list[str]]:
-    nc = await connect(settings.nats_url, "tubeflow-setup")  # type: ignore[arg-type]
+    nc = await connect(
+        settings.nats_url,  # type: ignore[arg-type]
+        "tubeflow-setup",
+        auth=settings.nats_auth(),
+        timeout=settings.nats_connect_timeout,
+    )
     try:
         js = nc.jetstream()
         changes = [f"created {created}" for created in await ensure_topology(js, replicas=settings.stream_replicas)]

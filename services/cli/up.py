@@ -88,8 +88,9 @@ async def run_services(
     names: list[str], settings: Settings, host: str, port: int, on_ready=None, children: tuple[str, ...] = ()
 ) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
-    from services.runtime.infrastructure import StoppedWhileStarting, cancel_until_done, unless_stopped
+    from services.runtime.infrastructure import StoppedWhileStarting, unless_stopped
     from services.runtime.nats import connect, prepare
+    from services.runtime.tasks import cancel_until_done
     from services.runtime.tracing import setup_tracing
 
     setup_tracing(settings.tracing, names[0] if len(names) == 1 else "up")
@@ -98,7 +99,13 @@ async def run_services(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        nc = await unless_stopped(connect(settings.nats_url, "tubeflow-setup"), stop, "setup")  # type: ignore[arg-type]
+        nc = await unless_stopped(
+            connect(
+                settings.nats_url, "tubeflow-setup", auth=settings.nats_auth(), timeout=settings.nats_connect_timeout
+            ),
+            stop,
+            "setup",
+        )  # type: ignore[arg-type]
         try:
             created = await unless_stopped(prepare(nc.jetstream(), settings), stop, "setup")
             if created:

@@ -74,7 +74,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ),
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
-        broker = new_broker(settings.nats_url)  # type: ignore[arg-type]
+        broker = new_broker(settings)
         work_subscriber(
             broker,
             infra.js,

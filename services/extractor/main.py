@@ -30,7 +30,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             cancellations=cancellations,
             max_filesize=int(settings.max_filesize),
         )
-        broker = new_broker(settings.nats_url)  # type: ignore[arg-type]
+        broker = new_broker(settings)
         work_subscriber(
             broker,
             infra.js,

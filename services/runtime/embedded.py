@@ -36,8 +36,17 @@ def _die_with_parent() -> None:
 class EmbeddedNats:
     """A nats-server child process with JetStream storing under ``store_dir``; ``url`` is known once started."""
 
-    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = -1, log_file: Path | None = None):
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = -1,
+        log_file: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.store_dir = Path(store_dir)
+        self.extra_args = extra_args
         self.host = host
         self.port = port
         self.log_file = log_file
@@ -62,6 +71,7 @@ class EmbeddedNats:
                     str(self.store_dir),
                     "--ports_file_dir",
                     self._ports_dir,
+                    *self.extra_args,
                 ],
                 stdout=log_target,
                 stderr=log_target,

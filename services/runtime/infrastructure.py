@@ -15,6 +15,7 @@ from nats.js import JetStreamContext
 from services.runtime.metrics import serve_health
 from services.runtime.nats import connect, prepare
 from services.runtime.settings import Settings
+from services.runtime.tasks import cancel_until_done
 
 
 @dataclass
@@ -45,7 +46,17 @@ async def open_infrastructure(
     Connecting retries forever (NATS may come up later) and waiting for the topology waits for `tubeflow setup`;
     ``stop`` ends either at once (StoppedWhileStarting), so a service stopped while its NATS is away exits."""
     assert settings.nats_url, "TUBEFLOW_NATS_URL is required"
-    nc = await unless_stopped(connect(settings.nats_url, f"tubeflow-{name}", on_reconnect=on_reconnect), stop, name)
+    nc = await unless_stopped(
+        connect(
+            settings.nats_url,
+            f"tubeflow-{name}",
+            auth=settings.nats_auth(),
+            timeout=settings.nats_connect_timeout,
+            on_reconnect=on_reconnect,
+        ),
+        stop,
+        name,
+    )
     health: asyncio.AbstractServer | None = None
     try:
         js = nc.jetstream()
@@ -76,18 +87,6 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event | None, name: s
         return task.result()
     await cancel_until_done(task)
     raise StoppedWhileStarting(f"{name} stopped while starting")
-
-
-async def cancel_until_done(task: asyncio.Future, tries: int = 100) -> None:
-    """Cancel ``task`` and wait for it to end. nats-py's connect loop swallows a cancel that lands while it tidies up
-    a failed attempt (and so does a FastStream broker connecting through it): ask again until it goes, or give up
-    after ``tries`` x 50 ms and leave it."""
-    for _ in range(tries):
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.05)
-        if task.done():
-            return
-    log.warning("a task ignored %d cancels: left behind", tries)
 
 
 async def close_connection(nc: NATS, timeout: float = STOP_TIMEOUT) -> None:

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.addresses import AddressPolicy, parse_networks
+from services.runtime.nats.connection import NatsAuth
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUBEFLOW_", extra="ignore")
 
-    nats_url: str | None = Field(default=None, description="NATS server; `tubeflow up` starts its own when unset")
+    nats_url: str | None = Field(
+        default=None, description="NATS server(s), comma-separated; `tubeflow up` starts its own when unset"
+    )
+    nats_connect_timeout: float = Field(default=10.0, gt=0, description="seconds to reach NATS at start, then fail")
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_nkey_seed: Path | None = Field(default=None, description="file holding an NKey seed")
+    nats_creds: Path | None = Field(default=None, description="a .creds file (user JWT and NKey seed)")
+    nats_tls_ca: Path | None = Field(default=None, description="CA certificate(s) to trust for NATS' TLS")
+    nats_tls_cert: Path | None = Field(default=None, description="client certificate for NATS' TLS")
+    nats_tls_key: Path | None = Field(default=None, description="the client certificate's key")
     data_dir: Path = Field(default=Path("tubeflow-data"), description="media files and the embedded NATS store")
     download_concurrency: int = Field(default=3, ge=1, le=64)
     extract_concurrency: int = Field(default=2, ge=1, le=64)
@@ -88,6 +100,18 @@ class Settings(BaseSettings):
 
     def allowed_origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip() for o in (self.allowed_origins or "").split(",") if o.strip())
+
+    def nats_auth(self) -> NatsAuth:
+        return NatsAuth(
+            user=self.nats_user,
+            password=self.nats_password.get_secret_value() if self.nats_password else None,
+            token=self.nats_token.get_secret_value() if self.nats_token else None,
+            nkey_seed=self.nats_nkey_seed,
+            creds=self.nats_creds,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
 
     @property
     def media_dir(self) -> Path:

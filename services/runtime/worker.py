@@ -12,16 +12,23 @@ from nats.js.errors import KeyNotFoundError
 
 from contracts.views import VIEW_TOO_LARGE, JobSummary
 from services.runtime.cancellation import Cancellations
-from services.runtime.infrastructure import STOP_TIMEOUT, Infrastructure, cancel_until_done
+from services.runtime.infrastructure import STOP_TIMEOUT, Infrastructure
 from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects
 from services.runtime.nats import jobs_bucket
+from services.runtime.nats.connection import servers_of
+from services.runtime.settings import Settings
+from services.runtime.tasks import cancel_until_done
 
 log = logging.getLogger("tubeflow.worker")
 
 
-def new_broker(url: str) -> NatsBroker:
+def new_broker(settings: Settings) -> NatsBroker:
     return NatsBroker(
-        url, logger=logging.getLogger("tubeflow.faststream"), log_level=logging.DEBUG, max_reconnect_attempts=-1
+        servers_of(settings.nats_url or ""),
+        logger=logging.getLogger("tubeflow.faststream"),
+        log_level=logging.DEBUG,
+        max_reconnect_attempts=-1,
+        **settings.nats_auth().options(),
     )
 
 
