@@ -85,7 +85,13 @@ def _child_service(name: str) -> Callable[[Settings, asyncio.Event], Awaitable[N
 
 
 async def run_services(
-    names: list[str], settings: Settings, host: str, port: int, on_ready=None, children: tuple[str, ...] = ()
+    names: list[str],
+    settings: Settings,
+    host: str,
+    port: int,
+    on_ready=None,  # noqa: ANN001
+    children: tuple[str, ...] = (),
+    on_stopping=None,  # noqa: ANN001
 ) -> int:
     """Run services until SIGINT/SIGTERM, or until one of them fails (then stop the rest). Returns an exit code."""
     from services.runtime.infrastructure import StoppedWhileStarting, unless_stopped
@@ -97,7 +103,7 @@ async def run_services(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopper(stop, on_stopping))
     try:
         nc = await unless_stopped(
             connect(
@@ -145,6 +151,15 @@ async def run_services(
     return code
 
 
+def _stopper(stop: asyncio.Event, on_stopping):  # noqa: ANN001, ANN202
+    def stop_once() -> None:
+        if not stop.is_set() and on_stopping is not None:
+            on_stopping()
+        stop.set()
+
+    return stop_once
+
+
 def run_loop(main: Awaitable[int]) -> int:
     """Run a service's main coroutine on uvloop (libuv's event loop: less overhead per socket operation, measured in
     docs/benchmarks.md), or on asyncio's own loop where uvloop is not available."""
@@ -172,12 +187,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     def ready() -> None:
         print(f"tubeflow is up: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
 
+    def stopping() -> None:
+        print("stopping…", flush=True)
+
     try:
         in_process = [name for name in SERVICE_MODULES if name not in UP_CHILDREN]
-        return run_loop(run_services(in_process, settings, args.host, args.port, on_ready=ready, children=UP_CHILDREN))
+        return run_loop(
+            run_services(
+                in_process, settings, args.host, args.port, on_ready=ready, children=UP_CHILDREN, on_stopping=stopping
+            )
+        )
     finally:
+        # Last: the services have handed their work back to it by now.
         if embedded is not None:
             embedded.stop()
+        print("stopped", flush=True)
 
 
 def cmd_service(args: argparse.Namespace) -> int:

@@ -24,6 +24,9 @@ def nats_server_binary() -> str:
 
 
 def _die_with_parent() -> None:
+    # A process group of its own: a Ctrl-C in the terminal goes to tubeflow, which stops the services (they hand
+    # their work back to this server) and then this server, last.
+    os.setpgid(0, 0)
     # Linux only: the server gets SIGTERM when the process that started it dies, even by SIGKILL.
     try:
         import ctypes

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import start_stack, stop_stack
+from tests.conftest import free_port, start_stack, stop_stack, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -161,3 +163,56 @@ def test_up_exits_with_an_error_when_its_port_is_taken(tmp_path, monkeypatch):
     assert result.returncode == 1
     assert "could not start" in result.stderr
     assert wait_gone(str(tmp_path)) == []
+
+
+def process_tree(pid: int) -> list[int]:
+    pids, index = [pid], 0
+    while index < len(pids):
+        for task in Path(f"/proc/{pids[index]}/task").glob("*"):
+            try:
+                pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        index += 1
+    return pids
+
+
+def test_ctrl_c_to_the_terminals_group_mid_download_stops_everything_cleanly(tmp_path, media):
+    """The terminal's SIGINT reaches every process of its group: tubeflow stops its services (the download handed
+    back), then its NATS server, says "stopping…" and "stopped", and nothing of the tree is left."""
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "TUBEFLOW_NATS_URL"},
+        "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own group, as a terminal's foreground job
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base)
+        job = httpx.post(f"{base}/api/jobs", json={"url": media.url(media.fresh("long.mp4"), rate=30_000)}).json()
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/api/jobs/{job['id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline, "the download did not start"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        tree = process_tree(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0
+    text = out.decode() + err.decode()
+    assert "Traceback" not in text and "WARNING" not in text, text[-3000:]
+    assert "stopping…" in out.decode() and out.decode().rstrip().endswith("stopped")
+    assert all(wait_pid_gone(pid, timeout=10) for pid in tree), [p for p in tree if Path(f"/proc/{p}").exists()]
