@@ -123,6 +123,12 @@ class MediaCatalog:
                 if found is not None:
                     return found
                 if asyncio.run_coroutine_threadsafe(self.claim(key), loop).result(30):
+                    # The holder before us may have recorded its file and let go between our look and our claim:
+                    # look once more now that nobody else can start it.
+                    found = asyncio.run_coroutine_threadsafe(self.find(key), loop).result(30)
+                    if found is not None:
+                        asyncio.run_coroutine_threadsafe(self.release(key), loop).result(30)
+                        return found
                     claimed.append(key)
                     return None
                 if time.monotonic() > deadline:
