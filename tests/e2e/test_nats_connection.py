@@ -4,9 +4,11 @@ line instead of hanging (issue 13, items 1-2)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -62,5 +64,36 @@ def test_credentials_are_used_and_wrong_ones_are_refused_clearly(tmp_path):
         assert code == 0 and "right-horse" not in output, output
         code, output, _ = tubeflow("verify", env={**base, "TUBEFLOW_NATS_PASSWORD": "right-horse"})
         assert code == 0, output
+    finally:
+        server.stop()
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA made here, and a server certificate for 127.0.0.1 signed by it (openssl)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is needed to make the test's CA (.ci/run installs it)"
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=tubeflow test CA")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")  # fmt: skip
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+def test_tls_with_a_ca_made_here_works_and_an_untrusted_server_is_refused(tmp_path):
+    ca, cert, key = make_certificates(tmp_path)
+    server = EmbeddedNats(tmp_path / "nats", extra_args=("--tls", "--tlscert", str(cert), "--tlskey", str(key)))
+    try:
+        url = server.start().replace("nats://", "tls://")
+        base = {"TUBEFLOW_NATS_URL": url, "TUBEFLOW_NATS_CONNECT_TIMEOUT": "3"}
+        code, output, _ = tubeflow("setup", env={**base, "TUBEFLOW_NATS_TLS_CA": str(ca)})
+        assert code == 0, output
+        code, output, took = tubeflow("setup", env=base)  # the system's CAs don't know ours
+        assert code != 0 and took < 15 and "certificate" in output.lower(), output
     finally:
         server.stop()
