@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
@@ -38,6 +40,7 @@ _MEANING = {
     416: "requested range not satisfiable",
     422: "a field is invalid; `errors` names it",
     429: "too many job creations or open streams; see Retry-After",
+    503: "NATS is not answering for a moment (a node lost, a leader being elected); see Retry-After",
 }
 
 
@@ -79,8 +82,33 @@ def api_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
+# What NATS raises while it can't answer for a moment (a node lost, a leader being elected, a reconnect): the
+# request may be repeated shortly, so it is 503 with Retry-After, not a 500.
+NATS_AWAY: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
 def internal_error(request: Request, exc: Exception) -> Response:
-    """A bug, not a bad request: logged with its traceback (the app logs nothing by itself), the body in our shape."""
+    """A bug, not a bad request: logged with its traceback (the app logs nothing by itself), the body in our shape.
+    NATS being away for a moment is not a bug: 503, Retry-After 1, code `nats_unavailable`."""
+    if isinstance(exc, NATS_AWAY):
+        log.warning("%s %s: NATS did not answer (%s): 503", request.method, request.url.path, type(exc).__name__)
+        return Response(
+            {
+                "status_code": 503,
+                "detail": "the event store is not answering right now; try again",
+                "errors": [{"field": "nats", "code": "nats_unavailable", "message": str(exc) or type(exc).__name__}],
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+            media_type="application/json",
+        )
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return Response(
         {"status_code": 500, "detail": "Internal Server Error", "errors": []},
