@@ -86,8 +86,32 @@ class _Inbox(threading.Thread):
                 return value
 
 
+def _die_with_parent() -> None:
+    """SIGKILL when the fork server (our parent, which exits with the service) goes: the kernel delivers it even
+    while this process is deep in a regular expression holding the GIL, where the inbox thread could not run.
+
+    The fork server exits when every holder of its "alive" pipe is gone, and multiprocessing hands that pipe to each
+    child it forks (so a child could start processes of its own through it). A slot never does: it lets go of it,
+    or a slot stuck in a regex would keep the fork server, and so itself, alive after the service died."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # noqa: SLF001 - the one place multiprocessing keeps that descriptor
+    if getattr(server, "_forkserver_alive_fd", None) is not None:
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() == 1:  # the parent went before the line above took effect
+        os._exit(1)
+
+
 def serve(conn: Connection, config: SlotConfig) -> None:
     os.setpgid(0, 0)
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     _drop_proxy_environment()
     from services.downloader.ytdlp import YtDlp

@@ -7,9 +7,12 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +162,43 @@ def test_a_slot_process_that_dies_is_a_transient_failure_and_is_replaced(pool, m
 
 def _slot_pids(pool: SlotPool) -> list[int]:
     return [slot.pid for slot in pool._slots if slot.pid is not None]
+
+
+def test_a_slot_dies_with_its_service_even_in_the_middle_of_a_regex(media, tmp_path):
+    """The service is SIGKILLed while a slot backtracks in a regex with the GIL held (its inbox thread can't run):
+    the kernel's parent-death signal still takes the slot within seconds."""
+    name = "a" * 30 + ".mp4"
+    shutil.copyfile(media.root / "clip1.mp4", media.root / name)
+    script = f"""
+import sys, threading, time
+from services.downloader.slots import SlotConfig, SlotPool
+from services.runtime.addresses import AddressPolicy, parse_networks
+pool = SlotPool(1, SlotConfig(policy=AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))))
+pool.warm_up()
+print(pool._slots[0].pid, flush=True)
+threading.Thread(target=lambda: pool.download({media.url(name)!r}, directory=__import__("pathlib").Path({str(tmp_path)!r}),
+    stem="0001", format="best[url~='(a+)+c']", hook=lambda d: None), daemon=True).start()
+time.sleep(600)
+"""
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        slot = int(service.stdout.readline())
+        time.sleep(2.0)  # deep in the regex by now
+        assert Path(f"/proc/{slot}").exists()
+        service.kill()
+        service.wait()
+        deadline = time.monotonic() + 10
+        while running(slot) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(slot), "the slot outlived its service"
+    finally:
+        if service.poll() is None:
+            service.kill()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
