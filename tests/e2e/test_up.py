@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import process_tree
 from tests.conftest import free_port, start_stack, stop_stack, wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -163,18 +164,6 @@ def test_up_exits_with_an_error_when_its_port_is_taken(tmp_path, monkeypatch):
     assert result.returncode == 1
     assert "could not start" in result.stderr
     assert wait_gone(str(tmp_path)) == []
-
-
-def process_tree(pid: int) -> list[int]:
-    pids, index = [pid], 0
-    while index < len(pids):
-        for task in Path(f"/proc/{pids[index]}/task").glob("*"):
-            try:
-                pids += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                pass
-        index += 1
-    return pids
 
 
 def test_ctrl_c_to_the_terminals_group_mid_download_stops_everything_cleanly(tmp_path, media):
