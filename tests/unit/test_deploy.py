@@ -98,6 +98,14 @@ def test_prod_runs_a_three_node_jetstream_cluster_and_two_apis():
     assert of_kind(dev, "StatefulSet")["nats"]["spec"]["replicas"] == 1
 
 
+def test_prod_takes_the_api_token_from_a_secret_and_commits_none():
+    _, objects = render("prod")
+    (api,) = of_kind(objects, "Deployment")["api"]["spec"]["template"]["spec"]["containers"]
+    token = next(e for e in api["env"] if e["name"] == "TUBEFLOW_API_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "tubeflow-api", "key": "token"}
+    assert "Secret" not in {o["kind"] for o in objects}, "a secret value is committed"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_storage_ingress_and_egress_policy(overlay):
     _, objects = render(overlay)
