@@ -170,14 +170,20 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
             wait_ready(base, timeout=60)
         yield Processes(base, processes, data_dir)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
+
+
+def stop_all(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
+    """SIGTERM to every process at once, then wait; one still running after ``grace`` is killed."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 TERMINAL = ("completed", "partial", "failed", "cancelled")

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import stop_all
 from services.runtime.embedded import nats_server_binary
 from tests.conftest import free_port, spawn_cli, wait_ready
 
@@ -173,12 +174,4 @@ def test_the_stream_leader_dies_mid_playlist_and_the_job_completes_exactly_once(
         assert ended["status"] == "completed", ended
         print(json.dumps({"leader_killed": leader, "job_ended_after_s": round(took, 1)}))
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(processes)
