@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -166,9 +167,18 @@ def test_up_exits_with_an_error_when_its_port_is_taken(tmp_path, monkeypatch):
     assert wait_gone(str(tmp_path)) == []
 
 
-def test_ctrl_c_to_the_terminals_group_mid_download_stops_everything_cleanly(tmp_path, media):
-    """The terminal's SIGINT reaches every process of its group: tubeflow stops its services (the download handed
-    back), then its NATS server, says "stopping…" and "stopped", and nothing of the tree is left."""
+STOPS = {
+    "sigint-to-the-group": lambda pid: os.killpg(pid, signal.SIGINT),  # Ctrl-C in a terminal
+    "sigterm-to-the-parent": lambda pid: os.kill(pid, signal.SIGTERM),  # systemd, docker stop, kill
+    "sigkill-to-the-parent": lambda pid: os.kill(pid, signal.SIGKILL),  # the OOM killer, kill -9
+}
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+def test_stopped_or_killed_mid_download_nothing_of_the_tree_is_left(tmp_path, media, how):
+    """Whatever stops `tubeflow up` while two downloads run (a terminal's SIGINT to its whole group, SIGTERM or
+    SIGKILL to the parent alone), no process of its tree is left after 30 s and nothing prints a traceback. Stopped
+    (not killed) it hands its downloads back, then stops its NATS server, and says "stopping…" and "stopped"."""
     data_dir = tmp_path / "data"
     port = free_port()
     env = {
@@ -184,24 +194,39 @@ def test_ctrl_c_to_the_terminals_group_mid_download_stops_everything_cleanly(tmp
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own group, as a terminal's foreground job
     )
+    tree: list[int] = []
     try:
         base = f"http://127.0.0.1:{port}"
         wait_ready(base)
-        job = httpx.post(f"{base}/api/jobs", json={"url": media.url(media.fresh("long.mp4"), rate=30_000)}).json()
+        jobs = [
+            httpx.post(f"{base}/api/jobs", json={"url": media.url(media.fresh("long.mp4"), rate=30_000)}).json()
+            for _ in range(2)
+        ]
         deadline = time.monotonic() + 30
-        while httpx.get(f"{base}/api/jobs/{job['id']}").json()["status"] != "running":
-            assert time.monotonic() < deadline, "the download did not start"
-            time.sleep(0.1)
+        for job in jobs:
+            while httpx.get(f"{base}/api/jobs/{job['id']}").json()["status"] != "running":
+                assert time.monotonic() < deadline, "the downloads did not start"
+                time.sleep(0.1)
         time.sleep(1.0)
         tree = process_tree(process.pid)
-        os.killpg(process.pid, signal.SIGINT)
+        assert len(tree) >= 6, tree  # up, nats-server, the downloader, its fork server and two slots
+        STOPS[how](process.pid)
+        # The pipes close when the last process holding them (every one of the tree) is gone.
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert process.returncode == 0
+        left = [pid for pid in tree if not wait_pid_gone(pid, timeout=1)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert left == [], f"left behind: {left}"
     text = out.decode() + err.decode()
-    assert "Traceback" not in text and "WARNING" not in text, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    if how == "sigkill-to-the-parent":
+        assert process.returncode == -signal.SIGKILL
+        return
+    assert process.returncode == 0
+    assert "WARNING" not in text, text[-3000:]
     assert "stopping…" in out.decode() and out.decode().rstrip().endswith("stopped")
-    assert all(wait_pid_gone(pid, timeout=10) for pid in tree), [p for p in tree if Path(f"/proc/{p}").exists()]
