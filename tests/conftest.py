@@ -149,14 +149,14 @@ def spawn_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     )
 
 
-def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None = None) -> Stack:
+def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None = None, args=(), timeout=30) -> Stack:
     port = port or free_port()
     log = data_dir / "stack.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
-    process = spawn_cli("up", "--port", str(port), "--data-dir", str(data_dir), env=env, log=log)
+    process = spawn_cli("up", "--port", str(port), "--data-dir", str(data_dir), *args, env=env, log=log)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"tubeflow up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
@@ -166,7 +166,7 @@ def start_stack(data_dir: Path, env_extra: dict[str, str], *, port: int | None =
         except TimeoutError:
             pass
     process.kill()
-    raise TimeoutError(f"tubeflow up not ready after 30 s:\n{log.read_text()[-3000:]}")
+    raise TimeoutError(f"tubeflow up not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def stop_stack(stack: Stack, timeout: float = 30) -> int:

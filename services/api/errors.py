@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from pydantic import BaseModel
 
 from services.api.requests import error_code
+from services.runtime.nats.connection import NATS_AWAY
 
 log = logging.getLogger("tubeflow.api")
 
@@ -80,18 +79,6 @@ def api_error(request: Request, exc: HTTPException) -> Response:
         headers=exc.headers,
         media_type="application/json",
     )
-
-
-# What NATS raises while it can't answer for a moment (a node lost, a leader being elected, a reconnect): the
-# request may be repeated shortly, so it is 503 with Retry-After, not a 500.
-NATS_AWAY: tuple[type[BaseException], ...] = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.ConnectionDrainingError,
-    nats.js.errors.ServiceUnavailableError,
-)
 
 
 def internal_error(request: Request, exc: Exception) -> Response:

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--data-dir", default=None, help="media and NATS store (default ./tubeflow-data)")
+    up.add_argument(
+        "--cluster",
+        type=int,
+        choices=(3, 5),
+        default=None,
+        help="embed a JetStream cluster of N nats-server nodes (N replicas) instead of one server, to watch node loss",
+    )
     up.set_defaults(func=cmd_up)
 
     service = sub.add_parser("service", help="run one service against TUBEFLOW_NATS_URL")

@@ -52,6 +52,7 @@ def _child_service(name: str) -> Callable[[Settings, asyncio.Event], Awaitable[N
             **os.environ,
             "TUBEFLOW_NATS_URL": settings.nats_url or "",
             "TUBEFLOW_DATA_DIR": str(settings.data_dir),
+            "TUBEFLOW_STREAM_REPLICAS": str(settings.stream_replicas),
             "TUBEFLOW_DECLARE": "false",  # `up` declared the topology before starting its services
             "TUBEFLOW_HEALTH_PORT": "0",  # `up` answers health checks on the API's port
         }
@@ -170,19 +171,42 @@ def run_loop(main: Awaitable[int]) -> int:
     return uvloop.run(main)  # type: ignore[arg-type]
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _embedded_nats(settings: Settings, cluster: int | None):  # noqa: ANN202
+    """The NATS `tubeflow up` starts when none is given: one server, or a cluster of ``cluster`` nodes (streams and
+    buckets then keep a copy on each)."""
     from services.runtime.embedded import EmbeddedNats
+    from services.runtime.embedded_cluster import EmbeddedCluster
 
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not cluster:
+        embedded = EmbeddedNats(settings.nats_store_dir, log_file=settings.data_dir / "nats-server.log")
+        url = embedded.start()
+        log.info("embedded NATS with JetStream at %s, storing in %s", url, settings.nats_store_dir)
+        return embedded, settings.model_copy(update={"nats_url": url})
+    store = settings.data_dir / "nats-cluster"
+    embedded = EmbeddedCluster(store, cluster, log_dir=settings.data_dir)
+    url = embedded.start()
+    print(
+        f"embedded NATS cluster of {cluster} nodes, {cluster} replicas of everything, storing in {store};"
+        " kill a node to watch tubeflow carry on (it is started again after 5 s):",
+        *embedded.describe(),
+        sep="\n",
+        flush=True,
+    )
+    return embedded, settings.model_copy(update={"nats_url": url, "stream_replicas": cluster})
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings()
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
     settings = settings.model_copy(update={"data_dir": data_dir.resolve()})
+    cluster = getattr(args, "cluster", None)
+    if cluster and settings.nats_url:
+        print("--cluster starts an embedded NATS cluster: unset TUBEFLOW_NATS_URL to use it", file=sys.stderr)
+        return 2
     embedded = None
     if not settings.nats_url:
-        embedded = EmbeddedNats(settings.nats_store_dir, log_file=settings.data_dir / "nats-server.log")
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        url = embedded.start()
-        settings = settings.model_copy(update={"nats_url": url})
-        log.info("embedded NATS with JetStream at %s, storing in %s", url, settings.nats_store_dir)
+        embedded, settings = _embedded_nats(settings, cluster)
 
     def ready() -> None:
         print(f"tubeflow is up: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)

@@ -23,7 +23,7 @@ from contracts.views import VIEW_TOO_LARGE, JobView
 from services.progress.limits import is_cut
 from services.progress.store import ViewStore, Written
 from services.runtime.metrics import EVENT_LAG, EVENTS_FOLDED, freeze_startup_objects
-from services.runtime.nats import InOrderReader, StoredEvent, decode, stream_seq
+from services.runtime.nats import NATS_AWAY, InOrderReader, StoredEvent, decode, stream_seq
 
 log = logging.getLogger("tubeflow.progress")
 
@@ -225,11 +225,14 @@ async def project_stream(projector: Projector, reader: InOrderReader, stop: asyn
                         flush_at = loop.time() + projector.write_delay()
                 if unacked and (flush_at is None or loop.time() >= flush_at):
                     await write_and_ack()
-            except Exception:
+            except Exception as exc:
                 # Nothing is lost: the reader starts again at the first unacked event, and the fold skips what it
                 # already has.
                 first = stream_seq(unacked[0]) if unacked else stream_seq(msgs[0]) if msgs else None
-                log.exception("projecting failed; reading again from seq %s", first)
+                if isinstance(exc, NATS_AWAY):  # a node lost, a leader being elected: not a bug, no traceback
+                    log.warning("NATS did not answer (%s); reading again from seq %s", type(exc).__name__, first)
+                else:
+                    log.exception("projecting failed; reading again from seq %s", first)
                 projector.forget()
                 unacked, folded, flush_at = [], 0, None
                 await asyncio.sleep(1.0)

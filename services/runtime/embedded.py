@@ -100,6 +100,11 @@ class EmbeddedNats:
         self.stop()
         raise TimeoutError(f"nats-server did not start within {timeout} s")
 
+    def terminate(self) -> None:
+        """Ask the server to stop (SIGTERM) without waiting; ``stop`` waits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:

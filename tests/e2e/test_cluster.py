@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import pytest
 
 from bench.harness import stop_all
 from services.runtime.embedded import nats_server_binary
-from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.conftest import free_port, spawn_cli, start_stack, stop_stack, wait_ready
+from tests.e2e.test_up import wait_gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -47,16 +49,17 @@ class Node:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
 
-    def jsz(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.monitor}/jsz?streams=true", timeout=5).json()
-
 
 def stream_leader(nodes: list[Node], stream: str = "TUBEFLOW_EVENTS") -> str | None:
-    for node in nodes:
-        if node.process is None or node.process.poll() is not None:
-            continue
+    alive = [f"http://127.0.0.1:{n.monitor}" for n in nodes if n.process is not None and n.process.poll() is None]
+    return leader_of(alive, stream)
+
+
+def leader_of(monitors: list[str], stream: str = "TUBEFLOW_EVENTS") -> str | None:
+    """The name of the node leading ``stream``, asked of the monitoring ports ``monitors`` (the first that knows)."""
+    for monitor in monitors:
         try:
-            data = node.jsz()
+            data = httpx.get(f"{monitor}/jsz?streams=true", timeout=5).json()
         except (httpx.HTTPError, ValueError):
             continue
         for account in data.get("account_details") or []:
@@ -175,3 +178,39 @@ def test_the_stream_leader_dies_mid_playlist_and_the_job_completes_exactly_once(
         print(json.dumps({"leader_killed": leader, "job_ended_after_s": round(took, 1)}))
     finally:
         stop_all(processes)
+
+
+def test_up_with_an_embedded_cluster_loses_a_node_mid_playlist_and_gets_it_back(media, tmp_path, monkeypatch):
+    """`tubeflow up --cluster 3`: three nats-server nodes, three replicas; the stream's leader SIGKILLed mid-playlist,
+    the job completes exactly once, `up` starts the node again, and a stop leaves nothing behind (issue 13, item 4)."""
+    monkeypatch.delenv("TUBEFLOW_NATS_URL", raising=False)
+    data_dir = tmp_path / "data"
+    env = {"TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8", "TUBEFLOW_RETRY_DELAY": "0.2"}
+    stack = start_stack(data_dir, env, args=("--cluster", "3"), timeout=60)
+    try:
+        described = re.findall(r"^  (n\d)  pid (\d+) .* monitor (http://\S+)/jsz$", stack.log.read_text(), re.M)
+        pids = {name: int(pid) for name, pid, _ in described}
+        monitors = [monitor for _, _, monitor in described]
+        assert len(pids) == 3 and len(monitors) == 3, stack.log.read_text()
+        names = [media.fresh(f"clip{1 + n % 3}.mp4") for n in range(4)]
+        feed = media.feed_url(",".join(f"{name}@60000" for name in names))
+        job = httpx.post(f"{stack.base}/api/jobs", json={"url": feed, "mode": "both"}, timeout=10).json()["id"]
+        wait_until(lambda: read_view(stack.base, job)["download"]["completed"] >= 1, 60, "a first item downloaded")
+        leader = wait_until(lambda: leader_of(monitors), 10, "the stream's leader")
+        os.kill(pids[leader], signal.SIGKILL)
+        final = wait_until(lambda: finished(read_view(stack.base, job)), 120, "the job ended")
+        assert final["status"] == "completed", final
+        assert final["download"]["completed"] == 4 and final["extract"]["completed"] == 4, final
+        events = httpx.get(f"{stack.base}/api/jobs/{job}/events", params={"limit": 1000}, timeout=10).json()
+        done = Counter(e["item_id"] for e in events if e["type"] == "download.completed")
+        assert set(done.values()) == {1} and len(done) == 4, done
+        wait_until(lambda: f"NATS node {leader} is back" in stack.log.read_text(), 30, "the node started again")
+        again = httpx.post(
+            f"{stack.base}/api/jobs", json={"url": media.url(media.fresh("clip1.mp4")), "mode": "audio"}, timeout=10
+        ).json()["id"]
+        assert wait_until(lambda: finished(read_view(stack.base, again)), 60, "a job after")["status"] == "completed"
+    finally:
+        code = stop_stack(stack, timeout=60)
+    assert code == 0, stack.log.read_text()[-3000:]
+    assert wait_gone(str(data_dir)) == [], "a process of `tubeflow up --cluster 3` outlived it"
+    assert "Traceback" not in stack.log.read_text()

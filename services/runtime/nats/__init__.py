@@ -1,7 +1,7 @@
 """The NATS adapter: the only package that knows JetStream's details (connection, topology, consumer settings,
 publishing, reading back, KV subjects). Everything else imports the names below."""
 
-from services.runtime.nats.connection import connect
+from services.runtime.nats.connection import NATS_AWAY, connect
 from services.runtime.nats.kv import jobs_bucket, read_bucket, watch_bucket
 from services.runtime.nats.publish import DeadLetters, EventPublisher, Publisher
 from services.runtime.nats.read import (
@@ -30,6 +30,7 @@ from services.runtime.nats.topology import (
 )
 
 __all__ = [
+    "NATS_AWAY",
     "BUCKETS",
     "CLAIMS_BUCKET",
     "DLQ_STREAM",

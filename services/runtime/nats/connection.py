@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 
 from services.runtime.tasks import cancel_until_done
@@ -130,3 +132,16 @@ async def connect(
         )
     connecting.result()
     return nc
+
+
+# What NATS raises while it can't answer for a moment (a node lost, a leader being elected, a reconnect): the request
+# may be repeated shortly. The API answers 503 with Retry-After, a consumer logs one line and redelivers.
+NATS_AWAY: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)

@@ -13,6 +13,7 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from contracts.events import Envelope, InvalidEvent, parse_event
 from services.runtime.logs import CURRENT_JOB
 from services.runtime.metrics import REDELIVERIES
+from services.runtime.nats.connection import NATS_AWAY
 from services.runtime.nats.publish import DeadLetters
 from services.runtime.nats.topology import ACK_WAIT, MAX_DELIVER, STREAM, ConsumerSpec
 from services.runtime.tracing import span
@@ -146,7 +147,10 @@ async def handle(
         return
     except Exception as exc:
         alive.cancel()
-        log.exception("handler failed for %s %s (attempt %s)", event.type, event.job_id, attempt)
+        if isinstance(exc, NATS_AWAY):  # a node lost, a leader being elected: not a bug, no traceback
+            log.warning("handler for %s %s: NATS did not answer (%s); redelivered", event.type, event.job_id, exc)
+        else:
+            log.exception("handler failed for %s %s (attempt %s)", event.type, event.job_id, attempt)
         if attempt >= max_deliver:
             await give_up(f"handler failed {attempt} times, last: {type(exc).__name__}: {exc}")
         else:
