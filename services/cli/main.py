@@ -110,7 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+JETSTREAM_NOT_ENABLED_FOR_ACCOUNT = 10039
+
+
 def main(argv: list[str] | None = None) -> None:
+    import nats.js.errors
     from pydantic import ValidationError
 
     from services.runtime.nats.connection import NatsUnavailable
@@ -125,6 +129,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except NatsUnavailable as exc:  # no server answered in time: one line, not a traceback
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except nats.js.errors.APIError as exc:  # JetStream said no (e.g. the account has no JetStream): one line
+        print(f"error: NATS JetStream refused: {exc.description or exc}", file=sys.stderr)
+        if exc.err_code == JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
+            print("  (is TUBEFLOW_NATS_USER the application account's user, not the system account's?)", file=sys.stderr)
         sys.exit(1)
 
 

@@ -154,8 +154,19 @@ def test_the_stream_leader_dies_mid_playlist_and_the_job_completes_exactly_once(
         killed_at = time.monotonic()
         victim.kill()
 
+        # How long new jobs can't be written (the stream elects a new leader): a submission is tried until taken.
+        def submitted() -> str | None:
+            answer = httpx.post(f"{base}/api/jobs", json={"url": media.url(media.fresh("clip2.mp4"))}, timeout=10)
+            assert answer.status_code in (202, 503), answer.text
+            return answer.json()["id"] if answer.status_code == 202 else None
+
+        during = wait_until(submitted, 60, "a job accepted during the outage")
+        writes_back = time.monotonic() - killed_at
         final = wait_until(lambda: finished(view()), 120, "the job ended")
         took = time.monotonic() - killed_at
+        assert wait_until(lambda: finished(read_view(base, during)), 60, "the job sent in the outage")["status"] == (
+            "completed"
+        )
         assert final["status"] == "completed", final
         assert final["download"]["completed"] == 6 and final["extract"]["completed"] == 6, final["download"]
         events = httpx.get(f"{base}/api/jobs/{job}/events", params={"limit": 1000}, timeout=10).json()
@@ -175,7 +186,8 @@ def test_the_stream_leader_dies_mid_playlist_and_the_job_completes_exactly_once(
         ).json()["id"]
         ended = wait_until(lambda: finished(read_view(base, again)), 60, "the job after the restart")
         assert ended["status"] == "completed", ended
-        print(json.dumps({"leader_killed": leader, "job_ended_after_s": round(took, 1)}))
+        print(json.dumps({"leader_killed": leader, "writes_back_after_s": round(writes_back, 1),
+                          "job_ended_after_s": round(took, 1)}))  # fmt: skip
     finally:
         stop_all(processes)
 

@@ -106,6 +106,66 @@ def test_prod_takes_the_api_token_from_a_secret_and_commits_none():
     assert "Secret" not in {o["kind"] for o in objects}, "a secret value is committed"
 
 
+def pod_workloads(objects: list[dict]) -> dict[str, dict]:
+    """tubeflow's own pods: the four Deployments and the setup Job."""
+    return {**of_kind(objects, "Deployment"), **of_kind(objects, "Job")}
+
+
+def test_prod_nats_wants_tls_on_clients_and_routes_and_an_account_login():
+    _, objects = render("prod")
+    conf = of_kind(objects, "ConfigMap")["nats-config"]["data"]["nats.conf"]
+    client_tls, cluster = conf.split("accounts {")[0], conf.split("cluster {")[1]
+    assert "tls {" in client_tls and "ca_file" in client_tls
+    assert "tls {" in cluster and "verify: true" in cluster, "routes between NATS pods are not mutual TLS"
+    assert "system_account: SYS" in conf and "jetstream: enabled" in conf.split("TUBEFLOW {")[1].split("}")[0]
+    # Passwords come from the server's environment (a Secret), never the file.
+    assert re.findall(r"password: (\S+)", conf) == ["$NATS_SYSTEM_PASSWORD", "$NATS_TUBEFLOW_PASSWORD"]
+    nats_env = {
+        e["name"]: e
+        for e in of_kind(objects, "StatefulSet")["nats"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    for name in ("NATS_SYSTEM_PASSWORD", "NATS_TUBEFLOW_PASSWORD"):
+        assert nats_env[name]["valueFrom"]["secretKeyRef"]["name"] == "tubeflow-nats"
+    config = of_kind(objects, "ConfigMap")["tubeflow"]["data"]
+    assert config["TUBEFLOW_NATS_URL"].startswith("tls://") and config["TUBEFLOW_NATS_USER"] == "tubeflow"
+    for name, workload in pod_workloads(objects).items():
+        pod = workload["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        password = next(e for e in container["env"] if e["name"] == "TUBEFLOW_NATS_PASSWORD")
+        assert password["valueFrom"]["secretKeyRef"] == {"name": "tubeflow-nats", "key": "password"}, name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts["/etc/nats-tls"])
+        # Only the CA: the server's key stays with the NATS pods.
+        assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], name
+        assert config["TUBEFLOW_NATS_TLS_CA"] == "/etc/nats-tls/ca.crt"
+    for scaled in of_kind(objects, "ScaledObject").values():
+        assert scaled["spec"]["triggers"][0]["metadata"]["account"] == "TUBEFLOW"
+    assert "Secret" not in {o["kind"] for o in objects}, "a secret value is committed"
+
+
+def test_dev_nats_stays_open_and_says_so():
+    _, objects = render("dev")
+    conf = of_kind(objects, "ConfigMap")["nats-config"]["data"]["nats.conf"]
+    assert "accounts" not in conf and "tls" not in conf
+    dev = (ROOT / "deploy" / "k8s" / "overlays" / "dev" / "kustomization.yaml").read_text()
+    assert "no auth" in dev.lower() and "no tls" in dev.lower()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_tubeflow_pods_reach_nats_and_only_nats_pods_its_routes(overlay):
+    _, objects = render(overlay)
+    policy = of_kind(objects, "NetworkPolicy")["nats-ingress"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "nats"}
+    assert policy["policyTypes"] == ["Ingress"]
+    allowed = {rule["ports"][0]["port"]: rule["from"] for rule in policy["ingress"]}
+    assert set(allowed) == {4222, 6222, 8222}
+    assert allowed[4222] == [{"podSelector": {"matchExpressions": [{"key": "tubeflow/role", "operator": "Exists"}]}}]
+    assert allowed[6222] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]
+    # Every tubeflow pod carries the label the policy lets in.
+    for name, workload in pod_workloads(objects).items():
+        assert "tubeflow/role" in workload["spec"]["template"]["metadata"]["labels"], name
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_storage_ingress_and_egress_policy(overlay):
     _, objects = render(overlay)
