@@ -64,6 +64,7 @@ def plan_retry(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
             format=view.format,
             playlist_items=view.playlist_items,
             round=rnd,
+            options=view.options,
         )
         return [
             retry,
@@ -87,6 +88,8 @@ def plan_retry(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
             format=view.format,
             round=rnd,
             occurred_at=now,
+            options=view.options,
+            playlist_title=view.title if view.kind == "playlist" else None,
         )
         for item in items
     ]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 
 from contracts.ids import step_event_id
+from contracts.options import DownloadOptions
 
 SUBJECT_PREFIX = "tubeflow.job"
 ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
@@ -83,6 +84,8 @@ class Requested(Payload):
     playlist_items: str | None = None
     # 0 for the job's first run; n when `POST /retry` resolves the job again for the n-th time.
     round: int = 0
+    # Quality, subtitles, names and the rest (contracts.options); None: every default.
+    options: DownloadOptions | None = None
 
 
 class ResolveStarted(Payload):
@@ -113,6 +116,9 @@ class ItemQueued(Payload):
     audio_format: AudioFormat
     format: str | None = None
     round: int = 0
+    options: DownloadOptions | None = None
+    # The playlist the item is part of (for names like "%(playlist_title)s/%(playlist_index)03d - …").
+    playlist_title: Title | None = None
 
 
 class DownloadStarted(Payload):
@@ -168,10 +174,25 @@ class DownloadWaiting(Payload):
     message: Message
 
 
+class ChosenFormat(Payload):
+    """What yt-dlp picked for an item: its format id(s) and the streams' properties."""
+
+    format_id: Short | None = None
+    ext: Short | None = None
+    height: int | None = None
+    width: int | None = None
+    fps: float | None = None
+    vcodec: Short | None = None
+    acodec: Short | None = None
+
+
 class DownloadCompleted(Payload):
     worker: Short
     file: str
     size: int
+    # Every other file the download made beside ``file`` (subtitles, thumbnail, chapters), relative to the media root.
+    files: list[str] = Field(default=[], max_length=1000)
+    chosen: ChosenFormat | None = None
     title: Title | None = None
     duration: float | None = None
     # What the extractor should make of the file; None when the job asked for video only.
@@ -477,6 +498,8 @@ def item_queued(
     format: str | None,
     round: int,
     occurred_at: datetime,
+    options: DownloadOptions | None = None,
+    playlist_title: str | None = None,
 ) -> Envelope:
     """The `item.queued` event of one item of a run: the downloader queues a resolved job's items with it, and the
     API queues the items a retry runs again. Its id is fixed by job, item and round, so a repeat is deduplicated."""
@@ -485,7 +508,15 @@ def item_queued(
         job_id=job_id,
         item_id=item,
         data=ItemQueued(
-            index=index, url=url, title=title, mode=mode, audio_format=audio_format, format=format, round=round
+            index=index,
+            url=url,
+            title=title,
+            mode=mode,
+            audio_format=audio_format,
+            format=format,
+            round=round,
+            options=options,
+            playlist_title=playlist_title,
         ),
         occurred_at=occurred_at,
         event_id=step_event_id(job_id, "item.queued", item, round=round),

@@ -70,6 +70,7 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         audio_format=data.audio_format,
         format=data.format,
         playlist_items=data.playlist_items,
+        options=data.options,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),
@@ -265,6 +266,8 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
                 fragment_retries=item.download.fragment_retries,
                 recorded_seconds=item.download.recorded_seconds,
                 stopped_early=stopped,
+                files=data.files,
+                chosen=data.chosen,
             ),
             # What was recorded of a live stream that was stopped is kept as it is: no audio is made of it.
             **({"extract": ItemExtract(status="skipped")} if audio and stopped else {}),

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from contracts.events import AudioFormat, ErrorInfo, Mode
+from contracts.events import AudioFormat, ChosenFormat, ErrorInfo, Mode
+from contracts.options import DownloadOptions
 
 JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
@@ -48,6 +49,9 @@ class ItemDownload(View):
     # A live stream: seconds recorded so far, and whether the recording was stopped before the stream ended.
     recorded_seconds: float | None = None
     stopped_early: bool = False
+    # The other files the download made (subtitles, thumbnail, chapters), and what yt-dlp picked.
+    files: list[str] = []
+    chosen: ChosenFormat | None = None
 
 
 class ItemPostprocess(View):
@@ -123,6 +127,7 @@ class JobSummary(View):
     audio_format: AudioFormat
     format: str | None = None
     playlist_items: str | None = None
+    options: DownloadOptions | None = None
     status: JobStatus = "queued"
     kind: Literal["video", "playlist"] | None = None
     title: str | None = None

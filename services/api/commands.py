@@ -56,6 +56,7 @@ class JobCommands:
                 audio_format=request.audio_format,
                 format=request.format,
                 playlist_items=request.playlist_items,
+                options=request.options(),
             ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),

@@ -8,28 +8,23 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
 
 from contracts import events as ev
+from contracts.options import OPTION_FIELDS, DownloadOptions
+from contracts.validation import code_of, refuse
 from contracts.views import JobSummary
 from services.api.format_grammar import FormatError, check_format
 
 MAX_URL_LENGTH = 2048
 
-# Messages of our own validation errors -> their error codes (Litestar passes on the message, not pydantic's type).
-_CODES: dict[str, str] = {}
-
-
-def _refuse(code: str, message: str) -> PydanticCustomError:
-    _CODES[message] = code
-    return PydanticCustomError(code, message)
+_refuse = refuse
 
 
 def error_code(message: str) -> str:
     """The stable error code for a validation message of a JobRequest or a query parameter."""
-    for known, code in _CODES.items():
-        if message.endswith(known):
-            return code
+    known = code_of(message)
+    if known is not None:
+        return known
     lowered = message.lower()
     if "extra inputs" in lowered:
         return "unknown_field"
@@ -40,8 +35,9 @@ def error_code(message: str) -> str:
     return "invalid"
 
 
-class JobRequest(BaseModel):
-    """What a client may ask for. Only these fields exist; anything else is refused."""
+class JobRequest(DownloadOptions):
+    """What a client may ask for: a URL, the mode, and the download options (contracts.options). Only these fields
+    exist; anything else is refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +52,11 @@ class JobRequest(BaseModel):
         max_length=200,
         description='which playlist entries to take, 1-based: "1-3,7,10-12"',
     )
+
+    def options(self) -> DownloadOptions | None:
+        """The download options asked for, or None when all are the defaults."""
+        options = DownloadOptions(**{name: getattr(self, name) for name in OPTION_FIELDS})
+        return None if options.is_default() else options
 
     @field_validator("url")
     @classmethod

@@ -133,7 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     except nats.js.errors.APIError as exc:  # JetStream said no (e.g. the account has no JetStream): one line
         print(f"error: NATS JetStream refused: {exc.description or exc}", file=sys.stderr)
         if exc.err_code == JETSTREAM_NOT_ENABLED_FOR_ACCOUNT:
-            print("  (is TUBEFLOW_NATS_USER the application account's user, not the system account's?)", file=sys.stderr)
+            print(
+                "  (is TUBEFLOW_NATS_USER the application account's user, not the system account's?)", file=sys.stderr
+            )
         sys.exit(1)
 
 

@@ -67,7 +67,16 @@ class MediaCatalog:
             return None
         if path.stat().st_size != record["size"]:
             return None
-        return Downloaded(path, record["size"], record.get("title"), record.get("duration"), reused=True)
+        files = tuple(self._media_dir / name for name in record.get("files", []))
+        return Downloaded(
+            path,
+            record["size"],
+            record.get("title"),
+            record.get("duration"),
+            reused=True,
+            files=tuple(f for f in files if f.is_file()),
+            chosen=record.get("chosen"),
+        )
 
     async def claim(self, key: str) -> bool:
         """Take the claim if nobody holds it, or if its holder stopped re-stamping it (died)."""
@@ -110,6 +119,8 @@ class MediaCatalog:
             "size": downloaded.size,
             "title": downloaded.title,
             "duration": downloaded.duration,
+            "files": [f.resolve().relative_to(self._media_dir.resolve()).as_posix() for f in downloaded.files],
+            "chosen": downloaded.chosen,
         }
         await self._media.put(catalog_key(key), json.dumps(record).encode())
 

@@ -17,7 +17,7 @@ from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
 from services.downloader.catalog import MediaCatalog
 from services.downloader.disk import DiskLimits
-from services.downloader.media import Downloaded, MediaTool, ProgressHook, Resolution
+from services.downloader.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
@@ -138,6 +138,8 @@ class Downloader:
                             format=request.format,
                             round=request.round,
                             occurred_at=self.now(),
+                            options=request.options,
+                            playlist_title=resolution.title if resolution.kind == "playlist" else None,
                         )
                     )
                     for entry in chunk
@@ -260,6 +262,10 @@ class Downloader:
                     reuse=reuse,
                     token=token,
                     max_bytes=max_bytes,
+                    options=event.data.options,
+                    playlist=PlaylistPlace(event.data.playlist_title, event.data.index)
+                    if event.data.playlist_title is not None
+                    else None,
                 ),
             )
             if claimed and self.catalog is not None:
@@ -316,6 +322,8 @@ class Downloader:
                 worker=self.worker,
                 file=result.path.relative_to(self.media_dir).as_posix(),
                 size=result.size,
+                files=[path.relative_to(self.media_dir).as_posix() for path in result.files],
+                chosen=ev.ChosenFormat(**result.chosen) if result.chosen else None,
                 title=result.title,
                 duration=result.duration,
                 audio_format=event.data.audio_format

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from contracts.options import DownloadOptions
 from services.runtime.cancellation import CancelToken
 
 # Called with progress dicts (bytes over all of the item's streams, see StreamMeter), and with
@@ -62,6 +63,14 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class PlaylistPlace:
+    """Where an item sits in its playlist, for names like "%(playlist_title)s/%(playlist_index)03d - …"."""
+
+    title: str | None
+    index: int
+
+
+@dataclass(frozen=True)
 class Downloaded:
     path: Path
     size: int
@@ -70,6 +79,9 @@ class Downloaded:
     reused: bool = False
     # A live recording stopped before the stream ended (what was recorded is the file).
     stopped_early: bool = False
+    # The other files the download made (subtitles, thumbnail, chapters), and what yt-dlp picked (outputs.py).
+    files: tuple[Path, ...] = ()
+    chosen: dict[str, Any] | None = None
 
 
 # Given the media key of what is about to be downloaded, return a file to use instead, or None to download.
@@ -95,6 +107,8 @@ class MediaTool(Protocol):
         reuse: Reuse | None = None,
         token: CancelToken | None = None,
         max_bytes: int | None = None,
+        options: DownloadOptions | None = None,
+        playlist: PlaylistPlace | None = None,
     ) -> Downloaded: ...
 
 

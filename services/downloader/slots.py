@@ -29,7 +29,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from services.downloader.media import Downloaded, Probes, ProgressHook, Resolution, Reuse
+from contracts.options import DownloadOptions
+from services.downloader.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -270,6 +271,8 @@ class SlotPool:
         reuse: Reuse | None = None,
         token: CancelToken | None = None,
         max_bytes: int | None = None,
+        options: DownloadOptions | None = None,
+        playlist: PlaylistPlace | None = None,
     ) -> Downloaded:
         kwargs = {
             "url": url,
@@ -278,5 +281,7 @@ class SlotPool:
             "format": format,
             "probe": self._probes.take(url),
             "max_bytes": max_bytes,
+            "options": options,
+            "playlist": playlist,
         }
         return self._run("download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse)

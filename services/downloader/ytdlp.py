@@ -12,18 +12,21 @@ import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 import yt_dlp
-from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.postprocessor.common import PostProcessor
-from yt_dlp.utils import DownloadError, ExtractorError, PostProcessingError, UnsupportedError
 
+from contracts.options import DownloadOptions
+from services.downloader.errors import classify
 from services.downloader.guard_proxy import FFMPEG_PROTOCOLS
-from services.downloader.media import Downloaded, Entry, Probes, ProgressHook, Resolution, Reuse
+from services.downloader.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
+from services.downloader.options import signature, ytdlp_params
+from services.downloader.outputs import chosen_format, made_files, place
 from services.downloader.recording import record
 from services.downloader.streams import StreamMeter
 from services.runtime.addresses import AddressPolicy, guarded
@@ -59,55 +62,18 @@ class _QuietLogger:
         log.debug("yt-dlp error: %s", msg)
 
 
-def media_key(info: dict[str, Any], format: str | None) -> str | None:
-    """Identity of a download: extractor, media id and format; for generic pages also the URL (ids are file names)."""
+def media_key(info: dict[str, Any], format: str | None, options: str = "{}") -> str | None:
+    """Identity of a download: extractor, media id, format and options (their ``signature``); for generic pages also
+    the URL (ids are file names)."""
     extractor, media_id = info.get("extractor_key") or info.get("ie_key"), info.get("id")
     if not extractor or not media_id or info.get("_type") in ("url", "url_transparent", "playlist"):
         return None
     parts = [str(extractor), str(media_id), format or "default"]
+    if options != "{}":
+        parts.append(options)
     if str(extractor).lower() == "generic":
         parts.append(str(info.get("webpage_url") or info.get("url") or ""))
     return "\x1f".join(parts)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def classify(exc: BaseException) -> MediaError:
-    """Map a yt-dlp exception to an error code users and frontends can rely on."""
-    if isinstance(exc, MediaError):
-        return exc
-    if isinstance(exc, DownloadError) and exc.exc_info and isinstance(exc.exc_info[1], MediaError):
-        return exc.exc_info[1]
-    message = _ANSI.sub("", str(exc)).removeprefix("ERROR: ").strip() or type(exc).__name__
-    cause: BaseException | None = exc
-    if isinstance(exc, DownloadError) and exc.exc_info and exc.exc_info[1] is not None:
-        cause = exc.exc_info[1]
-    if isinstance(cause, ExtractorError) and cause.exc_info and cause.exc_info[1] is not None:
-        if isinstance(cause.exc_info[1], (HTTPError, TransportError)):
-            cause = cause.exc_info[1]
-    if "forbidden_address" in message:
-        return MediaError("forbidden_address", message.replace("forbidden_address: ", ""))
-    if "not found, unable to continue" in message and "fragment" in message:
-        return MediaError("fragment_missing", message)
-    if isinstance(cause, PostProcessingError) or message.startswith("Postprocessing:"):
-        return MediaError("postprocess_failed", message)
-    if isinstance(cause, HTTPError):
-        status = cause.status
-        return MediaError(f"http_{status}", message, transient=status >= 500 or status in (408, 429))
-    if isinstance(cause, UnsupportedError) or "Unsupported URL" in message:
-        return MediaError("unsupported_url", message)
-    if isinstance(cause, TransportError):
-        return MediaError("network", message, transient=True)
-    if "is not a valid URL" in message:
-        return MediaError("invalid_url", message)
-    if isinstance(cause, SyntaxError) or "Invalid format specification" in message:
-        return MediaError("bad_format", message)
-    if "Requested format is not available" in message:
-        return MediaError("format_unavailable", message)
-    if isinstance(cause, ExtractorError):
-        return MediaError("extraction_error", message)
-    return MediaError("download_error", message)
 
 
 MAX_ENTRY_URL = 4096
@@ -202,6 +168,9 @@ def _base_params(logger: _QuietLogger, proxy: str | None) -> dict[str, Any]:
     }
 
 
+MAX_IDLE_CUSTOM = 4
+
+
 class YtDlp:
     """A pool of reusable YoutubeDL instances; every method blocks and is meant for a worker thread."""
 
@@ -218,6 +187,9 @@ class YtDlp:
         self._max_recording = max_recording
         self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
+        # YoutubeDL instances made for other options than the defaults, idle, by options signature (a few kept).
+        self._custom: OrderedDict[str, list[yt_dlp.YoutubeDL]] = OrderedDict()
+        self._default_signature = signature(None)
         self._created = 0
         self._lock = threading.Lock()
         # What resolving a single video found, kept for its download (see `resolve`).
@@ -239,7 +211,15 @@ class YtDlp:
             ydl.get_info_extractor("Generic")
             self._release(ydl)
 
-    def _acquire(self) -> yt_dlp.YoutubeDL:
+    def _acquire(self, options: DownloadOptions | None = None) -> yt_dlp.YoutubeDL:
+        key = signature(options)
+        if key != self._default_signature:
+            with self._lock:
+                idle = self._custom.get(key)
+                if idle:
+                    self._custom.move_to_end(key)
+                    return idle.pop()
+            return self._make(options)
         try:
             return self._pool.get_nowait()
         except queue.Empty:
@@ -253,6 +233,10 @@ class YtDlp:
             if self._created >= self._size:
                 return None
             self._created += 1
+        return self._make(None)
+
+    def _make(self, options: DownloadOptions | None) -> yt_dlp.YoutubeDL:
+        """A YoutubeDL for ``options`` (their params over our base ones), with our hooks and post-processor."""
         holder: dict[str, Any] = {
             "hook": None,
             "meter": StreamMeter(),
@@ -261,7 +245,8 @@ class YtDlp:
             "fragmented": False,
             "max_bytes": None,
         }
-        ydl = _YoutubeDL(_base_params(_QuietLogger(holder), self._proxy))
+        ydl = _YoutubeDL({**_base_params(_QuietLogger(holder), self._proxy), **ytdlp_params(options)})
+        ydl._tubeflow_signature = signature(options)  # type: ignore[attr-defined]
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             if holder["hook"] is not None:
@@ -293,7 +278,18 @@ class YtDlp:
         holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
         holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
         ydl.format_selector = None
-        self._pool.put(ydl)
+        key = ydl._tubeflow_signature  # type: ignore[attr-defined]
+        if key == self._default_signature:
+            self._pool.put(ydl)
+            return
+        with self._lock:
+            self._custom.setdefault(key, []).append(ydl)
+            self._custom.move_to_end(key)
+            while sum(len(idle) for idle in self._custom.values()) > MAX_IDLE_CUSTOM:
+                oldest = next(iter(self._custom))
+                self._custom[oldest].pop(0)
+                if not self._custom[oldest]:
+                    del self._custom[oldest]
 
     def resolve(
         self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
@@ -378,6 +374,33 @@ class YtDlp:
         )
         return Downloaded(target, size, info.get("title"), seconds, stopped_early=stopped)
 
+    @staticmethod
+    def _finished(
+        ydl: yt_dlp.YoutubeDL,
+        info: dict[str, Any],
+        path: Path,
+        directory: Path,
+        options: DownloadOptions | None,
+        playlist: PlaylistPlace | None,
+    ) -> Downloaded:
+        """The download as made: its other files, the format chosen, and, when the job named a folder or a template,
+        moved there."""
+        others = made_files(info, path)
+        if options is not None and options.output is not None:
+            named = dict(info)
+            if playlist is not None:
+                named.update(playlist_title=playlist.title or "playlist", playlist_index=playlist.index)
+                named.setdefault("playlist", playlist.title or "playlist")
+            path, others = place(ydl, named, path, others, options.output, directory.parent, playlist is not None)
+        return Downloaded(
+            path,
+            path.stat().st_size,
+            info.get("title"),
+            info.get("duration"),
+            files=tuple(others),
+            chosen=chosen_format(info),
+        )
+
     def download(
         self,
         url: str,
@@ -390,15 +413,21 @@ class YtDlp:
         token: CancelToken | None = None,
         probe: dict[str, Any] | None = None,
         max_bytes: int | None = None,
+        options: DownloadOptions | None = None,
+        playlist: PlaylistPlace | None = None,
     ) -> Downloaded:
         """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
         ``hook``, which raises when it trips; ``max_bytes``: what the item may take on disk (file_too_large beyond:
-        refused before the download when the sizes are known, stopped when the bytes pass it otherwise)."""
-        ydl = self._acquire()
+        refused before the download when the sizes are known, stopped when the bytes pass it otherwise);
+        ``options``: the job's download options (services/downloader/options.py), ``playlist``: where the item sits
+        in its playlist (for names)."""
+        ydl = self._acquire(options)
         try:
             ydl._tubeflow_hook["max_bytes"] = max_bytes or None  # type: ignore[attr-defined]
             ydl.params["paths"] = {"home": str(directory)}
-            ydl.params["outtmpl"]["default"] = f"{stem}-%(title).60B-%(id).40B.%(ext)s"
+            ydl.params["outtmpl"]["default"] = base = f"{stem}-%(title).60B-%(id).40B"
+            ydl.params["outtmpl"]["default"] += ".%(ext)s"
+            ydl.params["outtmpl"]["chapter"] = f"{base}-chapter-%(section_number)03d-%(section_title).60B.%(ext)s"
             ydl.format_selector = ydl.build_format_selector(format) if format else None
             ydl._tubeflow_hook["hook"] = hook  # type: ignore[attr-defined]
             with guarded(self._policy):
@@ -408,7 +437,7 @@ class YtDlp:
                     return self._record_live(ydl, found, directory, stem, hook, max_bytes)
                 if found and found.get("live_status") == "is_upcoming":
                     raise MediaError("live_not_started", f"{url} is a live stream that has not started yet")
-                key = media_key(found, format) if found else None
+                key = media_key(found, format, signature(options)) if found else None
                 if key is not None and reuse is not None:
                     existing = reuse(key)
                     if existing is not None:
@@ -424,7 +453,7 @@ class YtDlp:
             )
             if not path.is_file():
                 raise MediaError("download_error", f"yt-dlp reported {path.name} but the file is missing")
-            return Downloaded(path, path.stat().st_size, info.get("title"), info.get("duration"))
+            return self._finished(ydl, downloads[0] if downloads else info, path, directory, options, playlist)
         except MediaError:
             raise
         except Exception as exc:

@@ -52,7 +52,13 @@ def decodes_as_audio(path) -> bool:
 
 
 async def test_both_mode_job_streams_bytes_extraction_and_completion(stack, media):
-    job = submit(stack, url=media.url(media.fresh("podcast.mp4"), rate=600_000), mode="both", audio_format="mp3")
+    job = submit(
+        stack,
+        url=media.url(media.fresh("podcast.mp4"), rate=600_000),
+        mode="both",
+        audio_format="mp3",
+        metadata=False,  # the file as served, byte for byte
+    )
     messages = await follow(stack, job["id"])
 
     ids = [int(m.id) for m in messages]

@@ -28,7 +28,7 @@ class SizedMedia(FakeMedia):
         super().__init__(**kw)
         self.bounds: list[int | None] = []
 
-    def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None):
+    def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None, **_):
         self.bounds.append(max_bytes)
         return super().download(url, directory=directory, stem=stem, format=format, hook=hook)
 
@@ -87,7 +87,7 @@ async def test_partial_files_are_removed_after_a_permanent_failure(tmp_path):
     queued = item_queued("video")
 
     class Failing(FakeMedia):
-        def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None):
+        def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None, **_):
             (directory / f"{stem}-clip.mp4.part").write_bytes(b"x" * 100)
             (directory / f"{stem}-clip.f1.mp4.part-Frag3").write_bytes(b"x")
             raise MediaError("http_404", "gone")

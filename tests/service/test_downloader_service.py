@@ -31,7 +31,7 @@ class FakeMedia:
         entries = [Entry(i, f"{url}/{i}", f"clip {i}") for i in range(1, self.entries + 1)]
         return Resolution("playlist", "A list", entries[:max_items], self.entries > max_items)
 
-    def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None):
+    def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None, **_):
         import threading
 
         self.threads.add(threading.current_thread().name)

@@ -11,7 +11,7 @@ from services.extractor.ffmpeg import audio_path, extract_audio
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError
 from tests.conftest import free_port
-from tests.support.media import FFMPEG
+from tests.support.media import FFMPEG, as_served
 
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
 
@@ -62,7 +62,12 @@ def test_resolve_errors_have_codes(ytdlp, media, make_url, code):
 def test_download_calls_the_hook_and_reuses_instances(ytdlp, media, tmp_path):
     calls = []
     first = ytdlp.download(
-        media.url("long.mp4", rate=400_000), directory=tmp_path, stem="0001", format=None, hook=calls.append
+        media.url("long.mp4", rate=400_000),
+        directory=tmp_path,
+        stem="0001",
+        format=None,
+        hook=calls.append,
+        options=as_served(),
     )
     assert first.path.parent == tmp_path and first.path.name.startswith("0001-")
     assert first.size == (media.root / "long.mp4").stat().st_size == first.path.stat().st_size
@@ -113,7 +118,9 @@ def test_a_resolved_single_video_is_downloaded_without_extracting_it_again(media
     url = media.url(name)
     resolved = ytdlp.resolve(url, max_items=10)
     before = len(media.requests)
-    done = ytdlp.download(resolved.entries[0].url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None)
+    done = ytdlp.download(
+        resolved.entries[0].url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None, options=as_served()
+    )
     assert done.size == (media.root / name).stat().st_size
     assert ytdlp.probes_reused == 1
     # Only the download's own request: the resolve's probe served instead of a second extraction.

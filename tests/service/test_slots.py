@@ -20,6 +20,7 @@ from services.downloader.slots import SlotConfig, SlotPool
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
+from tests.support.media import as_served
 
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
 
@@ -42,7 +43,7 @@ def test_resolve_and_download_run_in_reused_processes(pool, media, tmp_path):
     resolved = pool.resolve(url, max_items=10)
     assert resolved.kind == "video" and resolved.probe is None  # kept by the pool, not handed out
     reports: list[dict] = []
-    done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=reports.append)
+    done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=reports.append, options=as_served())
     assert done.path.is_file() and done.size == done.path.stat().st_size
     assert reports and reports[-1]["status"] == "finished"
     assert all("info_dict" not in r for r in reports)

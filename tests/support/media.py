@@ -418,3 +418,10 @@ class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001
         # yt-dlp closes connections early on purpose (probing a URL); that is not worth a traceback.
         pass
+
+
+def as_served():  # noqa: ANN201
+    """Download options that keep a file byte for byte as the server sent it (no metadata embedded)."""
+    from contracts.options import DownloadOptions
+
+    return DownloadOptions(metadata=False)
