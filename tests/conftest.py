@@ -16,6 +16,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_source
+from tests.support.option_media import make_ladder, make_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 _NATS_SOURCE = {"kind": "not started"}
@@ -118,7 +119,10 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     make_dash(source, root / "dash")
     make_hls(source, root / "hls", split=True)
     make_hls(source, root / "hlsmux", split=False)
+    # For the download options: three heights apart from the audio, and pages with a poster, subtitles, chapters.
+    make_ladder(source, root / "ladder")
     with MediaServer(root) as server:
+        make_pages(source, root / "pages", server.base)
         yield server
 
 

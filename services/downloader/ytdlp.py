@@ -35,6 +35,29 @@ from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.ytdlp")
 
+
+def ffmpeg_on_path() -> None:
+    """Put imageio-ffmpeg's binary on PATH as ``ffmpeg``: yt-dlp passes ``ffmpeg_location`` to its post-processors,
+    but decides whether ffmpeg can *download* (clips: ``download_ranges``) by looking on PATH only."""
+    import os
+    import shutil
+    import tempfile
+
+    if shutil.which("ffmpeg"):
+        return
+    folder = Path(tempfile.gettempdir()) / f"tubeflow-ffmpeg-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    link = folder / "ffmpeg"
+    if not link.exists():
+        try:
+            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+        except FileExistsError:
+            pass
+    os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+ffmpeg_on_path()
+
 # yt-dlp's own bookkeeping steps, instant and of no interest to a user.
 QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
 
@@ -453,7 +476,8 @@ class YtDlp:
             )
             if not path.is_file():
                 raise MediaError("download_error", f"yt-dlp reported {path.name} but the file is missing")
-            return self._finished(ydl, downloads[0] if downloads else info, path, directory, options, playlist)
+            made = {**info, **downloads[0]} if downloads else info  # the download's own fields over the media's
+            return self._finished(ydl, made, path, directory, options, playlist)
         except MediaError:
             raise
         except Exception as exc:

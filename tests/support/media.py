@@ -132,6 +132,9 @@ _CONTENT_TYPES = {
     ".ts": "video/mp2t",
     ".m4s": "video/iso.segment",
     ".mp4": "video/mp4",
+    ".html": "text/html; charset=utf-8",
+    ".vtt": "text/vtt",
+    ".jpg": "image/jpeg",
 }
 
 
