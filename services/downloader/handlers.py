@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -360,6 +361,11 @@ class _ItemReports:
         self._loop = asyncio.get_running_loop()
         self._steps: list[concurrent.futures.Future[None]] = []
         self._order = asyncio.Lock()
+        # The handler's context (its trace span): step events published from yt-dlp's thread carry it too.
+        self._context = contextvars.copy_context()
+
+    async def _in_context(self, step: Awaitable[None]) -> None:
+        await self._context.run(asyncio.ensure_future, step)
 
     def hook(self, d: dict[str, Any]) -> None:
         # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
@@ -367,7 +373,7 @@ class _ItemReports:
         status = d.get("status")
         if status == "postprocess":
             step = self._step(d.get("pp_status") or "", str(d.get("postprocessor")))
-            self._steps.append(asyncio.run_coroutine_threadsafe(step, self._loop))
+            self._steps.append(asyncio.run_coroutine_threadsafe(self._in_context(step), self._loop))
             return
         if status == "recording":
             if self._gate.open(None):
