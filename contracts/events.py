@@ -10,8 +10,9 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
 
+from contracts.hints import hint_for
 from contracts.ids import step_event_id
 from contracts.options import DownloadOptions
 
@@ -71,6 +72,14 @@ class Payload(BaseModel):
 class ErrorInfo(Payload):
     code: Short
     message: Message
+    # What to do about it (contracts.hints), filled in from the code.
+    hint: str | None = None
+
+    @model_validator(mode="after")
+    def _hint(self) -> "ErrorInfo":
+        if self.hint is None and (hint := hint_for(self.code)) is not None:
+            object.__setattr__(self, "hint", hint)
+        return self
 
 
 # --- payloads -------------------------------------------------------------------------------------------------

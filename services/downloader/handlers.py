@@ -57,8 +57,10 @@ class Downloader:
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
 
-    def _retry_delay(self, attempt: int) -> float:
-        return self.retry_delay * (2 ** (attempt - 1))
+    def _retry_delay(self, attempt: int, exc: MediaError | None = None) -> float:
+        """Doubling from TUBEFLOW_RETRY_DELAY; a site that rate-limits us asks for longer (RATE_LIMITED_DELAY)."""
+        delay = self.retry_delay * (2 ** (attempt - 1))
+        return max(delay, exc.retry_after * attempt) if exc is not None and exc.retry_after else delay
 
     # --- resolve ------------------------------------------------------------------------------------------------
 
@@ -94,7 +96,7 @@ class Downloader:
             if token.reason is not None:
                 raise Aborted(token.reason) from exc
             if exc.transient and attempt < self.attempts:
-                raise RetryLater(self._retry_delay(attempt), f"{exc.code}: {exc.message}") from exc
+                raise RetryLater(self._retry_delay(attempt, exc), f"{exc.code}: {exc.message}") from exc
             await self._emit(
                 "resolve.failed",
                 job,
@@ -288,7 +290,7 @@ class Downloader:
                 item,
             )
         if exc.transient and attempt < self.attempts:
-            delay = self._retry_delay(attempt)
+            delay = self._retry_delay(attempt, exc)
             await self._emit(
                 "download.retrying",
                 job,

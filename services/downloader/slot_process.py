@@ -161,8 +161,9 @@ def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple
             return ("aborted", stopped)
         if guard is not None and guard.refusals:
             # ffmpeg's own failure ("Server returned 403 Forbidden") is the guard's refusal: say so.
-            return ("failed", ("forbidden_address", guard.refusals[0].removeprefix("forbidden_address: "), False, None))
-        return ("failed", (exc.code, exc.message, exc.transient, exc.step))
+            refused = guard.refusals[0].removeprefix("forbidden_address: ")
+            return ("failed", ("forbidden_address", refused, False, None, None))
+        return ("failed", (exc.code, exc.message, exc.transient, exc.step, exc.retry_after))
     except Exception as exc:
         log.exception("slot call failed")
         return ("failed", ("download_error", f"{type(exc).__name__}: {exc}", False, None))

@@ -178,8 +178,8 @@ class _Slot:
             elif what == "done":
                 return message[1]
             elif what == "failed":
-                code, text, transient, step = message[1]
-                raise MediaError(code, text, transient=transient, step=step)
+                code, text, transient, step, retry_after = message[1]
+                raise MediaError(code, text, transient=transient, step=step, retry_after=retry_after)
             elif what == "aborted":
                 raise Aborted(message[1])
 

@@ -1,0 +1,30 @@
+"""What to do about a failure, by its code: the page shows it under the error, API clients get it as ``hint``."""
+
+from __future__ import annotations
+
+HINTS: dict[str, str] = {
+    "bot_check": (
+        "The site wants proof this is not a bot. Add a cookie profile from a browser that is signed in "
+        "(PUT /api/cookies/{profile}) and name it in the job's `cookies`, or update yt-dlp."
+    ),
+    "login_required": "The site wants a signed-in user: add a cookie profile and name it in the job's `cookies`.",
+    "private": "The video is private: only an account it was shared with can fetch it (its cookie profile).",
+    "members_only": "Only the channel's members may watch this: use a cookie profile of a member's account.",
+    "age_restricted": "The site wants a signed-in adult: use a cookie profile of an account that may watch it.",
+    "geo_blocked": "Not available from this server's country: set TUBEFLOW_PROXY to a proxy in a country it is.",
+    "unavailable": "The site says the video is gone or was never there; check the URL.",
+    "site_rate_limited": (
+        "The site is limiting how often we ask: tubeflow waits several minutes between tries. Fewer parallel "
+        "downloads from this site help."
+    ),
+    "drm": "The video is DRM-protected: no tool may download it, so it is not retried.",
+    "forbidden_address": "The address is inside this network, which tubeflow does not fetch (TUBEFLOW_ALLOWED_NETWORKS).",
+    "unsupported_url": "yt-dlp has no extractor for this site, and the page holds no video it can find.",
+    "format_unavailable": "No format matches the selector: try a lower quality or no `format`.",
+    "file_too_large": "Over TUBEFLOW_MAX_FILESIZE or the job's TUBEFLOW_MAX_JOB_BYTES; pick a lower quality or a clip.",
+    "cookies_unknown": "The job names a cookie profile that does not exist (any more): GET /api/cookies lists them.",
+}
+
+
+def hint_for(code: str | None) -> str | None:
+    return HINTS.get(code or "")
