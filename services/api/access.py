@@ -152,7 +152,7 @@ def same_site_guard(allowed_origins: tuple[str, ...]) -> Callable[[ASGIConnectio
     """
     allowed = {origin.rstrip("/").lower() for origin in allowed_origins}
 
-    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, route_handler: BaseRouteHandler) -> None:
         if connection.scope.get("method") not in STATE_CHANGING:
             return
         origin = (connection.headers.get("origin") or "").rstrip("/").lower()
@@ -172,7 +172,9 @@ def same_site_guard(allowed_origins: tuple[str, ...]) -> Callable[[ASGIConnectio
             connection.headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in connection.headers
         )
         kind = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if has_body and kind != "application/json":
+        # A handler may take a file as it is (PUT, which no cross-site form can send): its opt names the types.
+        accepted = ("application/json", *route_handler.opt.get("body_types", ()))
+        if has_body and kind not in accepted and not (kind == "" and len(accepted) > 1):
             raise HTTPException(
                 status_code=415,
                 detail="Content-Type: send the body as application/json",

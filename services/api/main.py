@@ -19,10 +19,11 @@ from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.reads import JobReads
-from services.api.routes import health, page, session
+from services.api.routes import cookies, health, page, session
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
+from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
@@ -31,7 +32,17 @@ from services.runtime.settings import Settings
 # The API serves no work consumer: it publishes commands and reads the read models.
 CONSUMERS = ()
 # What handlers get injected, by name; the lifespan puts the live ones in the app's state.
-_PROVIDED = ("commands", "reads", "hub", "nc", "settings", "address_policy", "rate_limiter", "stream_limiter")
+_PROVIDED = (
+    "commands",
+    "reads",
+    "hub",
+    "nc",
+    "settings",
+    "address_policy",
+    "rate_limiter",
+    "stream_limiter",
+    "cookie_store",
+)
 
 
 def _provider(name: str) -> Provide:
@@ -78,7 +89,15 @@ def create_app(settings: Settings) -> Litestar:
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     return Litestar(
-        route_handlers=[JobsController, StreamsController, get_media, *health.ROUTES, *session.ROUTES, *page.ROUTES],
+        route_handlers=[
+            JobsController,
+            StreamsController,
+            get_media,
+            *health.ROUTES,
+            *session.ROUTES,
+            *page.ROUTES,
+            *cookies.ROUTES,
+        ],
         lifespan=[lifespan],
         state=State(
             {
@@ -87,6 +106,7 @@ def create_app(settings: Settings) -> Litestar:
                 "stream_limiter": StreamLimiter(settings.sse_max_streams, settings.sse_max_streams_per_client),
                 # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
                 "address_policy": settings.address_policy(),
+                "cookie_store": CookieStore(settings.data_dir),
             }
         ),
         guards=[

@@ -16,11 +16,13 @@ from typing import Any, Awaitable, Callable
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
+from contracts.options import DownloadOptions
 from services.downloader.catalog import MediaCatalog
 from services.downloader.disk import DiskLimits
 from services.downloader.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
+from services.runtime.cookies import CookieStore
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
 from services.runtime.nats import Publisher
@@ -53,9 +55,20 @@ class Downloader:
     catalog: MediaCatalog | None = None
     now: Callable[[], datetime] = field(default=utcnow)
     disk: DiskLimits = field(default_factory=DiskLimits)
+    cookies: CookieStore | None = None
 
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
+
+    def _cookie_file(self, options: DownloadOptions | None) -> Path | None:
+        """The file of the cookie profile the job names (read at download time: a profile replaced meanwhile counts);
+        cookies_unknown when it is gone."""
+        name = options.cookies if options is not None else None
+        if not name:
+            return None
+        if self.cookies is None or not self.cookies.exists(name):
+            raise MediaError("cookies_unknown", f"the job's cookie profile {name!r} does not exist (any more)")
+        return self.cookies.path(name)
 
     def _retry_delay(self, attempt: int, exc: MediaError | None = None) -> float:
         """Doubling from TUBEFLOW_RETRY_DELAY; a site that rate-limits us asks for longer (RATE_LIMITED_DELAY)."""
@@ -89,7 +102,11 @@ class Downloader:
             resolution = await loop.run_in_executor(
                 self.executor,
                 lambda: self.media.resolve(
-                    request.url, max_items=self.max_items, items=request.playlist_items, token=token
+                    request.url,
+                    max_items=self.max_items,
+                    items=request.playlist_items,
+                    token=token,
+                    cookies=self._cookie_file(request.options),
                 ),
             )
         except MediaError as exc:
@@ -249,6 +266,7 @@ class Downloader:
         """Download the item with yt-dlp on a worker thread, reusing a file the catalog has (or claiming its key
         while this download runs, so a concurrent job waits for it instead of downloading it too)."""
         loop = asyncio.get_running_loop()
+        cookies = self._cookie_file(event.data.options)
         directory = self.media_dir / job
         directory.mkdir(parents=True, exist_ok=True)
         claimed: list[str] = []
@@ -269,6 +287,7 @@ class Downloader:
                     playlist=PlaylistPlace(event.data.playlist_title, event.data.index)
                     if event.data.playlist_title is not None
                     else None,
+                    cookies=cookies,
                 ),
             )
             if claimed and self.catalog is not None:

@@ -18,6 +18,7 @@ from services.downloader.catalog import MediaCatalog
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
 from services.downloader.slots import SlotConfig, SlotPool
+from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
 from services.runtime.nats.work import work_subscriber
@@ -57,6 +58,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             executor=executor,
             media_dir=media_dir,
             worker=worker,
+            cookies=CookieStore(settings.data_dir),
             max_items=settings.max_playlist_items,
             progress_interval=settings.progress_interval,
             progress_min_step=settings.progress_min_step,

@@ -93,7 +93,13 @@ class MediaTool(Protocol):
     shuts down (raising Aborted); ``max_bytes`` bounds what a download may put on disk (file_too_large)."""
 
     def resolve(
-        self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
+        self,
+        url: str,
+        *,
+        max_items: int,
+        items: str | None = None,
+        token: CancelToken | None = None,
+        cookies: Path | None = None,
     ) -> Resolution: ...
 
     def download(
@@ -109,6 +115,7 @@ class MediaTool(Protocol):
         max_bytes: int | None = None,
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
+        cookies: Path | None = None,
     ) -> Downloaded: ...
 
 

@@ -248,11 +248,17 @@ class SlotPool:
             self._idle.put(slot)
 
     def resolve(
-        self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
+        self,
+        url: str,
+        *,
+        max_items: int,
+        items: str | None = None,
+        token: CancelToken | None = None,
+        cookies: Path | None = None,
     ) -> Resolution:
         resolution: Resolution = self._run(
             "resolve",
-            {"url": url, "max_items": max_items, "items": items},
+            {"url": url, "max_items": max_items, "items": items, "cookies": cookies},
             token=token,
             timeout=self.resolve_timeout,
         )
@@ -273,13 +279,15 @@ class SlotPool:
         max_bytes: int | None = None,
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
+        cookies: Path | None = None,
     ) -> Downloaded:
         kwargs = {
+            "cookies": cookies,
             "url": url,
             "directory": directory,
             "stem": stem,
             "format": format,
-            "probe": self._probes.take(url),
+            "probe": self._probes.take(url) if cookies is None else None,
             "max_bytes": max_bytes,
             "options": options,
             "playlist": playlist,

@@ -7,9 +7,11 @@ gets its per-call settings (output path, format, progress hook) just before the 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -234,7 +236,18 @@ class YtDlp:
             ydl.get_info_extractor("Generic")
             self._release(ydl)
 
-    def _acquire(self, options: DownloadOptions | None = None) -> yt_dlp.YoutubeDL:
+    def _acquire(self, options: DownloadOptions | None = None, cookies: Path | None = None) -> yt_dlp.YoutubeDL:
+        if cookies is not None:
+            # A job's cookies are its own: a YoutubeDL of its own (its cookie jar loads once), reading a private copy
+            # (yt-dlp writes its jar back to the file it was given), dropped after the call.
+            ydl = self._make(options)
+            fd, copy = tempfile.mkstemp(prefix="tubeflow-cookies-", suffix=".txt")
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(cookies.read_bytes())
+            ydl.params["cookiefile"] = copy
+            ydl._tubeflow_cookie_copy = copy  # type: ignore[attr-defined]
+            return ydl
         key = signature(options)
         if key != self._default_signature:
             with self._lock:
@@ -301,6 +314,10 @@ class YtDlp:
         holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
         holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
         ydl.format_selector = None
+        copy = getattr(ydl, "_tubeflow_cookie_copy", None)
+        if copy is not None:
+            Path(copy).unlink(missing_ok=True)
+            return
         key = ydl._tubeflow_signature  # type: ignore[attr-defined]
         if key == self._default_signature:
             self._pool.put(ydl)
@@ -315,10 +332,17 @@ class YtDlp:
                     del self._custom[oldest]
 
     def resolve(
-        self, url: str, *, max_items: int, items: str | None = None, token: CancelToken | None = None
+        self,
+        url: str,
+        *,
+        max_items: int,
+        items: str | None = None,
+        token: CancelToken | None = None,
+        cookies: Path | None = None,
     ) -> Resolution:
-        """One video, or a playlist's entries (``items``: yt-dlp's playlist_items syntax, e.g. "1-3,7")."""
-        ydl = self._acquire()
+        """One video, or a playlist's entries (``items``: yt-dlp's playlist_items syntax, e.g. "1-3,7"); with the
+        cookie profile file ``cookies`` for sites that want a login."""
+        ydl = self._acquire(None, cookies)
         try:
             ydl.params["extract_flat"] = "in_playlist"
             ydl.params["noplaylist"] = False
@@ -356,8 +380,9 @@ class YtDlp:
                 raise MediaError("empty_playlist", f"the playlist at {url} has no entries")
             return Resolution("playlist", info.get("title"), entries, truncated)
         item_url = info.get("webpage_url") or info.get("original_url") or url
-        if info.get("_type", "video") == "video":
-            # The item's download, if it runs here soon, starts from this instead of extracting the URL again.
+        if info.get("_type", "video") == "video" and cookies is None:
+            # The item's download, if it runs here soon, starts from this instead of extracting the URL again (not
+            # what was extracted with someone's cookies: another job could take it).
             self._probes.keep(item_url, info)
         return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False, probe=info)
 
@@ -438,13 +463,14 @@ class YtDlp:
         max_bytes: int | None = None,
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
+        cookies: Path | None = None,
     ) -> Downloaded:
         """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
         ``hook``, which raises when it trips; ``max_bytes``: what the item may take on disk (file_too_large beyond:
         refused before the download when the sizes are known, stopped when the bytes pass it otherwise);
         ``options``: the job's download options (services/downloader/options.py), ``playlist``: where the item sits
         in its playlist (for names)."""
-        ydl = self._acquire(options)
+        ydl = self._acquire(options, cookies)
         try:
             ydl._tubeflow_hook["max_bytes"] = max_bytes or None  # type: ignore[attr-defined]
             ydl.params["paths"] = {"home": str(directory)}

@@ -25,7 +25,7 @@ class FakeMedia:
         self.pause = pause
         self.threads: set[str] = set()
 
-    def resolve(self, url: str, *, max_items: int, items: str | None = None, token=None) -> Resolution:
+    def resolve(self, url: str, *, max_items: int, items: str | None = None, token=None, **_) -> Resolution:
         if self.fail:
             raise self.fail
         entries = [Entry(i, f"{url}/{i}", f"clip {i}") for i in range(1, self.entries + 1)]

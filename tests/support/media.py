@@ -138,6 +138,10 @@ _CONTENT_TYPES = {
 }
 
 
+# The cookie /private/NAME wants (name, value): what a cookie profile must hold to download from it.
+PRIVATE_COOKIE = ("tubeflow_session", "s3cr3t-c00kie-value")
+
+
 @dataclass
 class MediaServer:
     root: Path
@@ -285,6 +289,11 @@ class _MediaHandler(BaseHTTPRequestHandler):
                 f'<video controls><source src="{source}" type="{kind}"></video></body></html>'
             ).encode()
             return self.send_body(body, "text/html; charset=utf-8", head)
+        private = re.fullmatch(r"/private/([\w.-]+)", path)
+        if private:  # a site that wants a login: 403 without the session cookie
+            if f"{PRIVATE_COOKIE[0]}={PRIVATE_COOKIE[1]}" not in (self.headers.get("Cookie") or ""):
+                return self.send_body(b"sign in first", "text/plain", head, status=403)
+            path = f"/media/{private.group(1)}"
         if path == "/page.html":
             body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
             return self.send_body(body, "text/html; charset=utf-8", head)

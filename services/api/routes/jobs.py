@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -19,6 +20,7 @@ from services.api.hub import JobHub
 from services.api.reads import JobReads
 from services.api.requests import EventRecord, JobList, JobRequest
 from services.runtime.addresses import AddressPolicy
+from services.runtime.cookies import CookieStore
 from services.runtime.settings import Settings
 from services.runtime.tracing import span
 
@@ -56,6 +58,7 @@ class JobsController(Controller):
         address_policy: NamedDependency[SkipValidation[AddressPolicy]],
         rate_limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
+        cookie_store: NamedDependency[CookieStore],
     ) -> Response[JobView]:
         """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
         reason = address_policy.url_reason(data.url)
@@ -70,6 +73,10 @@ class JobsController(Controller):
                 "playlist_items",
                 "too_large",
                 f"entries above {settings.max_playlist_items} (TUBEFLOW_MAX_PLAYLIST_ITEMS) can't be asked for",
+            )
+        if data.cookies and not await asyncio.to_thread(cookie_store.exists, data.cookies):
+            raise field_error(
+                422, "cookies", "unknown_cookies", f"no cookie profile {data.cookies!r} (GET /api/cookies lists them)"
             )
         rate_limiter.check(client_key(request))
         key = request.headers.get("idempotency-key")
