@@ -65,6 +65,7 @@ def plan_retry(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
             playlist_items=view.playlist_items,
             round=rnd,
             options=view.options,
+            preset=view.preset,
         )
         return [
             retry,

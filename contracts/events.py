@@ -95,6 +95,8 @@ class Requested(Payload):
     round: int = 0
     # Quality, subtitles, names and the rest (contracts.options); None: every default.
     options: DownloadOptions | None = None
+    # The preset the job named (its fields are already in the ones above: a job replays as it was asked).
+    preset: Short | None = None
 
 
 class ResolveStarted(Payload):

@@ -71,6 +71,7 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         format=data.format,
         playlist_items=data.playlist_items,
         options=data.options,
+        preset=data.preset,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),

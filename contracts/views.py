@@ -128,6 +128,7 @@ class JobSummary(View):
     format: str | None = None
     playlist_items: str | None = None
     options: DownloadOptions | None = None
+    preset: str | None = None
     status: JobStatus = "queued"
     kind: Literal["video", "playlist"] | None = None
     title: str | None = None

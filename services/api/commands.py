@@ -57,6 +57,7 @@ class JobCommands:
                 format=request.format,
                 playlist_items=request.playlist_items,
                 options=request.options(),
+                preset=request.preset,
             ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),

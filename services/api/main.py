@@ -18,8 +18,9 @@ from services.api.access import RateLimiter, StreamLimiter, host_guard, same_sit
 from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
+from services.api.presets import PresetBook, read_only_presets
 from services.api.reads import JobReads
-from services.api.routes import cookies, health, page, session
+from services.api.routes import cookies, health, page, presets, session
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
@@ -42,6 +43,7 @@ _PROVIDED = (
     "rate_limiter",
     "stream_limiter",
     "cookie_store",
+    "presets",
 )
 
 
@@ -66,6 +68,7 @@ def create_app(settings: Settings) -> Litestar:
         async with open_infrastructure(settings, "api", serve_health_port=False, on_reconnect=on_reconnect) as infra:
             kv = await jobs_bucket(infra.js)
             kv_ref.append(kv)
+            await book.start(infra.js)
             await hub.start(infra.nc, kv)
             reads = JobReads(infra.js, kv)
             app.state.update(
@@ -86,8 +89,11 @@ def create_app(settings: Settings) -> Litestar:
             finally:
                 lag.stop()
                 await hub.stop()
+                await book.stop()
 
     settings.media_dir.mkdir(parents=True, exist_ok=True)
+    # Read (and checked) before anything starts: a bad TUBEFLOW_PRESETS_FILE stops the API with its reason.
+    book = PresetBook(read_only_presets(settings.presets_file, presets.check_preset))
     return Litestar(
         route_handlers=[
             JobsController,
@@ -97,6 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             *session.ROUTES,
             *page.ROUTES,
             *cookies.ROUTES,
+            *presets.ROUTES,
         ],
         lifespan=[lifespan],
         state=State(
@@ -107,6 +114,7 @@ def create_app(settings: Settings) -> Litestar:
                 # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
                 "address_policy": settings.address_policy(),
                 "cookie_store": CookieStore(settings.data_dir),
+                "presets": book,
             }
         ),
         guards=[

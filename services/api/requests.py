@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts import events as ev
 from contracts.options import OPTION_FIELDS, DownloadOptions
+from contracts.presets import MAX_DESCRIPTION
 from contracts.validation import code_of, refuse
 from contracts.views import JobSummary
 from services.api.format_grammar import FormatError, check_format
@@ -35,28 +36,64 @@ def error_code(message: str) -> str:
     return "invalid"
 
 
-class JobRequest(DownloadOptions):
-    """What a client may ask for: a URL, the mode, and the download options (contracts.options). Only these fields
-    exist; anything else is refused."""
+class JobOptions(DownloadOptions):
+    """What a job may ask for besides its URL, and what a preset may set: the mode, the audio format, the expert's
+    format selector, and the download options (contracts.options)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL of a video or playlist")
     mode: ev.Mode = Field(default="video", description="video: keep the video; audio: audio file only; both")
     audio_format: ev.AudioFormat = Field(default="mp3", description="format of the extracted audio")
     format: str | None = Field(
         default=None, max_length=256, description="optional yt-dlp format selector, e.g. `best[height<=480]`"
-    )
-    playlist_items: str | None = Field(
-        default=None,
-        max_length=200,
-        description='which playlist entries to take, 1-based: "1-3,7,10-12"',
     )
 
     def options(self) -> DownloadOptions | None:
         """The download options asked for, or None when all are the defaults."""
         options = DownloadOptions(**{name: getattr(self, name) for name in OPTION_FIELDS})
         return None if options.is_default() else options
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
+        if value is not None and "~=" in value:
+            # yt-dlp matches `[field~='regex']` with Python's re, which holds the GIL while it backtracks: one
+            # crafted pattern could stop a whole downloader process (a slot process now, killed at its deadline).
+            raise _refuse("invalid_format", "regex filters (~=) are not allowed in a format selector")
+        if value is not None:
+            try:
+                check_format(value)
+            except FormatError as exc:
+                raise _refuse("invalid_format", f"not a yt-dlp format selector: {exc}") from exc
+        return value
+
+
+class PresetRequest(JobOptions):
+    """A preset: the job fields it sets (only those given are stored), and a description."""
+
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+
+    def fields(self) -> dict:
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"description"})
+
+
+class JobRequest(JobOptions):
+    """What a client may ask for: a URL, a preset, and the job options (its own fields override the preset's). Only
+    these fields exist; anything else is refused."""
+
+    url: str = Field(max_length=MAX_URL_LENGTH, description="http(s) URL of a video or playlist")
+    playlist_items: str | None = Field(
+        default=None,
+        max_length=200,
+        description='which playlist entries to take, 1-based: "1-3,7,10-12"',
+    )
+    preset: str | None = Field(default=None, max_length=64, description="a preset's name (GET /api/presets)")
+
+    def with_preset(self, fields: dict) -> "JobRequest":
+        """This request over a preset's fields: what the client set wins, the preset fills in the rest."""
+        return JobRequest.model_validate({**fields, **self.model_dump(exclude_unset=True)})
 
     @field_validator("url")
     @classmethod
@@ -79,22 +116,6 @@ class JobRequest(DownloadOptions):
     @classmethod
     def _playlist_items(cls, value: str | None) -> str | None:
         return _check_playlist_items(value)
-
-    @field_validator("format")
-    @classmethod
-    def _format(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
-            raise _refuse("invalid_format", "must be a non-empty yt-dlp format selector")
-        if value is not None and "~=" in value:
-            # yt-dlp matches `[field~='regex']` with Python's re, which holds the GIL while it backtracks: one
-            # crafted pattern could stop a whole downloader process (a slot process now, killed at its deadline).
-            raise _refuse("invalid_format", "regex filters (~=) are not allowed in a format selector")
-        if value is not None:
-            try:
-                check_format(value)
-            except FormatError as exc:
-                raise _refuse("invalid_format", f"not a yt-dlp format selector: {exc}") from exc
-        return value
 
 
 _PLAYLIST_ITEMS = re.compile(r"\d{1,6}(-\d{1,6})?(,\d{1,6}(-\d{1,6})?)*")

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     nats_tls_cert: Path | None = Field(default=None, description="client certificate for NATS' TLS")
     nats_tls_key: Path | None = Field(default=None, description="the client certificate's key")
     data_dir: Path = Field(default=Path("tubeflow-data"), description="media files and the embedded NATS store")
+    presets_file: Path | None = Field(default=None, description="JSON of read-only presets: name -> job fields")
+    ytdlp_options_file: Path | None = Field(
+        default=None, description="JSON of extra YoutubeDL params, trusted (only the operator writes it)"
+    )
     download_concurrency: int = Field(default=3, ge=1, le=64)
     extract_concurrency: int = Field(default=2, ge=1, le=64)
     allow_private_urls: bool = False

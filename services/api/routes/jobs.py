@@ -10,6 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter, SkipValidation
+from pydantic import ValidationError
 
 from contracts.decisions import Refusal
 from contracts.views import JobStatus, JobView
@@ -17,8 +18,10 @@ from services.api.access import RateLimiter, client_key
 from services.api.commands import JobCommands
 from services.api.errors import ApiError, error_responses, field_error
 from services.api.hub import JobHub
+from services.api.presets import PresetBook
 from services.api.reads import JobReads
 from services.api.requests import EventRecord, JobList, JobRequest
+from services.api.routes.presets import invalid
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cookies import CookieStore
 from services.runtime.settings import Settings
@@ -59,8 +62,17 @@ class JobsController(Controller):
         rate_limiter: NamedDependency[RateLimiter],
         settings: NamedDependency[Settings],
         cookie_store: NamedDependency[CookieStore],
+        presets: NamedDependency[PresetBook],
     ) -> Response[JobView]:
         """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
+        if data.preset is not None:
+            preset = presets.get(data.preset)
+            if preset is None:
+                raise field_error(422, "preset", "unknown_preset", f"no preset {data.preset!r} (GET /api/presets)")
+            try:
+                data = data.with_preset(preset.fields)
+            except ValidationError as exc:
+                raise invalid(exc) from None
         reason = address_policy.url_reason(data.url)
         if reason:
             raise ApiError(

@@ -13,11 +13,13 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.errors import Error as JetStreamError
 
 from contracts.events import ALL_EVENTS, subject_filter
+from contracts.presets import ALL_PRESETS
 
 log = logging.getLogger("tubeflow.topology")
 
 STREAM = "TUBEFLOW_EVENTS"
 DLQ_STREAM = "TUBEFLOW_DLQ"
+PRESETS_STREAM = "TUBEFLOW_PRESETS"
 DLQ_PREFIX = "tubeflow.dlq"
 JOBS_BUCKET = "tubeflow_jobs"
 IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
@@ -63,6 +65,21 @@ def dlq_stream_config(replicas: int = 1) -> api.StreamConfig:
     )
 
 
+def presets_stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=PRESETS_STREAM,
+        description="tubeflow presets: saved and deleted, per name (contracts/presets.py)",
+        subjects=[ALL_PRESETS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        # Each preset keeps its last changes: enough to see what it was, bounded however often it changes.
+        max_msgs_per_subject=20,
+        max_msg_size=64 * 1024,
+    )
+
+
 def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
     def bucket(name: str, description: str, **extra: Any) -> api.KeyValueConfig:
         return api.KeyValueConfig(
@@ -84,7 +101,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
     """Create the streams and buckets that are missing. Idempotent; returns what it created."""
     created = []
-    for config in (stream_config(replicas), dlq_stream_config(replicas)):
+    for config in (stream_config(replicas), dlq_stream_config(replicas), presets_stream_config(replicas)):
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -101,7 +118,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
 
 async def missing_topology(js: JetStreamContext) -> list[str]:
     missing = []
-    for name in (STREAM, DLQ_STREAM):
+    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM):
         try:
             await js.stream_info(name)
         except NotFoundError:

@@ -1,0 +1,145 @@
+"""The API's presets: the shipped examples, the operator's file (TUBEFLOW_PRESETS_FILE) and the ones saved through the
+API, which are events on TUBEFLOW_PRESETS folded here (contracts/presets.py). Every API replica follows the stream,
+so a preset saved through one is used by all; a restart reads the stream again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nats.js import JetStreamContext, api
+
+from contracts.presets import (
+    ALL_PRESETS,
+    EXAMPLES,
+    MAX_PRESETS,
+    Preset,
+    PresetEvent,
+    apply_preset,
+    preset_subject,
+)
+from services.runtime.nats.topology import PRESETS_STREAM
+
+log = logging.getLogger("tubeflow.api.presets")
+
+
+class PresetFileError(ValueError):
+    pass
+
+
+def read_only_presets(path: Path | None, check) -> dict[str, Preset]:  # noqa: ANN001
+    """The examples, then the operator's file over them. ``check(name, fields)`` validates a preset (the API's own
+    rules: the same as for a job) and raises ValueError naming the problem."""
+    presets: dict[str, Preset] = {}
+    for name, body in EXAMPLES.items():
+        fields = {k: v for k, v in body.items() if k != "description"}
+        check(name, fields)
+        presets[name] = Preset(name=name, description=body.get("description"), fields=fields, source="example")
+    if path is None:
+        return presets
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: must be a JSON object of name -> preset")
+    for name, body in loaded.items():
+        if not isinstance(body, dict):
+            raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: preset {name!r} is not an object")
+        fields = {k: v for k, v in body.items() if k != "description"}
+        try:
+            check(name, fields)
+        except ValueError as exc:
+            raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: preset {name!r}: {exc}") from None
+        presets[name] = Preset(name=name, description=body.get("description"), fields=fields, source="file")
+    return presets
+
+
+class PresetBook:
+    def __init__(self, read_only: dict[str, Preset]) -> None:
+        self._presets: dict[str, Preset] = dict(read_only)
+        self._seq = 0
+        self._js: JetStreamContext | None = None
+        self._sub: Any = None
+
+    async def start(self, js: JetStreamContext, timeout: float = 30.0) -> None:
+        """Fold the stream's presets, then keep following it; returns once caught up with the stream's end."""
+        self._js = js
+        last = (await js.stream_info(PRESETS_STREAM)).state.last_seq
+        caught_up = asyncio.Event()
+        if self._seq >= last:
+            caught_up.set()
+
+        async def on_message(msg) -> None:  # noqa: ANN001
+            try:
+                event = PresetEvent.model_validate_json(msg.data)
+            except ValueError as exc:
+                log.error("unreadable preset event on %s: %s", msg.subject, exc)
+            else:
+                apply_preset(self._presets, event)
+            self._seq = max(self._seq, msg.metadata.sequence.stream)
+            if self._seq >= last:
+                caught_up.set()
+
+        self._sub = await js.subscribe(
+            ALL_PRESETS, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL, cb=on_message
+        )
+        await asyncio.wait_for(caught_up.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may be closing already
+                pass
+
+    def get(self, name: str) -> Preset | None:
+        return self._presets.get(name)
+
+    def all(self) -> list[Preset]:
+        return sorted(self._presets.values(), key=lambda preset: preset.name)
+
+    async def save(self, name: str, fields: dict[str, Any], description: str | None) -> Preset | str:
+        """Store the preset (an event, folded here at once); a string says why not (read-only, too many)."""
+        current = self._presets.get(name)
+        if current is not None and current.source != "api":
+            return f"preset {name} comes from {'the shipped examples' if current.source == 'example' else 'TUBEFLOW_PRESETS_FILE'} and can't be changed here"
+        if current is None and sum(p.source == "api" for p in self._presets.values()) >= MAX_PRESETS:
+            return f"at most {MAX_PRESETS} presets"
+        event = PresetEvent(
+            type="preset.saved",
+            name=name,
+            occurred_at=datetime.now(timezone.utc),
+            fields=fields,
+            description=description,
+        )
+        await self._publish(event, "saved")
+        return self._presets[name]
+
+    async def delete(self, name: str) -> bool | str:
+        current = self._presets.get(name)
+        if current is None:
+            return False
+        if current.source != "api":
+            return f"preset {name} comes from {'the shipped examples' if current.source == 'example' else 'TUBEFLOW_PRESETS_FILE'} and can't be deleted here"
+        await self._publish(
+            PresetEvent(type="preset.deleted", name=name, occurred_at=datetime.now(timezone.utc)), "deleted"
+        )
+        return True
+
+    async def _publish(self, event: PresetEvent, kind: str) -> None:
+        assert self._js is not None
+        ack = await self._js.publish(
+            preset_subject(event.name, kind),  # type: ignore[arg-type]
+            event.model_dump_json().encode(),
+            stream=PRESETS_STREAM,
+            headers={"Nats-Msg-Id": uuid.uuid4().hex},
+        )
+        # Read your own write: applied now (the subscription applies it again, to the same result).
+        apply_preset(self._presets, event)
+        self._seq = max(self._seq, ack.seq)
