@@ -17,6 +17,7 @@ from contracts.views import JobSummary
 from services.downloader.catalog import MediaCatalog
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
+from services.downloader.options import operator_params
 from services.downloader.slots import SlotConfig, SlotPool
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
@@ -40,7 +41,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
     media = SlotPool(
         concurrency + RESOLVE_CONCURRENCY,
-        SlotConfig(policy=settings.address_policy(), max_recording=settings.max_recording, proxy=settings.proxy),
+        SlotConfig(
+            policy=settings.address_policy(),
+            max_recording=settings.max_recording,
+            proxy=settings.proxy,
+            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+        ),
         resolve_timeout=settings.resolve_timeout,
         download_timeout=settings.download_timeout,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 from typing import Any
 
 from contracts.options import DownloadOptions
@@ -39,9 +40,12 @@ def ytdlp_args(options: DownloadOptions) -> list[str]:
     if options.subtitles is not None:
         subs = options.subtitles
         args += ["--sub-langs", ",".join(subs.languages), "--convert-subs", subs.format]
-        args += ["--embed-subs"] if subs.embed else ["--write-subs"]
+        args.append("--write-subs")
         if subs.auto:
             args.append("--write-auto-subs")
+        if subs.embed:
+            # Written, embedded, then removed (without the compat option yt-dlp keeps the files it was told to write).
+            args += ["--embed-subs", "--compat-options", "no-keep-subs"]
     if options.thumbnail != "none":
         args += ["--embed-thumbnail" if options.thumbnail == "embed" else "--write-thumbnail"]
         args += ["--convert-thumbnails", "jpg"]
@@ -92,3 +96,38 @@ def signature(options: DownloadOptions | None) -> str:
     if options is None:
         options = DownloadOptions()
     return json.dumps(options.model_dump(exclude={"cookies"}, exclude_defaults=True), sort_keys=True)
+
+
+# What the operator's params may not change: how tubeflow drives yt-dlp (its hooks, logger, paths and names, the
+# address guard's proxy) and what would print to the terminal.
+RESERVED_PARAMS = frozenset(
+    {
+        "logger", "progress_hooks", "postprocessor_hooks", "paths", "outtmpl", "proxy", "quiet", "noprogress",
+        "no_warnings", "noplaylist", "playlistend", "playlist_items", "extract_flat", "cookiefile",
+        "cookiesfrombrowser", "ffmpeg_location", "external_downloader_args", "skip_unavailable_fragments",
+    }
+)  # fmt: skip
+
+
+class OperatorOptionsError(ValueError):
+    pass
+
+
+def operator_params(path: Path | None) -> dict[str, Any]:
+    """TUBEFLOW_YTDLP_OPTIONS_FILE: a JSON object of extra YoutubeDL params (e.g. ``extractor_args`` for a PO-token
+    provider), trusted because only the operator writes it; never anything a job sends. Read at start: a bad file
+    stops the downloader with its reason."""
+    if path is None:
+        return {}
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OperatorOptionsError(f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise OperatorOptionsError(f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: must be a JSON object of YoutubeDL params")
+    reserved = sorted(RESERVED_PARAMS & set(loaded))
+    if reserved:
+        raise OperatorOptionsError(
+            f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: tubeflow sets {', '.join(reserved)} itself (TUBEFLOW_PROXY for a proxy)"
+        )
+    return loaded

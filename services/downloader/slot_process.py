@@ -126,7 +126,13 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     # With TUBEFLOW_PROXY every request goes to that proxy (an address the operator chose, often a private one),
     # which resolves the names itself: the destination policy is the proxy's then, not a check of its address.
     policy = AddressPolicy(allow_private=True) if config.proxy else config.policy
-    engine = YtDlp(size=1, policy=policy, max_recording=config.max_recording, proxy=config.proxy)
+    engine = YtDlp(
+        size=1,
+        policy=policy,
+        max_recording=config.max_recording,
+        proxy=config.proxy,
+        operator_params=dict(config.operator_params),
+    )
     inbox = _Inbox(conn)
     inbox.start()
     engine.warm_up(extractors=False)

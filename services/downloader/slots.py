@@ -55,6 +55,8 @@ class SlotConfig:
     proxy: str | None = None
     # A report of bytes read is forwarded at most this often (the handlers throttle further).
     forward_interval: float = 0.05
+    # The operator's extra YoutubeDL params (TUBEFLOW_YTDLP_OPTIONS_FILE), trusted.
+    operator_params: tuple[tuple[str, Any], ...] = ()
 
 
 def _child_main(conn: Connection, config: SlotConfig) -> None:

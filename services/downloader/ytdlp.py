@@ -206,9 +206,11 @@ class YtDlp:
         clock: Callable[[], float] = time.monotonic,
         max_recording: float = 6 * 3600.0,
         proxy: str | None = None,
+        operator_params: dict[str, Any] | None = None,
     ) -> None:
         self._size = size
         self._proxy = proxy
+        self._operator = operator_params or {}
         self._max_recording = max_recording
         self._policy = policy or AddressPolicy()
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
@@ -281,7 +283,7 @@ class YtDlp:
             "fragmented": False,
             "max_bytes": None,
         }
-        ydl = _YoutubeDL({**_base_params(_QuietLogger(holder), self._proxy), **ytdlp_params(options)})
+        ydl = _YoutubeDL({**_base_params(_QuietLogger(holder), self._proxy), **self._operator, **ytdlp_params(options)})
         ydl._tubeflow_signature = signature(options)  # type: ignore[attr-defined]
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
