@@ -166,3 +166,12 @@ def test_bad_options_are_refused_naming_the_field(stack, media, body, field, cod
     assert response.status_code == 422, response.text
     errors = response.json()["errors"]
     assert any(e["field"].startswith(field) and e["code"] == code for e in errors), errors
+
+
+def test_info_gives_the_versions_and_yt_dlps_age(stack):
+    from importlib.metadata import version
+
+    info = httpx.get(f"{stack.base}/api/info", timeout=10).json()
+    assert info["yt_dlp"] == version("yt-dlp") and info["tubeflow"] == version("tubeflow")
+    assert isinstance(info["yt_dlp_age_days"], int) and info["yt_dlp_stale"] == (info["yt_dlp_age_days"] > 60)
+    assert info["ffmpeg"] and re.match(r"\d+\.\d+", info["nats_server"]), info
