@@ -196,3 +196,45 @@ def test_with_a_token_and_across_a_server_restart_the_page_keeps_up(browser, med
     finally:
         page.close()
         stop_stack(own)
+
+
+def test_the_options_panel_shapes_the_job_shows_what_was_chosen_and_is_remembered(page, stack, media):
+    import httpx
+
+    page.evaluate("localStorage.clear()")
+    try:
+        page.wait_for_selector("select[name=preset] option[value='1080p-mp4']", state="attached", timeout=10_000)
+        page.fill("input[name=url]", f"{media.base}/streams/ladder/manifest.mpd")
+        page.select_option("select[name=quality]", "360")
+        page.click("#options summary")
+        page.select_option("select[name=container]", "mkv")
+        page.fill("input[name=folder]", "from-the-page")
+        page.click("form#submit button[type=submit]")
+        page.wait_for_selector("#message:has-text('Accepted')", timeout=10_000)
+        job_id = page.inner_text("#message").split()[-1]
+        page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+        row = f"{card(page, job_id)} tr[data-item]"
+        assert page.inner_text(f"{row} [data-col=chosen]").startswith("360p")
+        link = page.get_attribute(f"{row} td.files a", "href")
+        assert link.startswith("/media/from-the-page/") and link.endswith(".mkv"), link
+        view = httpx.get(f"{stack.base}/api/jobs/{job_id}", timeout=10).json()
+        assert view["options"]["quality"] == "360" and view["options"]["container"] == "mkv"
+        assert view["options"]["output"] == {"folder": "from-the-page", "template": None}
+        assert "subtitles" not in {k for k, v in view["options"].items() if v}  # defaults were not sent
+
+        # Remembered across a reload, with the panel open.
+        page.reload()
+        page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        page.wait_for_function("document.querySelector('select[name=quality]').value === '360'", timeout=10_000)
+        assert page.input_value("select[name=container]") == "mkv"
+        assert page.input_value("input[name=folder]") == "from-the-page"
+        assert page.get_attribute("#options", "open") is not None
+
+        # A failure shows its code and what to do about it.
+        page.evaluate("localStorage.clear()")
+        page.reload()
+        page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        failed = submit(page, f"{media.base}/page.html")
+        page.wait_for_selector(f"{card(page, failed)} .error[data-code=unsupported_url] .hint", timeout=30_000)
+    finally:
+        page.evaluate("localStorage.clear()")

@@ -88,6 +88,22 @@ function mediaLink(file) {
   return file ? `<a href="${esc("/media/" + file.split("/").map(encodeURIComponent).join("/"))}">${esc(file.split("/").pop())}</a>` : "";
 }
 
+// An error with its code, its message and what to do about it.
+function errorText(error, tag) {
+  const hint = error.hint ? `<span class="hint">${esc(error.hint)}</span>` : "";
+  return `<${tag} class="error" data-code="${esc(error.code)}">${esc(error.code)}: ${esc(error.message)}${hint}</${tag}>`;
+}
+
+// What yt-dlp picked: "480p · avc1 + mp4a · mp4".
+function formatText(chosen) {
+  const parts = [];
+  if (chosen.height) parts.push(`${chosen.height}p`);
+  const codecs = [chosen.vcodec, chosen.acodec].filter(Boolean).map((c) => c.split(".")[0]);
+  if (codecs.length) parts.push(codecs.join(" + "));
+  if (chosen.ext) parts.push(chosen.ext);
+  return parts.join(" · ");
+}
+
 // --- rendering ----------------------------------------------------------------------------------------------
 
 function render(id) {
@@ -129,13 +145,14 @@ function render(id) {
       : dl.status + (dl.reused ? " (reused)" : "") + (dl.stopped_early ? ` (recording stopped at ${duration(dl.recorded_seconds || 0)})` : "");
     const now = phase(item);
     const exText = ex.status === "none" ? "" : (ex.status === "running" ? `${ex.percent.toFixed(1)}%` : ex.status);
-    const error = item.error ? `<span class="error" data-code="${esc(item.error.code)}">${esc(item.error.code)}: ${esc(item.error.message)}</span>` : "";
+    const error = item.error ? errorText(item.error, "span") : "";
+    const chosen = dl.chosen ? `<span class="chosen" data-col="chosen">${esc(formatText(dl.chosen))}</span>` : "";
     const waiting = item.waiting ? `<span class="waiting" data-code="${esc(item.waiting.code)}">waiting: ${esc(item.waiting.message)}</span>` : "";
     return `<tr data-item="${esc(item.id)}" data-status="${esc(item.status)}"><td class="num">${item.index}</td>` +
-      `<td>${esc(item.title || item.url)}<br>${error}${waiting}</td>` +
+      `<td>${esc(item.title || item.url)}<br>${chosen}${error}${waiting}</td>` +
       `<td class="num" data-col="download">${now ? `<span class="phase" data-col="phase">${esc(now)}</span> · ` : ""}${esc(dlText)}</td>` +
       `<td class="num" data-col="extract">${esc(exText)}</td>` +
-      `<td>${mediaLink(dl.file)} ${mediaLink(ex.file)}</td></tr>`;
+      `<td class="files">${[dl.file, ...(dl.files || []), ex.file].map(mediaLink).join(" ")}</td></tr>`;
   }).join("");
   const buttons = [];
   if (!TERMINAL.has(job.status)) buttons.push(`<button data-action="cancel">Cancel</button>`);
@@ -148,7 +165,7 @@ function render(id) {
     bar("download", downloadPercent, downloadText, "download") +
     (job.mode !== "video" ? bar("audio", x.total ? 100 * (x.completed + (job.status === "cancelled" ? 0 : x.failed + x.skipped)) / x.total : 0,
       `${x.completed} / ${x.total} done` + (playlist ? ` (${x.remaining} remaining)` : ""), "extract") : "") +
-    (job.error ? `<p class="error" data-code="${esc(job.error.code)}">${esc(job.error.code)}: ${esc(job.error.message)}</p>` : "") +
+    (job.error ? errorText(job.error, "p") : "") +
     (buttons.length ? `<div class="actions">${buttons.join("")}</div>` : "") +
     (rows ? `<table class="items"><thead><tr><th>#</th><th>item</th><th>download</th><th>audio</th><th>files</th></tr></thead><tbody>${rows}</tbody></table>` : "");
 }
@@ -231,10 +248,84 @@ function connectList() {
 
 // --- actions ------------------------------------------------------------------------------------------------
 
+// The form's choices become a job with only what differs from the defaults (so a preset's fields are not
+// overridden by a default nobody chose), and are remembered for the next visit.
+const REMEMBERED = ["mode", "quality", "audio_format", "preset", "container", "video_codec", "sub_langs", "sub_auto",
+  "sub_embed", "thumbnail", "metadata", "clip_start", "clip_end", "split_chapters", "folder", "template", "cookies"];
+
+function jobBody(form) {
+  const f = (name) => form.elements[name];
+  const body = {url: f("url").value.trim()};
+  const set = (name, value, fallback) => { if (value !== fallback && value !== "") body[name] = value; };
+  set("mode", f("mode").value, "video");
+  if (f("mode").value !== "video") set("audio_format", f("audio_format").value, "mp3");
+  set("quality", f("quality").value, "best");
+  set("preset", f("preset").value, "");
+  set("container", f("container").value, "any");
+  set("video_codec", f("video_codec").value, "any");
+  set("thumbnail", f("thumbnail").value, "none");
+  set("cookies", f("cookies").value, "");
+  const langs = f("sub_langs").value.split(/[\s,]+/).filter(Boolean);
+  if (langs.length) body.subtitles = {languages: langs, auto: f("sub_auto").checked, embed: f("sub_embed").checked};
+  if (!f("metadata").checked) body.metadata = false;
+  if (f("split_chapters").checked) body.split_chapters = true;
+  const start = f("clip_start").value.trim(), end = f("clip_end").value.trim();
+  if (start || end) body.clip = {...(start ? {start} : {}), ...(end ? {end} : {})};
+  const folder = f("folder").value.trim(), template = f("template").value.trim();
+  if (folder || template) body.output = {...(folder ? {folder} : {}), ...(template ? {template} : {})};
+  return body;
+}
+
+function remember(form) {
+  const kept = {};
+  for (const name of REMEMBERED) {
+    const el = form.elements[name];
+    kept[name] = el.type === "checkbox" ? el.checked : el.value;
+  }
+  localStorage.setItem("tubeflow-options", JSON.stringify(kept));
+}
+
+function recall(form) {
+  let kept = {};
+  try { kept = JSON.parse(localStorage.getItem("tubeflow-options") || "{}"); } catch { kept = {}; }
+  for (const [name, value] of Object.entries(kept)) {
+    const el = form.elements[name];
+    if (!el) continue;
+    if (el.type === "checkbox") el.checked = Boolean(value);
+    else if (el.tagName !== "SELECT" || [...el.options].some((o) => o.value === value)) el.value = value;
+  }
+  const changed = ["preset", "container", "video_codec", "sub_langs", "thumbnail", "clip_start", "clip_end", "folder",
+    "template", "cookies"].some((name) => form.elements[name].value && !["any", "none"].includes(form.elements[name].value));
+  if (changed || !form.elements.metadata.checked || form.elements.split_chapters.checked) $("#options").open = true;
+}
+
+// Presets and cookie profiles fill their selects; what was remembered is chosen again once they are there.
+async function loadChoices() {
+  const [presets, cookies] = await Promise.all([api("/api/presets"), api("/api/cookies")]);
+  const fill = (select, names) => {
+    for (const name of names) select.append(new Option(name, name));
+  };
+  if (presets.ok) fill($("#submit").elements.preset, (await presets.json()).presets.map((p) => p.name));
+  if (cookies.ok) fill($("#submit").elements.cookies, (await cookies.json()).profiles.map((p) => p.name));
+  recall($("#submit"));
+}
+
+async function checkVersions() {
+  const response = await api("/api/info");
+  if (!response.ok) return;
+  const info = await response.json();
+  if (info.yt_dlp_stale) {
+    const notice = $("#notice");
+    notice.textContent = `yt-dlp ${info.yt_dlp} is ${info.yt_dlp_age_days} days old: sites change, and downloads ` +
+      "may fail until it is updated (see the README: Updating yt-dlp).";
+    notice.hidden = false;
+  }
+}
+
 $("#submit").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const body = Object.fromEntries(new FormData(event.target));
-  if (body.mode === "video") delete body.audio_format;
+  const body = jobBody(event.target);
+  remember(event.target);
   const response = await api("/api/jobs", {
     method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
   });
@@ -281,6 +372,8 @@ async function start() {
   if (probe.status === 401) return;
   await ensureSession(true);
   connectList();
+  loadChoices();
+  checkVersions();
 }
 
 start();
