@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import EventSource
@@ -23,6 +24,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from services.cli.get_options import job_body
 
 TERMINAL = {"completed", "partial", "failed", "cancelled"}
 
@@ -172,9 +175,7 @@ async def _get(args, console: Console) -> int:  # noqa: ANN001
     base = (args.api or "http://127.0.0.1:8000").rstrip("/")
     token = os.environ.get("TUBEFLOW_API_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    body: dict[str, Any] = {"url": args.url, "mode": args.mode, "audio_format": args.audio_format}
-    if args.format:
-        body["format"] = args.format
+    body = job_body(args)
     async with httpx.AsyncClient(headers=headers, timeout=30) as client:
         try:
             response = await client.post(f"{base}/api/jobs", json=body)
@@ -223,13 +224,20 @@ def _print_result(console: Console, base: str, view: dict[str, Any]) -> None:
     console.print(f"[{colour}]{status}[/{colour}] {view.get('title') or view['url']}")
     if view.get("error"):
         console.print(f"[red]{view['error']['code']}: {view['error']['message']}[/red]")
+        if view["error"].get("hint"):
+            console.print(f"  {view['error']['hint']}")
     for item in view["items"]:
         if item.get("error"):
             console.print(f"  [red]#{item['index']} {item['error']['code']}: {item['error']['message']}[/red]")
-        for step in ("download", "extract"):
-            file = item[step].get("file")
-            if file:
-                console.print(f"  {base}/media/{file}")
+            if item["error"].get("hint"):
+                console.print(f"  {item['error']['hint']}")
+        chosen = item["download"].get("chosen") or {}
+        if chosen.get("height") or chosen.get("vcodec"):
+            codecs = " + ".join(c.split(".")[0] for c in (chosen.get("vcodec"), chosen.get("acodec")) if c)
+            console.print(f"  #{item['index']} {chosen.get('height') or '?'}p {codecs} {chosen.get('ext') or ''}")
+        files = [item["download"].get("file"), *(item["download"].get("files") or []), item["extract"].get("file")]
+        for file in filter(None, files):
+            console.print(f"  {base}/media/{quote(file)}")
 
 
 def run_get(args) -> int:  # noqa: ANN001

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from services.cli.get_options import add_job_arguments
 from services.cli.setup import SERVICE_MODULES
 
 
@@ -91,9 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_replay)
     get = sub.add_parser("get", help="submit a URL to a running tubeflow and follow it with progress bars")
     get.add_argument("url")
-    get.add_argument("--mode", choices=("video", "audio", "both"), default="video")
-    get.add_argument("--audio-format", choices=("mp3", "m4a", "opus", "flac", "wav"), default="mp3")
-    get.add_argument("--format", default=None, help="yt-dlp format selector")
+    add_job_arguments(get)
     get.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     get.add_argument("--json", action="store_true", help="print newline-delimited JobView snapshots")
     get.set_defaults(func=cmd_get)

@@ -81,3 +81,22 @@ def test_ctrl_c_exits_130_and_leaves_the_job_running(stack, media):
     _, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert job_id in err and "keeps running" in err
+
+
+def test_option_flags_make_the_job_and_the_result_lists_format_and_files(stack, media):
+    ladder = f"{media.base}/streams/ladder/manifest.mpd"
+    result = tubeflow_get(
+        ladder, "--quality", "360", "--container", "mkv", "--folder", "from-get", "--no-metadata", "--api", stack.base
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "360p" in result.stdout and "/media/from-get/" in result.stdout and ".mkv" in result.stdout, result.stdout
+    page = f"{media.base}/streams/pages/html5.html"
+    subs = tubeflow_get(page, "--subs", "en", "--subs-as-files", "--thumbnail", "file", "--api", stack.base, "--json")
+    final = json.loads(subs.stdout.splitlines()[-1])
+    assert final["options"]["subtitles"]["embed"] is False and final["options"]["metadata"] is True
+    assert sorted(f.rsplit(".", 2)[-2:][-1] for f in final["items"][0]["download"]["files"]) == ["jpg", "srt"]
+    # A preset plus an override: the job has both.
+    preset = tubeflow_get(ladder, "--preset", "720p-mp4", "--quality", "worst", "--api", stack.base, "--json")
+    final = json.loads(preset.stdout.splitlines()[-1])
+    assert final["preset"] == "720p-mp4" and final["options"]["quality"] == "worst"
+    assert final["options"]["container"] == "mp4" and final["items"][0]["download"]["chosen"]["height"] == 240
