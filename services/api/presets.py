@@ -5,7 +5,6 @@ so a preset saved through one is used by all; a restart reads the stream again."
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from datetime import datetime, timezone
@@ -23,12 +22,13 @@ from contracts.presets import (
     apply_preset,
     preset_subject,
 )
+from services.runtime.jsonfile import SettingsFileError, read_json_object
 from services.runtime.nats.topology import PRESETS_STREAM
 
 log = logging.getLogger("tubeflow.api.presets")
 
 
-class PresetFileError(ValueError):
+class PresetFileError(SettingsFileError):
     pass
 
 
@@ -42,12 +42,7 @@ def read_only_presets(path: Path | None, check) -> dict[str, Preset]:  # noqa: A
         presets[name] = Preset(name=name, description=body.get("description"), fields=fields, source="example")
     if path is None:
         return presets
-    try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: must be a JSON object of name -> preset")
+    loaded = read_json_object(path, "TUBEFLOW_PRESETS_FILE", "name -> preset")
     for name, body in loaded.items():
         if not isinstance(body, dict):
             raise PresetFileError(f"TUBEFLOW_PRESETS_FILE {path}: preset {name!r} is not an object")

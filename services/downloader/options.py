@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.options import DownloadOptions
+from services.runtime.jsonfile import SettingsFileError, read_json_object
 
 SORT_CODEC = {"h264": "vcodec:h264", "vp9": "vcodec:vp9", "av1": "vcodec:av01"}
 SORT_CONTAINER = {"mp4": "ext:mp4:m4a", "webm": "ext:webm:webm"}
@@ -109,7 +110,7 @@ RESERVED_PARAMS = frozenset(
 )  # fmt: skip
 
 
-class OperatorOptionsError(ValueError):
+class OperatorOptionsError(SettingsFileError):
     pass
 
 
@@ -119,12 +120,7 @@ def operator_params(path: Path | None) -> dict[str, Any]:
     stops the downloader with its reason."""
     if path is None:
         return {}
-    try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise OperatorOptionsError(f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: {exc}") from None
-    if not isinstance(loaded, dict):
-        raise OperatorOptionsError(f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: must be a JSON object of YoutubeDL params")
+    loaded = read_json_object(path, "TUBEFLOW_YTDLP_OPTIONS_FILE", "YoutubeDL params")
     reserved = sorted(RESERVED_PARAMS & set(loaded))
     if reserved:
         raise OperatorOptionsError(

@@ -9,6 +9,7 @@ import pytest
 
 from contracts.options import DownloadOptions
 from services.downloader.options import OperatorOptionsError, operator_params, signature, ytdlp_params
+from services.runtime.jsonfile import SettingsFileError
 
 
 def keys(params: dict) -> list[str]:
@@ -70,7 +71,7 @@ def test_the_operators_params_file(tmp_path):
         operator_params(reserved)
     broken = tmp_path / "broken.json"
     broken.write_text("{nope")
-    with pytest.raises(OperatorOptionsError, match="TUBEFLOW_YTDLP_OPTIONS_FILE"):
+    with pytest.raises(SettingsFileError, match="TUBEFLOW_YTDLP_OPTIONS_FILE"):
         operator_params(broken)
 
 
