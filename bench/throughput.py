@@ -170,39 +170,15 @@ def running_stack(nats: EmbeddedNats, warm_up_url: str) -> Iterator[Stack]:
             stack.http.close()
 
 
-def run(quick: bool) -> Report:
-    count = 4 if quick else 20
-    rounds = 1 if quick else 5
-    report = Report("throughput")
-    # (baseline, tubeflow) per round: yt-dlp's defaults against `metadata: false` (the comparison of earlier runs),
-    # and yt-dlp --embed-metadata against tubeflow's default (metadata embedded): the same work on both sides.
-    results: list[tuple[float, Round]] = []
-    embedded: list[tuple[float, Round]] = []
-    split: list[tuple[float, Round]] = []
-    split_count = 2 if quick else 6
-    with nats_server() as nats, media_server() as media:
-        bare, bare_meta = BareYtDlp(), BareYtDlp(metadata=True)
-        for side in (bare, bare_meta):
-            side.warm_up([media.url(media.fresh("clip.mp4")) for _ in range(CONCURRENCY)])
-
-        def fresh() -> list[str]:
-            return [media.url(media.fresh("clip.mp4")) for _ in range(count)]
-
-        with running_stack(nats, media.url(media.fresh("clip.mp4"))) as stack:
-            for _ in range(rounds):
-                # Alternate: both sides see the same machine state; every URL is new to both (no reuse).
-                baseline = bare.run(fresh())
-                results.append((baseline, stack.measure(fresh(), metadata=False)))
-                baseline = bare_meta.run(fresh())
-                embedded.append((baseline, stack.measure(fresh())))
-            for _ in range(rounds):
-                # Video and audio apart (DASH, 1 s segments), downloaded one after the other and merged by ffmpeg.
-                baseline = bare_meta.run([media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)])
-                urls = [media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)]
-                split.append((baseline, stack.measure(urls)))
-            idle, idle_pss = stack.idle_mib, stack.idle_pss_mib
-        bare.close()
-        bare_meta.close()
+def _add_rounds(
+    report: Report,
+    count: int,
+    results: list[tuple[float, Round]],
+    embedded: list[tuple[float, Round]],
+    split: list[tuple[float, Round]],
+    split_count: int,
+) -> None:
+    """The rounds' rows: each plain round, the medians, what the metadata default costs, the split streams."""
     for n, (baseline, result) in enumerate(results, start=1):
         report.add(
             what=f"round {n}: {count} downloads, concurrency {CONCURRENCY}, metadata: false vs yt-dlp's defaults",
@@ -239,6 +215,42 @@ def run(quick: bool) -> Report:
         ratio=round(statistics.median(split_ratios), 2),
         completed=min(r.completed for _, r in split),
     )
+
+
+def run(quick: bool) -> Report:
+    count = 4 if quick else 20
+    rounds = 1 if quick else 5
+    report = Report("throughput")
+    # (baseline, tubeflow) per round: yt-dlp's defaults against `metadata: false` (the comparison of earlier runs),
+    # and yt-dlp --embed-metadata against tubeflow's default (metadata embedded): the same work on both sides.
+    results: list[tuple[float, Round]] = []
+    embedded: list[tuple[float, Round]] = []
+    split: list[tuple[float, Round]] = []
+    split_count = 2 if quick else 6
+    with nats_server() as nats, media_server() as media:
+        bare, bare_meta = BareYtDlp(), BareYtDlp(metadata=True)
+        for side in (bare, bare_meta):
+            side.warm_up([media.url(media.fresh("clip.mp4")) for _ in range(CONCURRENCY)])
+
+        def fresh() -> list[str]:
+            return [media.url(media.fresh("clip.mp4")) for _ in range(count)]
+
+        with running_stack(nats, media.url(media.fresh("clip.mp4"))) as stack:
+            for _ in range(rounds):
+                # Alternate: both sides see the same machine state; every URL is new to both (no reuse).
+                baseline = bare.run(fresh())
+                results.append((baseline, stack.measure(fresh(), metadata=False)))
+                baseline = bare_meta.run(fresh())
+                embedded.append((baseline, stack.measure(fresh())))
+            for _ in range(rounds):
+                # Video and audio apart (DASH, 1 s segments), downloaded one after the other and merged by ffmpeg.
+                baseline = bare_meta.run([media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)])
+                urls = [media.fresh_stream("dash", "manifest.mpd") for _ in range(split_count)]
+                split.append((baseline, stack.measure(urls)))
+            idle, idle_pss = stack.idle_mib, stack.idle_pss_mib
+        bare.close()
+        bare_meta.close()
+    _add_rounds(report, count, results, embedded, split, split_count)
     report.add(
         what="memory: stack incl. nats-server and slot processes (RSS)",
         idle_mib=round(idle, 1),

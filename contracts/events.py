@@ -10,59 +10,21 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Callable, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from contracts.hints import hint_for
 from contracts.ids import step_event_id
 from contracts.options import DownloadOptions
+from contracts.subjects import ALL_EVENTS, SUBJECT_PREFIX, job_filter, job_id_of, subject, subject_filter
+from contracts.text import MESSAGE_MAX, SHORT_MAX, TITLE_MAX, TRUNCATED, Message, Short, Title
 
-SUBJECT_PREFIX = "tubeflow.job"
-ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+__all__ = [  # re-exported: the wire's names, as they always were
+    "ALL_EVENTS", "MESSAGE_MAX", "SHORT_MAX", "SUBJECT_PREFIX", "TITLE_MAX", "TRUNCATED", "Message", "Short", "Title",
+    "job_filter", "job_id_of", "subject", "subject_filter",
+]  # fmt: skip
 
 Mode = Literal["video", "audio", "both"]
 AudioFormat = Literal["mp3", "m4a", "opus", "flac", "wav"]
-
-
-def subject(job_id: str, event_type: str) -> str:
-    return f"{SUBJECT_PREFIX}.{job_id}.{event_type}"
-
-
-def subject_filter(event_type: str) -> str:
-    """The subject filter that matches one event type across all jobs."""
-    return f"{SUBJECT_PREFIX}.*.{event_type}"
-
-
-def job_filter(job_id: str) -> str:
-    return f"{SUBJECT_PREFIX}.{job_id}.>"
-
-
-def job_id_of(subject_: str) -> str:
-    """The job id in an event's subject ``tubeflow.job.<job_id>.<type>`` ("" for any other subject)."""
-    if not subject_.startswith(SUBJECT_PREFIX + "."):
-        return ""
-    return subject_[len(SUBJECT_PREFIX) + 1 :].split(".", 1)[0]
-
-
-# Text that strangers control (titles from a page, messages quoting a server) is cut to a bound, with a marker, when
-# an event is made or read: no view grows with it. The fold never needs the full text.
-TITLE_MAX = 300
-MESSAGE_MAX = 1000
-SHORT_MAX = 200  # codes, worker names, reasons
-TRUNCATED = "…"
-
-
-def _cut(limit: int) -> BeforeValidator:
-    def cut(value: Any) -> Any:
-        if isinstance(value, str) and len(value) > limit:
-            return value[: limit - len(TRUNCATED)] + TRUNCATED
-        return value
-
-    return BeforeValidator(cut)
-
-
-Title = Annotated[str, _cut(TITLE_MAX)]
-Message = Annotated[str, _cut(MESSAGE_MAX)]
-Short = Annotated[str, _cut(SHORT_MAX)]
 
 
 class Payload(BaseModel):

@@ -12,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import yt_dlp
+from yt_dlp.postprocessor.common import PostProcessor
+
+from services.runtime.failures import MediaError
+
 # Bitrates assumed for a stream whose manifest gives none (kbit/s), to weigh it against the others.
 DEFAULT_KBPS = {"audio": 128.0, "video": 1000.0, "av": 1100.0}
 
@@ -122,3 +127,48 @@ class StreamMeter:
                 return None
             later += stream.expected
         return later
+
+
+def check_size(limit: int | None, done: int | None, total: int | None) -> None:
+    """Stop a download that is, or will be, bigger than it may be."""
+    if not limit:
+        return
+    size = max(int(done or 0), int(total or 0))
+    if size > limit:
+        raise MediaError(
+            "file_too_large",
+            f"the item is {size} bytes (or more), over the {limit} it may take "
+            "(TUBEFLOW_MAX_FILESIZE, or what is left of the job's TUBEFLOW_MAX_JOB_BYTES)",
+        )
+
+
+# What a format may be fetched over: HTTP and manifests of HTTP segments. RTMP, RTSP, MMS and the like would hand a
+# stranger's address to ffmpeg with no proxy in between.
+NETWORK_PROTOCOLS = frozenset(
+    {"http", "https", "m3u8", "m3u8_native", "http_dash_segments", "http_dash_segments_generator"}
+)
+
+
+class StreamPlanPP(PostProcessor):
+    """Runs just before the download (``before_dl``): hands the item's selected formats to its StreamMeter."""
+
+    def __init__(self, ydl: yt_dlp.YoutubeDL, holder: dict[str, Any]) -> None:
+        super().__init__(ydl)
+        self._holder = holder
+
+    def run(self, info):  # noqa: ANN001, ANN201 - yt-dlp's signature
+        for fmt in info.get("requested_formats") or [info]:
+            protocol = str(fmt.get("protocol") or "")
+            scheme = str(fmt.get("url") or "").partition(":")[0].lower()
+            if protocol not in NETWORK_PROTOCOLS or scheme not in ("http", "https"):
+                raise MediaError(
+                    "protocol_not_allowed",
+                    f"format {fmt.get('format_id')} is served over {protocol or scheme or 'an unknown protocol'};"
+                    " only http(s), HLS and DASH are fetched",
+                )
+        formats = info.get("requested_formats") or [info]
+        known = [f.get("filesize") or f.get("filesize_approx") for f in formats]
+        if all(known):
+            check_size(self._holder["max_bytes"], None, sum(int(size) for size in known))  # type: ignore[arg-type]
+        self._holder["meter"].start(info)
+        return [], info

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 
 import imageio_ffmpeg
 import yt_dlp
-from yt_dlp.postprocessor.common import PostProcessor
 
 from contracts.options import DownloadOptions
 from services.downloader.errors import classify
@@ -30,7 +29,7 @@ from services.downloader.media import Downloaded, Entry, PlaylistPlace, Probes, 
 from services.downloader.options import signature, ytdlp_params
 from services.downloader.outputs import chosen_format, made_files, place
 from services.downloader.recording import record
-from services.downloader.streams import StreamMeter
+from services.downloader.streams import StreamMeter, StreamPlanPP, check_size
 from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.cancellation import CancelToken
 from services.runtime.failures import MediaError
@@ -104,19 +103,6 @@ def media_key(info: dict[str, Any], format: str | None, options: str = "{}") -> 
 MAX_ENTRY_URL = 4096
 
 
-def _check_size(limit: int | None, done: int | None, total: int | None) -> None:
-    """Stop a download that is, or will be, bigger than it may be."""
-    if not limit:
-        return
-    size = max(int(done or 0), int(total or 0))
-    if size > limit:
-        raise MediaError(
-            "file_too_large",
-            f"the item is {size} bytes (or more), over the {limit} it may take "
-            "(TUBEFLOW_MAX_FILESIZE, or what is left of the job's TUBEFLOW_MAX_JOB_BYTES)",
-        )
-
-
 class _YoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL without the work of printing nothing.
 
@@ -134,38 +120,6 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
         ):
             return dict(info_dict)
         return super()._forceprint(key, info_dict)
-
-
-# What a format may be fetched over: HTTP and manifests of HTTP segments. RTMP, RTSP, MMS and the like would hand a
-# stranger's address to ffmpeg with no proxy in between.
-NETWORK_PROTOCOLS = frozenset(
-    {"http", "https", "m3u8", "m3u8_native", "http_dash_segments", "http_dash_segments_generator"}
-)
-
-
-class StreamPlanPP(PostProcessor):
-    """Runs just before the download (``before_dl``): hands the item's selected formats to its StreamMeter."""
-
-    def __init__(self, ydl: yt_dlp.YoutubeDL, holder: dict[str, Any]) -> None:
-        super().__init__(ydl)
-        self._holder = holder
-
-    def run(self, info):  # noqa: ANN001, ANN201 - yt-dlp's signature
-        for fmt in info.get("requested_formats") or [info]:
-            protocol = str(fmt.get("protocol") or "")
-            scheme = str(fmt.get("url") or "").partition(":")[0].lower()
-            if protocol not in NETWORK_PROTOCOLS or scheme not in ("http", "https"):
-                raise MediaError(
-                    "protocol_not_allowed",
-                    f"format {fmt.get('format_id')} is served over {protocol or scheme or 'an unknown protocol'};"
-                    " only http(s), HLS and DASH are fetched",
-                )
-        formats = info.get("requested_formats") or [info]
-        known = [f.get("filesize") or f.get("filesize_approx") for f in formats]
-        if all(known):
-            _check_size(self._holder["max_bytes"], None, sum(int(size) for size in known))  # type: ignore[arg-type]
-        self._holder["meter"].start(info)
-        return [], info
 
 
 def _base_params(logger: _QuietLogger, proxy: str | None) -> dict[str, Any]:
@@ -293,7 +247,7 @@ class YtDlp:
                 report = holder["meter"].report(d)
                 # Bytes on disk over all streams so far, and this stream's exact size if the server said it (the
                 # estimates of streams still to come are not held against the item).
-                _check_size(holder["max_bytes"], report.get("downloaded_bytes"), d.get("total_bytes"))
+                check_size(holder["max_bytes"], report.get("downloaded_bytes"), d.get("total_bytes"))
                 if holder["fragment_retries"]:
                     report = {**report, "fragment_retries": holder["fragment_retries"]}
                 holder["hook"](report)
