@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contracts.ids import is_job_id
 from contracts.validation import refuse
 
 Quality = Literal["best", "2160", "1440", "1080", "720", "480", "360", "worst"]
@@ -175,6 +176,8 @@ class Output(BaseModel):
         parts = [p for p in value.split("/")]
         for part in parts:
             check_path_component(part, "folder")
+        if is_job_id(parts[0].lower()):
+            raise refuse("invalid_folder", "must not start with a job id: those folders are tubeflow's own")
         return "/".join(parts)
 
     @field_validator("template")
