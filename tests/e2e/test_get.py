@@ -73,6 +73,9 @@ def test_ctrl_c_exits_130_and_leaves_the_job_running(stack, media):
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        # As from a terminal: a shell without job control starts background commands with SIGINT ignored, and a
+        # Python started like that keeps ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     line = process.stdout.readline()  # the first snapshot: the job exists and is being followed
     job_id = json.loads(line)["id"]

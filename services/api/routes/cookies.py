@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from litestar import Request, Response, delete, get, put
+from litestar import Request, delete, get, put
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -74,16 +74,15 @@ async def list_cookies(cookie_store: NamedDependency[CookieStore]) -> CookieProf
     summary="Delete a cookie profile",
     tags=["cookies"],
     status_code=204,
-    responses=error_responses(401, 404),
+    responses=error_responses(401, 404, 422),
 )
-async def delete_cookies(profile: FromPath[str], cookie_store: NamedDependency[CookieStore]) -> Response[None]:
+async def delete_cookies(profile: FromPath[str], cookie_store: NamedDependency[CookieStore]) -> None:
     try:
         deleted = await asyncio.to_thread(cookie_store.delete, profile)
     except CookieFileError as exc:
         raise field_error(422, "profile", "invalid_cookies", str(exc)) from None
     if not deleted:
         raise NotFoundException(f"no cookie profile {profile}")
-    return Response(None, status_code=204)
 
 
 ROUTES = [put_cookies, list_cookies, delete_cookies]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Response, delete, get, put
+from litestar import delete, get, put
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody
@@ -75,13 +75,12 @@ async def put_preset(
     status_code=204,
     responses=error_responses(401, 404, 409),
 )
-async def delete_preset(name: FromPath[str], presets: NamedDependency[PresetBook]) -> Response[None]:
+async def delete_preset(name: FromPath[str], presets: NamedDependency[PresetBook]) -> None:
     deleted = await presets.delete(name)
     if deleted is False:
         raise NotFoundException(f"no preset {name}")
     if isinstance(deleted, str):
         raise field_error(409, "name", "read_only_preset", deleted)
-    return Response(None, status_code=204)
 
 
 ROUTES = [list_presets, put_preset, delete_preset]
