@@ -12,6 +12,7 @@ BENCHMARKS = {
     "latency": "bench.latency",
     "accept": "bench.accept",
     "list": "bench.listing",
+    "search": "bench.search",
     "projector": "bench.projector",
     "fanout": "bench.fanout",
     "playlist": "bench.playlist",

@@ -47,18 +47,20 @@ async def post_jobs(base: str, count: int, concurrency: int) -> list[float]:
     return samples
 
 
-async def finished_history(url: str, jobs: int) -> None:
-    """``jobs`` completed single-video jobs, written as their events (requested ... download.completed)."""
+async def finished_history(url: str, jobs: int, named=None) -> None:  # noqa: ANN001
+    """``jobs`` completed single-video jobs, written as their events (requested ... download.completed);
+    ``named(n)``: the n-th job's (URL, title), when they should differ."""
     nc = await connect(url, "bench-history")
     js = nc.jetstream()
     await ensure_topology(js)
     publisher = EventPublisher(js)
     now = datetime.now(timezone.utc)
 
-    def job_events(job: str) -> list[ev.Envelope]:
+    def job_events(job: str, n: int) -> list[ev.Envelope]:
+        address, title = named(n) if named else ("http://video.example.com/v", None)
         steps = [
-            ("requested", ev.Requested(url="http://video.example.com/v"), None),
-            ("resolved", ev.Resolved(kind="video", item_count=1, worker="w"), None),
+            ("requested", ev.Requested(url=address), None),
+            ("resolved", ev.Resolved(kind="video", title=title, item_count=1, worker="w"), None),
             ("item.queued", ev.ItemQueued(index=1, url="u", mode="video", audio_format="mp3"), "0001"),
             ("download.started", ev.DownloadStarted(worker="w"), "0001"),
             ("download.completed", ev.DownloadCompleted(worker="w", file="f.mp4", size=1000), "0001"),
@@ -66,8 +68,8 @@ async def finished_history(url: str, jobs: int) -> None:
         return events_of(job, steps, start=now)
 
     pending: list[ev.Envelope] = []
-    for _ in range(jobs):
-        pending += job_events(new_job_id())
+    for n in range(jobs):
+        pending += job_events(new_job_id(), n)
         if len(pending) >= 1000:
             await asyncio.gather(*(publisher.publish(e) for e in pending))
             pending = []

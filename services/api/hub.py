@@ -8,7 +8,6 @@ clients watching a job. 1,000 SSE clients cost 1,000 asyncio events, not 1,000 N
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from contracts.views import JobSummary, JobView
+from services.api.search import JobIndex
 from services.runtime.nats import JOBS_BUCKET, read_bucket, watch_bucket
 from services.runtime.nats.views import SUMMARY_KEYS, item_pages, load, parse_key, split_page, view_bytes
 
@@ -101,8 +101,8 @@ class ListWatcher:
 
 class JobHub:
     def __init__(self) -> None:
-        self.summaries: dict[str, JobSummary] = {}
-        self._ids: list[str] = []  # sorted job ids, oldest first
+        self.index = JobIndex()
+        self.summaries = self.index.summaries
         self._watchers: dict[str, set[Watcher]] = {}
         self._list_watchers: set[ListWatcher] = set()
         # Pages of items are kept only for jobs somebody watches.
@@ -164,8 +164,7 @@ class JobHub:
             self._sub = None
 
     def _forget(self, key: str) -> None:
-        if self.summaries.pop(key, None) is not None:
-            del self._ids[bisect.bisect_left(self._ids, key)]
+        self.index.remove(key)
 
     def _accept_bytes(self, key: str, data: bytes) -> None:
         job_id, page = parse_key(key)
@@ -190,10 +189,8 @@ class JobHub:
     def _take(self, summary: JobSummary, snapshot: Snapshot) -> None:
         self.updates += 1
         known = self.summaries.get(summary.id)
-        if known is None:
-            bisect.insort(self._ids, summary.id)
         if known is None or summary.seq >= known.seq:
-            self.summaries[summary.id] = summary
+            self.index.put(summary)
             if known is None or summary.seq > known.seq:
                 for list_watcher in self._list_watchers:
                     list_watcher.offer(summary)
@@ -224,16 +221,3 @@ class JobHub:
             if not watchers:
                 del self._watchers[watcher.job_id]
                 self._pages.pop(watcher.job_id, None)
-
-    def page(self, *, limit: int, status: str | None, before: str | None) -> tuple[list[JobSummary], str | None]:
-        """Newest first (job ids sort by creation time); ``before`` is the cursor: the last id of the previous page."""
-        end = bisect.bisect_left(self._ids, before) if before else len(self._ids)
-        out: list[JobSummary] = []
-        for position in range(end - 1, -1, -1):
-            summary = self.summaries[self._ids[position]]
-            if status and summary.status != status:
-                continue
-            if len(out) == limit:
-                return out, out[-1].id
-            out.append(summary)
-        return out, None

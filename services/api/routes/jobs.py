@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post
@@ -22,6 +23,7 @@ from services.api.presets import PresetBook
 from services.api.reads import JobReads
 from services.api.requests import EventRecord, JobList, JobRequest
 from services.api.routes.presets import invalid
+from services.api.search import MAX_QUERY, Sort
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cookies import CookieStore
 from services.runtime.settings import Settings
@@ -122,15 +124,20 @@ class JobsController(Controller):
     ) -> Response[JobView]:
         return _accepted(await commands.retry(await _existing(reads, job_id)), job_id)
 
-    @get("/", summary="List jobs, newest first", responses=error_responses(400, 401, 422))
+    @get("/", summary="List and search jobs, newest first", responses=error_responses(400, 401, 422))
     async def list_jobs(
         self,
         hub: NamedDependency[JobHub],
         limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
         status: Annotated[JobStatus | None, Parameter(description="only jobs in this status")] = None,
-        cursor: Annotated[str | None, Parameter(max_length=64, description="the `next` of the previous page")] = None,
+        cursor: Annotated[str | None, Parameter(max_length=100, description="the `next` of the previous page")] = None,
+        q: Annotated[str | None, Parameter(max_length=MAX_QUERY, description="in the title or URL, any case")] = None,
+        since: Annotated[
+            datetime | None, Parameter(description="created (sort=finished: finished) at or after this time")
+        ] = None,
+        sort: Annotated[Sort, Parameter(description="newest created first, or newest finished first")] = "created",
     ) -> JobList:
-        jobs, next_cursor = hub.page(limit=limit, status=status, before=cursor)
+        jobs, next_cursor = hub.index.page(limit=limit, status=status, before=cursor, q=q, since=since, sort=sort)
         return JobList(jobs=jobs, next=next_cursor)
 
     @get("/{job_id:str}", summary="One job with its items", responses=error_responses(401, 404, 422))

@@ -60,7 +60,7 @@ class StreamsController(Controller):
             first = hub.changed_since(last_id // 2)
             first = [s for s in first if 2 * s.seq + 1 > last_id]
         else:
-            newest, _ = hub.page(limit=limit, status=None, before=None)
+            newest, _ = hub.index.page(limit=limit)
             first = sorted(newest, key=lambda s: s.seq)
         stream = jobs_stream(hub, watcher, first, settings.sse_heartbeat)
         return ServerSentEvent(_counted(stream, stream_limiter, client), headers=_HEADERS)
