@@ -15,6 +15,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from services.api.access import RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
+from services.api.admission import Admission
 from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
@@ -44,6 +45,7 @@ _PROVIDED = (
     "stream_limiter",
     "cookie_store",
     "presets",
+    "admission",
 )
 
 
@@ -116,6 +118,7 @@ def create_app(settings: Settings) -> Litestar:
                 "address_policy": settings.address_policy(),
                 "cookie_store": CookieStore(settings.data_dir),
                 "presets": book,
+                "admission": Admission(settings, settings.address_policy(), CookieStore(settings.data_dir), book),
             }
         ),
         guards=[

@@ -13,7 +13,7 @@ from contracts import events as ev
 from contracts.options import OPTION_FIELDS, DownloadOptions
 from contracts.presets import MAX_DESCRIPTION
 from contracts.validation import code_of, refuse
-from contracts.views import JobSummary
+from contracts.views import JobSummary, JobView
 from services.api.format_grammar import FormatError, check_format
 
 MAX_URL_LENGTH = 2048
@@ -116,6 +116,22 @@ class JobRequest(JobOptions):
     @classmethod
     def _playlist_items(cls, value: str | None) -> str | None:
         return _check_playlist_items(value)
+
+
+MAX_BATCH = 500
+BATCH_MAX_BODY = MAX_BATCH * (MAX_URL_LENGTH + 16) + 64 * 1024
+
+
+class BatchRequest(JobOptions):
+    """Many URLs with the same job fields (`POST /api/jobs/batch`)."""
+
+    urls: list[str] = Field(min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} http(s) URLs")
+    playlist_items: str | None = Field(default=None, max_length=200)
+    preset: str | None = Field(default=None, max_length=64)
+
+
+class BatchAccepted(BaseModel):
+    jobs: list[JobView]
 
 
 _PLAYLIST_ITEMS = re.compile(r"\d{1,6}(-\d{1,6})?(,\d{1,6}(-\d{1,6})?)*")

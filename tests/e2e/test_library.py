@@ -43,3 +43,38 @@ def test_search_by_title_or_url_status_since_and_sort_by_finish(stack, media):
 def test_bad_search_parameters_are_4xx(stack, params):
     answer = httpx.get(f"{stack.base}/api/jobs", params=params, timeout=10)
     assert answer.status_code in (400, 422), answer.text
+
+
+def test_a_batch_creates_every_job_with_the_same_fields_or_none_at_all(stack, media):
+    marker = uuid.uuid4().hex[:8]
+    urls = [media.url(f"clip{n}.mp4") + f"?batch={marker}{n}" for n in (1, 2, 3)]
+    answer = httpx.post(
+        f"{stack.base}/api/jobs/batch",
+        json={"urls": urls, "mode": "audio", "metadata": False},
+        headers={"Idempotency-Key": marker},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    jobs = answer.json()["jobs"]
+    assert [job["url"] for job in jobs] == urls and all(job["mode"] == "audio" for job in jobs)
+    for job in jobs:
+        view = wait_finished(stack, job["id"])
+        assert view["status"] == "completed" and view["options"]["metadata"] is False, view
+    again = httpx.post(
+        f"{stack.base}/api/jobs/batch", json={"urls": urls, "mode": "audio"}, headers={"Idempotency-Key": marker}
+    )
+    assert [job["id"] for job in again.json()["jobs"]] == [job["id"] for job in jobs]  # the same jobs, not new ones
+
+    def created() -> int:
+        found = httpx.get(f"{stack.base}/api/jobs", params={"q": f"nothing-{marker}", "limit": 500}, timeout=10)
+        return len(found.json()["jobs"])
+
+    bad = [media.url("clip1.mp4") + f"?nothing-{marker}", "ftp://example.com/x", "http://10.1.2.3/video"]
+    refused = httpx.post(f"{stack.base}/api/jobs/batch", json={"urls": bad}, timeout=10)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "urls.1", refused.text
+    policy = httpx.post(f"{stack.base}/api/jobs/batch", json={"urls": [bad[0], bad[2]]}, timeout=10)
+    assert policy.status_code == 422, policy.text
+    assert policy.json()["errors"][0] == {**policy.json()["errors"][0], "field": "urls.1", "code": "forbidden_address"}
+    assert created() == 0, "a refused batch created jobs"
+    too_many = httpx.post(f"{stack.base}/api/jobs/batch", json={"urls": [bad[0]] * 501}, timeout=10)
+    assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "urls"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import re
 from datetime import datetime
 from typing import Annotated
 
@@ -16,17 +14,13 @@ from pydantic import ValidationError
 from contracts.decisions import Refusal
 from contracts.views import JobStatus, JobView
 from services.api.access import RateLimiter, client_key
+from services.api.admission import Admission, invalid
 from services.api.commands import JobCommands
-from services.api.errors import ApiError, error_responses, field_error
+from services.api.errors import error_responses, field_error
 from services.api.hub import JobHub
-from services.api.presets import PresetBook
 from services.api.reads import JobReads
-from services.api.requests import EventRecord, JobList, JobRequest
-from services.api.routes.presets import invalid
+from services.api.requests import BATCH_MAX_BODY, BatchAccepted, BatchRequest, EventRecord, JobList, JobRequest
 from services.api.search import MAX_QUERY, Sort
-from services.runtime.addresses import AddressPolicy
-from services.runtime.cookies import CookieStore
-from services.runtime.settings import Settings
 from services.runtime.tracing import span
 
 
@@ -59,39 +53,12 @@ class JobsController(Controller):
         request: Request,
         data: JSONBody[JobRequest],
         commands: NamedDependency[JobCommands],
-        # Not validated: Litestar would try to convert the policy dataclass field by field.
-        address_policy: NamedDependency[SkipValidation[AddressPolicy]],
+        # Not validated: Litestar would try to convert the dataclass field by field.
+        admission: NamedDependency[SkipValidation[Admission]],
         rate_limiter: NamedDependency[RateLimiter],
-        settings: NamedDependency[Settings],
-        cookie_store: NamedDependency[CookieStore],
-        presets: NamedDependency[PresetBook],
     ) -> Response[JobView]:
         """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
-        if data.preset is not None:
-            preset = presets.get(data.preset)
-            if preset is None:
-                raise field_error(422, "preset", "unknown_preset", f"no preset {data.preset!r} (GET /api/presets)")
-            try:
-                data = data.with_preset(preset.fields)
-            except ValidationError as exc:
-                raise invalid(exc) from None
-        reason = address_policy.url_reason(data.url)
-        if reason:
-            raise ApiError(
-                422, f"url: {reason}", [{"field": "url", "code": "forbidden_address", "message": f"refused: {reason}"}]
-            )
-        if data.playlist_items and max(map(int, re.findall(r"\d+", data.playlist_items))) > settings.max_playlist_items:
-            # yt-dlp would walk the playlist up to the highest entry asked for before the cap applies.
-            raise field_error(
-                422,
-                "playlist_items",
-                "too_large",
-                f"entries above {settings.max_playlist_items} (TUBEFLOW_MAX_PLAYLIST_ITEMS) can't be asked for",
-            )
-        if data.cookies and not await asyncio.to_thread(cookie_store.exists, data.cookies):
-            raise field_error(
-                422, "cookies", "unknown_cookies", f"no cookie profile {data.cookies!r} (GET /api/cookies lists them)"
-            )
+        data = await admission.check(data)
         rate_limiter.check(client_key(request))
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -99,6 +66,43 @@ class JobsController(Controller):
         with span("POST /api/jobs", url=data.url, mode=data.mode):
             view = await commands.submit(data, idempotency_key=key)
         return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
+
+    @post(
+        "/batch",
+        status_code=202,
+        summary="Submit many URLs at once, with the same fields",
+        description='`{"urls": [...], ...the job fields}`: up to 500 URLs, checked all before any is accepted (a bad '
+        "one: 422 naming `urls.N`, nothing created), counted as one job creation by the rate limit. An "
+        "`Idempotency-Key` makes `KEY:N` the key of the N-th job.",
+        responses=error_responses(400, 401, 413, 422, 429),
+        request_max_body_size=BATCH_MAX_BODY,
+    )
+    async def create_batch(
+        self,
+        request: Request,
+        data: JSONBody[BatchRequest],
+        commands: NamedDependency[JobCommands],
+        admission: NamedDependency[SkipValidation[Admission]],
+        rate_limiter: NamedDependency[RateLimiter],
+    ) -> Response[BatchAccepted]:
+        shared = data.model_dump(exclude_unset=True, exclude={"urls"})
+        jobs = []
+        for n, url in enumerate(data.urls):
+            where = f"urls.{n}"
+            try:
+                one = JobRequest.model_validate({**shared, "url": url})
+            except ValidationError as exc:
+                raise invalid(exc, lambda field, where=where: where if field == "url" else field) from None
+            jobs.append(await admission.check(one, url_field=where))
+        rate_limiter.check(client_key(request))
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 250:
+            raise field_error(422, "Idempotency-Key", "invalid", "must be 1 to 250 characters")
+        with span("POST /api/jobs/batch", urls=len(jobs)):
+            views = [
+                await commands.submit(job, idempotency_key=f"{key}:{n}" if key else None) for n, job in enumerate(jobs)
+            ]
+        return Response(BatchAccepted(jobs=views), status_code=202)
 
     @post(
         "/{job_id:str}/cancel",

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.options import PROFILE_NAME
 from contracts.presets import Preset
-from services.api.errors import ApiError, error_responses, field_error
+from services.api.errors import error_responses, field_error
 from services.api.presets import PresetBook
-from services.api.requests import PresetRequest, error_code
+from services.api.requests import PresetRequest
 
 
 class PresetList(BaseModel):
@@ -27,19 +27,6 @@ def check_preset(name: str, fields: dict) -> None:
         PresetRequest.model_validate(fields)
     except ValidationError as exc:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-
-
-def invalid(exc: ValidationError, prefix: str = "") -> ApiError:
-    """A pydantic error of a model the API builds itself (not Litestar's body parsing), in the API's shape."""
-    errors = [
-        {
-            "field": prefix + ".".join(map(str, e["loc"])),
-            "code": error_code(e["msg"]),
-            "message": e["msg"].removeprefix("Value error, "),
-        }
-        for e in exc.errors()
-    ]
-    return ApiError(422, "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
 
 
 @get("/api/presets", summary="List presets (shipped examples, the operator's file, saved ones)", tags=["presets"])
