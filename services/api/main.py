@@ -21,7 +21,7 @@ from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.presets import PresetBook, read_only_presets
 from services.api.reads import JobReads
-from services.api.routes import cookies, health, info, page, presets, session
+from services.api.routes import archive, cookies, health, info, page, presets, session
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> Litestar:
             *cookies.ROUTES,
             *presets.ROUTES,
             *info.ROUTES,
+            *archive.ROUTES,
         ],
         lifespan=[lifespan],
         state=State(

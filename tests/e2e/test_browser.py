@@ -215,6 +215,8 @@ def test_the_options_panel_shapes_the_job_shows_what_was_chosen_and_is_remembere
         page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
         row = f"{card(page, job_id)} tr[data-item]"
         assert page.inner_text(f"{row} [data-col=chosen]").startswith("360p")
+        zip_link = page.get_attribute(f"{card(page, job_id)} a[data-action=zip]", "href")
+        assert zip_link == f"/api/jobs/{job_id}/archive.zip"
         link = page.get_attribute(f"{row} td.files a", "href")
         assert link.startswith("/media/from-the-page/") and link.endswith(".mkv"), link
         view = httpx.get(f"{stack.base}/api/jobs/{job_id}", timeout=10).json()

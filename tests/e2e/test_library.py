@@ -78,3 +78,33 @@ def test_a_batch_creates_every_job_with_the_same_fields_or_none_at_all(stack, me
     assert created() == 0, "a refused batch created jobs"
     too_many = httpx.post(f"{stack.base}/api/jobs/batch", json={"urls": [bad[0]] * 501}, timeout=10)
     assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "urls"
+
+
+def test_a_jobs_files_download_as_one_streamed_zip(stack, media):
+    import io
+    import zipfile
+
+    page = f"{media.base}/streams/pages/html5.html"
+    view = wait_finished(
+        stack,
+        submit(stack, url=page, mode="both", subtitles={"languages": ["en"], "embed": False}, thumbnail="file")["id"],
+    )
+    assert view["status"] == "completed", view
+    item = view["items"][0]
+    expected = [item["download"]["file"], *item["download"]["files"], item["extract"]["file"]]
+    with httpx.stream("GET", f"{stack.base}/api/jobs/{view['id']}/archive.zip", timeout=30) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+        assert "content-length" not in answer.headers and "attachment" in answer.headers["content-disposition"]
+        body = answer.read()
+    archive = zipfile.ZipFile(io.BytesIO(body))
+    assert archive.testzip() is None
+    names = archive.namelist()
+    assert sorted(names) == sorted(f.removeprefix(f"{view['id']}/") for f in expected), names
+    for relative in expected:
+        assert archive.read(relative.removeprefix(f"{view['id']}/")) == (stack.media_dir / relative).read_bytes()
+
+    failed = wait_finished(stack, submit(stack, url=f"{media.base}/missing-{view['id']}.mp4")["id"])
+    none = httpx.get(f"{stack.base}/api/jobs/{failed['id']}/archive.zip", timeout=10)
+    assert none.status_code == 404 and "no files" in none.json()["detail"]
+    unknown = httpx.get(f"{stack.base}/api/jobs/01m83k4jf56nq6vkg3q02xgxav/archive.zip", timeout=10)
+    assert unknown.status_code == 404

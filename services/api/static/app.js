@@ -157,6 +157,9 @@ function render(id) {
   const buttons = [];
   if (!TERMINAL.has(job.status)) buttons.push(`<button data-action="cancel">Cancel</button>`);
   if (job.status === "partial" || job.status === "failed") buttons.push(`<button data-action="retry">Retry</button>`);
+  if (items.some((i) => i.download.file || i.extract.file)) {
+    buttons.push(`<a class="button" data-action="zip" href="/api/jobs/${esc(id)}/archive.zip" download>Download all</a>`);
+  }
   card.innerHTML =
     `<h2>${esc(job.title || job.url)}</h2>` +
     `<div class="meta"><span class="status ${esc(job.status)}">${esc(job.status)}</span> ${esc(job.mode)}` +
