@@ -52,7 +52,7 @@ def page(browser, stack):
 
 
 def submit(page, url: str, mode: str = "video") -> str:
-    page.fill("input[name=url]", url)
+    page.fill("[name=url]", url)
     page.select_option("select[name=mode]", mode)
     page.click("form#submit button[type=submit]")
     page.wait_for_selector("#message:has-text('Accepted')", timeout=10_000)
@@ -204,7 +204,7 @@ def test_the_options_panel_shapes_the_job_shows_what_was_chosen_and_is_remembere
     page.evaluate("localStorage.clear()")
     try:
         page.wait_for_selector("select[name=preset] option[value='1080p-mp4']", state="attached", timeout=10_000)
-        page.fill("input[name=url]", f"{media.base}/streams/ladder/manifest.mpd")
+        page.fill("[name=url]", f"{media.base}/streams/ladder/manifest.mpd")
         page.select_option("select[name=quality]", "360")
         page.click("#options summary")
         page.select_option("select[name=container]", "mkv")
@@ -240,3 +240,19 @@ def test_the_options_panel_shapes_the_job_shows_what_was_chosen_and_is_remembere
         page.wait_for_selector(f"{card(page, failed)} .error[data-code=unsupported_url] .hint", timeout=30_000)
     finally:
         page.evaluate("localStorage.clear()")
+
+
+def test_several_urls_pasted_in_the_box_become_one_batch(page, stack, media):
+    urls = [
+        media.url(media.fresh("clip1.mp4")),
+        media.url(media.fresh("clip2.mp4")),
+        media.url(media.fresh("clip3.mp4")),
+    ]
+    page.fill("[name=url]", "\n".join(urls))
+    page.click("form#submit button[type=submit]")
+    page.wait_for_selector("#message:has-text('Accepted 3 jobs')", timeout=10_000)
+    ids = page.inner_text("#message").split(": ", 1)[1].split()
+    assert len(ids) == 3
+    for job_id in ids:
+        page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-batch.png"), full_page=True)

@@ -38,7 +38,9 @@ def all_pages(index: JobIndex, **query) -> list[str]:
 
 def test_search_sort_and_page():
     index = JobIndex()
-    jobs = [summary(n, title=f"Talk {n} about {'Cats' if n % 3 == 0 else 'dogs'}", finished=(10 - n)) for n in range(10)]
+    jobs = [
+        summary(n, title=f"Talk {n} about {'Cats' if n % 3 == 0 else 'dogs'}", finished=(10 - n)) for n in range(10)
+    ]
     for job in jobs:
         index.put(job)
     newest_first = [j.id for j in reversed(jobs)]
@@ -63,7 +65,9 @@ def test_changes_and_removals_keep_the_index_right():
     index.put(running.model_copy(update={"status": "completed", "finished_at": T0 + timedelta(hours=2)}))
     index.put(done.model_copy(update={"status": "running", "finished_at": None}))
     assert all_pages(index, sort="finished") == [running.id]
-    index.put(done.model_copy(update={"status": "completed", "finished_at": T0 + timedelta(hours=3), "title": "Renamed"}))
+    index.put(
+        done.model_copy(update={"status": "completed", "finished_at": T0 + timedelta(hours=3), "title": "Renamed"})
+    )
     assert all_pages(index, sort="finished") == [done.id, running.id]
     assert all_pages(index, q="renamed") == [done.id] and all_pages(index, q="second") == []
     assert all_pages(index, status="completed") == [done.id, running.id]

@@ -258,7 +258,7 @@ const REMEMBERED = ["mode", "quality", "audio_format", "preset", "container", "v
 
 function jobBody(form) {
   const f = (name) => form.elements[name];
-  const body = {url: f("url").value.trim()};
+  const body = {};
   const set = (name, value, fallback) => { if (value !== fallback && value !== "") body[name] = value; };
   set("mode", f("mode").value, "video");
   if (f("mode").value !== "video") set("audio_format", f("audio_format").value, "mp3");
@@ -325,21 +325,38 @@ async function checkVersions() {
   }
 }
 
+// One URL is a job; several (pasted one per line, or separated by spaces) are one batch with the same options.
 $("#submit").addEventListener("submit", async (event) => {
   event.preventDefault();
-  const body = jobBody(event.target);
+  const urls = event.target.url.value.split(/\s+/).filter(Boolean);
+  const fields = jobBody(event.target);
   remember(event.target);
-  const response = await api("/api/jobs", {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+  const several = urls.length > 1;
+  const response = await api(several ? "/api/jobs/batch" : "/api/jobs", {
+    method: "POST", headers: {"Content-Type": "application/json"},
+    body: JSON.stringify(several ? {urls, ...fields} : {url: urls[0] || "", ...fields}),
   });
   const answer = await response.json().catch(() => ({}));
   if (response.status === 202) {
-    say(`Accepted: ${answer.id}`);
+    const accepted = several ? answer.jobs : [answer];
+    say(several ? `Accepted ${accepted.length} jobs: ${accepted.map((j) => j.id).join(" ")}` : `Accepted: ${answer.id}`);
     event.target.url.value = "";
-    upsertJob(answer);
+    event.target.url.rows = 1;
+    for (const job of accepted) upsertJob(job);
   } else {
     const errors = (answer.errors || []).map((e) => `${e.field}: ${e.message} (${e.code})`).join("; ");
     say(errors || answer.detail || `HTTP ${response.status}`, true);
+  }
+});
+
+// The URL box grows with what is pasted; Enter submits, Shift+Enter adds a line.
+$("#submit").url.addEventListener("input", (event) => {
+  event.target.rows = Math.min(8, Math.max(1, event.target.value.split("\n").length));
+});
+$("#submit").url.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    event.target.form.requestSubmit();
   }
 });
 
