@@ -256,3 +256,22 @@ def test_several_urls_pasted_in_the_box_become_one_batch(page, stack, media):
     for job_id in ids:
         page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "browser-batch.png"), full_page=True)
+
+
+def test_the_search_box_and_status_filter_show_only_matching_jobs(page, stack, media):
+    import uuid
+
+    import httpx
+
+    marker = uuid.uuid4().hex[:8]
+    found = httpx.post(f"{stack.base}/api/jobs", json={"url": media.url("clip1.mp4") + f"?find={marker}"}).json()
+    other = httpx.post(f"{stack.base}/api/jobs", json={"url": media.url("clip2.mp4") + "?other=1"}).json()
+    page.wait_for_selector(f"{card(page, other['id'])}", timeout=10_000)
+    page.fill("#search", marker.upper())
+    page.wait_for_selector(f"{card(page, other['id'])}[hidden]", state="attached", timeout=10_000)
+    assert page.is_visible(card(page, found["id"]))
+    page.select_option("#status-filter", "failed")
+    page.wait_for_selector(f"{card(page, found['id'])}[hidden]", state="attached", timeout=10_000)
+    page.fill("#search", "")
+    page.select_option("#status-filter", "")
+    page.wait_for_selector(f"{card(page, other['id'])}:not([hidden])", timeout=10_000)

@@ -122,6 +122,7 @@ function render(id) {
     list.insertBefore(card, after || null);
   }
   card.dataset.status = job.status;
+  card.hidden = !matchesFilter(job);
   const d = job.download, x = job.extract;
   const playlist = job.kind === "playlist";
   const total = d.total || 0;
@@ -172,6 +173,39 @@ function render(id) {
     (buttons.length ? `<div class="actions">${buttons.join("")}</div>` : "") +
     (rows ? `<table class="items"><thead><tr><th>#</th><th>item</th><th>download</th><th>audio</th><th>files</th></tr></thead><tbody>${rows}</tbody></table>` : "");
 }
+
+// --- search: the cards shown are those matching the search box and status; older matches come from the API -----
+
+function filterNow() {
+  return {q: $("#search").value.trim().toLowerCase(), status: $("#status-filter").value};
+}
+
+function matchesFilter(job) {
+  const {q, status} = filterNow();
+  if (status && job.status !== status) return false;
+  return !q || `${job.title || ""}\n${job.url}`.toLowerCase().includes(q);
+}
+
+let searchTimer = null;
+async function search() {
+  const {q, status} = filterNow();
+  for (const id of jobs.keys()) render(id);
+  if (!q && !status) return;
+  const params = new URLSearchParams({limit: String(MAX_JOBS)});
+  if (q) params.set("q", q);
+  if (status) params.set("status", status);
+  const response = await api(`/api/jobs?${params}`);
+  if (!response.ok) return;
+  for (const job of (await response.json()).jobs) upsertJob(job);
+}
+
+function searchSoon() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(search, 250);
+}
+
+$("#search").addEventListener("input", searchSoon);
+$("#status-filter").addEventListener("change", search);
 
 // --- state from the streams ---------------------------------------------------------------------------------
 
