@@ -134,13 +134,16 @@ class MediaCatalog:
                 if found is not None:
                     return found
                 if asyncio.run_coroutine_threadsafe(self.claim(key), loop).result(30):
+                    # Ours from now on: whatever fails next (NATS away), the caller releases it, or its refresher
+                    # would keep it alive for nobody and the next try would wait for it (WAIT_FOR_CLAIM).
+                    claimed.append(key)
                     # The holder before us may have recorded its file and let go between our look and our claim:
                     # look once more now that nobody else can start it.
                     found = asyncio.run_coroutine_threadsafe(self.find(key), loop).result(30)
                     if found is not None:
+                        claimed.remove(key)
                         asyncio.run_coroutine_threadsafe(self.release(key), loop).result(30)
                         return found
-                    claimed.append(key)
                     return None
                 if time.monotonic() > deadline:
                     return None  # the holder takes too long: download it ourselves
