@@ -77,14 +77,17 @@ async def finished_history(url: str, jobs: int, named=None) -> None:  # noqa: AN
     await nc.close()
 
 
-def wait_folded(base: str, completed: int, timeout: float = 300) -> None:
+def wait_folded(base: str, completed: int, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
+    seen: dict = {}
     with httpx.Client(timeout=10) as client:
         while time.monotonic() < deadline:
-            if metrics_snapshot(client, base).get('tubeflow_jobs{status="completed"}', 0) >= completed:
+            seen = metrics_snapshot(client, base)
+            if seen.get('tubeflow_jobs{status="completed"}', 0) >= completed:
                 return
             time.sleep(0.2)
-    raise TimeoutError(f"{completed} completed jobs were not folded in time")
+    jobs = {k: v for k, v in seen.items() if k.startswith("tubeflow_jobs")}
+    raise TimeoutError(f"{completed} completed jobs were not folded within {timeout} s; the API at {base} said {jobs}")
 
 
 def run(quick: bool) -> Report:

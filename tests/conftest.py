@@ -14,6 +14,7 @@ from typing import Iterator
 import httpx
 import pytest
 
+from services.cli.up import _die_with_parent
 from services.runtime.embedded import EmbeddedNats
 from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_source
 from tests.support.option_media import make_ladder, make_pages
@@ -150,6 +151,8 @@ def spawn_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        # Gone with the test or benchmark that started it, even when that one is killed (a timeout): no orphans.
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 
 
