@@ -96,6 +96,8 @@ def create_app(settings: Settings) -> Litestar:
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     # Read (and checked) before anything starts: a bad TUBEFLOW_PRESETS_FILE stops the API with its reason.
     book = PresetBook(read_only_presets(settings.presets_file, presets.check_preset))
+    # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work; one store serves the routes and admission.
+    policy, cookies_on_disk = settings.address_policy(), CookieStore(settings.data_dir)
     return Litestar(
         route_handlers=[
             JobsController,
@@ -115,11 +117,10 @@ def create_app(settings: Settings) -> Litestar:
                 "settings": settings,
                 "rate_limiter": RateLimiter(settings.rate_limit),
                 "stream_limiter": StreamLimiter(settings.sse_max_streams, settings.sse_max_streams_per_client),
-                # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work.
-                "address_policy": settings.address_policy(),
-                "cookie_store": CookieStore(settings.data_dir),
+                "address_policy": policy,
+                "cookie_store": cookies_on_disk,
                 "presets": book,
-                "admission": Admission(settings, settings.address_policy(), CookieStore(settings.data_dir), book),
+                "admission": Admission(settings, policy, cookies_on_disk, book),
             }
         ),
         guards=[

@@ -103,7 +103,7 @@ class PresetBook:
         """Store the preset (an event, folded here at once); a string says why not (read-only, too many)."""
         current = self._presets.get(name)
         if current is not None and current.source != "api":
-            return f"preset {name} comes from {'the shipped examples' if current.source == 'example' else 'TUBEFLOW_PRESETS_FILE'} and can't be changed here"
+            return _read_only(current, "changed")
         if current is None and sum(p.source == "api" for p in self._presets.values()) >= MAX_PRESETS:
             return f"at most {MAX_PRESETS} presets"
         event = PresetEvent(
@@ -121,7 +121,7 @@ class PresetBook:
         if current is None:
             return False
         if current.source != "api":
-            return f"preset {name} comes from {'the shipped examples' if current.source == 'example' else 'TUBEFLOW_PRESETS_FILE'} and can't be deleted here"
+            return _read_only(current, "deleted")
         await self._publish(
             PresetEvent(type="preset.deleted", name=name, occurred_at=datetime.now(timezone.utc)), "deleted"
         )
@@ -138,3 +138,8 @@ class PresetBook:
         # Read your own write: applied now (the subscription applies it again, to the same result).
         apply_preset(self._presets, event)
         self._seq = max(self._seq, ack.seq)
+
+
+def _read_only(preset: Preset, what: str) -> str:
+    origin = "the shipped examples" if preset.source == "example" else "TUBEFLOW_PRESETS_FILE"
+    return f"preset {preset.name} comes from {origin} and can't be {what} here"
