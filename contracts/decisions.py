@@ -66,6 +66,7 @@ def plan_retry(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
             round=rnd,
             options=view.options,
             preset=view.preset,
+            priority=view.priority,
         )
         return [
             retry,
@@ -91,7 +92,53 @@ def plan_retry(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
             occurred_at=now,
             options=view.options,
             playlist_title=view.title if view.kind == "playlist" else None,
+            priority=view.priority,
         )
         for item in items
     ]
     return [retry, *queued]
+
+
+def plan_start(view: JobView, now: datetime) -> list[ev.Envelope] | Refusal:
+    """Start a held job: one `start.requested` (its id is fixed: a second start is a duplicate)."""
+    if view.terminal:
+        return Refusal("already_finished", f"the job is {view.status}")
+    if not view.held:
+        return Refusal("not_held", "the job is not held: it started already")
+    return [
+        ev.make_event(
+            "start.requested",
+            job_id=view.id,
+            data=ev.StartRequested(),
+            occurred_at=now,
+            event_id=step_event_id(view.id, "start.requested"),
+        )
+    ]
+
+
+def plan_priority(view: JobView, priority: str, now: datetime, event_id: str) -> list[ev.Envelope] | Refusal:
+    """Change the priority of a job's waiting items."""
+    if view.terminal:
+        return Refusal("already_finished", f"the job is {view.status}: nothing of it waits")
+    return [
+        ev.make_event(
+            "priority.changed",
+            job_id=view.id,
+            data=ev.PriorityChanged(priority=priority),  # type: ignore[arg-type]
+            occurred_at=now,
+            event_id=event_id,
+        )
+    ]
+
+
+def plan_delete(view: JobView, files: bool, now: datetime, reason: str = "requested") -> list[ev.Envelope]:
+    """Delete a job: a running one is cancelled first (its work stops), then `job.deleted`."""
+    cancel = plan_cancel(view, now)
+    deleted = ev.make_event(
+        "job.deleted",
+        job_id=view.id,
+        data=ev.JobDeleted(files=files, reason=reason),
+        occurred_at=now,
+        event_id=step_event_id(view.id, "job.deleted"),
+    )
+    return [*cancel, deleted] if isinstance(cancel, list) else [deleted]

@@ -108,8 +108,14 @@ def _finished(view: JobView, totals: Totals, total: int, audio: bool, event: ev.
         "progress": unless_same(view.progress, {"percent": 100.0, "stage": "done"}),
     }
     if status == "failed":
+        # The first item's error that has one (items skipped by a cancel have none).
         update["error"] = next(
-            (item.error for item in view.items if item_done(item, audio) and not item_succeeded(item, audio)), None
+            (
+                item.error
+                for item in view.items
+                if item_done(item, audio) and not item_succeeded(item, audio) and item.error is not None
+            ),
+            ev.ErrorInfo(code="cancelled", message="cancelled on request") if view.status == "cancelled" else None,
         )
     return update
 
@@ -120,8 +126,8 @@ def _running_progress(view: JobView, totals: Totals, total: int, audio: bool, do
     if total:
         raw = (totals.counts.units * 1000 // (total * UNIT)) / 10.0
         percent = max(percent, min(99.9, raw))
-    if view.status in ("queued", "resolving"):
-        stage = view.status
+    if view.status in ("queued", "resolving", "held"):
+        stage = "resolving" if view.status == "resolving" else "queued"
     elif totals.counts.recording:
         stage = "recording"
     elif downloads_remaining > 0 or not audio:

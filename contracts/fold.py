@@ -16,13 +16,13 @@ from typing import Callable, Iterable, Literal
 
 from contracts import events as ev
 from contracts.derive import derive, stamp
+from contracts.fold_controls import CONTROLS, stopped
 from contracts.items import STEP_DONE, download_percent, wants_audio
 from contracts.totals import replace, with_items
 from contracts.views import (
     ExtractSummary,
     ItemDownload,
     ItemExtract,
-    ItemPostprocess,
     ItemView,
     JobView,
     Progress,
@@ -47,7 +47,10 @@ def apply(view: JobView | None, event: ev.Envelope) -> JobView:
         else:
             view = _new_job(event)
             return replace(view, stamp(view.seq, event))
-    elif view.terminal and not isinstance(event, (ev.RequestedEvent, ev.RetryRequestedEvent)):
+    elif view.deleted_at is not None:
+        # A deleted job stays deleted: whatever comes after only advances the sequence.
+        return replace(view, {"seq": max(view.seq, event.seq)})
+    elif view.terminal and not isinstance(event, (ev.RequestedEvent, ev.RetryRequestedEvent, ev.JobDeletedEvent)):
         # A finished job is final; late events (a straggling progress report) only advance the sequence.
         return replace(view, {"seq": max(view.seq, event.seq)})
     changed = _apply(event, view)
@@ -72,6 +75,8 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         playlist_items=data.playlist_items,
         options=data.options,
         preset=data.preset,
+        priority=data.priority,
+        held=not data.start,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),
@@ -104,7 +109,7 @@ def _(event: ev.ResolvedEvent, view: JobView) -> JobView:
     return replace(
         view,
         {
-            "status": "running",
+            "status": "held" if view.held else "running",
             "kind": data.kind,
             "title": data.title or view.title,
             "item_count": data.item_count,
@@ -166,6 +171,14 @@ def _(event: ev.DownloadWaitingEvent, view: JobView) -> JobView:
     data = event.data
 
     def waiting(item: ItemView) -> dict:
+        if item.download.status == "running" and item.status == "downloading":
+            # Stopped where it was (the queue paused now): queued again, its bytes kept for the next start.
+            return {
+                "status": "queued",
+                "worker": data.worker,
+                "waiting": ev.ErrorInfo(code=data.code, message=data.message),
+                "download": replace(item.download, {"status": "queued", "speed": None, "eta": None}),
+            }
         if item.download.status != "queued":
             return {}
         return {"worker": data.worker, "waiting": ev.ErrorInfo(code=data.code, message=data.message)}
@@ -288,7 +301,7 @@ def _(event: ev.DownloadFailedEvent, view: JobView) -> JobView:
             "worker": data.worker,
             "error": ev.ErrorInfo(code=data.code, message=data.message),
             "download": replace(item.download, {"status": "failed", "speed": None, "eta": None}),
-            "postprocess": _stopped(item.postprocess, "failed"),
+            "postprocess": stopped(item.postprocess, "failed"),
             "extract": replace(item.extract, {"status": "skipped" if item.extract.status != "none" else "none"}),
         }
 
@@ -376,82 +389,8 @@ def _(event: ev.ExtractFailedEvent, view: JobView) -> JobView:
     return _change_step(view, event, "extract", failed)
 
 
-@_apply.register
-def _(event: ev.CancelRequestedEvent, view: JobView) -> JobView:
-    items = []
-    stopping = False
-    for item in view.items:
-        if item.status in ("completed", "failed", "skipped"):
-            items.append(item)
-            continue
-        if item.status in ("recording", "stopping"):
-            # A live recording stops and keeps what it has: the item completes when its file is there.
-            items.append(replace(item, {"status": "stopping", "seq": event.seq}))
-            stopping = True
-            continue
-        download, extract = item.download, item.extract
-        if download.status not in STEP_DONE:
-            download = replace(download, {"status": "skipped", "speed": None, "eta": None})
-        if extract.status not in STEP_DONE and extract.status != "none":
-            extract = replace(extract, {"status": "skipped"})
-        changes = {"status": "skipped", "download": download, "extract": extract, "seq": event.seq}
-        if item.postprocess.status == "running":
-            changes["postprocess"] = _stopped(item.postprocess, "skipped")
-        items.append(replace(item, changes))
-    if stopping:
-        # Not over yet: the job ends when the recordings are files (the waiting items are skipped already).
-        return replace(view, {"items": items})
-    return replace(
-        view,
-        {
-            "status": "cancelled",
-            "finished_at": event.occurred_at,
-            "error": ev.ErrorInfo(code="cancelled", message=event.data.reason or "cancelled on request"),
-            "items": items,
-        },
-    )
-
-
-@_apply.register
-def _(event: ev.RetryRequestedEvent, view: JobView) -> JobView:
-    data = event.data
-    if not view.terminal or data.round <= view.retries:
-        return view
-    # A retry starts a new run: the bar is measured again from what is already done (see README).
-    update: dict = {
-        "status": "running",
-        "finished_at": None,
-        "error": None,
-        "retries": data.round,
-        "progress": Progress(percent=0.0, stage="downloading"),
-    }
-    if data.resolve:
-        update.update(status="queued", progress=Progress(), item_count=None, items=[])
-        return replace(view, update)
-    wanted = set(data.items)
-    audio = wants_audio(view.mode)
-    items = []
-    for item in view.items:
-        if item.id in wanted:
-            item = replace(
-                item,
-                {
-                    "status": "queued",
-                    "error": None,
-                    "download": ItemDownload(),
-                    "postprocess": ItemPostprocess(),
-                    "extract": ItemExtract(status="queued" if audio else "none"),
-                    "seq": event.seq,
-                },
-            )
-        items.append(item)
-    update["items"] = items
-    return replace(view, update)
-
-
-def _stopped(postprocess: ItemPostprocess, status: str) -> ItemPostprocess:
-    """A post-processing step that was running when its download failed or was cancelled."""
-    return replace(postprocess, {"status": status}) if postprocess.status == "running" else postprocess
+for _kind, _handler in CONTROLS.items():
+    _apply.register(_kind)(_handler)
 
 
 # --- one item -------------------------------------------------------------------------------------------------

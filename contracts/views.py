@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from contracts.events import AudioFormat, ChosenFormat, ErrorInfo, Mode
+from contracts.events import AudioFormat, ChosenFormat, ErrorInfo, Mode, Priority
 from contracts.options import DownloadOptions
 
-JobStatus = Literal["queued", "resolving", "running", "completed", "partial", "failed", "cancelled"]
+# `held`: resolved, its items waiting for `POST /api/jobs/{id}/start` (the job was created with `start: false`).
+JobStatus = Literal["queued", "resolving", "held", "running", "completed", "partial", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "failed", "cancelled"})
 # The error code of a job whose view grew past what one message holds: the projector cut it and stopped the job.
 VIEW_TOO_LARGE = "view_too_large"
@@ -143,6 +144,12 @@ class JobSummary(View):
     truncated: bool = False
     # How many times `POST /retry` ran the job again.
     retries: int = 0
+    priority: Priority = "normal"
+    # Created with `start: false` and not started yet (its items wait; the status is `held` once it resolved).
+    held: bool = False
+    # Set by `job.deleted`: the job is gone from lists and streams; its events stay.
+    deleted_at: datetime | None = None
+    deleted_files: bool = False
     # The last stream sequence folded into this view.
     seq: int = 0
 

@@ -1,4 +1,4 @@
-"""The write side of the API: job commands (submit, cancel, retry) publish events and answer with the view their
+"""The write side of the API: job commands (submit, cancel, retry, start, priority, delete) publish events and answer with the view their
 fold gives at once. Whether a command applies is decided in ``contracts.decisions``; this only carries it out."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts import events as ev
-from contracts.decisions import Refusal, plan_cancel, plan_retry
+from contracts.decisions import Refusal, plan_cancel, plan_delete, plan_priority, plan_retry, plan_start
 from contracts.fold import apply
-from contracts.ids import new_job_id, step_event_id
+from contracts.ids import new_job_id, random_event_id, step_event_id
 from contracts.views import JobView
 from services.api.requests import JobRequest
 from services.runtime.clock import utcnow
@@ -32,7 +32,9 @@ class JobCommands:
         find: Callable[[str], Awaitable[JobView | None]],
         on_accepted: Callable[[JobView], None] = lambda view: None,
         now: Callable[[], datetime] = utcnow,
+        auto_start: bool = True,
     ) -> None:
+        self._auto_start = auto_start
         self._publisher = publisher
         self._keys = keys
         self._find = find
@@ -58,6 +60,8 @@ class JobCommands:
                 playlist_items=request.playlist_items,
                 options=request.options(),
                 preset=request.preset,
+                start=self._auto_start if request.start is None else request.start,
+                priority=request.priority,
             ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
@@ -92,6 +96,21 @@ class JobCommands:
 
     async def retry(self, view: JobView) -> JobView | Refusal:
         return await self._carry_out(view, plan_retry(view, self._now()))
+
+    async def start(self, view: JobView) -> JobView | Refusal:
+        return await self._carry_out(view, plan_start(view, self._now()))
+
+    async def prioritize(self, view: JobView, priority: str) -> JobView | Refusal:
+        if priority == view.priority and not view.terminal:
+            return view
+        return await self._carry_out(view, plan_priority(view, priority, self._now(), random_event_id()))
+
+    async def delete(self, view: JobView, files: bool, reason: str = "requested") -> JobView:
+        """Cancel the job if it runs, then `job.deleted`; answers with the view the last event folds to."""
+        folded = view
+        for event in plan_delete(view, files, self._now(), reason):
+            folded = await self._publish_and_fold(folded, event)
+        return folded
 
     async def _carry_out(self, view: JobView, plan: list[ev.Envelope] | Refusal) -> JobView | Refusal:
         """Publish the plan's first event and answer with the view it folds to; then the work it queues."""

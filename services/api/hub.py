@@ -189,6 +189,15 @@ class JobHub:
     def _take(self, summary: JobSummary, snapshot: Snapshot) -> None:
         self.updates += 1
         known = self.summaries.get(summary.id)
+        if summary.deleted_at is not None:
+            # Deleted: out of the lists; streams hear it once (with `deleted_at`) so that pages drop it.
+            if known is not None:
+                self.index.remove(summary.id)
+                for list_watcher in self._list_watchers:
+                    list_watcher.offer(summary)
+            for watcher in self._watchers.get(summary.id, ()):
+                watcher.offer(snapshot)
+            return
         if known is None or summary.seq >= known.seq:
             self.index.put(summary)
             if known is None or summary.seq > known.seq:

@@ -20,8 +20,10 @@ from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.presets import PresetBook, read_only_presets
+from services.api.queue import QueueControl
 from services.api.reads import JobReads
-from services.api.routes import archive, cookies, health, info, page, presets, session
+from services.api.routes import archive, controls, cookies, health, info, page, presets, session
+from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
@@ -46,6 +48,7 @@ _PROVIDED = (
     "cookie_store",
     "presets",
     "admission",
+    "queue",
 )
 
 
@@ -75,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
             reads = JobReads(infra.js, kv)
             app.state.update(
                 nc=infra.nc,
+                queue=await QueueControl.open(infra.js),
                 hub=hub,
                 reads=reads,
                 commands=JobCommands(
@@ -82,6 +86,7 @@ def create_app(settings: Settings) -> Litestar:
                     await infra.js.key_value(IDEMPOTENCY_BUCKET),
                     find=reads.get,
                     on_accepted=hub.accept,
+                    auto_start=settings.auto_start,
                 ),
             )
             freeze_startup_objects()
@@ -110,6 +115,8 @@ def create_app(settings: Settings) -> Litestar:
             *presets.ROUTES,
             *info.ROUTES,
             *archive.ROUTES,
+            *controls.ROUTES,
+            *queue_routes.ROUTES,
         ],
         lifespan=[lifespan],
         state=State(

@@ -27,7 +27,7 @@ class JobReads:
             return None
         stored = await load(self._kv, job_id)
         if stored is not None:
-            return stored.json()
+            return None if _deleted(stored.summary) else stored.json()
         view = await self._requested(job_id)
         return view.model_dump_json().encode() if view is not None else None
 
@@ -36,7 +36,7 @@ class JobReads:
             return None
         stored = await load(self._kv, job_id)
         if stored is not None:
-            return stored.view()
+            return None if _deleted(stored.summary) else stored.view()
         return await self._requested(job_id)
 
     async def _requested(self, job_id: str) -> JobView | None:
@@ -55,3 +55,8 @@ class JobReads:
         if not is_job_id(job_id):
             return []
         return await read_job_events(self._js, job_id, after=after, limit=limit)
+
+
+def _deleted(summary: bytes) -> bool:
+    """A deleted job's stored summary (``deleted_at`` set), told without parsing it."""
+    return b'"deleted_at":"' in summary

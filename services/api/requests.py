@@ -47,6 +47,12 @@ class JobOptions(DownloadOptions):
     format: str | None = Field(
         default=None, max_length=256, description="optional yt-dlp format selector, e.g. `best[height<=480]`"
     )
+    priority: ev.Priority = Field(default="normal", description="waiting items of higher priority are taken first")
+    start: bool | None = Field(
+        default=None,
+        description="false: resolve the job but hold its downloads (status `held`) until POST /api/jobs/{id}/start; "
+        "unset: TUBEFLOW_AUTO_START (default true)",
+    )
 
     def options(self) -> DownloadOptions | None:
         """The download options asked for, or None when all are the defaults."""

@@ -62,6 +62,10 @@ class JobIndex:
             self._touch(summary.id)
         self.summaries[summary.id] = summary
 
+    def counts(self) -> dict[str, int]:
+        """Jobs per status."""
+        return {status: len(ids) for status, ids in self._by_status.items() if ids}
+
     def remove(self, job_id: str) -> JobSummary | None:
         known = self.summaries.pop(job_id, None)
         if known is None:

@@ -35,6 +35,7 @@ log = logging.getLogger("tubeflow.downloader")
 # Failures whose partial files stay for a retry to resume from (they count against the job's byte budget, and the
 # retention sweep removes them with the job's media).
 RESUMABLE = frozenset({"fragment_missing", "merge_failed"})
+PAUSED_MESSAGE = "the queue was paused: the item goes on from its partial file when the queue is resumed"
 # Items are announced this many at a time: each is its own small event, published concurrently.
 QUEUE_CHUNK = 64
 
@@ -75,6 +76,16 @@ class Downloader:
         delay = self.retry_delay * (2 ** (attempt - 1))
         return max(delay, exc.retry_after * attempt) if exc is not None and exc.retry_after else delay
 
+    async def announce_waiting(self, event: ev.ItemQueuedEvent, code: str, message: str) -> None:
+        """`download.waiting`: the item can't start yet for a reason outside it (e.g. its site's limit)."""
+        await self._emit(
+            "download.waiting",
+            event.job_id,
+            ev.DownloadWaiting(worker=self.worker, code=code, message=message),
+            random_event_id(),
+            event.item_id,
+        )
+
     # --- resolve ------------------------------------------------------------------------------------------------
 
     async def resolve(self, event: ev.RequestedEvent, attempt: int = 1) -> None:
@@ -85,6 +96,7 @@ class Downloader:
             event.job_id,
             lambda token: self._resolve(event, attempt, token),
             what="resolve",
+            kind="resolve",
         )
 
     async def _resolve(self, event: ev.RequestedEvent, attempt: int, token: CancelToken) -> None:
@@ -160,6 +172,8 @@ class Downloader:
                             occurred_at=self.now(),
                             options=request.options,
                             playlist_title=resolution.title if resolution.kind == "playlist" else None,
+                            priority=request.priority,
+                            held=not request.start,
                         )
                     )
                     for entry in chunk
@@ -178,6 +192,14 @@ class Downloader:
             lambda token: self._download(event, job, item, attempt, token),
             what=f"download of item {item}",
             on_cancelled=lambda: _remove_partials(self.media_dir / job, item),
+            kind="download",
+            on_paused=lambda: self._emit(
+                "download.waiting",
+                job,
+                ev.DownloadWaiting(worker=self.worker, code="queue_paused", message=PAUSED_MESSAGE),
+                random_event_id(),
+                item,
+            ),
         )
 
     async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token: CancelToken) -> None:

@@ -18,10 +18,14 @@ from services.downloader.catalog import MediaCatalog
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
 from services.downloader.options import operator_params
+from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
+from services.downloader.sites import SiteGate
 from services.downloader.slots import SlotConfig, SlotPool
+from services.downloader.tickets import TicketLoop
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
+from services.runtime.nats.topology import QUEUE_BUCKET, SITES_BUCKET, WORKERS_BUCKET, declare_consumers
 from services.runtime.nats.work import work_subscriber
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import cancellations_for, new_broker, serve_worker
@@ -29,8 +33,10 @@ from services.runtime.worker import cancellations_for, new_broker, serve_worker
 log = logging.getLogger("tubeflow.downloader")
 
 RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
+# `item.queued` facts -> tickets on the download queue (see queue); the tickets are what workers download.
 ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
-CONSUMERS = (RESOLVE, ITEMS)
+CONSUMERS = (RESOLVE, ITEMS, START, REPRIORITIZE, *TICKETS)
+DISPATCH_CONCURRENCY = 8
 RESOLVE_CONCURRENCY = 2
 SWEEP_EVERY = 3600.0
 
@@ -83,17 +89,19 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         broker = new_broker(settings)
-        work_subscriber(
-            broker,
-            infra.js,
-            RESOLVE,
-            max_workers=RESOLVE_CONCURRENCY,
-            ack_wait=settings.ack_wait,
-            work=downloader.resolve,
+        dispatcher = Dispatcher(infra.js)
+        subscriptions = (
+            (RESOLVE, RESOLVE_CONCURRENCY, downloader.resolve),
+            (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),
+            (START, 1, dispatcher.redispatch),
+            (REPRIORITIZE, 1, dispatcher.redispatch),
         )
-        work_subscriber(
-            broker, infra.js, ITEMS, max_workers=concurrency, ack_wait=settings.ack_wait, work=downloader.download
-        )
+        for spec, workers, work in subscriptions:
+            work_subscriber(broker, infra.js, spec, max_workers=workers, ack_wait=settings.ack_wait, work=work)
+        tickets = await ticket_loop(settings, infra, worker, dispatcher, downloader, cancellations)
+        queue_kv = await infra.js.key_value(QUEUE_BUCKET)
+        following = asyncio.create_task(tickets.state.follow(queue_kv, stop))
+        taking = asyncio.create_task(tickets.run(stop, await infra.js.key_value(WORKERS_BUCKET)))
         await serve_worker(
             "downloader",
             infra,
@@ -101,7 +109,38 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             cancellations,
             stop,
             on_stopped=lambda: (executor.shutdown(wait=False, cancel_futures=True), media.close(), sweeper.cancel()),
+            drain=lambda grace: _drain(tickets, (taking, following), grace),
         )
+
+
+async def ticket_loop(settings: Settings, infra, worker: str, dispatcher, downloader, cancellations) -> TicketLoop:  # noqa: ANN001
+    """The loop that takes tickets off the download queue, its consumers declared (or waited for, after setup)."""
+    if settings.declare:
+        _, problems = await declare_consumers(infra.js, TICKETS, settings.ack_wait)
+        for problem in problems:
+            log.warning("%s", problem)
+    state = QueueState()
+    state.on_pause_now(lambda _now: cancellations.trip_kind("download", "paused"))
+    return TicketLoop(
+        nc=infra.nc,
+        js=infra.js,
+        worker=worker,
+        concurrency=settings.download_concurrency,
+        state=state,
+        dispatcher=dispatcher,
+        markers=RunMarkers(await infra.js.key_value(CLAIMS_BUCKET)),
+        work=downloader.download,
+        ack_wait=settings.ack_wait,
+        cancellations=cancellations,
+        gate=SiteGate.from_settings(settings, await infra.js.key_value(SITES_BUCKET), worker, downloader),
+    )
+
+
+async def _drain(tickets: TicketLoop, loops: tuple[asyncio.Task, ...], grace: float) -> None:
+    await tickets.drain(grace)
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
 
 
 def job_bytes_reader(kv: KeyValue) -> Callable[[str], Awaitable[int]]:

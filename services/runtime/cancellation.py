@@ -30,8 +30,10 @@ class Aborted(Exception):
 
 
 class CancelToken:
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, kind: str = "") -> None:
         self.job_id = job_id
+        # What the token stops ("download", "resolve", …): a paused queue stops the downloads only.
+        self.kind = kind
         self.reason: str | None = None
         self.tripped = asyncio.Event()
         self.tripped_threadsafe = threading.Event()  # read by yt-dlp's worker thread
@@ -83,8 +85,18 @@ class Cancellations:
                 log.debug("cancel lookup failed for %s: %s", job_id, exc)
         return False
 
-    def token(self, job_id: str) -> CancelToken:
-        token = CancelToken(job_id)
+    def trip_kind(self, kind: str, reason: str) -> int:
+        """Trip every running token of ``kind`` (e.g. the downloads, when the queue is paused now)."""
+        tripped = 0
+        for tokens in list(self._tokens.values()):
+            for token in list(tokens):
+                if token.kind == kind:
+                    token.trip(reason)
+                    tripped += 1
+        return tripped
+
+    def token(self, job_id: str, kind: str = "") -> CancelToken:
+        token = CancelToken(job_id, kind)
         if self._shutting_down:
             token.trip("shutdown")
         elif job_id in self._cancelled:

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.nats.connection import NatsAuth
+from services.runtime.sitelimits import parse_limits
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,18 @@ class Settings(BaseSettings):
     media_retention_days: float = Field(
         default=0.0, ge=0.0, description="delete a job's media this many days after its last file changed (0: keep)"
     )
+    # The queue (see README: queue and library)
+    auto_start: bool = Field(default=True, description="new jobs start at once unless they say `start: false`")
+    site_concurrency: str | None = Field(
+        default=None, description="downloads at a time per site, over all downloaders: youtube.com=2,*=6"
+    )
+    site_rate: str | None = Field(default=None, description="downloads started per minute per site: youtube.com=30")
+    job_retention_days: float = Field(
+        default=0.0, ge=0.0, description="finished jobs are deleted this many days after they finished (0: kept)"
+    )
+    retention_delete_files: bool = Field(
+        default=False, description="a job deleted by retention takes its files with it"
+    )
     proxy: str | None = Field(
         default=None,
         description="proxy for every download (yt-dlp's syntax); proxy variables of the environment are ignored",
@@ -91,6 +104,12 @@ class Settings(BaseSettings):
         description="comma-separated host names the API answers to besides IP literals and localhost "
         "(e.g. tubeflow.example.org, *.example.org; * for any): against DNS rebinding",
     )
+
+    @field_validator("site_concurrency", "site_rate")
+    @classmethod
+    def _site_limits(cls, value: str | None, info) -> str | None:  # noqa: ANN001
+        parse_limits(value, f"TUBEFLOW_{info.field_name.upper()}")
+        return value
 
     @field_validator("api_token")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError
@@ -61,6 +61,7 @@ async def serve_worker(
     cancellations: Cancellations,
     stop: asyncio.Event,
     on_stopped: Callable[[], None] | None = None,
+    drain: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``broker`` until ``stop``; then trip every running task's token and give it the grace period."""
     IN_FLIGHT.labels(name).set_function(lambda: cancellations.running)
@@ -82,6 +83,12 @@ async def serve_worker(
     finally:
         log.info("%s stopping: handing back %d running task(s)", name, cancellations.running)
         await cancellations.shutdown(infra.settings.shutdown_grace)
+        if drain is not None:
+            # Work taken outside the broker (the download queue's loop) is settled before the connection goes.
+            try:
+                await asyncio.wait_for(drain(infra.settings.shutdown_grace), STOP_TIMEOUT)
+            except Exception as exc:
+                log.warning("%s: in-flight work did not settle: %s", name, exc or type(exc).__name__)
         # Bounded: with the NATS server gone the broker's drain would wait for a reconnect that never comes.
         try:
             await asyncio.wait_for(broker.stop(), STOP_TIMEOUT)

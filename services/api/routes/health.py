@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from litestar import Response, get
 from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 
+from contracts.views import JobStatus
 from services.api.hub import JobHub
 from services.runtime.metrics import JOBS, SSE_CLIENTS
 from services.runtime.metrics import render as render_metrics
 from services.runtime.nats import STREAM
 
-_STATUSES = ("queued", "resolving", "running", "completed", "partial", "failed", "cancelled")
+_STATUSES = get_args(JobStatus)
 
 
 @get("/metrics", summary="Prometheus metrics of this API process", tags=["health"], media_type="text/plain")

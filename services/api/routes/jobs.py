@@ -1,11 +1,11 @@
-"""Jobs: submit, cancel, retry, list, read one, read its events."""
+"""Jobs: submit, cancel, retry, delete, list, read one, read its events."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
 
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter, SkipValidation
@@ -143,6 +143,23 @@ class JobsController(Controller):
     ) -> JobList:
         jobs, next_cursor = hub.index.page(limit=limit, status=status, before=cursor, q=q, since=since, sort=sort)
         return JobList(jobs=jobs, next=next_cursor)
+
+    @delete(
+        "/{job_id:str}",
+        status_code=202,
+        summary="Delete a job (a running one is cancelled first); ?files=true removes its files too",
+        responses=error_responses(401, 404, 422),
+        description="The job leaves lists and streams; its events stay (GET /api/jobs/{id}/events, replay). Files "
+        "another job reused are kept for that job.",
+    )
+    async def delete_job(
+        self,
+        job_id: FromPath[str],
+        reads: NamedDependency[JobReads],
+        commands: NamedDependency[JobCommands],
+        files: Annotated[bool, Parameter(description="remove the job's files too")] = False,
+    ) -> Response[JobView]:
+        return Response(await commands.delete(await _existing(reads, job_id), files), status_code=202)
 
     @get("/{job_id:str}", summary="One job with its items", responses=error_responses(401, 404, 422))
     async def get_job(self, job_id: FromPath[str], reads: NamedDependency[JobReads]) -> Response[JobView]:

@@ -25,7 +25,20 @@ JOBS_BUCKET = "tubeflow_jobs"
 IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
 MEDIA_BUCKET = "tubeflow_media"
 CLAIMS_BUCKET = "tubeflow_claims"
-BUCKETS = (JOBS_BUCKET, IDEMPOTENCY_BUCKET, MEDIA_BUCKET, CLAIMS_BUCKET)
+# The download queue: tickets per priority (a work queue: a ticket is gone once a worker settled it).
+WORK_STREAM = "TUBEFLOW_WORK"
+WORK_PREFIX = "tubeflow.work"
+# Queue controls (`paused`), and what each downloader process runs (expiring when the process is gone).
+QUEUE_BUCKET = "tubeflow_queue"
+WORKERS_BUCKET = "tubeflow_workers"
+# Per-site leases (TUBEFLOW_SITE_CONCURRENCY) and request counts (TUBEFLOW_SITE_RATE), shared by all downloaders.
+SITES_BUCKET = "tubeflow_sites"
+BUCKETS = (JOBS_BUCKET, IDEMPOTENCY_BUCKET, MEDIA_BUCKET, CLAIMS_BUCKET, QUEUE_BUCKET, WORKERS_BUCKET, SITES_BUCKET)
+# A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
+WORKER_TTL = 30.0
+# A site lease of a dead worker frees itself after this long (a live one is refreshed well before); longer than a
+# minute, so that a site's count of downloads started this minute lives as long as the minute.
+SITE_LEASE_TTL = 65.0
 # A download holds its claim at most this long; a dead holder's claim frees itself.
 CLAIM_TTL = 300.0
 # How long an Idempotency-Key keeps answering with the same job.
@@ -65,6 +78,20 @@ def dlq_stream_config(replicas: int = 1) -> api.StreamConfig:
     )
 
 
+def work_stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=WORK_STREAM,
+        description="tubeflow download queue: one ticket per item to download, on tubeflow.work.<priority>.<job>",
+        subjects=[f"{WORK_PREFIX}.>"],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_msg_size=MAX_EVENT_BYTES,
+        allow_direct=True,
+    )
+
+
 def presets_stream_config(replicas: int = 1) -> api.StreamConfig:
     return api.StreamConfig(
         num_replicas=replicas,
@@ -95,13 +122,21 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(IDEMPOTENCY_BUCKET, "Idempotency-Key -> job id", ttl=IDEMPOTENCY_TTL),
         bucket(MEDIA_BUCKET, "media key -> file already downloaded (reused instead of downloading again)"),
         bucket(CLAIMS_BUCKET, "media key -> worker downloading it right now", ttl=CLAIM_TTL),
+        bucket(QUEUE_BUCKET, "queue controls: paused or not"),
+        bucket(WORKERS_BUCKET, "downloader process -> what it runs now", ttl=WORKER_TTL),
+        bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
     ]
 
 
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
     """Create the streams and buckets that are missing. Idempotent; returns what it created."""
     created = []
-    for config in (stream_config(replicas), dlq_stream_config(replicas), presets_stream_config(replicas)):
+    for config in (
+        stream_config(replicas),
+        dlq_stream_config(replicas),
+        presets_stream_config(replicas),
+        work_stream_config(replicas),
+    ):
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -118,7 +153,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
 
 async def missing_topology(js: JetStreamContext) -> list[str]:
     missing = []
-    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM):
+    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM, WORK_STREAM):
         try:
             await js.stream_info(name)
         except NotFoundError:
@@ -168,10 +203,13 @@ class ConsumerSpec:
     event_type: str
     durable: str
     max_ack_pending: int
+    # Another stream than the event stream (the download queue), and its subject filter there.
+    stream: str = STREAM
+    subject: str = ""
 
     @property
     def filter_subject(self) -> str:
-        return subject_filter(self.event_type)
+        return self.subject or subject_filter(self.event_type)
 
     def config(self, ack_wait: float = ACK_WAIT) -> api.ConsumerConfig:
         return api.ConsumerConfig(
@@ -208,9 +246,9 @@ async def declare_consumers(
     for spec in specs:
         name, wanted = spec.durable, spec.config(ack_wait)
         try:
-            info = await js.consumer_info(STREAM, name)
+            info = await js.consumer_info(spec.stream, name)
         except NotFoundError:
-            await js.add_consumer(STREAM, wanted)
+            await js.add_consumer(spec.stream, wanted)
             changes.append(f"created consumer {name}")
             continue
         differences = _differences(info.config, wanted)
@@ -218,7 +256,7 @@ async def declare_consumers(
             changes.append(f"unchanged consumer {name}")
             continue
         try:
-            await js.add_consumer(STREAM, wanted)
+            await js.add_consumer(spec.stream, wanted)
             changes.append(f"updated consumer {name}: {', '.join(differences)}")
         except JetStreamError as exc:
             problems.append(

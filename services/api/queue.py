@@ -1,0 +1,109 @@
+"""The queue as the API sees it: the `paused` control in the queue bucket (every downloader watches it), the
+tickets waiting per priority (the work consumers' counts) and what each downloader process runs (its heartbeat)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, Field
+
+from contracts import events as ev
+from services.runtime.clock import utcnow
+from services.runtime.nats.topology import QUEUE_BUCKET, WORK_STREAM, WORKERS_BUCKET
+
+log = logging.getLogger("tubeflow.api.queue")
+
+PAUSED_KEY = "paused"
+# The ticket consumers of the downloader (services.downloader.queue names them the same way).
+TICKET_DURABLE = "downloader-work-{}-v1"
+MAX_WORKERS_LISTED = 256
+
+
+class Waiting(BaseModel):
+    priority: ev.Priority
+    waiting: int = Field(description="tickets no worker has taken yet")
+    taken: int = Field(description="tickets a worker holds (running, or waiting for its site's limit)")
+
+
+class WorkerState(BaseModel):
+    worker: str
+    slots: int
+    running: list[dict]
+    paused: bool = False
+    at: datetime | None = None
+
+
+class QueueState(BaseModel):
+    paused: bool
+    # True when the pause also stopped the running downloads (`?now=true`).
+    now: bool = False
+    paused_at: datetime | None = None
+    jobs: dict[str, int] = Field(description="jobs per status")
+    items: list[Waiting]
+    workers: list[WorkerState]
+
+
+class QueueControl:
+    def __init__(self, js: JetStreamContext, queue: KeyValue, workers: KeyValue) -> None:
+        self._js = js
+        self._queue = queue
+        self._workers = workers
+
+    @classmethod
+    async def open(cls, js: JetStreamContext) -> "QueueControl":
+        return cls(js, await js.key_value(QUEUE_BUCKET), await js.key_value(WORKERS_BUCKET))
+
+    async def set_paused(self, paused: bool, now: bool = False) -> None:
+        value = {"paused": paused, "now": now and paused, "at": utcnow().isoformat()}
+        await self._queue.put(PAUSED_KEY, json.dumps(value).encode())
+
+    async def paused(self) -> dict:
+        try:
+            entry = await self._queue.get(PAUSED_KEY)
+        except KeyNotFoundError:
+            return {}
+        try:
+            value = json.loads(entry.value or b"{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    async def _waiting(self, priority: str) -> Waiting:
+        try:
+            info = await self._js.consumer_info(WORK_STREAM, TICKET_DURABLE.format(priority))
+        except NotFoundError:
+            return Waiting(priority=priority, waiting=0, taken=0)  # type: ignore[arg-type]
+        return Waiting(priority=priority, waiting=info.num_pending or 0, taken=info.num_ack_pending or 0)  # type: ignore[arg-type]
+
+    async def _worker_states(self) -> list[WorkerState]:
+        try:
+            keys = await self._workers.keys()
+        except Exception:  # nats-py raises NoKeysError on an empty bucket
+            return []
+        states = []
+        for key in sorted(keys)[:MAX_WORKERS_LISTED]:
+            try:
+                entry = await self._workers.get(key)
+                states.append(WorkerState.model_validate_json(entry.value or b"{}"))
+            except Exception as exc:  # gone meanwhile, or unreadable: left out
+                log.debug("worker %s: %s", key, exc)
+        return states
+
+    async def state(self, jobs: dict[str, int]) -> QueueState:
+        paused, items, workers = await asyncio.gather(
+            self.paused(), asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)), self._worker_states()
+        )
+        return QueueState(
+            paused=bool(paused.get("paused")),
+            now=bool(paused.get("now")),
+            paused_at=paused.get("at") if paused.get("paused") else None,
+            jobs=jobs,
+            items=list(items),
+            workers=workers,
+        )

@@ -1,0 +1,159 @@
+"""Job controls: start a held job, change its priority, delete it, and the same for many jobs at once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from litestar import Controller, Response, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+from pydantic import BaseModel, Field, model_validator
+
+from contracts import events as ev
+from contracts.decisions import Refusal
+from contracts.views import JobStatus, JobView
+from services.api.commands import JobCommands
+from services.api.errors import error_responses
+from services.api.hub import JobHub
+from services.api.reads import JobReads
+from services.api.routes.jobs import _accepted, _existing
+from services.api.search import MAX_QUERY
+
+MAX_BULK_IDS = 1000
+# A filter acts on at most this many jobs per request (the answer lists each); ask again for the rest.
+MAX_BULK_MATCHES = 5000
+
+
+class PriorityRequest(BaseModel):
+    priority: ev.Priority
+
+
+class BulkFilter(BaseModel):
+    status: JobStatus | None = None
+    q: str | None = Field(default=None, max_length=MAX_QUERY, description="in the title or URL, any case")
+
+
+class BulkRequest(BaseModel):
+    action: Literal["cancel", "retry", "start", "delete", "priority"]
+    ids: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=MAX_BULK_IDS)
+    filter: BulkFilter | None = None
+    priority: ev.Priority | None = Field(default=None, description="for action priority")
+    files: bool = Field(default=False, description="for action delete: remove the jobs' files too")
+
+    @model_validator(mode="after")
+    def _target(self) -> "BulkRequest":
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or filter")
+        if self.action == "priority" and self.priority is None:
+            raise ValueError("action priority needs a priority")
+        return self
+
+
+class BulkResult(BaseModel):
+    id: str
+    ok: bool
+    status: str | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+class BulkAnswer(BaseModel):
+    action: str
+    done: int
+    refused: int
+    not_found: int
+    results: list[BulkResult]
+    # True when a filter matched more than one request acts on.
+    more: bool = False
+
+
+async def _act(commands: JobCommands, view: JobView, request: BulkRequest) -> JobView | Refusal:
+    action = request.action
+    if action == "cancel":
+        return await commands.cancel(view)
+    if action == "retry":
+        return await commands.retry(view)
+    if action == "start":
+        return await commands.start(view)
+    if action == "priority":
+        return await commands.prioritize(view, request.priority or "normal")
+    return await commands.delete(view, request.files)
+
+
+class ControlsController(Controller):
+    path = "/api/jobs"
+    tags = ["jobs"]
+
+    @post(
+        "/{job_id:str}/start",
+        status_code=202,
+        summary="Start a held job (created with start: false)",
+        responses=error_responses(401, 404, 409, 422),
+        description="409 when the job has finished or is not held.",
+    )
+    async def start_job(
+        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+    ) -> Response[JobView]:
+        return _accepted(await commands.start(await _existing(reads, job_id)), job_id)
+
+    @post(
+        "/{job_id:str}/priority",
+        status_code=202,
+        summary="Change a job's priority: its waiting items are taken before (or after) other jobs'",
+        responses=error_responses(401, 404, 409, 422),
+    )
+    async def set_priority(
+        self,
+        job_id: FromPath[str],
+        data: JSONBody[PriorityRequest],
+        reads: NamedDependency[JobReads],
+        commands: NamedDependency[JobCommands],
+    ) -> Response[JobView]:
+        return _accepted(await commands.prioritize(await _existing(reads, job_id), data.priority), job_id)
+
+    @post(
+        "/bulk",
+        status_code=200,
+        summary="One action on many jobs: by ids, or by a filter",
+        responses=error_responses(400, 401, 422),
+        description="Each job's outcome is listed: done (with its new status), refused (409's code and reason) or "
+        "not_found.",
+    )
+    async def bulk(
+        self,
+        data: JSONBody[BulkRequest],
+        reads: NamedDependency[JobReads],
+        hub: NamedDependency[JobHub],
+        commands: NamedDependency[JobCommands],
+    ) -> BulkAnswer:
+        more = False
+        if data.ids is not None:
+            ids = list(dict.fromkeys(data.ids))
+        else:
+            assert data.filter is not None
+            found, cursor = hub.index.page(
+                limit=MAX_BULK_MATCHES, status=data.filter.status, before=None, q=data.filter.q
+            )
+            ids, more = [s.id for s in found], cursor is not None
+        results = []
+        for job_id in ids:
+            view = await reads.get(job_id)
+            if view is None:
+                results.append(BulkResult(id=job_id, ok=False, code="not_found", message=f"no job {job_id}"))
+                continue
+            outcome = await _act(commands, view, data)
+            if isinstance(outcome, Refusal):
+                results.append(BulkResult(id=job_id, ok=False, code=outcome.code, message=outcome.message))
+            else:
+                results.append(BulkResult(id=job_id, ok=True, status=outcome.status))
+        return BulkAnswer(
+            action=data.action,
+            done=sum(r.ok for r in results),
+            refused=sum(not r.ok and r.code != "not_found" for r in results),
+            not_found=sum(r.code == "not_found" for r in results),
+            results=results,
+            more=more,
+        )
+
+
+ROUTES = [ControlsController]

@@ -1,0 +1,191 @@
+"""A downloader process's loop over the download queue: while a slot is free and the queue is not paused, take the
+highest waiting ticket (``runtime.nats.priority``), check that it is still due, and download its item; every ticket
+is settled by the same ``work.handle`` as the event consumers (in-progress acks, retries, dead letters).
+
+What each process runs is written to the workers bucket every few seconds (``GET /api/queue`` reads it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+
+from contracts import events as ev
+from services.downloader.queue import PRIORITY_SEQ, TICKET_DURABLES, Dispatcher, QueueState, RunMarkers
+from services.runtime.cancellation import Aborted, Cancellations, until_tripped
+from services.runtime.clock import utcnow
+from services.runtime.nats.priority import Delivery, PriorityFeed
+from services.runtime.nats.publish import DeadLetters
+from services.runtime.nats.topology import WORK_PREFIX, WORK_STREAM
+from services.runtime.nats.work import HANDBACK_DELAY, RetryLater, handle
+
+log = logging.getLogger("tubeflow.tickets")
+
+HEARTBEAT = 5.0
+# Items of a site at its limit wait in the process that took them, this many per download slot at most.
+MAX_PARKED_PER_SLOT = 4
+# A ticket taken just as the queue was paused goes back after this long (nobody takes it while paused).
+PAUSED_HANDBACK = 1.0
+
+
+def worker_key(worker: str) -> str:
+    """The worker's name as a KV key (keys allow letters, digits and -/_=.)."""
+    return re.sub(r"[^-/_=.a-zA-Z0-9]", "_", worker)[:200] or "worker"
+
+
+@dataclass
+class TicketLoop:
+    nc: Client
+    js: JetStreamContext
+    worker: str
+    concurrency: int
+    state: QueueState
+    dispatcher: Dispatcher
+    markers: RunMarkers
+    work: Callable[[ev.ItemQueuedEvent, int], Awaitable[None]]
+    ack_wait: float
+    cancellations: Cancellations
+    # Before the download: wait for the item's site (TUBEFLOW_SITE_CONCURRENCY / _RATE); returns a release.
+    gate: Callable[[ev.ItemQueuedEvent], Awaitable[Callable[[], Awaitable[None]]]] | None = None
+    running: dict[str, dict] = field(default_factory=dict)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+    _slots: asyncio.Semaphore | None = None
+    _parked: int = 0
+
+    async def run(self, stop: asyncio.Event, workers: KeyValue | None = None) -> None:
+        ranks = list(ev.PRIORITIES)
+        feed = PriorityFeed(self.nc, WORK_STREAM, [TICKET_DURABLES[p] for p in ranks], f"{WORK_PREFIX}.>")
+        await feed.start()
+        slots = self._slots = asyncio.Semaphore(self.concurrency)
+        beat = asyncio.create_task(self._heartbeat(workers, stop)) if workers is not None else None
+        try:
+            while not stop.is_set():
+                if self._parked >= MAX_PARKED_PER_SLOT * self.concurrency:
+                    # Enough items wait for their sites here already: leave the rest to other processes.
+                    await _first(asyncio.sleep(0.5), stop)
+                    continue
+                if not await _first(slots.acquire(), stop) or not await _first(self.state.wait_resumed(), stop):
+                    break
+                got = await feed.next(stop)
+                if got is None:
+                    slots.release()
+                    break
+                rank, msg = got
+                if self.state.paused:
+                    await msg.nak(delay=PAUSED_HANDBACK)
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._run(ranks[rank], msg))
+                self._tasks.add(task)
+                task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+        finally:
+            await feed.close()
+            if beat is not None:
+                beat.cancel()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the running tickets to be settled; shutdown has tripped their tokens."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()  # handed back (nak) by work.handle
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+
+    async def _wait_for_site(self, event: ev.ItemQueuedEvent) -> Callable[[], Awaitable[None]] | None:
+        """The site gate, waited for without holding a download slot; None: the job was cancelled meanwhile."""
+        assert self.gate is not None and self._slots is not None
+        token = self.cancellations.token(event.job_id, "download")
+        self._slots.release()
+        self._parked += 1
+        try:
+            return await until_tripped(token, self.gate(event))
+        except Aborted as exc:
+            if exc.reason == "cancelled":
+                return None
+            raise RetryLater(HANDBACK_DELAY, f"handed back while waiting for its site ({exc.reason})") from exc
+        finally:
+            self._parked -= 1
+            self.cancellations.release(token)
+            await self._slots.acquire()
+
+    async def _run(self, priority: str, msg: Msg) -> None:
+        seq = msg.metadata.sequence.stream
+        issued = int((msg.headers or {}).get(PRIORITY_SEQ, "0") or 0)
+
+        async def work(event: ev.Envelope, attempt: int) -> None:
+            if not isinstance(event, ev.ItemQueuedEvent):
+                log.error("not a ticket on %s: a %s event; dropped", msg.subject, event.type)
+                return
+            controls = await self.dispatcher.controls(event.job_id, False, event.data.priority)
+            if controls.priority_seq > issued:
+                log.info("ticket of item %s of job %s dropped: its job's priority changed", event.item_id, event.job_id)
+                return
+            if not await self.markers.take(event, seq):
+                log.info("item %s of job %s runs from another ticket; this one dropped", event.item_id, event.job_id)
+                return
+            key = f"{event.job_id}/{event.item_id}"
+            self.running[key] = {"job_id": event.job_id, "item_id": event.item_id, "priority": priority}
+            try:
+                release = await self._wait_for_site(event) if self.gate is not None else None
+                if self.gate is not None and release is None:
+                    return
+                try:
+                    await self.work(event, attempt)
+                finally:
+                    if release is not None:
+                        await release()
+            finally:
+                self.running.pop(key, None)
+
+        await handle(
+            Delivery(msg),  # type: ignore[arg-type]
+            work,
+            dead_letters=DeadLetters(self.js, TICKET_DURABLES[priority]),
+            ack_wait=self.ack_wait,
+            consumer=TICKET_DURABLES[priority],
+        )
+
+    def snapshot(self) -> dict:
+        return {
+            "worker": self.worker,
+            "slots": self.concurrency,
+            "running": list(self.running.values()),
+            "paused": self.state.paused,
+            "at": utcnow().isoformat(),
+        }
+
+    async def _heartbeat(self, workers: KeyValue, stop: asyncio.Event) -> None:
+        key = worker_key(self.worker)
+        while not stop.is_set():
+            try:
+                await workers.put(key, json.dumps(self.snapshot()).encode())
+            except Exception as exc:  # NATS away for a moment: the next beat tries again
+                log.debug("heartbeat: %s", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEARTBEAT)
+        with contextlib.suppress(Exception):
+            await workers.delete(key)
+
+
+async def _first(work: Awaitable, stop: asyncio.Event) -> bool:
+    """Await ``work`` unless ``stop`` comes first (then False)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
