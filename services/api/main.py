@@ -22,6 +22,7 @@ from services.api.hub import JobHub
 from services.api.presets import PresetBook, read_only_presets
 from services.api.queue import QueueControl
 from services.api.reads import JobReads
+from services.api.retention import run_retention
 from services.api.routes import archive, controls, cookies, health, info, page, presets, session
 from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
@@ -32,6 +33,7 @@ from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
 from services.runtime.settings import Settings
+from services.runtime.tasks import cancel_until_done
 
 # The API serves no work consumer: it publishes commands and reads the read models.
 CONSUMERS = ()
@@ -91,9 +93,23 @@ def create_app(settings: Settings) -> Litestar:
             )
             freeze_startup_objects()
             lag = LoopLagMonitor().start()
+            stopping = asyncio.Event()
+            retention = asyncio.create_task(
+                run_retention(
+                    hub,
+                    reads,
+                    app.state.commands,
+                    settings.job_retention_days,
+                    settings.retention_delete_files,
+                    stopping,
+                    every=settings.retention_every,
+                )
+            )
             try:
                 yield
             finally:
+                stopping.set()
+                await cancel_until_done(retention)
                 lag.stop()
                 await hub.stop()
                 await book.stop()

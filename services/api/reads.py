@@ -39,6 +39,10 @@ class JobReads:
             return None if _deleted(stored.summary) else stored.view()
         return await self._requested(job_id)
 
+    async def requested(self, job_id: str) -> JobView | None:
+        """The job as its `requested` event makes it (whether or not it was deleted since); None if it never was."""
+        return await self._requested(job_id) if is_job_id(job_id) else None
+
     async def _requested(self, job_id: str) -> JobView | None:
         """Accepted but not folded yet (or the read models are being rebuilt): the `requested` event says enough."""
         try:

@@ -18,6 +18,7 @@ from contracts.ids import item_id, random_event_id, step_event_id
 from contracts.items import wants_audio
 from contracts.options import DownloadOptions
 from services.downloader.catalog import MediaCatalog
+from services.downloader.deletion import adopt
 from services.downloader.disk import DiskLimits
 from services.downloader.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
@@ -314,7 +315,7 @@ class Downloader:
             )
             if claimed and self.catalog is not None:
                 await self.catalog.record(claimed[0], result)
-            return result
+            return adopt(result, directory)
         finally:
             if claimed and self.catalog is not None:
                 await self.catalog.release(claimed[0])

@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from contracts.views import JobSummary
 from services.downloader.catalog import MediaCatalog
+from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
 from services.downloader.options import operator_params
@@ -35,7 +36,7 @@ log = logging.getLogger("tubeflow.downloader")
 RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
 # `item.queued` facts -> tickets on the download queue (see queue); the tickets are what workers download.
 ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
-CONSUMERS = (RESOLVE, ITEMS, START, REPRIORITIZE, *TICKETS)
+CONSUMERS = (RESOLVE, ITEMS, START, REPRIORITIZE, DELETED, *TICKETS)
 DISPATCH_CONCURRENCY = 8
 RESOLVE_CONCURRENCY = 2
 SWEEP_EVERY = 3600.0
@@ -95,6 +96,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),
             (START, 1, dispatcher.redispatch),
             (REPRIORITIZE, 1, dispatcher.redispatch),
+            (DELETED, 1, lambda event, attempt: delete_files(infra.js, media_dir, cancellations, event)),
         )
         for spec, workers, work in subscriptions:
             work_subscriber(broker, infra.js, spec, max_workers=workers, ack_wait=settings.ack_wait, work=work)
@@ -115,10 +117,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 async def ticket_loop(settings: Settings, infra, worker: str, dispatcher, downloader, cancellations) -> TicketLoop:  # noqa: ANN001
     """The loop that takes tickets off the download queue, its consumers declared (or waited for, after setup)."""
-    if settings.declare:
-        _, problems = await declare_consumers(infra.js, TICKETS, settings.ack_wait)
-        for problem in problems:
-            log.warning("%s", problem)
+    # Declared like the event consumers the broker subscribes with: created when missing, whatever TUBEFLOW_DECLARE.
+    _, problems = await declare_consumers(infra.js, TICKETS, settings.ack_wait)
+    for problem in problems:
+        log.warning("%s", problem)
     state = QueueState()
     state.on_pause_now(lambda _now: cancellations.trip_kind("download", "paused"))
     return TicketLoop(

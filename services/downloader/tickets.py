@@ -60,6 +60,7 @@ class TicketLoop:
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _slots: asyncio.Semaphore | None = None
     _parked: int = 0
+    _wanting: int = 0
 
     async def run(self, stop: asyncio.Event, workers: KeyValue | None = None) -> None:
         ranks = list(ev.PRIORITIES)
@@ -75,10 +76,12 @@ class TicketLoop:
                     continue
                 if not await _first(slots.acquire(), stop) or not await _first(self.state.wait_resumed(), stop):
                     break
-                got = await feed.next(stop)
+                got = await feed.next(stop, ready=lambda: not self.state.paused, give_way=lambda: self._wanting > 0)
                 if got is None:
+                    # Stopping, or an item whose site has room now wants its slot back: it gets this one.
                     slots.release()
-                    break
+                    await asyncio.sleep(0.01)
+                    continue
                 rank, msg = got
                 if self.state.paused:
                     await msg.nak(delay=PAUSED_HANDBACK)
@@ -116,7 +119,11 @@ class TicketLoop:
         finally:
             self._parked -= 1
             self.cancellations.release(token)
-            await self._slots.acquire()
+            self._wanting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._wanting -= 1
 
     async def _run(self, priority: str, msg: Msg) -> None:
         seq = msg.metadata.sequence.stream

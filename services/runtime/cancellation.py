@@ -111,6 +111,9 @@ class Cancellations:
             if not tokens:
                 del self._tokens[token.job_id]
 
+    def running_for(self, job_id: str) -> int:
+        return len(self._tokens.get(job_id, ()))
+
     @property
     def running(self) -> int:
         return sum(len(t) for t in self._tokens.values())

@@ -180,6 +180,8 @@ class JobsController(Controller):
         after: Annotated[int, Parameter(ge=0, description="only events with seq above this")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
     ) -> list[EventRecord]:
-        await _existing(reads, job_id)
+        # A deleted job's events stay readable (audit, replay): only a job that never existed is 404.
         stored = await reads.events(job_id, after=after, limit=limit)
+        if not stored and await reads.requested(job_id) is None:
+            raise NotFoundException(f"no job {job_id}")
         return [EventRecord(**s.as_json()) for s in stored]

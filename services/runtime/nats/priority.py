@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import nats.errors
 from nats.aio.client import Client
@@ -47,7 +47,10 @@ class Delivery:
 
 
 class PriorityFeed:
-    """Next message from the first of ``durables`` (highest priority first) that has one."""
+    """Next message from the first of ``durables`` (highest priority first) that has one.
+
+    Each consumer is asked on an inbox subscription of its own (as nats-py's pull subscriptions do): an answer that
+    comes after its ask gave up waits there and is taken by the next ask, so no delivery is dropped on the floor."""
 
     def __init__(self, nc: Client, stream: str, durables: Sequence[str], wake_subject: str) -> None:
         self._nc = nc
@@ -55,35 +58,50 @@ class PriorityFeed:
         self._wake_subject = wake_subject
         self._wake = asyncio.Event()
         self._sub = None
+        self._inboxes: list = []
 
     async def start(self) -> None:
         async def woken(_msg: Msg) -> None:
             self._wake.set()
 
         self._sub = await self._nc.subscribe(self._wake_subject, cb=woken)
+        self._inboxes = [await self._nc.subscribe(self._nc.new_inbox()) for _ in self._requests]
 
     async def close(self) -> None:
-        if self._sub is not None:
+        for sub in [self._sub, *self._inboxes]:
+            if sub is None:
+                continue
             try:
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
             except Exception as exc:  # the connection is closing anyway
                 log.debug("unsubscribe: %s", exc)
 
     async def ask(self) -> tuple[int, Msg] | None:
         """One pass over the consumers: (priority rank, message), or None when every one is empty."""
         for rank, subject in enumerate(self._requests):
-            msg = await self._ask_one(subject)
+            msg = await self._ask_one(subject, self._inboxes[rank])
             if msg is not None:
                 return rank, msg
         return None
 
-    async def next(self, stop: asyncio.Event) -> tuple[int, Msg] | None:
-        """Wait for the next message (None once ``stop`` is set)."""
+    async def next(
+        self,
+        stop: asyncio.Event,
+        ready: Callable[[], bool] = lambda: True,
+        give_way: Callable[[], bool] = lambda: False,
+    ) -> tuple[int, Msg] | None:
+        """Wait for the next message. None once ``stop`` is set, or when ``give_way()`` says the caller's slot is
+        wanted elsewhere; while ``ready()`` is false, nothing is asked for."""
         while not stop.is_set():
+            if give_way():
+                return None
             self._wake.clear()
+            if not ready():
+                await asyncio.sleep(IDLE_POLL / 4)
+                continue
             try:
                 got = await self.ask()
-            except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError, nats.errors.NoRespondersError) as exc:
+            except (nats.errors.ConnectionClosedError, nats.errors.NoRespondersError, OSError) as exc:
                 log.warning("could not ask the download queue (%s); asking again", exc)
                 got = None
             if got is not None:
@@ -96,12 +114,36 @@ class PriorityFeed:
                     waiter.cancel()
         return None
 
-    async def _ask_one(self, subject: str) -> Msg | None:
-        reply = await self._nc.request(subject, json.dumps({"batch": 1, "no_wait": True}).encode(), timeout=ASK_TIMEOUT)
-        status = (reply.headers or {}).get("Status") if reply.headers else None
-        if status is not None or not reply.reply:
+    async def _ask_one(self, subject: str, inbox) -> Msg | None:  # noqa: ANN001 - a nats Subscription
+        while True:  # an answer to an earlier ask that was given up on: a message is taken, a status dropped
+            try:
+                late = inbox.pending_msgs and await inbox.next_msg(timeout=0.001)
+            except nats.errors.TimeoutError:
+                break
+            if not late:
+                break
+            if _status(late) is None:
+                return late
+        await self._nc.publish(subject, NO_WAIT, reply=inbox.subject)
+        try:
+            reply = await inbox.next_msg(timeout=ASK_TIMEOUT)
+        except nats.errors.TimeoutError:
+            log.warning("no answer from %s in %.0f s", subject, ASK_TIMEOUT)
+            return None
+        status = _status(reply)
+        if status is not None:
             # 404 no messages, 408 request expired, 409 consumer busy or gone: nothing here now.
-            if status not in (None, "404", "408"):
+            if status not in ("404", "408"):
                 log.debug("%s answered %s %s", subject, status, (reply.headers or {}).get("Description"))
             return None
         return reply
+
+
+def _status(msg: Msg) -> str | None:
+    """The status of a JetStream control answer (no data, a Status header), None for a message."""
+    if msg.data or not msg.headers:
+        return None
+    return msg.headers.get("Status")
+
+
+NO_WAIT = json.dumps({"batch": 1, "no_wait": True}).encode()

@@ -1,0 +1,96 @@
+"""`job.deleted` with ``files``: the job's files go. Its own folder (``<media>/<job>``) is removed whole; a file it
+placed elsewhere (an output folder) is removed unless it was reused from another job (then it is that job's).
+
+A reused download is hard-linked into the reusing job's folder (``adopt``), so each job holds its own name for the
+bytes and the file system keeps them while any job still refers to them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from contracts import events as ev
+from contracts.fold import fold
+from contracts.views import JobView
+from services.downloader.media import Downloaded
+from services.runtime.cancellation import Cancellations
+from services.runtime.nats import ConsumerSpec, read_job_events
+
+log = logging.getLogger("tubeflow.deletion")
+
+DELETED = ConsumerSpec("job.deleted", "downloader-deleted-v1", max_ack_pending=64)
+# The cancel before a delete stops this process's work on the job at once; other processes get the same cancel at
+# the same moment. This long is left for all of them to let go of the job's files.
+SETTLE = 2.0
+
+
+def adopt(result: Downloaded, directory: Path) -> Downloaded:
+    """A reused download's files, hard-linked into this job's folder (kept where they are if linking fails)."""
+    if not result.reused:
+        return result
+
+    def linked(path: Path) -> Path:
+        if path.parent == directory:
+            return path
+        target = directory / path.name
+        try:
+            if not target.exists():
+                os.link(path, target)
+            return target
+        except OSError as exc:  # another file system, or links not allowed: the other job's file is referred to
+            log.warning("could not link %s into %s: %s", path, directory, exc)
+            return path
+
+    return dataclasses.replace(result, path=linked(result.path), files=tuple(linked(f) for f in result.files))
+
+
+def files_of(view: JobView, media_dir: Path) -> list[Path]:
+    """The job's files outside its own folder that are its own (not reused from another job)."""
+    own = (media_dir / view.id).resolve()
+    found = []
+    for item in view.items:
+        named = []
+        if not item.download.reused:
+            named += [item.download.file, *item.download.files]
+        if not item.extract.reused:
+            named.append(item.extract.file)
+        for name in named:
+            if not name:
+                continue
+            path = (media_dir / name).resolve()
+            if path.is_relative_to(media_dir.resolve()) and not path.is_relative_to(own):
+                found.append(path)
+    return found
+
+
+async def delete_files(
+    js: JetStreamContext, media_dir: Path, cancellations: Cancellations, event: ev.JobDeletedEvent
+) -> list[Path]:
+    """Remove a deleted job's files (once its work here has stopped); returns what was removed."""
+    if not event.data.files:
+        return []
+    for _ in range(120):
+        if not cancellations.running_for(event.job_id):
+            break
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(SETTLE)
+    events = [s.event for s in await read_job_events(js, event.job_id)]
+    view = fold(e for e in events if not isinstance(e, ev.JobDeletedEvent))
+    removed: list[Path] = []
+    if view is not None:
+        for path in files_of(view, media_dir):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    folder = media_dir / event.job_id
+    if folder.is_dir():
+        await asyncio.to_thread(shutil.rmtree, folder, True)
+        removed.append(folder)
+    log.info("job %s deleted: %d file(s) and folder(s) removed", event.job_id, len(removed))
+    return removed

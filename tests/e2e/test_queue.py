@@ -1,0 +1,250 @@
+"""The queue's controls against real NATS with two downloader processes: priority order across processes, pause and
+resume (also stopping running downloads), hold and start, bulk actions, delete (shared files kept), per-site limits
+held across processes, and retention."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from services.runtime.embedded import EmbeddedNats
+from tests.conftest import free_port, spawn_cli, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+SLOW = 60_000  # bytes/s: a 2 s clip takes about a second
+
+
+@contextmanager
+def services(tmp_path: Path, extra: dict[str, str] | None = None, downloaders: int = 2) -> Iterator[dict]:
+    """NATS, `downloaders` downloader processes (one slot each), the projector and an API."""
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+    port = free_port()
+    env = {
+        **os.environ,
+        "TUBEFLOW_NATS_URL": url,
+        "TUBEFLOW_DATA_DIR": str(tmp_path / "data"),
+        "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TUBEFLOW_DOWNLOAD_CONCURRENCY": "1",
+        "TUBEFLOW_PROGRESS_INTERVAL": "0.1",
+        **(extra or {}),
+    }
+    log = tmp_path / "services.log"
+    processes: list[subprocess.Popen] = [
+        spawn_cli("service", "downloader", env={**env, "TUBEFLOW_WORKER_NAME": f"dl-{n}"}, log=log)
+        for n in range(downloaders)
+    ]
+    processes.append(spawn_cli("service", "progress", env=env, log=log))
+    processes.append(spawn_cli("service", "api", "--port", str(port), env=env, log=log))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, explain=lambda: log.read_text()[-3000:])
+        with httpx.Client(base_url=base, timeout=30) as client:
+            wait_for(lambda: len(client.get("/api/queue").json()["workers"]) == downloaders, 30, "workers up")
+            yield {"client": client, "log": log, "env": env, "base": base, "data": tmp_path / "data", "port": port}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        server.stop()
+
+
+def wait_for(check, timeout: float, what: str, explain=lambda: ""):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {explain()}"
+        time.sleep(0.1)
+
+
+def submit(client: httpx.Client, url: str, **fields) -> dict:  # noqa: ANN003
+    response = client.post("/api/jobs", json={"url": url, **fields})
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def job(client: httpx.Client, job_id: str) -> dict:
+    return client.get(f"/api/jobs/{job_id}").json()
+
+
+def finished(client: httpx.Client, ids: list[str], log: Path, timeout: float = 90) -> list[dict]:
+    terminal = {"completed", "partial", "failed", "cancelled"}
+    return wait_for(
+        lambda: (views := [job(client, i) for i in ids]) and all(v["status"] in terminal for v in views) and views,
+        timeout,
+        "jobs to finish",
+        lambda: log.read_text()[-3000:],
+    )
+
+
+def events(client: httpx.Client, job_id: str) -> list[dict]:
+    return client.get(f"/api/jobs/{job_id}/events").json()
+
+
+def started_seqs(client: httpx.Client, job_id: str) -> list[int]:
+    return [e["seq"] for e in events(client, job_id) if e["type"] == "download.started"]
+
+
+def test_priority_pause_hold_start_bulk_and_delete(tmp_path, media):
+    with services(tmp_path) as s:
+        client, log = s["client"], s["log"]
+        # Paused: nothing starts; the tickets wait per priority.
+        paused = client.post("/api/queue/pause").json()
+        assert paused["paused"] is True and paused["now"] is False
+        jobs = {}
+        for priority in ("low", "normal", "high"):  # the lowest first: first-come order would be the wrong one
+            for _ in range(3):
+                view = submit(client, media.url(media.fresh("clip1.mp4"), rate=SLOW), priority=priority)
+                assert view["priority"] == priority
+                jobs[view["id"]] = priority
+
+        def waiting() -> dict:
+            # A ticket taken as the pause came is handed back (counted as taken until it is waiting again).
+            return {w["priority"]: w["waiting"] + w["taken"] for w in client.get("/api/queue").json()["items"]}
+
+        wait_for(lambda: waiting() == {"high": 3, "normal": 3, "low": 3}, 30, "9 tickets", lambda: str(waiting()))
+        time.sleep(1.0)
+        assert all(not started_seqs(client, i) for i in jobs), "a download started while the queue was paused"
+        # A held job resolves and waits; bulk start lists an unknown id as not found and starts the rest.
+        held = submit(client, media.url(media.fresh("clip2.mp4")), start=False)
+        wait_for(lambda: job(client, held["id"])["status"] == "held", 30, "held")
+        assert client.get("/api/queue").json()["jobs"].get("held") == 1
+        # Priority of a waiting job changes: one of the low ones goes first of all.
+        promoted = next(i for i, p in jobs.items() if p == "low")
+        changed = client.post(f"/api/jobs/{promoted}/priority", json={"priority": "high"})
+        assert changed.status_code == 202 and changed.json()["priority"] == "high"
+        jobs[promoted] = "high"
+        wait_for(lambda: waiting()["high"] == 4, 30, "the promoted ticket", lambda: str(waiting()))
+
+        resumed = client.post("/api/queue/resume").json()
+        assert resumed["paused"] is False
+        views = finished(client, list(jobs), log)
+        assert all(v["status"] == "completed" for v in views), [v["error"] for v in views]
+        order = sorted((started_seqs(client, i)[0], jobs[i]) for i in jobs)
+        ranks = [("high", "normal", "low").index(p) for _, p in order]
+        assert ranks == sorted(ranks), f"downloads started out of priority order: {order}"
+        # Each item downloaded once, even the promoted one (its first ticket was dropped).
+        assert all(len(started_seqs(client, i)) == 1 for i in jobs)
+        assert job(client, held["id"])["status"] == "held" and not started_seqs(client, held["id"])
+
+        bulk = client.post(
+            "/api/jobs/bulk", json={"action": "start", "ids": [held["id"], "01m0000000000000000000none"]}
+        )
+        assert bulk.status_code == 200, bulk.text
+        answer = bulk.json()
+        assert (answer["done"], answer["not_found"]) == (1, 1), answer
+        finished(client, [held["id"]], log)
+        again = client.post(f"/api/jobs/{held['id']}/start")
+        assert again.status_code == 409 and "completed" in again.text
+        assert client.post(f"/api/jobs/{held['id']}/priority", json={"priority": "low"}).status_code == 409
+        bad = client.post("/api/jobs/bulk", json={"action": "priority", "ids": [held["id"]]})
+        assert bad.status_code in (400, 422), bad.text
+
+        # Delete: a second job reusing the first's download keeps its file when the first goes with its files.
+        first = finished(client, [submit(client, media.url("clip3.mp4"))["id"]], log)[0]
+        second = finished(client, [submit(client, media.url("clip3.mp4"))["id"]], log)[0]
+        assert second["items"][0]["download"]["reused"] is True
+        kept = s["data"] / "media" / second["items"][0]["download"]["file"]
+        assert kept.is_file()
+        gone = client.delete(f"/api/jobs/{first['id']}", params={"files": "true"})
+        assert gone.status_code == 202 and gone.json()["deleted_at"]
+        assert client.get(f"/api/jobs/{first['id']}").status_code == 404
+        listed = [j["id"] for j in client.get("/api/jobs", params={"limit": 500}).json()["jobs"]]
+        assert first["id"] not in listed and second["id"] in listed
+        wait_for(lambda: not (s["data"] / "media" / first["id"]).exists(), 30, "the deleted job's folder to go")
+        assert kept.is_file() and client.get(f"/media/{second['items'][0]['download']['file']}").status_code == 200
+
+
+def test_pause_now_stops_running_downloads_and_resume_goes_on(tmp_path, media):
+    with services(tmp_path, downloaders=1) as s:
+        client, log = s["client"], s["log"]
+        view = submit(client, media.url(media.fresh("long.mp4"), rate=40_000))
+        wait_for(
+            lambda: (job(client, view["id"])["items"] or [{}])[0].get("download", {}).get("downloaded_bytes", 0) > 0,
+            30,
+            "bytes",
+        )
+        client.post("/api/queue/pause", params={"now": "true"})
+        item = wait_for(
+            lambda: (i := job(client, view["id"])["items"][0])["status"] == "queued" and i,
+            30,
+            "the item to stop",
+            lambda: log.read_text()[-2000:],
+        )
+        assert item["waiting"]["code"] == "queue_paused"
+        partial = list((s["data"] / "media" / view["id"]).glob("*.part"))
+        assert partial, "the partial file was not kept"
+        before = item["download"]["downloaded_bytes"]
+        time.sleep(1.5)
+        assert job(client, view["id"])["items"][0]["download"]["downloaded_bytes"] == before
+        assert client.get("/api/queue").json()["paused"] is True
+        client.post("/api/queue/resume")
+        done = finished(client, [view["id"]], log)[0]
+        assert done["status"] == "completed", done["error"]
+        # Whole: every byte of the source (the metadata step adds a few tags, nothing is missing).
+        size = (s["data"] / "media" / done["items"][0]["download"]["file"]).stat().st_size
+        source = (media.root / "long.mp4").stat().st_size
+        assert source <= size < source + 4096
+
+
+def test_site_limit_is_held_across_processes_and_waiting_items_say_why(tmp_path, media):
+    extra = {"TUBEFLOW_SITE_CONCURRENCY": "127.0.0.1=1"}
+    with services(tmp_path, extra) as s:
+        client, log = s["client"], s["log"]
+        ids = [submit(client, media.url(media.fresh("clip1.mp4"), rate=SLOW))["id"] for _ in range(4)]
+        said = wait_for(
+            lambda: any(
+                (i.get("waiting") or {}).get("code") == "site_limit" for v in ids for i in job(client, v)["items"]
+            ),
+            60,
+            "an item waiting for its site",
+        )
+        assert said
+        finished(client, ids, log)
+        # Never two downloads of the site at once: each item's started..completed interval overlaps no other's.
+        spans = []
+        for job_id in ids:
+            times = {e["type"]: e["occurred_at"] for e in events(client, job_id)}
+            spans.append((times["download.started"], times["download.completed"]))
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            assert start >= end, f"two downloads of one site overlapped: {spans}"
+        workers = {
+            e["data"]["worker"]
+            for j in ids
+            for e in events(client, j)
+            if e["type"] == "download.started"
+        }
+        assert len(workers) == 2, f"both downloaders should have taken items: {workers}"
+
+        # Retention: an API with TUBEFLOW_JOB_RETENTION_DAYS deletes the finished jobs (their files too).
+        port = free_port()
+        env = {**s["env"], "TUBEFLOW_JOB_RETENTION_DAYS": "0.00001", "TUBEFLOW_RETENTION_EVERY": "0.5",
+               "TUBEFLOW_RETENTION_DELETE_FILES": "true"}  # fmt: skip
+        api = spawn_cli("service", "api", "--port", str(port), env=env, log=log)
+        try:
+            wait_for(
+                lambda: client.get("/api/jobs").json()["jobs"] == [], 60, "retention", lambda: log.read_text()[-2000:]
+            )
+            # Its events stay readable.
+            kept = events(client, ids[0])
+            reasons = {e["data"].get("reason") for e in kept if e["type"] == "job.deleted"}
+            assert reasons == {"retention"}
+            wait_for(lambda: not (s["data"] / "media" / ids[0]).exists(), 30, "retention to remove files")
+        finally:
+            api.terminate()
+            api.wait(20)
