@@ -275,3 +275,39 @@ def test_the_search_box_and_status_filter_show_only_matching_jobs(page, stack, m
     page.fill("#search", "")
     page.select_option("#status-filter", "")
     page.wait_for_selector(f"{card(page, other['id'])}:not([hidden])", timeout=10_000)
+
+
+def test_hold_start_priority_pause_and_bulk_delete_from_the_page(page, stack, media):
+    import httpx
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("#options summary")
+    page.check("[name=hold]")
+    page.select_option("select[name=priority]", "low")
+    job_id = submit(page, media.url(media.fresh("clip1.mp4")))
+    held = f"{card(page, job_id)}[data-status=held]"
+    page.wait_for_selector(held, timeout=30_000)
+    assert page.input_value(f"{card(page, job_id)} select[data-action=priority]") == "low"
+    page.wait_for_selector("#queue-state:has-text('1 held')", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-held.png"), full_page=True)
+    try:
+        page.click("#queue-pause")
+        page.wait_for_selector("#queue[data-paused=true]", timeout=10_000)
+        assert httpx.get(f"{stack.base}/api/queue").json()["paused"] is True
+        page.screenshot(path=str(ARTIFACTS / "browser-queue-paused.png"), full_page=True)
+    finally:
+        httpx.post(f"{stack.base}/api/queue/resume")
+    page.wait_for_selector("#queue[data-paused=false]", timeout=10_000)
+    page.select_option(f"{card(page, job_id)} select[data-action=priority]", "high")
+    page.wait_for_selector(f"{card(page, job_id)} .meta:has-text('high priority')", timeout=10_000)
+    page.click(f"{card(page, job_id)} button[data-action=start]")
+    page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+    # Several selected, one action for all: delete them with their files (both dialogs accepted).
+    page.check(f"{card(page, job_id)} input.pick")
+    page.wait_for_selector("#bulk:not([hidden])", timeout=5_000)
+    page.screenshot(path=str(ARTIFACTS / "browser-bulk.png"), full_page=True)
+    page.select_option("#bulk select[name=action]", "delete")
+    page.click("#bulk button[type=submit]")
+    page.wait_for_selector(card(page, job_id), state="detached", timeout=10_000)
+    assert httpx.get(f"{stack.base}/api/jobs/{job_id}").status_code == 404
+    page.evaluate("localStorage.removeItem('tubeflow-options')")  # the form remembered priority low

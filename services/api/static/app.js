@@ -156,14 +156,22 @@ function render(id) {
       `<td class="files">${[dl.file, ...(dl.files || []), ex.file].map(mediaLink).join(" ")}</td></tr>`;
   }).join("");
   const buttons = [];
+  if (job.held && !TERMINAL.has(job.status)) buttons.push(`<button data-action="start">Start</button>`);
+  if (!TERMINAL.has(job.status)) {
+    buttons.push(`<select data-action="priority" aria-label="priority">` + ["high", "normal", "low"].map((p) =>
+      `<option${p === (job.priority || "normal") ? " selected" : ""}>${p}</option>`).join("") + `</select>`);
+  }
   if (!TERMINAL.has(job.status)) buttons.push(`<button data-action="cancel">Cancel</button>`);
   if (job.status === "partial" || job.status === "failed") buttons.push(`<button data-action="retry">Retry</button>`);
   if (items.some((i) => i.download.file || i.extract.file)) {
     buttons.push(`<a class="button" data-action="zip" href="/api/jobs/${esc(id)}/archive.zip" download>Download all</a>`);
   }
+  buttons.push(`<button data-action="delete">Delete</button>`);
+  const picked = card.querySelector("input.pick")?.checked ? " checked" : "";
   card.innerHTML =
-    `<h2>${esc(job.title || job.url)}</h2>` +
+    `<h2><input type="checkbox" class="pick" aria-label="select"${picked}> ${esc(job.title || job.url)}</h2>` +
     `<div class="meta"><span class="status ${esc(job.status)}">${esc(job.status)}</span> ${esc(job.mode)}` +
+    `${job.priority && job.priority !== "normal" ? " · " + esc(job.priority) + " priority" : ""}` +
     `${job.mode !== "video" ? " · " + esc(job.audio_format) : ""} · <span>${esc(job.url)}</span></div>` +
     bar("overall", job.progress.percent, job.progress.percent.toFixed(1) + "%", "overall") +
     bar("download", downloadPercent, downloadText, "download") +
@@ -209,7 +217,15 @@ $("#status-filter").addEventListener("change", search);
 
 // --- state from the streams ---------------------------------------------------------------------------------
 
+function forget(id) {
+  jobs.delete(id);
+  document.getElementById("job-" + id)?.remove();
+  jobStreams.get(id)?.close();
+  jobStreams.delete(id);
+}
+
 function upsertJob(job) {
+  if (job.deleted_at) return forget(job.id);
   let entry = jobs.get(job.id);
   if (!entry) {
     entry = {job, items: new Map(), loaded: false};
@@ -288,7 +304,8 @@ function connectList() {
 // The form's choices become a job with only what differs from the defaults (so a preset's fields are not
 // overridden by a default nobody chose), and are remembered for the next visit.
 const REMEMBERED = ["mode", "quality", "audio_format", "preset", "container", "video_codec", "sub_langs", "sub_auto",
-  "sub_embed", "thumbnail", "metadata", "clip_start", "clip_end", "split_chapters", "folder", "template", "cookies"];
+  "sub_embed", "thumbnail", "metadata", "clip_start", "clip_end", "split_chapters", "folder", "template", "cookies",
+  "priority"];
 
 function jobBody(form) {
   const f = (name) => form.elements[name];
@@ -302,6 +319,8 @@ function jobBody(form) {
   set("video_codec", f("video_codec").value, "any");
   set("thumbnail", f("thumbnail").value, "none");
   set("cookies", f("cookies").value, "");
+  set("priority", f("priority").value, "normal");
+  if (f("hold").checked) body.start = false;
   const langs = f("sub_langs").value.split(/[\s,]+/).filter(Boolean);
   if (langs.length) body.subtitles = {languages: langs, auto: f("sub_auto").checked, embed: f("sub_embed").checked};
   if (!f("metadata").checked) body.metadata = false;
@@ -394,11 +413,113 @@ $("#submit").url.addEventListener("keydown", (event) => {
   }
 });
 
+// Delete asks first, and asks again before it removes files.
+function deleteRequest(what) {
+  if (!confirm(`Delete ${what}? Its events are kept; it leaves the list.`)) return null;
+  return confirm("Also delete its files from the disk? (Files another job reused stay for that job.)");
+}
+
+async function act(id, action, button) {
+  let response;
+  if (action === "delete") {
+    const files = deleteRequest("this job");
+    if (files === null) return;
+    response = await api(`/api/jobs/${id}?files=${files}`, {method: "DELETE"});
+  } else if (action === "priority") {
+    response = await api(`/api/jobs/${id}/priority`, {
+      method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({priority: button.value}),
+    });
+  } else {
+    response = await api(`/api/jobs/${id}/${action}`, {method: "POST"});
+  }
+  const answer = await response.json().catch(() => ({}));
+  if (response.status === 202) {
+    upsertJob(answer);
+  } else {
+    say(answer.detail || `HTTP ${response.status}`, true);
+    button.disabled = false;
+  }
+}
+
+$("#jobs").addEventListener("change", (event) => {
+  const select = event.target.closest("select[data-action]");
+  if (select) act(select.closest(".job").dataset.jobId, "priority", select);
+  if (event.target.matches("input.pick")) showBulk();
+});
+
+// --- many jobs at once, and the queue -------------------------------------------------------------------------
+
+function picked() {
+  return [...document.querySelectorAll("#jobs .job:not([hidden]) input.pick:checked")].map((el) => el.closest(".job").dataset.jobId);
+}
+
+function showBulk() {
+  const ids = picked();
+  $("#bulk").hidden = ids.length === 0;
+  $("#bulk-count").textContent = `${ids.length} selected`;
+}
+
+$("#bulk").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const ids = picked();
+  const [action, priority] = event.target.action.value.split(":");
+  const body = {action, ids, ...(priority ? {priority} : {})};
+  if (action === "delete") {
+    const files = deleteRequest(`${ids.length} job(s)`);
+    if (files === null) return;
+    body.files = files;
+  }
+  const response = await api("/api/jobs/bulk", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) return say(answer.detail || `HTTP ${response.status}`, true);
+  say(`${action}: ${answer.done} done, ${answer.refused} refused, ${answer.not_found} not found`, answer.refused + answer.not_found > 0);
+  for (const result of answer.results) if (result.ok) refreshJob(result.id, action);
+  for (const el of document.querySelectorAll("#jobs input.pick:checked")) el.checked = false;
+  showBulk();
+});
+$("#bulk-all").addEventListener("click", () => {
+  for (const el of document.querySelectorAll("#jobs .job:not([hidden]) input.pick")) el.checked = true;
+  showBulk();
+});
+
+async function refreshJob(id, action) {
+  if (action === "delete") return forget(id);
+  const response = await api(`/api/jobs/${id}`);
+  if (response.ok) upsertJob(await response.json());
+}
+
+function showQueue(state) {
+  const box = $("#queue");
+  box.dataset.paused = String(state.paused);
+  const waiting = state.items.reduce((n, i) => n + i.waiting, 0);
+  const running = state.workers.reduce((n, w) => n + w.running.length, 0);
+  const slots = state.workers.reduce((n, w) => n + w.slots, 0);
+  $("#queue-state").textContent = (state.paused ? "Queue paused" + (state.now ? " (running downloads stopped)" : "") : "Queue running") +
+    ` · ${running}/${slots} downloading · ${waiting} waiting` + (state.jobs.held ? ` · ${state.jobs.held} held` : "");
+  $("#queue-pause").hidden = state.paused;
+  $("#queue-resume").hidden = !state.paused;
+}
+
+async function loadQueue() {
+  const response = await api("/api/queue");
+  if (response.ok) showQueue(await response.json());
+}
+
+$("#queue-pause").addEventListener("click", async () => {
+  const response = await api("/api/queue/pause", {method: "POST"});
+  if (response.ok) showQueue(await response.json());
+});
+$("#queue-resume").addEventListener("click", async () => {
+  const response = await api("/api/queue/resume", {method: "POST"});
+  if (response.ok) showQueue(await response.json());
+});
+
 $("#jobs").addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-action]");
   if (!button) return;
   const id = button.closest(".job").dataset.jobId;
   button.disabled = true;
+  if (button.dataset.action === "start" || button.dataset.action === "delete") return act(id, button.dataset.action, button);
   const response = await api(`/api/jobs/${id}/${button.dataset.action}`, {method: "POST"});
   const answer = await response.json().catch(() => ({}));
   if (response.status === 202) {
@@ -426,6 +547,8 @@ async function start() {
   if (probe.status === 401) return;
   await ensureSession(true);
   connectList();
+  loadQueue();
+  setInterval(loadQueue, 5000);
   loadChoices();
   checkVersions();
 }
