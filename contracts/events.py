@@ -31,6 +31,7 @@ from contracts.payloads import (  # noqa: F401 - re-exported: the wire's names, 
     ExtractProgress,
     ExtractStarted,
     ItemQueued,
+    ItemSkipped,
     JobDeleted,
     Mode,
     Payload,
@@ -171,6 +172,11 @@ class PostprocessFailedEvent(Envelope):
     data: PostprocessFailed
 
 
+class ItemSkippedEvent(Envelope):
+    type: Literal["item.skipped"]
+    data: ItemSkipped
+
+
 class StartRequestedEvent(Envelope):
     type: Literal["start.requested"]
     data: StartRequested
@@ -209,6 +215,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         ExtractFailedEvent,
         CancelRequestedEvent,
         RetryRequestedEvent,
+        ItemSkippedEvent,
         StartRequestedEvent,
         PriorityChangedEvent,
         JobDeletedEvent,

@@ -187,6 +187,23 @@ def _(event: ev.DownloadWaitingEvent, view: JobView) -> JobView:
 
 
 @_apply.register
+def _(event: ev.ItemSkippedEvent, view: JobView) -> JobView:
+    data = event.data
+
+    def skipped(item: ItemView) -> dict:
+        return {
+            "status": "skipped",
+            "worker": data.worker,
+            "waiting": None,
+            "error": None,
+            "download": replace(item.download, {"status": "skipped", "existing": data.existing, "speed": None}),
+            "extract": replace(item.extract, {"status": "skipped"}) if item.extract.status != "none" else item.extract,
+        }
+
+    return _change_step(view, event, "download", skipped)
+
+
+@_apply.register
 def _(event: ev.DownloadProgressEvent, view: JobView) -> JobView:
     data = event.data
 

@@ -27,6 +27,8 @@ def item_done(item: ItemView, audio: bool) -> bool:
 
 
 def item_succeeded(item: ItemView, audio: bool) -> bool:
+    if item.download.status == "skipped" and item.download.existing is not None:
+        return True  # skipped because an earlier job has it (skip_downloaded): what was asked for is there
     if item.download.status != "completed":
         return False
     # A live recording stopped on request is the file that was asked for; no audio is made of it.

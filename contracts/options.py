@@ -226,6 +226,11 @@ class DownloadOptions(BaseModel):
     split_chapters: bool = Field(default=False, description="one file per chapter, besides the whole")
     output: Output | None = None
     cookies: str | None = Field(default=None, max_length=64, description="the name of a stored cookie profile")
+    skip_downloaded: bool = Field(
+        default=False,
+        description="skip items an earlier job already downloaded (same media, same options): the item is `skipped` "
+        "with the earlier file, nothing is transferred or linked",
+    )
 
     @field_validator("cookies")
     @classmethod

@@ -239,6 +239,16 @@ class CancelRequested(Payload):
     reason: Short | None = None
 
 
+class ItemSkipped(Payload):
+    """The item was not downloaded: ``skip_downloaded`` was asked and an earlier job has it (``existing``, relative to
+    the media root). It counts as done and succeeded; no audio is made for this job."""
+
+    worker: Short
+    code: Short = "already_downloaded"
+    message: Message
+    existing: str | None = None
+
+
 class StartRequested(Payload):
     """`POST /api/jobs/{id}/start` of a held job: its items are handed to the workers."""
 

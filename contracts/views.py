@@ -53,6 +53,8 @@ class ItemDownload(View):
     # The other files the download made (subtitles, thumbnail, chapters), and what yt-dlp picked.
     files: list[str] = []
     chosen: ChosenFormat | None = None
+    # Skipped (`skip_downloaded`) because an earlier job has the media: that job's file.
+    existing: str | None = None
 
 
 class ItemPostprocess(View):

@@ -91,12 +91,16 @@ def ytdlp_params(options: DownloadOptions | None) -> dict[str, Any]:
     return dict(_params(tuple(ytdlp_args(options))))
 
 
+# What changes nothing about the file made: the cookie profile, and whether an earlier job's file is skipped.
+NOT_IN_SIGNATURE = frozenset({"cookies", "skip_downloaded"})
+
+
 def signature(options: DownloadOptions | None) -> str:
     """What the options change about the file a download makes, as a stable string: part of its media key (a 720p
-    download is not a 1080p one) and of which pooled YoutubeDL serves it. The cookie profile changes nothing."""
+    download is not a 1080p one) and of which pooled YoutubeDL serves it."""
     if options is None:
         options = DownloadOptions()
-    return json.dumps(options.model_dump(exclude={"cookies"}, exclude_defaults=True), sort_keys=True)
+    return json.dumps(options.model_dump(exclude=NOT_IN_SIGNATURE, exclude_defaults=True), sort_keys=True)
 
 
 # What the operator's params may not change: how tubeflow drives yt-dlp (its hooks, logger, paths and names, the

@@ -223,12 +223,7 @@ def test_site_limit_is_held_across_processes_and_waiting_items_say_why(tmp_path,
         spans.sort()
         for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert start >= end, f"two downloads of one site overlapped: {spans}"
-        workers = {
-            e["data"]["worker"]
-            for j in ids
-            for e in events(client, j)
-            if e["type"] == "download.started"
-        }
+        workers = {e["data"]["worker"] for j in ids for e in events(client, j) if e["type"] == "download.started"}
         assert len(workers) == 2, f"both downloaders should have taken items: {workers}"
 
         # Retention: an API with TUBEFLOW_JOB_RETENTION_DAYS deletes the finished jobs (their files too).
@@ -248,3 +243,27 @@ def test_site_limit_is_held_across_processes_and_waiting_items_say_why(tmp_path,
         finally:
             api.terminate()
             api.wait(20)
+
+
+def test_skip_downloaded_skips_what_an_earlier_job_has(tmp_path, media):
+    with services(tmp_path, downloaders=1) as s:
+        client, log = s["client"], s["log"]
+        have, new = media.fresh("clip1.mp4"), media.fresh("clip2.mp4")
+        # Through a feed both times: the generic extractor names a feed's entry differently from the bare URL (a real
+        # site's video has one id however it is reached).
+        earlier = finished(client, [submit(client, media.feed_url(have))["id"]], log)[0]
+        assert earlier["status"] == "completed"
+        feed = submit(client, media.feed_url(f"{have},{new}"), skip_downloaded=True)
+        view = finished(client, [feed["id"]], log)[0]
+        assert view["status"] == "completed", view
+        skipped, downloaded = view["items"]
+        assert (
+            skipped["status"] == "skipped"
+            and skipped["download"]["existing"] == earlier["items"][0]["download"]["file"]
+        )
+        assert skipped["download"]["file"] is None and not (s["data"] / "media" / feed["id"] / Path(have).name).exists()
+        assert downloaded["status"] == "completed" and downloaded["download"]["reused"] is False
+        # Without the option the same feed reuses the file (hard-linked into its own folder) instead.
+        again = finished(client, [submit(client, media.feed_url(have))["id"]], log)[0]
+        assert again["items"][0]["download"]["reused"] is True
+        assert again["items"][0]["download"]["file"].startswith(again["id"] + "/")
