@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contracts.events import DownloadProgress
+from pathlib import Path
+from typing import get_args
+
+from contracts.events import AudioFormat, DownloadProgress
 from contracts.views import ItemView
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
@@ -10,8 +13,15 @@ DOWNLOAD_WEIGHT = 0.8
 # Share of the download step that belongs to yt-dlp's post-processing (the merge of video and audio, fixups, …):
 # it is counted done when the download completes, so the bar waits below it while ffmpeg merges.
 POSTPROCESS_SHARE = 0.1
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 # A step (download or extract) in one of these states will not change again in this run.
 STEP_DONE = frozenset({"completed", "failed", "skipped"})
+
+
+def audio_path(source: Path, audio_format: str) -> Path:
+    """Where the audio extracted from ``source`` goes: beside it, named after it."""
+    target = source.with_suffix(f".{audio_format}")
+    return target if target != source else source.with_suffix(f".audio.{audio_format}")
 
 
 def wants_audio(mode: str) -> bool:

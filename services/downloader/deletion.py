@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 
 from contracts import events as ev
 from contracts.fold import fold
+from contracts.items import AUDIO_FORMATS, audio_path
 from contracts.views import JobView
 from services.downloader.media import Downloaded
 from services.runtime.cancellation import Cancellations
@@ -47,7 +48,14 @@ def adopt(result: Downloaded, directory: Path) -> Downloaded:
             log.warning("could not link %s into %s: %s", path, directory, exc)
             return path
 
-    return dataclasses.replace(result, path=linked(result.path), files=tuple(linked(f) for f in result.files))
+    path = linked(result.path)
+    if path != result.path:
+        # Audio another job already made of this file comes along, so its extraction is reused too.
+        for audio_format in AUDIO_FORMATS:
+            made = audio_path(result.path, audio_format)
+            if made.is_file() and made != result.path:
+                linked(made)  # same name beside the link: where the extractor looks for it
+    return dataclasses.replace(result, path=path, files=tuple(linked(f) for f in result.files))
 
 
 def files_of(view: JobView, media_dir: Path) -> list[Path]:

@@ -27,6 +27,7 @@ from contracts.fold import fold
 from contracts.subjects import subject
 from services.runtime.nats import STREAM, ConsumerSpec, read_job_events
 from services.runtime.nats.topology import WORK_PREFIX, WORK_STREAM
+from services.runtime.tracing import inject
 
 log = logging.getLogger("tubeflow.queue")
 
@@ -95,6 +96,7 @@ class Dispatcher:
             "Nats-Msg-Id": f"ticket:{event.event_id}:{controls.priority}:{controls.priority_seq}",
             PRIORITY_SEQ: str(controls.priority_seq),
         }
+        inject(headers)  # the item's trace goes on through its ticket
         await self.js.publish(
             ticket_subject(controls.priority, event.job_id),
             ev.encode_event(event),

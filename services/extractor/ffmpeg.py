@@ -11,6 +11,7 @@ from typing import Callable
 
 import imageio_ffmpeg
 
+from contracts.items import audio_path  # noqa: F401 - where it always was imported from
 from services.runtime.failures import MediaError
 
 # format -> (ffmpeg muxer, codec arguments)
@@ -23,11 +24,6 @@ AUDIO_FORMATS: dict[str, tuple[str, list[str]]] = {
 }
 
 _DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
-
-
-def audio_path(source: Path, audio_format: str) -> Path:
-    target = source.with_suffix(f".{audio_format}")
-    return target if target != source else source.with_suffix(f".audio.{audio_format}")
 
 
 async def extract_audio(

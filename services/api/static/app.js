@@ -423,7 +423,7 @@ async function act(id, action, button) {
   let response;
   if (action === "delete") {
     const files = deleteRequest("this job");
-    if (files === null) return;
+    if (files === null) { button.disabled = false; return; }
     response = await api(`/api/jobs/${id}?files=${files}`, {method: "DELETE"});
   } else if (action === "priority") {
     response = await api(`/api/jobs/${id}/priority`, {
@@ -519,15 +519,7 @@ $("#jobs").addEventListener("click", async (event) => {
   if (!button) return;
   const id = button.closest(".job").dataset.jobId;
   button.disabled = true;
-  if (button.dataset.action === "start" || button.dataset.action === "delete") return act(id, button.dataset.action, button);
-  const response = await api(`/api/jobs/${id}/${button.dataset.action}`, {method: "POST"});
-  const answer = await response.json().catch(() => ({}));
-  if (response.status === 202) {
-    upsertJob(answer);
-  } else {
-    say(answer.detail || `HTTP ${response.status}`, true);
-    button.disabled = false;
-  }
+  await act(id, button.dataset.action, button);
 });
 
 $("#token").addEventListener("submit", (event) => {
