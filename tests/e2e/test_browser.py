@@ -311,3 +311,31 @@ def test_hold_start_priority_pause_and_bulk_delete_from_the_page(page, stack, me
     page.wait_for_selector(card(page, job_id), state="detached", timeout=10_000)
     assert httpx.get(f"{stack.base}/api/jobs/{job_id}").status_code == 404
     page.evaluate("localStorage.removeItem('tubeflow-options')")  # the form remembered priority low
+
+
+def test_a_shared_link_lands_in_the_box_the_theme_switches_and_the_help_page_has_the_bookmarklet(browser, stack):
+    import httpx
+
+    manifest = httpx.get(f"{stack.base}/manifest.webmanifest")
+    assert manifest.headers["content-type"].startswith("application/manifest+json")
+    assert manifest.json()["share_target"]["action"] == "/share"
+    page = browser.new_page()
+    try:
+        # A phone's share sheet often sends the link inside `text`.
+        page.goto(f"{stack.base}/share?title=A+video&text=look+at+this+https%3A%2F%2Fexample.com%2Fwatch%3Fv%3D1")
+        page.wait_for_selector("#message:has-text('Shared link ready')", timeout=10_000)
+        assert page.input_value("[name=url]") == "https://example.com/watch?v=1"
+        assert page.url == f"{stack.base}/"
+        page.select_option("#theme", "dark")
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(22, 24, 28)"
+        page.screenshot(path=str(ARTIFACTS / "browser-dark.png"), full_page=True)
+        page.reload()
+        assert page.evaluate("document.documentElement.dataset.theme") == "dark"  # remembered
+        page.select_option("#theme", "auto")
+        page.goto(f"{stack.base}/help")
+        bookmarklet = page.get_attribute("#bookmarklet", "href")
+        assert bookmarklet.startswith("javascript:") and f"{stack.base}/share?url=" in bookmarklet
+        page.screenshot(path=str(ARTIFACTS / "browser-help.png"), full_page=True)
+    finally:
+        page.close()

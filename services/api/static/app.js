@@ -533,6 +533,20 @@ $("#token").addEventListener("submit", (event) => {
   ensureSession(true).finally(connectList);
 });
 
+// The theme picker, and a link shared to tubeflow (`/share`, the bookmarklet) waiting in the URL box.
+$("#theme").value = document.documentElement.dataset.theme;
+$("#theme").addEventListener("change", (event) => {
+  document.documentElement.dataset.theme = event.target.value;
+  localStorage.setItem("tubeflow-theme", event.target.value);
+});
+const shared = new URLSearchParams(location.search).get("url");
+if (shared) {
+  $("#submit").url.value = shared;
+  $("#submit").url.focus();
+  say("Shared link ready: press Get it (the options below apply).");
+  history.replaceState(null, "", "/");
+}
+
 async function start() {
   // Find out whether a token is needed before opening streams (EventSource can't see a 401).
   const probe = await api("/api/jobs?limit=1");
