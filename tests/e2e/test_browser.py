@@ -339,3 +339,32 @@ def test_a_shared_link_lands_in_the_box_the_theme_switches_and_the_help_page_has
         page.screenshot(path=str(ARTIFACTS / "browser-help.png"), full_page=True)
     finally:
         page.close()
+
+
+def test_older_jobs_come_a_page_at_a_time(browser, stack, media):
+    import time
+
+    import httpx
+
+    urls = [media.url(f"missing-older-{n}.mp4") for n in range(60)]
+    made = httpx.post(f"{stack.base}/api/jobs/batch", json={"urls": urls})
+    assert made.status_code == 202
+    ids = [j["id"] for j in made.json()["jobs"]]
+    # All finished before the page opens: the list stream then brings the newest 50 and nothing changes after.
+    deadline = time.monotonic() + 60
+    query = {"status": "failed", "q": "missing-older", "limit": 100}
+    while {j["id"] for j in httpx.get(f"{stack.base}/api/jobs", params=query).json()["jobs"]} != set(ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    page = browser.new_page()
+    try:
+        page.goto(stack.base)
+        page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        page.wait_for_function("document.querySelectorAll('#jobs .job').length >= 50", timeout=10_000)
+        time.sleep(0.5)
+        shown = page.evaluate("document.querySelectorAll('#jobs .job').length")
+        assert shown == 50
+        page.click("#older")
+        page.wait_for_function(f"document.querySelectorAll('#jobs .job').length > {shown}", timeout=10_000)
+    finally:
+        page.close()

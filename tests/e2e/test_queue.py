@@ -267,3 +267,39 @@ def test_skip_downloaded_skips_what_an_earlier_job_has(tmp_path, media):
         again = finished(client, [submit(client, media.feed_url(have))["id"]], log)[0]
         assert again["items"][0]["download"]["reused"] is True
         assert again["items"][0]["download"]["file"].startswith(again["id"] + "/")
+
+
+def test_site_rate_holds_items_over_it_and_a_waiting_job_can_be_deleted_or_cancelled_by_filter(tmp_path, media):
+    with services(tmp_path, {"TUBEFLOW_SITE_RATE": "127.0.0.1=2"}) as s:
+        client, log = s["client"], s["log"]
+        # The count is per minute: start early enough in one that the limit can't roll over under the test.
+        if time.time() % 60 > 35:
+            time.sleep(61 - time.time() % 60)
+        marker = f"rate{time.monotonic_ns()}"
+        ids = [submit(client, media.url(media.fresh("clip1.mp4")) + f"?{marker}={n}")["id"] for n in range(4)]
+
+        def states() -> list[dict]:
+            return [job(client, i) for i in ids]
+
+        def two_done_two_waiting() -> bool:
+            views = states()
+            done = [v for v in views if v["status"] == "completed"]
+            waiting = [
+                v for v in views if v["items"] and (v["items"][0].get("waiting") or {}).get("code") == "site_limit"
+            ]
+            return len(done) == 2 and len(waiting) == 2
+
+        wait_for(
+            two_done_two_waiting, 60, "two downloads and two waiting for the rate", lambda: log.read_text()[-2000:]
+        )
+        held_back = [v for v in states() if v["status"] != "completed"]
+        assert all("per minute" in v["items"][0]["waiting"]["message"] for v in held_back)
+        # Deleting a job that has not ended cancels it first.
+        gone = client.delete(f"/api/jobs/{held_back[0]['id']}")
+        assert gone.status_code == 202 and gone.json()["status"] == "cancelled" and gone.json()["deleted_at"]
+        # A filter picks the other one (running, its URL has the marker).
+        bulk = client.post("/api/jobs/bulk", json={"action": "cancel", "filter": {"status": "running", "q": marker}})
+        assert bulk.status_code == 200 and bulk.json()["done"] == 1, bulk.text
+        assert bulk.json()["results"][0]["id"] == held_back[1]["id"]
+        cancelled = finished(client, [held_back[1]["id"]], log)[0]
+        assert cancelled["status"] == "cancelled" and not started_seqs(client, held_back[1]["id"])

@@ -547,6 +547,24 @@ if (shared) {
   history.replaceState(null, "", "/");
 }
 
+// Older jobs, a page at a time (the stream brings the newest MAX_JOBS and every change).
+let olderCursor = undefined;
+$("#older").addEventListener("click", async () => {
+  const {q, status} = filterNow();
+  const params = new URLSearchParams({limit: String(MAX_JOBS)});
+  if (q) params.set("q", q);
+  if (status) params.set("status", status);
+  const oldest = [...jobs.keys()].sort()[0];
+  if (olderCursor) params.set("cursor", olderCursor);
+  else if (oldest) params.set("cursor", oldest);
+  const response = await api(`/api/jobs?${params}`);
+  if (!response.ok) return;
+  const page = await response.json();
+  for (const job of page.jobs) upsertJob(job);
+  olderCursor = page.next;
+  $("#older").hidden = !page.next;
+});
+
 async function start() {
   // Find out whether a token is needed before opening streams (EventSource can't see a 401).
   const probe = await api("/api/jobs?limit=1");
