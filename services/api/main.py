@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, AsyncIterator, Callable
 
 import uvicorn
 from litestar import Litestar
@@ -61,7 +61,9 @@ def _provider(name: str) -> Provide:
     return Provide(provide)
 
 
-def create_app(settings: Settings) -> Litestar:
+def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """What the app holds while it runs: the NATS connection, the hub, the read and write sides, the retention sweep."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         hub = JobHub()
@@ -114,6 +116,10 @@ def create_app(settings: Settings) -> Litestar:
                 await hub.stop()
                 await book.stop()
 
+    return lifespan
+
+
+def create_app(settings: Settings) -> Litestar:
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     # Read (and checked) before anything starts: a bad TUBEFLOW_PRESETS_FILE stops the API with its reason.
     book = PresetBook(read_only_presets(settings.presets_file, presets.check_preset))
@@ -134,7 +140,7 @@ def create_app(settings: Settings) -> Litestar:
             *controls.ROUTES,
             *queue_routes.ROUTES,
         ],
-        lifespan=[lifespan],
+        lifespan=[_lifespan(settings, book)],
         state=State(
             {
                 "settings": settings,

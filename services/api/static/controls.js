@@ -1,0 +1,96 @@
+// The page's controls for many jobs at once (checkboxes and the bulk bar) and for the queue (pause, resume, counts).
+
+const $ = (selector) => document.querySelector(selector);
+
+// Delete asks first, and asks again before it removes files.
+export function deleteRequest(what) {
+  if (!confirm(`Delete ${what}? Its events are kept; it leaves the list.`)) return null;
+  return confirm("Also delete its files from the disk? (Files another job reused stay for that job.)");
+}
+
+
+export function initControls({api, say, upsertJob, forget}) {
+  function picked() {
+    return [...document.querySelectorAll("#jobs .job:not([hidden]) input.pick:checked")].map((el) => el.closest(".job").dataset.jobId);
+  }
+
+  function showBulk() {
+    const ids = picked();
+    $("#bulk").hidden = ids.length === 0;
+    $("#bulk-count").textContent = `${ids.length} selected`;
+  }
+
+  $("#bulk").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const ids = picked();
+    const [action, priority] = event.target.action.value.split(":");
+    const body = {action, ids, ...(priority ? {priority} : {})};
+    if (action === "delete") {
+      const files = deleteRequest(`${ids.length} job(s)`);
+      if (files === null) return;
+      body.files = files;
+    }
+    const response = await api("/api/jobs/bulk", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)});
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) return say(answer.detail || `HTTP ${response.status}`, true);
+    say(`${action}: ${answer.done} done, ${answer.refused} refused, ${answer.not_found} not found`, answer.refused + answer.not_found > 0);
+    for (const result of answer.results) if (result.ok) refreshJob(result.id, action);
+    for (const el of document.querySelectorAll("#jobs input.pick:checked")) el.checked = false;
+    showBulk();
+  });
+  $("#bulk-all").addEventListener("click", () => {
+    for (const el of document.querySelectorAll("#jobs .job:not([hidden]) input.pick")) el.checked = true;
+    showBulk();
+  });
+
+  async function refreshJob(id, action) {
+    if (action === "delete") return forget(id);
+    const response = await api(`/api/jobs/${id}`);
+    if (response.ok) upsertJob(await response.json());
+  }
+
+  function showQueue(state) {
+    const box = $("#queue");
+    box.dataset.paused = String(state.paused);
+    const waiting = state.items.reduce((n, i) => n + i.waiting, 0);
+    const running = state.workers.reduce((n, w) => n + w.running.length, 0);
+    const slots = state.workers.reduce((n, w) => n + w.slots, 0);
+    $("#queue-state").textContent = (state.paused ? "Queue paused" + (state.now ? " (running downloads stopped)" : "") : "Queue running") +
+      ` · ${running}/${slots} downloading · ${waiting} waiting` + (state.jobs.held ? ` · ${state.jobs.held} held` : "");
+    $("#queue-pause").hidden = state.paused;
+    $("#queue-resume").hidden = !state.paused;
+  }
+
+  async function loadQueue() {
+    const response = await api("/api/queue");
+    if (response.ok) showQueue(await response.json());
+  }
+
+  $("#queue-pause").addEventListener("click", async () => {
+    const response = await api("/api/queue/pause", {method: "POST"});
+    if (response.ok) showQueue(await response.json());
+  });
+  $("#queue-resume").addEventListener("click", async () => {
+    const response = await api("/api/queue/resume", {method: "POST"});
+    if (response.ok) showQueue(await response.json());
+  });
+
+  $("#bulk").hidden = true;
+  return {showBulk, loadQueue};
+}
+
+// The theme picker, and a link shared to tubeflow (`/share`, the bookmarklet) waiting in the URL box.
+export function initThemeAndShare(say) {
+  $("#theme").value = document.documentElement.dataset.theme;
+  $("#theme").addEventListener("change", (event) => {
+    document.documentElement.dataset.theme = event.target.value;
+    localStorage.setItem("tubeflow-theme", event.target.value);
+  });
+  const shared = new URLSearchParams(location.search).get("url");
+  if (shared) {
+    $("#submit").url.value = shared;
+    $("#submit").url.focus();
+    say("Shared link ready: press Get it (the options below apply).");
+    history.replaceState(null, "", "/");
+  }
+}
