@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from contracts.events import subject_filter
-from services.downloader.main import ITEMS
+from services.downloader.queue import TICKETS
 from services.extractor.main import COMPLETED_DOWNLOADS
 from services.runtime.nats import STREAM
+from services.runtime.nats.topology import WORK_STREAM
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -139,7 +140,7 @@ def test_prod_nats_wants_tls_on_clients_and_routes_and_an_account_login():
         assert volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], name
         assert config["TUBEFLOW_NATS_TLS_CA"] == "/etc/nats-tls/ca.crt"
     for scaled in of_kind(objects, "ScaledObject").values():
-        assert scaled["spec"]["triggers"][0]["metadata"]["account"] == "TUBEFLOW"
+        assert all(t["metadata"]["account"] == "TUBEFLOW" for t in scaled["spec"]["triggers"])
     assert "Secret" not in {o["kind"] for o in objects}, "a secret value is committed"
 
 
@@ -190,20 +191,24 @@ def test_keda_scales_workers_on_the_real_consumers(overlay):
     _, objects = render(overlay)
     deployments = of_kind(objects, "Deployment")
     scaled = of_kind(objects, "ScaledObject")
-    expected = {"downloader": ITEMS.durable, "extractor": COMPLETED_DOWNLOADS.durable}
+    # Downloaders scale on the download queue's tickets (one consumer per priority), extractors on their consumer.
+    expected = {
+        "downloader": [(WORK_STREAM, spec.durable) for spec in TICKETS],
+        "extractor": [(STREAM, COMPLETED_DOWNLOADS.durable)],
+    }
     assert set(scaled) == set(expected)
-    for name, durable in expected.items():
+    for name, consumers in expected.items():
         spec = scaled[name]["spec"]
         assert spec["scaleTargetRef"]["name"] in deployments
         assert spec["minReplicaCount"] >= 1 and spec["maxReplicaCount"] > spec["minReplicaCount"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "nats-jetstream"
-        meta = trigger["metadata"]
-        for key in ("natsServerMonitoringEndpoint", "account", "stream", "consumer", "lagThreshold"):
-            assert meta.get(key), key
-        assert meta["stream"] == STREAM and meta["consumer"] == durable
-        assert int(meta["lagThreshold"]) > 0
-        assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
+        assert [(t["metadata"]["stream"], t["metadata"]["consumer"]) for t in spec["triggers"]] == consumers
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "nats-jetstream"
+            meta = trigger["metadata"]
+            for key in ("natsServerMonitoringEndpoint", "account", "stream", "consumer", "lagThreshold"):
+                assert meta.get(key), key
+            assert int(meta["lagThreshold"]) > 0
+            assert meta["natsServerMonitoringEndpoint"].endswith(":8222")
     assert subject_filter("item.queued").startswith("tubeflow.job.")
 
 
