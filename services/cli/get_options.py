@@ -37,13 +37,17 @@ def add_job_arguments(get: argparse.ArgumentParser) -> None:
     job.add_argument("--template", help="a yt-dlp name template, e.g. '%%(title)s [%%(id)s].%%(ext)s'")
     job.add_argument("--cookies", metavar="PROFILE", help="a stored cookie profile (PUT /api/cookies/PROFILE)")
     job.add_argument("--playlist-items", metavar="SPEC", help='which playlist entries, e.g. "1-3,7"')
+    job.add_argument("--priority", choices=("high", "normal", "low"), help="waiting items of higher priority go first")
+    job.add_argument(
+        "--skip-downloaded", action="store_true", help="skip items an earlier job already downloaded (same options)"
+    )
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"url": args.url}
     for name in (
         "preset", "mode", "audio_format", "format", "quality", "container", "video_codec", "thumbnail", "cookies",
-        "playlist_items",
+        "playlist_items", "priority",
     ):  # fmt: skip
         if getattr(args, name, None) is not None:
             body[name] = getattr(args, name)
@@ -64,6 +68,8 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["clip"] = clip
     if args.split_chapters:
         body["split_chapters"] = True
+    if args.skip_downloaded:
+        body["skip_downloaded"] = True
     if args.folder or args.template:
         body["output"] = {"folder": args.folder, "template": args.template}
     return body

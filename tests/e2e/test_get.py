@@ -103,3 +103,16 @@ def test_option_flags_make_the_job_and_the_result_lists_format_and_files(stack, 
     final = json.loads(preset.stdout.splitlines()[-1])
     assert final["preset"] == "720p-mp4" and final["options"]["quality"] == "worst"
     assert final["options"]["container"] == "mp4" and final["items"][0]["download"]["chosen"]["height"] == 240
+
+
+def test_priority_and_skip_downloaded_flags(stack, media):
+    name = media.fresh("clip2.mp4")
+    feed = media.feed_url(name)
+    first = tubeflow_get(feed, "--priority", "high", "--api", stack.base, "--json")
+    final = json.loads(first.stdout.splitlines()[-1])
+    assert first.returncode == 0 and final["priority"] == "high"
+    again = tubeflow_get(feed, "--skip-downloaded", "--api", stack.base, "--json")
+    final = json.loads(again.stdout.splitlines()[-1])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert final["status"] == "completed" and final["items"][0]["status"] == "skipped"
+    assert final["items"][0]["download"]["existing"]
