@@ -83,12 +83,14 @@ async def delete_files(
     """Remove a deleted job's files (once its work here has stopped); returns what was removed."""
     if not event.data.files:
         return []
-    for _ in range(120):
-        if not cancellations.running_for(event.job_id):
-            break
-        await asyncio.sleep(0.25)
-    await asyncio.sleep(SETTLE)
     events = [s.event for s in await read_job_events(js, event.job_id)]
+    # A job deleted while it ran was cancelled in the same command (same time): its work is let go of first.
+    if any(isinstance(e, ev.CancelRequestedEvent) and e.occurred_at == event.occurred_at for e in events):
+        for _ in range(120):
+            if not cancellations.running_for(event.job_id):
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(SETTLE)
     view = fold(e for e in events if not isinstance(e, ev.JobDeletedEvent))
     removed: list[Path] = []
     if view is not None:

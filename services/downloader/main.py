@@ -38,6 +38,8 @@ RESOLVE = ConsumerSpec("requested", "downloader-resolve-v1", max_ack_pending=64)
 ITEMS = ConsumerSpec("item.queued", "downloader-items-v1", max_ack_pending=1024)
 CONSUMERS = (RESOLVE, ITEMS, START, REPRIORITIZE, DELETED, *TICKETS)
 DISPATCH_CONCURRENCY = 8
+# Deletions at once (a bulk delete of many jobs; each waits a moment only when its job was still running).
+DELETE_CONCURRENCY = 8
 RESOLVE_CONCURRENCY = 2
 SWEEP_EVERY = 3600.0
 
@@ -96,7 +98,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),
             (START, 1, dispatcher.redispatch),
             (REPRIORITIZE, 1, dispatcher.redispatch),
-            (DELETED, 1, lambda event, attempt: delete_files(infra.js, media_dir, cancellations, event)),
+            (
+                DELETED,
+                DELETE_CONCURRENCY,
+                lambda event, attempt: delete_files(infra.js, media_dir, cancellations, event),
+            ),
         )
         for spec, workers, work in subscriptions:
             work_subscriber(broker, infra.js, spec, max_workers=workers, ack_wait=settings.ack_wait, work=work)
