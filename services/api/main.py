@@ -23,15 +23,17 @@ from services.api.presets import PresetBook, read_only_presets
 from services.api.queue import QueueControl
 from services.api.reads import JobReads
 from services.api.retention import run_retention
-from services.api.routes import archive, controls, cookies, health, info, page, presets, session
+from services.api.routes import archive, controls, cookies, health, info, page, presets, session, webhooks
 from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
+from services.notifier.webhooks import WebhookStore
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
+from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.settings import Settings
 from services.runtime.tasks import cancel_until_done
 
@@ -51,6 +53,8 @@ _PROVIDED = (
     "presets",
     "admission",
     "queue",
+    "webhooks",
+    "deliveries",
 )
 
 
@@ -83,6 +87,8 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
             app.state.update(
                 nc=infra.nc,
                 queue=await QueueControl.open(infra.js),
+                webhooks=WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
+                deliveries=await infra.js.key_value(DELIVERIES_BUCKET),
                 hub=hub,
                 reads=reads,
                 commands=JobCommands(
@@ -139,6 +145,7 @@ def create_app(settings: Settings) -> Litestar:
             *archive.ROUTES,
             *controls.ROUTES,
             *queue_routes.ROUTES,
+            *webhooks.ROUTES,
         ],
         lifespan=[_lifespan(settings, book)],
         state=State(

@@ -22,6 +22,7 @@ SERVICE_MODULES = {
     "downloader": "services.downloader.main",
     "extractor": "services.extractor.main",
     "progress": "services.progress.main",
+    "notifier": "services.notifier.main",
 }
 
 

@@ -21,9 +21,9 @@ def delivery_id(webhook: str, job_id: str, run: int, event: str) -> str:
     return hashlib.sha256(f"{webhook}|{job_id}|{run}|{event}".encode()).hexdigest()[:32]
 
 
-def next_delay(attempts: int) -> float:
+def next_delay(attempts: int, first: float = FIRST_RETRY) -> float:
     """5 s, 10 s, 20 s, … at most an hour apart."""
-    return min(MAX_RETRY, FIRST_RETRY * 2 ** max(0, attempts - 1))
+    return min(MAX_RETRY, first * 2 ** max(0, attempts - 1))
 
 
 @dataclass
@@ -48,12 +48,12 @@ class Delivery:
     def decode(cls, data: bytes) -> "Delivery":
         return cls(**json.loads(data))
 
-    def failed(self, error: str, status: int | None, now: float) -> None:
+    def failed(self, error: str, status: int | None, now: float, first: float = FIRST_RETRY) -> None:
         self.last_error, self.last_status = error[:500], status
         if now - self.created_at >= GIVE_UP_AFTER:
             self.status = "dead"
         else:
-            self.next_at = now + next_delay(self.attempts)
+            self.next_at = now + next_delay(self.attempts, first)
 
     def succeeded(self, status: int, now: float) -> None:
         self.status, self.last_status, self.delivered_at, self.last_error = "delivered", status, now, None

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     job_retention_days: float = Field(
         default=0.0, ge=0.0, description="finished jobs are deleted this many days after they finished (0: kept)"
     )
+    webhook_retry_delay: float = Field(
+        default=5.0, gt=0.0, description="first webhook retry after this many seconds, doubling up to an hour, for 24 h"
+    )
     retention_every: float = Field(default=3600.0, gt=0.0, description="seconds between retention sweeps")
     retention_delete_files: bool = Field(
         default=False, description="a job deleted by retention takes its files with it"

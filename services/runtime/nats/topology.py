@@ -33,7 +33,21 @@ QUEUE_BUCKET = "tubeflow_queue"
 WORKERS_BUCKET = "tubeflow_workers"
 # Per-site leases (TUBEFLOW_SITE_CONCURRENCY) and request counts (TUBEFLOW_SITE_RATE), shared by all downloaders.
 SITES_BUCKET = "tubeflow_sites"
-BUCKETS = (JOBS_BUCKET, IDEMPOTENCY_BUCKET, MEDIA_BUCKET, CLAIMS_BUCKET, QUEUE_BUCKET, WORKERS_BUCKET, SITES_BUCKET)
+# Webhooks (id -> target, events, secret) and their deliveries (webhook.delivery -> record, kept a week).
+WEBHOOKS_BUCKET = "tubeflow_webhooks"
+DELIVERIES_BUCKET = "tubeflow_deliveries"
+DELIVERY_TTL = 7 * 24 * 3600.0
+BUCKETS = (
+    JOBS_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    MEDIA_BUCKET,
+    CLAIMS_BUCKET,
+    QUEUE_BUCKET,
+    WORKERS_BUCKET,
+    SITES_BUCKET,
+    WEBHOOKS_BUCKET,
+    DELIVERIES_BUCKET,
+)
 # A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
 WORKER_TTL = 30.0
 # A site lease of a dead worker frees itself after this long (a live one is refreshed well before); longer than a
@@ -125,6 +139,8 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(QUEUE_BUCKET, "queue controls: paused or not"),
         bucket(WORKERS_BUCKET, "downloader process -> what it runs now", ttl=WORKER_TTL),
         bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
+        bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
+        bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
     ]
 
 

@@ -1,0 +1,104 @@
+"""Webhooks: register where finished jobs are announced (signed JSON POSTs), list them, and read their deliveries."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody, SkipValidation
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, Field, field_validator
+
+from services.api.errors import error_responses, field_error
+from services.notifier.deliveries import Delivery
+from services.notifier.webhooks import MAX_WEBHOOKS, Webhook, WebhookEvent, WebhookStore, new_id, new_secret
+from services.runtime.addresses import AddressPolicy
+from services.runtime.clock import utcnow
+
+MAX_DELIVERIES_LISTED = 200
+
+
+class WebhookRequest(BaseModel):
+    url: str = Field(max_length=2048, description="http(s) URL that receives the POSTs")
+    events: list[WebhookEvent] = Field(min_length=1, max_length=5)
+    secret: str | None = Field(default=None, min_length=16, max_length=256, description="unset: one is made")
+    description: str | None = Field(default=None, max_length=200)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or any(c.isspace() for c in value):
+            raise ValueError("must be an http or https URL")
+        return value
+
+
+class WebhookCreated(BaseModel):
+    webhook: dict
+    secret: str = Field(description="shown once: sign-checks use it")
+
+
+class WebhooksController(Controller):
+    path = "/api/webhooks"
+    tags = ["notifications"]
+
+    @post("/", status_code=201, summary="Register a webhook", responses=error_responses(401, 422))
+    async def create(
+        self,
+        data: JSONBody[WebhookRequest],
+        webhooks: NamedDependency[WebhookStore],
+        address_policy: NamedDependency[SkipValidation[AddressPolicy]],
+    ) -> WebhookCreated:
+        reason = address_policy.url_reason(data.url)
+        if reason:
+            raise field_error(422, "url", "forbidden_address", f"refused: {reason}")
+        if len(await webhooks.all()) >= MAX_WEBHOOKS:
+            raise field_error(422, "url", "too_many", f"at most {MAX_WEBHOOKS} webhooks")
+        hook = Webhook(
+            id=new_id(),
+            url=data.url,
+            events=list(dict.fromkeys(data.events)),
+            secret=data.secret or new_secret(),
+            created_at=utcnow(),
+            description=data.description,
+        )
+        await webhooks.put(hook)
+        return WebhookCreated(webhook=hook.public(), secret=hook.secret)
+
+    @get("/", summary="The webhooks (without their secrets)")
+    async def list_webhooks(self, webhooks: NamedDependency[WebhookStore]) -> list[dict]:
+        return [hook.public() for hook in await webhooks.all()]
+
+    @get("/{webhook_id:str}", summary="One webhook", responses=error_responses(401, 404))
+    async def get_webhook(self, webhook_id: FromPath[str], webhooks: NamedDependency[WebhookStore]) -> dict:
+        hook = await webhooks.get(webhook_id)
+        if hook is None:
+            raise NotFoundException(f"no webhook {webhook_id}")
+        return hook.public()
+
+    @delete("/{webhook_id:str}", status_code=204, summary="Remove a webhook", responses=error_responses(401, 404))
+    async def delete_webhook(self, webhook_id: FromPath[str], webhooks: NamedDependency[WebhookStore]) -> None:
+        if not await webhooks.delete(webhook_id):
+            raise NotFoundException(f"no webhook {webhook_id}")
+
+    @get("/{webhook_id:str}/deliveries", summary="The webhook's deliveries", responses=error_responses(401, 404))
+    async def deliveries(
+        self,
+        webhook_id: FromPath[str],
+        webhooks: NamedDependency[WebhookStore],
+        deliveries: NamedDependency[KeyValue],
+    ) -> Response[list[dict]]:
+        if await webhooks.get(webhook_id) is None:
+            raise NotFoundException(f"no webhook {webhook_id}")
+        try:
+            keys = [k for k in await deliveries.keys() if k.startswith(webhook_id + ".")]
+        except NoKeysError:
+            keys = []
+        out = []
+        for key in keys[:MAX_DELIVERIES_LISTED]:
+            record = Delivery.decode((await deliveries.get(key)).value or b"{}")
+            out.append({k: v for k, v in record.__dict__.items() if k != "body"})
+        return Response(sorted(out, key=lambda r: r["created_at"]))
+
+
+ROUTES = [WebhooksController]

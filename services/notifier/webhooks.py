@@ -1,0 +1,67 @@
+"""Webhooks: where to announce what (stored in the webhooks bucket, id -> JSON). Shared by the API (which registers
+them) and the notifier (which delivers)."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Literal
+
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+from pydantic import BaseModel
+
+from contracts.ids import new_job_id
+
+WebhookEvent = Literal["job.completed", "job.failed", "job.partial", "job.cancelled", "subscription.new_items"]
+MAX_WEBHOOKS = 100
+
+
+class Webhook(BaseModel):
+    id: str
+    url: str
+    events: list[WebhookEvent]
+    secret: str
+    created_at: datetime
+    description: str | None = None
+
+    def public(self) -> dict:
+        """The webhook without its secret (lists and reads)."""
+        return self.model_dump(mode="json", exclude={"secret"})
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_id() -> str:
+    return "wh" + new_job_id()
+
+
+class WebhookStore:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def put(self, webhook: Webhook) -> None:
+        await self._kv.put(webhook.id, webhook.model_dump_json().encode())
+
+    async def get(self, webhook_id: str) -> Webhook | None:
+        try:
+            entry = await self._kv.get(webhook_id)
+        except (KeyNotFoundError, ValueError):
+            return None
+        return Webhook.model_validate_json(entry.value) if entry.value else None
+
+    async def delete(self, webhook_id: str) -> bool:
+        if await self.get(webhook_id) is None:
+            return False
+        await self._kv.delete(webhook_id)
+        return True
+
+    async def all(self) -> list[Webhook]:
+        try:
+            keys = await self._kv.keys()
+        except NoKeysError:
+            return []
+        found = [await self.get(key) for key in sorted(keys)[:MAX_WEBHOOKS]]
+        return [w for w in found if w is not None]
