@@ -3,6 +3,7 @@ them) and the notifier (which delivers)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import datetime
 from typing import Literal
@@ -15,6 +16,7 @@ from contracts.ids import new_job_id
 
 WebhookEvent = Literal["job.completed", "job.failed", "job.partial", "job.cancelled", "subscription.new_items"]
 MAX_WEBHOOKS = 100
+WEBHOOK_ID = re.compile(r"wh[0-9a-z]{26}")
 
 
 class Webhook(BaseModel):
@@ -46,6 +48,8 @@ class WebhookStore:
         await self._kv.put(webhook.id, webhook.model_dump_json().encode())
 
     async def get(self, webhook_id: str) -> Webhook | None:
+        if not WEBHOOK_ID.fullmatch(webhook_id):
+            return None  # not an id this store makes (and maybe not a valid KV key at all)
         try:
             entry = await self._kv.get(webhook_id)
         except (KeyNotFoundError, ValueError):
