@@ -15,13 +15,10 @@ from pydantic import BaseModel, Field
 
 from contracts import events as ev
 from services.runtime.clock import utcnow
-from services.runtime.nats.topology import QUEUE_BUCKET, WORK_STREAM, WORKERS_BUCKET
+from services.runtime.nats.topology import PAUSED_KEY, QUEUE_BUCKET, TICKET_DURABLES, WORK_STREAM, WORKERS_BUCKET
 
 log = logging.getLogger("tubeflow.api.queue")
 
-PAUSED_KEY = "paused"
-# The ticket consumers of the downloader (services.downloader.queue names them the same way).
-TICKET_DURABLE = "downloader-work-{}-v1"
 MAX_WORKERS_LISTED = 256
 
 
@@ -76,7 +73,7 @@ class QueueControl:
 
     async def _waiting(self, priority: str) -> Waiting:
         try:
-            info = await self._js.consumer_info(WORK_STREAM, TICKET_DURABLE.format(priority))
+            info = await self._js.consumer_info(WORK_STREAM, TICKET_DURABLES[priority])
         except NotFoundError:
             return Waiting(priority=priority, waiting=0, taken=0)  # type: ignore[arg-type]
         return Waiting(priority=priority, waiting=info.num_pending or 0, taken=info.num_ack_pending or 0)  # type: ignore[arg-type]

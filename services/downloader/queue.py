@@ -26,12 +26,11 @@ from contracts import events as ev
 from contracts.fold import fold
 from contracts.subjects import subject
 from services.runtime.nats import STREAM, ConsumerSpec, read_job_events
-from services.runtime.nats.topology import WORK_PREFIX, WORK_STREAM
+from services.runtime.nats.topology import PAUSED_KEY, TICKET_DURABLES, WORK_PREFIX, WORK_STREAM
 from services.runtime.tracing import inject
 
 log = logging.getLogger("tubeflow.queue")
 
-TICKET_DURABLES = {priority: f"downloader-work-{priority}-v1" for priority in ev.PRIORITIES}
 TICKETS = tuple(
     ConsumerSpec(
         "item.queued",
@@ -45,7 +44,6 @@ TICKETS = tuple(
 START = ConsumerSpec("start.requested", "downloader-start-v1", max_ack_pending=64)
 REPRIORITIZE = ConsumerSpec("priority.changed", "downloader-priority-v1", max_ack_pending=64)
 PRIORITY_SEQ = "Tubeflow-Priority-Seq"
-PAUSED_KEY = "paused"
 
 
 def ticket_subject(priority: str, job_id: str) -> str:

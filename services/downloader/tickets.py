@@ -20,12 +20,12 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts import events as ev
-from services.downloader.queue import PRIORITY_SEQ, TICKET_DURABLES, Dispatcher, QueueState, RunMarkers
+from services.downloader.queue import PRIORITY_SEQ, Dispatcher, QueueState, RunMarkers
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.nats.priority import Delivery, PriorityFeed
 from services.runtime.nats.publish import DeadLetters
-from services.runtime.nats.topology import WORK_PREFIX, WORK_STREAM
+from services.runtime.nats.topology import TICKET_DURABLES, WORK_PREFIX, WORK_STREAM
 from services.runtime.nats.work import HANDBACK_DELAY, RetryLater, handle
 
 log = logging.getLogger("tubeflow.tickets")

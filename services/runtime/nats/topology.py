@@ -30,6 +30,9 @@ WORK_STREAM = "TUBEFLOW_WORK"
 WORK_PREFIX = "tubeflow.work"
 # Queue controls (`paused`), and what each downloader process runs (expiring when the process is gone).
 QUEUE_BUCKET = "tubeflow_queue"
+PAUSED_KEY = "paused"
+# The download queue's durable consumers, one per priority (the downloader takes from them, the API counts them).
+TICKET_DURABLES = {priority: f"downloader-work-{priority}-v1" for priority in ("high", "normal", "low")}
 WORKERS_BUCKET = "tubeflow_workers"
 # Per-site leases (TUBEFLOW_SITE_CONCURRENCY) and request counts (TUBEFLOW_SITE_RATE), shared by all downloaders.
 SITES_BUCKET = "tubeflow_sites"
