@@ -23,7 +23,18 @@ from services.api.presets import PresetBook, read_only_presets
 from services.api.queue import QueueControl
 from services.api.reads import JobReads
 from services.api.retention import run_retention
-from services.api.routes import archive, controls, cookies, health, info, page, presets, session, webhooks
+from services.api.routes import (
+    archive,
+    controls,
+    cookies,
+    health,
+    info,
+    page,
+    presets,
+    session,
+    subscriptions,
+    webhooks,
+)
 from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
@@ -35,6 +46,7 @@ from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
 from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.settings import Settings
+from services.runtime.subscriptions import SubscriptionBook
 from services.runtime.tasks import cancel_until_done
 
 # The API serves no work consumer: it publishes commands and reads the read models.
@@ -55,6 +67,7 @@ _PROVIDED = (
     "queue",
     "webhooks",
     "deliveries",
+    "subscriptions",
 )
 
 
@@ -83,6 +96,8 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
             kv_ref.append(kv)
             await book.start(infra.js)
             await hub.start(infra.nc, kv)
+            followed = SubscriptionBook()
+            await followed.start(infra.js)
             reads = JobReads(infra.js, kv)
             app.state.update(
                 nc=infra.nc,
@@ -90,6 +105,7 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
                 webhooks=WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
                 deliveries=await infra.js.key_value(DELIVERIES_BUCKET),
                 hub=hub,
+                subscriptions=followed,
                 reads=reads,
                 commands=JobCommands(
                     EventPublisher(infra.js),
@@ -121,6 +137,7 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
                 lag.stop()
                 await hub.stop()
                 await book.stop()
+                await followed.stop()
 
     return lifespan
 
@@ -146,6 +163,7 @@ def create_app(settings: Settings) -> Litestar:
             *controls.ROUTES,
             *queue_routes.ROUTES,
             *webhooks.ROUTES,
+            *subscriptions.ROUTES,
         ],
         lifespan=[_lifespan(settings, book)],
         state=State(

@@ -23,6 +23,7 @@ SERVICE_MODULES = {
     "extractor": "services.extractor.main",
     "progress": "services.progress.main",
     "notifier": "services.notifier.main",
+    "scheduler": "services.scheduler.main",
 }
 
 

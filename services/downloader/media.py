@@ -50,6 +50,10 @@ class Entry:
     index: int
     url: str
     title: str | None
+    # The entry's id in its source (a feed's guid travels in the URL yt-dlp gives, so None there) and when it was
+    # published, if the source says: what a subscription compares and filters by.
+    id: str | None = None
+    timestamp: float | None = None
 
 
 @dataclass(frozen=True)

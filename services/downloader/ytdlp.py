@@ -6,6 +6,7 @@ gets its per-call settings (output path, format, progress hook) just before the 
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import queue
@@ -101,6 +102,17 @@ def media_key(info: dict[str, Any], format: str | None, options: str = "{}") -> 
 
 
 MAX_ENTRY_URL = 4096
+
+
+def _published(entry: dict[str, Any]) -> float | None:
+    """When a flat playlist entry was published, if its source says (a feed's pubDate, a channel's upload date)."""
+    stamp = entry.get("timestamp") or entry.get("release_timestamp")
+    if isinstance(stamp, (int, float)):
+        return float(stamp)
+    day = entry.get("upload_date") or entry.get("release_date")
+    if isinstance(day, str) and len(day) == 8 and day.isdigit():
+        return float(calendar.timegm((int(day[:4]), int(day[4:6]), int(day[6:]), 0, 0, 0)))
+    return None
 
 
 class _YoutubeDL(yt_dlp.YoutubeDL):
@@ -326,7 +338,13 @@ class YtDlp:
             raw = [e for e in (info.get("entries") or []) if e]
             truncated = len(raw) > max_items
             entries = [
-                Entry(index=i, url=e.get("url") or e.get("webpage_url") or "", title=e.get("title"))
+                Entry(
+                    index=i,
+                    url=e.get("url") or e.get("webpage_url") or "",
+                    title=e.get("title"),
+                    id=str(e["id"])[:300] if e.get("id") else None,
+                    timestamp=_published(e),
+                )
                 for i, e in enumerate(raw[:max_items], start=1)
             ]
             # An entry without a URL, or with one longer than any real link (a view holds every item's URL), is left

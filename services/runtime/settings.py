@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     webhook_retry_delay: float = Field(
         default=5.0, gt=0.0, description="first webhook retry after this many seconds, doubling up to an hour, for 24 h"
     )
+    scheduler_lease: float = Field(
+        default=15.0, gt=0.0, description="seconds a scheduler holds its lease; a dead one is replaced within this"
+    )
+    subscription_min_interval: float = Field(
+        default=300.0, gt=0.0, description="the shortest interval a subscription may ask for (seconds)"
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="the API's address as people reach it (http://host:port): absolute media URLs in notifications",
+    )
+    apprise_urls: str | None = Field(
+        default=None, description="Apprise URLs (comma or space separated): a short message per finished job or batch"
+    )
     retention_every: float = Field(default=3600.0, gt=0.0, description="seconds between retention sweeps")
     retention_delete_files: bool = Field(
         default=False, description="a job deleted by retention takes its files with it"

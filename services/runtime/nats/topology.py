@@ -14,12 +14,14 @@ from nats.js.errors import Error as JetStreamError
 
 from contracts.events import ALL_EVENTS, subject_filter
 from contracts.presets import ALL_PRESETS
+from contracts.subscriptions import ALL_SUBSCRIPTIONS
 
 log = logging.getLogger("tubeflow.topology")
 
 STREAM = "TUBEFLOW_EVENTS"
 DLQ_STREAM = "TUBEFLOW_DLQ"
 PRESETS_STREAM = "TUBEFLOW_PRESETS"
+SUBSCRIPTIONS_STREAM = "TUBEFLOW_SUBSCRIPTIONS"
 DLQ_PREFIX = "tubeflow.dlq"
 JOBS_BUCKET = "tubeflow_jobs"
 IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
@@ -40,6 +42,8 @@ SITES_BUCKET = "tubeflow_sites"
 WEBHOOKS_BUCKET = "tubeflow_webhooks"
 DELIVERIES_BUCKET = "tubeflow_deliveries"
 DELIVERY_TTL = 7 * 24 * 3600.0
+# The scheduler's lease (key `leader`): which scheduler process checks subscriptions now.
+SCHEDULER_BUCKET = "tubeflow_scheduler"
 BUCKETS = (
     JOBS_BUCKET,
     IDEMPOTENCY_BUCKET,
@@ -50,6 +54,7 @@ BUCKETS = (
     SITES_BUCKET,
     WEBHOOKS_BUCKET,
     DELIVERIES_BUCKET,
+    SCHEDULER_BUCKET,
 )
 # A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
 WORKER_TTL = 30.0
@@ -124,6 +129,19 @@ def presets_stream_config(replicas: int = 1) -> api.StreamConfig:
     )
 
 
+def subscriptions_stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=SUBSCRIPTIONS_STREAM,
+        description="tubeflow subscriptions: created, changed, checked (contracts/subscriptions.py)",
+        subjects=[ALL_SUBSCRIPTIONS],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_msg_size=MAX_EVENT_BYTES,
+    )
+
+
 def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
     def bucket(name: str, description: str, **extra: Any) -> api.KeyValueConfig:
         return api.KeyValueConfig(
@@ -144,6 +162,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
         bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
+        bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
     ]
 
 
@@ -155,6 +174,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
         dlq_stream_config(replicas),
         presets_stream_config(replicas),
         work_stream_config(replicas),
+        subscriptions_stream_config(replicas),
     ):
         try:
             await js.stream_info(config.name)
@@ -172,7 +192,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
 
 async def missing_topology(js: JetStreamContext) -> list[str]:
     missing = []
-    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM, WORK_STREAM):
+    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM, WORK_STREAM, SUBSCRIPTIONS_STREAM):
         try:
             await js.stream_info(name)
         except NotFoundError:

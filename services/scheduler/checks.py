@@ -1,0 +1,182 @@
+"""One check of one subscription: resolve its source flat, find the entries not seen before that pass its filters, make
+one job per entry (at most ``max_items_per_check``), and record it all as `subscription.checked`.
+
+Neither lost nor doubled when a scheduler dies mid-check: the job of an entry is found again by its key (the same
+entry of the same subscription always gets the same job), and `checked` is published expecting the subscription's
+last sequence, so of two schedulers that did the same check only one records it."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from concurrent.futures import Executor
+from datetime import datetime
+from typing import Callable
+
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from contracts import events as ev
+from contracts.ids import new_job_id, step_event_id
+from contracts.payloads import ErrorInfo
+from contracts.subjects import subject
+from contracts.subscriptions import (
+    NewEntry,
+    SubscriptionCheckedData,
+    SubscriptionPausedData,
+    SubscriptionView,
+    make_subscription_event,
+    since_passes,
+)
+from services.downloader.media import Entry, Resolution
+from services.runtime.cancellation import CancelToken
+from services.runtime.cookies import CookieStore
+from services.runtime.failures import MediaError
+from services.runtime.nats import STREAM, Publisher
+from services.runtime.subscriptions import SubscriptionBook
+
+log = logging.getLogger("tubeflow.scheduler")
+
+NOT_A_PLAYLIST = "not_a_playlist"
+
+
+def entry_identity(entry: Entry) -> str:
+    """What a subscription remembers of an entry: its id in the source, or its URL (a feed's guid is in it)."""
+    return (entry.id or entry.url)[:600]
+
+
+def entry_key(subscription_id: str, identity: str) -> str:
+    return hashlib.sha256(f"subscription:{subscription_id}:{identity}".encode()).hexdigest()
+
+
+def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int, int]:
+    """(the entries to make jobs of now, how many the filters left out, how many new ones wait for the next check)."""
+    settings = view.settings
+    fresh, filtered = [], 0
+    for entry in entries:
+        if entry_identity(entry) in view.seen:
+            continue
+        if (settings.title_filter and not settings.title_filter.matches(entry.title)) or not since_passes(
+            settings.since, entry.timestamp
+        ):
+            filtered += 1
+            continue
+        fresh.append(entry)
+    take = fresh[: settings.max_items_per_check]
+    return take, filtered, len(fresh) - len(take)
+
+
+class Checker:
+    def __init__(
+        self,
+        *,
+        book: SubscriptionBook,
+        js: JetStreamContext,
+        publisher: Publisher,
+        keys: KeyValue,
+        resolve: Callable[..., Resolution],
+        executor: Executor,
+        cookies: CookieStore,
+        max_items: int,
+        worker: str,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._book, self._js, self._publisher, self._keys = book, js, publisher, keys
+        self._resolve, self._executor, self._cookies = resolve, executor, cookies
+        self._max_items, self._worker, self._now = max_items, worker, now
+
+    async def check(self, view: SubscriptionView, token: CancelToken) -> SubscriptionView:
+        """Check ``view`` now; answers with the view after `checked` (Conflict when it changed meanwhile)."""
+        started = self._now()
+        try:
+            resolution = await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: self._resolve_source(view, token)
+            )
+        except MediaError as exc:
+            if token.reason is not None:
+                raise
+            log.info("subscription %s: check failed: %s: %s", view.id, exc.code, exc.message)
+            return await self._checked(
+                view, started, SubscriptionCheckedData(error=ErrorInfo(code=exc.code, message=exc.message))
+            )
+        if resolution.kind != "playlist":
+            message = "the source is one video, not a channel, playlist or feed: the subscription paused itself"
+            error = ErrorInfo(code=NOT_A_PLAYLIST, message=message)
+            view = await self._checked(view, started, SubscriptionCheckedData(error=error, found=1))
+            paused = make_subscription_event(
+                "paused",
+                view.id,
+                self._now(),
+                f"{view.id}:paused:{view.checks}",
+                SubscriptionPausedData(reason=NOT_A_PLAYLIST, message=message),
+            )
+            return await self._book.publish(paused, view)
+        take, filtered, remaining = pick(view, resolution.entries)
+        new = [
+            NewEntry(
+                entry_id=entry_identity(entry),
+                url=entry.url,
+                title=entry.title,
+                job_id=await self._ensure_job(view, entry),
+            )
+            for entry in take
+            if token.reason is None
+        ]
+        if token.reason is not None:
+            raise MediaError("lease_lost", f"the check stopped: {token.reason}")
+        data = SubscriptionCheckedData(
+            new=new,
+            found=len(resolution.entries),
+            filtered=filtered,
+            remaining=remaining,
+            source_title=resolution.title,
+        )
+        if new:
+            log.info("subscription %s: %d new entries became jobs", view.id, len(new))
+        return await self._checked(view, started, data)
+
+    def _resolve_source(self, view: SubscriptionView, token: CancelToken) -> Resolution:
+        options = view.settings.job.options
+        cookies = None
+        if options is not None and options.cookies:
+            if not self._cookies.exists(options.cookies):
+                raise MediaError("cookies_unknown", f"the cookie profile {options.cookies!r} does not exist (any more)")
+            cookies = self._cookies.path(options.cookies)
+        return self._resolve(view.settings.url, max_items=self._max_items, token=token, cookies=cookies)
+
+    async def _checked(
+        self, view: SubscriptionView, started: datetime, data: SubscriptionCheckedData
+    ) -> SubscriptionView:
+        data = data.model_copy(update={"started_at": started, "worker": self._worker})
+        event = make_subscription_event("checked", view.id, self._now(), f"{view.id}:checked:{view.checks + 1}", data)
+        return await self._book.publish(event, view)
+
+    async def _ensure_job(self, view: SubscriptionView, entry: Entry) -> str:
+        """The job of this entry of this subscription: made now, or found again (a check that a scheduler began
+        and did not record: its key names the job, and the job's `requested` is published unless it is there)."""
+        key = entry_key(view.id, entry_identity(entry))
+        job_id = new_job_id()
+        try:
+            await self._keys.create(key, job_id.encode())
+        except KeyWrongLastSequenceError:
+            job_id = (await self._keys.get(key)).value.decode()
+            if await self._requested(job_id):
+                return job_id
+        event = ev.make_event(
+            "requested",
+            job_id=job_id,
+            data=view.settings.job.requested(entry.url),
+            occurred_at=self._now(),
+            event_id=step_event_id(job_id, "requested"),
+        )
+        await self._publisher.publish(event)
+        return job_id
+
+    async def _requested(self, job_id: str) -> bool:
+        try:
+            await self._js.get_last_msg(STREAM, subject(job_id, "requested"))
+        except NotFoundError:
+            return False
+        return True

@@ -1,0 +1,135 @@
+"""The scheduler's composition root: subscriptions checked when due, by whichever scheduler process holds the lease.
+
+Every replica folds the subscriptions (one ordered consumer); only the lease holder checks. A holder killed mid-check
+stops renewing, another takes the lease within one period and finds the same checks due (the fold says so: no
+`checked` was recorded), so no check is lost; what the dead one had begun is found again, not done twice (checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from contracts.subscriptions import SubscriptionView, due
+from services.downloader.options import operator_params
+from services.downloader.slots import SlotConfig, SlotPool
+from services.runtime.cancellation import Aborted, CancelToken
+from services.runtime.clock import utcnow
+from services.runtime.cookies import CookieStore
+from services.runtime.failures import MediaError
+from services.runtime.infrastructure import open_infrastructure
+from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher
+from services.runtime.nats.lease import Lease
+from services.runtime.nats.topology import SCHEDULER_BUCKET
+from services.runtime.settings import Settings, worker_identity
+from services.runtime.subscriptions import Conflict, SubscriptionBook
+from services.runtime.tasks import cancel_until_done
+from services.scheduler.checks import Checker
+
+log = logging.getLogger("tubeflow.scheduler")
+
+CONSUMERS = ()
+LEASE_KEY = "leader"
+# Checks at once: a slow source (up to TUBEFLOW_RESOLVE_TIMEOUT) holds one of these, never the others.
+CHECK_CONCURRENCY = 3
+TICK = 1.0
+# After a check that failed for a reason of ours (NATS away), not before this many seconds again.
+PAUSE_AFTER_TROUBLE = 5.0
+
+
+class Scheduler:
+    def __init__(self, book: SubscriptionBook, lease: Lease, checker: Checker, concurrency: int = CHECK_CONCURRENCY):
+        self._book, self._lease, self._checker = book, lease, checker
+        self._concurrency = concurrency
+        self._running: dict[str, asyncio.Task] = {}
+        self._not_before: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                self._book.changed.clear()
+                if self._lease.held:
+                    for view in due(self._book.all(), utcnow()):
+                        if len(self._running) >= self._concurrency:
+                            break
+                        if view.id in self._running or self._not_before.get(view.id, 0.0) > loop.time():
+                            continue
+                        task = asyncio.create_task(self._check(view, stop))
+                        self._running[view.id] = task
+                        task.add_done_callback(lambda _t, sid=view.id: self._running.pop(sid, None))
+                waits = [asyncio.create_task(e.wait()) for e in (stop, self._book.changed, self._lease.gained)]
+                if self._running:
+                    waits.append(asyncio.create_task(asyncio.wait(set(self._running.values()))))
+                _, pending = await asyncio.wait(waits, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+        finally:
+            for task in list(self._running.values()):
+                await cancel_until_done(task)
+
+    async def _check(self, view: SubscriptionView, stop: asyncio.Event) -> None:
+        token = CancelToken(view.id, "check")
+
+        async def watch() -> None:
+            while not (stop.is_set() or self._lease.lost.is_set()):
+                await asyncio.sleep(0.2)
+            token.trip("the scheduler is stopping" if stop.is_set() else "the lease was lost")
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._checker.check(view, token)
+        except Conflict:
+            # Changed meanwhile (a person paused it, or another scheduler recorded this check): read it again.
+            self._not_before[view.id] = asyncio.get_running_loop().time() + TICK
+        except (Aborted, MediaError) as exc:
+            log.info("subscription %s: check stopped: %s", view.id, exc)
+        except Exception as exc:  # NATS away for a moment: the check is still due, and is tried again
+            log.warning("subscription %s: check interrupted: %s", view.id, exc)
+            self._not_before[view.id] = asyncio.get_running_loop().time() + PAUSE_AFTER_TROUBLE
+        finally:
+            watcher.cancel()
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    executor = ThreadPoolExecutor(max_workers=CHECK_CONCURRENCY, thread_name_prefix="subscription-check")
+    media = SlotPool(
+        CHECK_CONCURRENCY,
+        SlotConfig(
+            policy=settings.address_policy(),
+            proxy=settings.proxy,
+            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+        ),
+        resolve_timeout=settings.resolve_timeout,
+    )
+    worker = worker_identity(settings)
+    try:
+        async with open_infrastructure(settings, "scheduler", stop=stop) as infra:
+            book = SubscriptionBook()
+            await book.start(infra.js)
+            lease = Lease(await infra.js.key_value(SCHEDULER_BUCKET), LEASE_KEY, worker, settings.scheduler_lease)
+            checker = Checker(
+                book=book,
+                js=infra.js,
+                publisher=EventPublisher(infra.js),
+                keys=await infra.js.key_value(IDEMPOTENCY_BUCKET),
+                resolve=media.resolve,
+                executor=executor,
+                cookies=CookieStore(settings.data_dir),
+                max_items=settings.max_playlist_items,
+                worker=worker,
+                now=utcnow,
+            )
+            done = asyncio.Event()
+            keeping = asyncio.create_task(lease.keep(done))
+            try:
+                await Scheduler(book, lease, checker).run(stop)
+            finally:
+                done.set()  # the lease is handed over at once, not left to expire
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(keeping, 5.0)
+                await book.stop()
+    finally:
+        media.close()
+        executor.shutdown(wait=False, cancel_futures=True)

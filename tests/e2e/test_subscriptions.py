@@ -1,0 +1,194 @@
+"""Subscriptions (issue 16): a feed that grows between checks becomes exactly one job per new entry, downloaded once,
+with two scheduler processes running; the leader SIGKILLed is replaced within its lease; bad input is a 422 naming
+the field, and a source that is one video pauses its subscription with `not_a_playlist`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.sax.saxutils import escape
+
+import httpx
+import pytest
+
+from services.runtime.embedded import EmbeddedNats
+from tests.conftest import free_port, spawn_cli, wait_ready
+
+pytestmark = pytest.mark.e2e
+
+
+class Feed:
+    """An RSS feed on loopback whose entries the test adds to between checks."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, str]] = []  # (guid, title, enclosure URL)
+        self.requests = 0
+        feed = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                feed.requests += 1
+                items = "".join(
+                    f"<item><title>{escape(title)}</title><guid>{escape(guid)}</guid>"
+                    f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
+                    for guid, title, url in reversed(feed.entries)  # newest first, as feeds are
+                )
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Growing feed</title>'
+                    f"<link>http://127.0.0.1/</link><description>d</description>{items}</channel></rss>"
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/rss+xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
+
+
+def _wait(what, condition, timeout: float, explain=lambda: ""):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} within {timeout} s\n{explain()}"
+        time.sleep(0.2)
+
+
+def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_a_killed_leader(tmp_path, media):
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+    port = free_port()
+    env = {**os.environ, "TUBEFLOW_NATS_URL": url, "TUBEFLOW_DATA_DIR": str(tmp_path / "data"),
+           "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8", "TUBEFLOW_SUBSCRIPTION_MIN_INTERVAL": "2",
+           "TUBEFLOW_SCHEDULER_LEASE": "3", "TUBEFLOW_RATE_LIMIT": "0"}  # fmt: skip
+    log = tmp_path / "services.log"
+    processes: list[subprocess.Popen] = [
+        spawn_cli("service", name, env=env, log=log) for name in ("downloader", "progress")
+    ]
+    schedulers = {
+        name: spawn_cli("service", "scheduler", env={**env, "TUBEFLOW_WORKER_NAME": name}, log=log)
+        for name in ("scheduler-a", "scheduler-b")
+    }
+    processes += schedulers.values()
+    processes.append(spawn_cli("service", "api", "--port", str(port), env=env, log=log))
+    base = f"http://127.0.0.1:{port}"
+    feed = Feed()
+    explain = lambda: log.read_text()[-4000:]  # noqa: E731
+
+    def add(n: int) -> None:
+        feed.entries.append((f"episode-{n}", f"Episode {n}", media.url(media.fresh("clip1.mp4"))))
+
+    def jobs() -> list[dict]:
+        return httpx.get(f"{base}/api/jobs", params={"limit": 500}).json()["jobs"]
+
+    try:
+        wait_ready(base, explain=explain)
+        # Bad input: 422 naming the field.
+        for body, field in (
+            ({"url": feed.url, "interval": "1s"}, "interval"),
+            ({"url": feed.url, "interval": "soon"}, "interval"),
+            ({"url": feed.url, "title_filter": {"include": ["[abc"]}}, "title_filter"),
+            ({"url": "ftp://127.0.0.1/feed"}, "url"),
+            ({"url": "http://10.1.2.3/feed.xml"}, "url"),
+        ):
+            answer = httpx.post(f"{base}/api/subscriptions", json=body)
+            assert answer.status_code == 422, (body, answer.text)
+            assert any(e["field"].startswith(field) for e in answer.json()["errors"]), (body, answer.text)
+
+        add(1)
+        add(2)
+        made = httpx.post(
+            f"{base}/api/subscriptions",
+            json={"url": feed.url, "interval": "2s", "title_filter": {"exclude": ["*trailer*"]}, "name": "growing"},
+        )
+        assert made.status_code == 201, made.text
+        sid = made.json()["id"]
+        one = lambda: httpx.get(f"{base}/api/subscriptions/{sid}").json()  # noqa: E731
+        _wait("two new entries", lambda: one()["new_items"] == 2, 60, explain)
+        # Between checks: one new entry, and one the filter leaves out.
+        feed.entries.append(("trailer-1", "A TRAILER for season 2", media.url(media.fresh("clip2.mp4"))))
+        add(3)
+        _wait("the third entry", lambda: one()["new_items"] == 3, 60, explain)
+        checks = one()["checks"]
+        _wait("two more checks", lambda: one()["checks"] >= checks + 2, 30, explain)
+        view = one()
+        assert view["new_items"] == 3 and view["seen"] == 3, view
+        assert view["source_title"] == "Growing feed" and view["last_error"] is None
+
+        # The leader dies mid-life; the other scheduler takes over within the lease (3 s) and checks on.
+        leader = view["last_checked_by"]
+        assert leader in schedulers
+        schedulers[leader].send_signal(signal.SIGKILL)
+        schedulers[leader].wait(10)
+        add(4)
+        killed_at = time.monotonic()
+        _wait("the fourth entry, by the other scheduler", lambda: one()["new_items"] == 4, 30, explain)
+        view = one()
+        assert view["last_checked_by"] != leader
+        assert time.monotonic() - killed_at < 3 + 2 + 10  # lease + interval + a check, generously
+
+        # Exactly one job per entry, each downloaded once and completed.
+        def finished() -> list[dict] | None:
+            found = jobs()
+            return found if len(found) >= 4 and all(j["status"] == "completed" for j in found) else None
+
+        found = _wait("four completed jobs", finished, 90, explain)
+        assert len(found) == 4, [j["url"] for j in found]
+        # (yt-dlp keeps a feed entry's guid in its URL's fragment: the job's URL carries it on to the download)
+        assert sorted(j["url"].split("#")[0] for j in found) == sorted(
+            u for g, _, u in feed.entries if g.startswith("episode")
+        )
+        check_now = httpx.post(f"{base}/api/subscriptions/{sid}/check")
+        assert check_now.status_code == 202
+        checks = one()["checks"]
+        _wait("the check asked for", lambda: one()["checks"] > checks, 10, explain)
+        assert len(jobs()) == 4
+
+        # Pause: no more checks; resume: checks again.
+        assert httpx.post(f"{base}/api/subscriptions/{sid}/pause").json()["paused"] is True
+        checks, requests = one()["checks"], feed.requests
+        time.sleep(4.5)
+        assert one()["checks"] == checks and feed.requests == requests and one()["next_check_at"] is None
+        assert httpx.post(f"{base}/api/subscriptions/{sid}/resume").status_code == 202
+        _wait("a check after resume", lambda: one()["checks"] > checks, 10, explain)
+
+        # A source that is one video: created, then paused by its first check with the reason.
+        single = httpx.post(f"{base}/api/subscriptions", json={"url": media.url("clip3.mp4"), "interval": "2s"})
+        assert single.status_code == 201, single.text
+        single_id = single.json()["id"]
+        paused = _wait(
+            "not_a_playlist",
+            lambda: (v := httpx.get(f"{base}/api/subscriptions/{single_id}").json())["paused"] and v,
+            30,
+            explain,
+        )
+        assert paused["paused_reason"] == "not_a_playlist" and paused["last_error"]["code"] == "not_a_playlist"
+
+        patched = httpx.patch(f"{base}/api/subscriptions/{sid}", json={"interval": "1h", "max_items_per_check": 5})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["interval"] == 3600 and patched.json()["max_items_per_check"] == 5
+        assert httpx.delete(f"{base}/api/subscriptions/{sid}").status_code == 204
+        assert httpx.get(f"{base}/api/subscriptions/{sid}").status_code == 404
+        assert [s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()] == [single_id]
+    finally:
+        feed.server.shutdown()
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        server.stop()
