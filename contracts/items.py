@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import get_args
 
 from contracts.events import AudioFormat, DownloadProgress
-from contracts.views import ItemView
+from contracts.views import ItemView, JobView
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
 DOWNLOAD_WEIGHT = 0.8
@@ -80,3 +80,14 @@ def download_percent(data: DownloadProgress, before: float | None) -> float:
     if raw >= 100.0 and last_stream:
         return 100.0
     return max(before, min(99.9, round(raw, 1)))
+
+
+def view_files(view: JobView) -> list[str]:
+    """Every file a job made, relative to the media root, in item order, each once: downloads, the files made beside
+    them (subtitles, thumbnails), extracted audio."""
+    out: dict[str, None] = {}
+    for item in view.items:
+        for relative in (item.download.file, *item.download.files, item.extract.file):
+            if relative:
+                out.setdefault(relative, None)
+    return list(out)

@@ -199,7 +199,9 @@ def _embedded_nats(settings: Settings, cluster: int | None):  # noqa: ANN202
 def cmd_up(args: argparse.Namespace) -> int:
     settings = Settings()
     data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-    settings = settings.model_copy(update={"data_dir": data_dir.resolve()})
+    # Notifications link to the media where this API serves it, unless TUBEFLOW_PUBLIC_URL says otherwise.
+    public_url = settings.public_url or f"http://{args.host}:{args.port}"
+    settings = settings.model_copy(update={"data_dir": data_dir.resolve(), "public_url": public_url})
     cluster = getattr(args, "cluster", None)
     if cluster and settings.nats_url:
         print("--cluster starts an embedded NATS cluster: unset TUBEFLOW_NATS_URL to use it", file=sys.stderr)

@@ -1,9 +1,11 @@
-"""The notifier's composition root (issue 16, work in progress): finished jobs announced to webhooks.
+"""The notifier's composition root: finished jobs and new subscription entries announced to webhooks and Apprise.
 
-It listens to the read-model bucket (one core subscription, like the API's hub): a job summary that is finished
-(completed, partial, failed, cancelled) after a webhook was made, for an event the webhook asked for, becomes one
+It listens to the read-model bucket (one core subscription, like the API's hub) and folds the subscriptions (one
+ordered consumer): a job summary that is finished (completed, partial, failed, cancelled), or a subscription check
+that made jobs (`subscription.new_items`), after a webhook was made, for an event the webhook asked for, becomes one
 delivery record, created with `create` so that one replica of many sends it and a restart does not send it again.
-Due deliveries are attempted by whichever replica takes them first (compare-and-set on the record)."""
+Due deliveries are attempted by whichever replica takes them first (compare-and-set on the record). What is older
+than the records are kept (a week) is not announced: a notifier started after a long pause does not repeat it."""
 
 from __future__ import annotations
 
@@ -12,22 +14,28 @@ import contextlib
 import json
 import logging
 import time
+from typing import Any
+from urllib.parse import quote
 
 import httpx
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts.views import TERMINAL_STATUSES, JobSummary
+from contracts.items import view_files
+from contracts.subscriptions import SubscriptionView
+from contracts.views import TERMINAL_STATUSES, JobSummary, JobView
+from services.notifier.apprise_sender import APPRISE_RECORD, AppriseSender, parse_urls
 from services.notifier.deliveries import Delivery, delivery_id
 from services.notifier.signing import headers
 from services.notifier.webhooks import Webhook, WebhookStore
 from services.runtime.addresses import AddressPolicy, ForbiddenAddress, check_results
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import JOBS_BUCKET, jobs_bucket, read_bucket, watch_bucket
-from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
-from services.runtime.nats.views import SUMMARY_KEYS, parse_key
+from services.runtime.nats.topology import DELIVERIES_BUCKET, DELIVERY_TTL, WEBHOOKS_BUCKET
+from services.runtime.nats.views import SUMMARY_KEYS, load, parse_key
 from services.runtime.settings import Settings
+from services.runtime.subscriptions import SubscriptionBook
 
 log = logging.getLogger("tubeflow.notifier")
 
@@ -36,12 +44,42 @@ TICK = 1.0
 # An attempt holds its record this long; a replica that died mid-attempt leaves it to another after that.
 ATTEMPT_LEASE = 30.0
 TIMEOUT = 10.0
+# Announced only when this recent: older ones' delivery records may have expired, and would be sent again.
+ANNOUNCE_WITHIN = DELIVERY_TTL - 24 * 3600.0
+NEW_ITEMS = "subscription.new_items"
+
+
+def job_body(view: JobSummary, public_url: str | None) -> dict[str, Any]:
+    """A finished job as a notification tells it: its summary, and its files relative to the media root with their
+    absolute URLs (TUBEFLOW_PUBLIC_URL; null when it is not set)."""
+    body = view.summary().model_dump(mode="json") if isinstance(view, JobView) else view.model_dump(mode="json")
+    files = view_files(view) if isinstance(view, JobView) else []
+    base = public_url.rstrip("/") if public_url else None
+    body["files"] = [{"path": f, "url": f"{base}/media/{quote(f)}" if base else None} for f in files]
+    return body
+
+
+def job_message(summary: JobSummary) -> tuple[str, str]:
+    title = f"tubeflow: {summary.status} — {summary.title or summary.url}"
+    lines = [f"{summary.download.completed} of {summary.download.total} items", summary.url]
+    if summary.error is not None:
+        lines.insert(0, f"{summary.error.code}: {summary.error.message}")
+    return title, "\n".join(lines)
 
 
 class Notifier:
     def __init__(
-        self, webhooks: WebhookStore, deliveries: KeyValue, policy: AddressPolicy, first_retry: float = 5.0
+        self,
+        webhooks: WebhookStore,
+        deliveries: KeyValue,
+        policy: AddressPolicy,
+        first_retry: float = 5.0,
+        *,
+        jobs: KeyValue | None = None,
+        public_url: str | None = None,
+        apprise: AppriseSender | None = None,
     ) -> None:
+        self._jobs, self._public_url, self._apprise = jobs, public_url, apprise
         self._first_retry = first_retry
         self._webhooks = webhooks
         self._deliveries = deliveries
@@ -64,22 +102,52 @@ class Notifier:
 
     async def _announce(self, summary: JobSummary) -> None:
         event = f"job.{summary.status}"
+        if summary.finished_at is None or time.time() - summary.finished_at.timestamp() > ANNOUNCE_WITHIN:
+            return
+        hooks = [w for w in await self._webhooks.all() if event in w.events and summary.finished_at >= w.created_at]
+        if hooks:
+            stored = await load(self._jobs, summary.id) if self._jobs is not None else None
+            body = {"event": event, "job": job_body(stored.view() if stored is not None else summary, self._public_url)}
+            for webhook in hooks:
+                await self._record(webhook.id, summary.id, delivery_id(webhook.id, summary.id, summary.retries, event),
+                                   event, body)  # fmt: skip
+        if self._apprise is not None:
+            await self._apprise.send_once(f"{event}:{summary.id}:{summary.retries}", *job_message(summary))
+
+    def on_subscription(self, event: Any, view: SubscriptionView | None) -> None:
+        """A check that made jobs is a batch of new items: announced once per check."""
+        if event.type == "subscription.checked" and event.data.new and view is not None and event.seq:
+            asyncio.ensure_future(self._announce_new_items(event, view))
+
+    async def _announce_new_items(self, event: Any, view: SubscriptionView) -> None:
+        if time.time() - event.occurred_at.timestamp() > ANNOUNCE_WITHIN:
+            return
+        subscription = {
+            "id": view.id,
+            "name": view.settings.name,
+            "url": view.settings.url,
+            "source_title": view.source_title,
+        }
+        items = [entry.model_dump(mode="json") for entry in event.data.new]
+        body = {"event": NEW_ITEMS, "subscription": subscription, "items": items}
         for webhook in await self._webhooks.all():
-            if event not in webhook.events or summary.finished_at is None or summary.finished_at < webhook.created_at:
-                continue
-            delivery = Delivery(
-                id=delivery_id(webhook.id, summary.id, summary.retries, event),
-                webhook=webhook.id,
-                event=event,
-                job_id=summary.id,
-                body={"event": event, "job": summary.model_dump(mode="json")},
-            )
-            delivery.body["delivery"] = delivery.id
-            try:
-                await self._deliveries.create(f"{webhook.id}.{delivery.id}", delivery.encode())
-            except KeyWrongLastSequenceError:
-                continue  # another replica (or this one before a restart) has it
-            self._wake.set()
+            if NEW_ITEMS in webhook.events and event.occurred_at >= webhook.created_at:
+                await self._record(webhook.id, view.id, delivery_id(webhook.id, view.id, event.seq, NEW_ITEMS),
+                                   NEW_ITEMS, body)  # fmt: skip
+        if self._apprise is not None:
+            title = f"tubeflow: {len(items)} new from {view.settings.name or view.source_title or view.settings.url}"
+            lines = [entry.title or entry.url for entry in event.data.new[:20]]
+            await self._apprise.send_once(f"{NEW_ITEMS}:{view.id}:{event.seq}", title, "\n".join(lines))
+
+    async def _record(self, webhook: str, subject_id: str, delivery: str, event: str, body: dict[str, Any]) -> None:
+        record = Delivery(
+            id=delivery, webhook=webhook, event=event, job_id=subject_id, body={**body, "delivery": delivery}
+        )
+        try:
+            await self._deliveries.create(f"{webhook}.{record.id}", record.encode())
+        except KeyWrongLastSequenceError:
+            return  # another replica (or this one before a restart) has it
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as client:
@@ -99,6 +167,8 @@ class Notifier:
             return
         now = time.time()
         for key in keys:
+            if key.startswith(APPRISE_RECORD):
+                continue  # Apprise's sent-once marks share the bucket; they are not webhook deliveries
             try:
                 entry = await self._deliveries.get(key)
             except KeyNotFoundError:
@@ -148,17 +218,25 @@ class Notifier:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_infrastructure(settings, "notifier", stop=stop) as infra:
+        deliveries = await infra.js.key_value(DELIVERIES_BUCKET)
+        urls = parse_urls(settings.apprise_urls)
+        kv = await jobs_bucket(infra.js)
         notifier = Notifier(
             WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
-            await infra.js.key_value(DELIVERIES_BUCKET),
+            deliveries,
             settings.address_policy(),
             first_retry=settings.webhook_retry_delay,
+            jobs=kv,
+            public_url=settings.public_url,
+            apprise=AppriseSender(urls, deliveries) if urls else None,
         )
         sub = await watch_bucket(infra.nc, JOBS_BUCKET, on_put=notifier.on_summary, on_delete=lambda key: None)
+        subscriptions = SubscriptionBook(on_event=notifier.on_subscription)
         try:
-            kv = await jobs_bucket(infra.js)
             for key, value in (await read_bucket(kv, keys=SUMMARY_KEYS)).items():
                 notifier.on_summary(key, value)
+            await subscriptions.start(infra.js)
             await notifier.run(stop)
         finally:
+            await subscriptions.stop()
             await sub.unsubscribe()

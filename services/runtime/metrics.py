@@ -19,6 +19,9 @@ DOWNLOADED_BYTES = Counter("tubeflow_downloaded_bytes_total", "Media bytes downl
 REUSED = Counter("tubeflow_reused_downloads_total", "Items completed from a file another job had downloaded")
 REDELIVERIES = Counter("tubeflow_redeliveries_total", "Work messages delivered more than once", ["consumer"])
 DEAD_LETTERS = Counter("tubeflow_dead_letters_total", "Messages sent to the dead-letter stream", ["consumer"])
+NOTIFICATIONS = Counter(
+    "tubeflow_notifications_total", "Apprise notifications sent, by outcome (sent, failed)", ["outcome"]
+)
 EVENT_LAG = Gauge("tubeflow_projector_lag_events", "Events in the stream not yet folded by this projector")
 EVENTS_FOLDED = Counter("tubeflow_events_folded_total", "Events folded into read models by this projector")
 SSE_CLIENTS = Gauge("tubeflow_sse_clients", "Open SSE streams on this API process")

@@ -1,5 +1,7 @@
-"""Webhooks (issue 16, work in progress): a finished job is announced once, signed, retried until accepted, with the
-same delivery id; a target outside the address policy is refused."""
+"""Notifications (issue 16): a finished job is announced once to a webhook, signed, retried until accepted, with the
+same delivery id, its files as paths and media URLs; a subscription's new entries are one `subscription.new_items`
+delivery; Apprise (a local json:// receiver) gets a short message for each, once across two notifier replicas; a
+target outside the address policy is refused."""
 
 from __future__ import annotations
 
@@ -18,6 +20,28 @@ from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
 
 pytestmark = pytest.mark.e2e
+
+
+class AppriseReceiver:
+    """What Apprise's json:// sends: {"title", "message", "type", …} POSTed as JSON."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                receiver.messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/apprise"
 
 
 class Receiver:
@@ -58,11 +82,14 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
     server = EmbeddedNats(tmp_path / "nats")
     url = server.start()
     port = free_port()
+    apprise = AppriseReceiver()
     env = {**os.environ, "TUBEFLOW_NATS_URL": url, "TUBEFLOW_DATA_DIR": str(tmp_path / "data"),
-           "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8", "TUBEFLOW_WEBHOOK_RETRY_DELAY": "0.5"}  # fmt: skip
+           "TUBEFLOW_ALLOWED_NETWORKS": "127.0.0.0/8", "TUBEFLOW_WEBHOOK_RETRY_DELAY": "0.5",
+           "TUBEFLOW_PUBLIC_URL": f"http://127.0.0.1:{port}", "TUBEFLOW_APPRISE_URLS": apprise.url,
+           "TUBEFLOW_SUBSCRIPTION_MIN_INTERVAL": "1"}  # fmt: skip
     log = tmp_path / "services.log"
     processes: list[subprocess.Popen] = [
-        spawn_cli("service", name, env=env, log=log) for name in ("downloader", "progress")
+        spawn_cli("service", name, env=env, log=log) for name in ("downloader", "progress", "scheduler")
     ]
     processes += [spawn_cli("service", "notifier", env=env, log=log) for _ in range(2)]  # two replicas: one delivery
     processes.append(spawn_cli("service", "api", "--port", str(port), env=env, log=log))
@@ -92,9 +119,53 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         assert all(r["valid"] for r in receiver.requests)
         body = receiver.requests[-1]["body"]
         assert body["event"] == "job.completed" and body["job"]["id"] == job["id"]
+        # The job's file, relative to the media root, and where the API serves it.
+        [made_file] = body["job"]["files"]
+        assert made_file["path"].startswith(job["id"] + "/") and made_file["path"].endswith(".mp4")
+        assert made_file["url"] == f"{base}/media/{made_file['path']}"
+        assert httpx.get(made_file["url"]).content == (tmp_path / "data" / "media" / made_file["path"]).read_bytes()
         log_ = httpx.get(f"{base}/api/webhooks/{hook['id']}/deliveries").json()
         assert [(d["status"], d["attempts"]) for d in log_] == [("delivered", 3)]
+
+        # A subscription's first check makes two jobs: one `subscription.new_items` delivery naming both.
+        batch = Receiver("another-secret-of-16-chars", failures=0)
+        try:
+            made = httpx.post(
+                f"{base}/api/webhooks",
+                json={"url": batch.url, "events": ["subscription.new_items"], "secret": batch.secret},
+            )
+            assert made.status_code == 201, made.text
+            feed = media.feed_url(f"{media.fresh('clip2.mp4')},{media.fresh('clip3.mp4')}")
+            sub = httpx.post(f"{base}/api/subscriptions", json={"url": feed, "interval": "1h", "name": "two clips"})
+            assert sub.status_code == 201, sub.text
+            deadline = time.monotonic() + 60
+            while not batch.requests:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(2.0)
+            assert len(batch.requests) == 1 and batch.requests[0]["valid"]
+            sent = batch.requests[0]["body"]
+            assert sent["event"] == "subscription.new_items" and sent["subscription"]["name"] == "two clips"
+            assert len(sent["items"]) == 2 and all(i["job_id"] for i in sent["items"])
+        finally:
+            batch.server.shutdown()
+
+        # Apprise: one message per finished job (three: the first and the subscription's two) and one per batch,
+        # though two notifiers run.
+        def apprise_titles() -> list[str]:
+            return sorted(m["title"] for m in apprise.messages)
+
+        deadline = time.monotonic() + 60
+        while len(apprise.messages) < 4:
+            assert time.monotonic() < deadline, (apprise_titles(), log.read_text()[-3000:])
+            time.sleep(0.2)
+        time.sleep(2.0)
+        titles = apprise_titles()
+        assert len(titles) == 4, titles
+        assert sum(t.startswith("tubeflow: completed") for t in titles) == 3, titles
+        assert any(t == "tubeflow: 2 new from two clips" for t in titles), titles
     finally:
+        apprise.server.shutdown()
         receiver.server.shutdown()
         for process in processes:
             process.terminate()

@@ -16,6 +16,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 from stream_zip import ZIP_64, async_stream_zip
 
+from contracts.items import view_files
 from contracts.views import JobView
 from services.api.errors import error_responses
 from services.api.reads import JobReads
@@ -30,22 +31,19 @@ def job_files(view: JobView, media_dir: Path) -> list[tuple[str, Path]]:
     root = media_dir.resolve()
     seen: set[str] = set()
     out = []
-    for item in view.items:
-        for relative in (item.download.file, *item.download.files, item.extract.file):
-            if not relative:
-                continue
-            path = (root / relative).resolve()
-            if not path.is_relative_to(root) or not path.is_file():
-                continue
-            name = relative.removeprefix(f"{view.id}/")
-            stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
-            n = 1
-            while name in seen:
-                n += 1
-                name = f"{stem} ({n}){dot}{ext}"
-            if (path, name) not in out:
-                seen.add(name)
-                out.append((name, path))
+    for relative in view_files(view):
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            continue
+        name = relative.removeprefix(f"{view.id}/")
+        stem, dot, ext = name.rpartition(".") if "." in name else (name, "", "")
+        n = 1
+        while name in seen:
+            n += 1
+            name = f"{stem} ({n}){dot}{ext}"
+        if (path, name) not in out:
+            seen.add(name)
+            out.append((name, path))
     return out
 
 

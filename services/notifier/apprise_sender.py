@@ -1,0 +1,56 @@
+"""Apprise (TUBEFLOW_APPRISE_URLS: ntfy, Telegram, Discord, email, json://, …): a short message per finished job or
+subscription batch, sent once across notifier replicas (the first to create its record in the deliveries bucket sends
+it). A failure is logged and counted (tubeflow_notifications_total{outcome="failed"}), never retried, never blocks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from services.runtime.metrics import NOTIFICATIONS
+
+log = logging.getLogger("tubeflow.notifier.apprise")
+
+TIMEOUT = 30.0
+# Key prefix of the sent-once marks in the deliveries bucket.
+APPRISE_RECORD = "apprise."
+
+
+def parse_urls(text: str | None) -> list[str]:
+    return [u for u in re.split(r"[\s,]+", text or "") if u]
+
+
+class AppriseSender:
+    def __init__(self, urls: list[str], records: KeyValue) -> None:
+        import apprise
+
+        self._apprise = apprise.Apprise()
+        for url in urls:
+            if not self._apprise.add(url):
+                # Said at start, once: a typo in one URL must not hide behind "failed" counts later.
+                log.error("TUBEFLOW_APPRISE_URLS: apprise does not understand %s", url.split("://", 1)[0] + "://…")
+        self._records = records
+
+    async def send_once(self, key: str, title: str, body: str) -> bool | None:
+        """Send unless another replica (or this one before a restart) has; None when it was not ours to send."""
+        record = APPRISE_RECORD + hashlib.sha256(key.encode()).hexdigest()[:32]
+        try:
+            await self._records.create(record, key.encode())
+        except KeyWrongLastSequenceError:
+            return None
+        try:
+            sent = await asyncio.wait_for(
+                asyncio.to_thread(self._apprise.notify, title=title[:250], body=body[:4000]), TIMEOUT
+            )
+        except Exception as exc:  # noqa: BLE001 - a notification service's trouble is never ours
+            log.warning("apprise: %s: %s", key, exc)
+            sent = False
+        NOTIFICATIONS.labels("sent" if sent else "failed").inc()
+        if not sent:
+            log.warning("apprise: %s was not delivered to every URL", key)
+        return bool(sent)
