@@ -1,4 +1,4 @@
-"""The `tubeflow` command: `up` (everything, with an embedded NATS), `service NAME` (one service), `get`, `replay`,
+"""The `tubeflow` command: `up` (everything, with an embedded NATS), `service NAME` (one service), `get`, `subscribe`, `replay`,
 `setup`, `rebuild`, `verify`, `asyncapi`. Each command's work is in a module of its own beside this one."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import sys
 
 from services.cli.get_options import add_job_arguments
 from services.cli.setup import SERVICE_MODULES
+from services.cli.subscribe import add_subscribe_arguments
 
 
 def _setup_logging() -> None:
@@ -45,6 +46,12 @@ def cmd_get(args: argparse.Namespace) -> int:
     from services.cli.get import run_get
 
     return run_get(args)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from services.cli.subscribe import run_subscribe
+
+    return run_subscribe(args)
 
 
 def cmd_read_models(action: str) -> int:
@@ -96,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     get.add_argument("--json", action="store_true", help="print newline-delimited JobView snapshots")
     get.set_defaults(func=cmd_get)
+
+    subscribe = sub.add_parser("subscribe", help="follow a channel, playlist or feed: each new entry becomes a job")
+    subscribe.add_argument("url")
+    add_subscribe_arguments(subscribe)
+    add_job_arguments(subscribe)
+    subscribe.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
+    subscribe.add_argument("--json", action="store_true", help="print the subscription as JSON")
+    subscribe.set_defaults(func=cmd_subscribe)
 
     setup = sub.add_parser("setup", help="create or update streams, buckets and consumers; report what changed")
     setup.set_defaults(func=cmd_setup)

@@ -47,6 +47,12 @@ def entry_identity(entry: Entry) -> str:
     return (entry.id or entry.url)[:600]
 
 
+def plain_url(url: str) -> str:
+    """The entry's URL without what yt-dlp smuggles in its fragment (a feed's guid): the job downloads the same media,
+    and shows and reuses by the URL a person would recognise."""
+    return url.split("#__youtubedl_smuggle=", 1)[0]
+
+
 def entry_key(subscription_id: str, identity: str) -> str:
     return hashlib.sha256(f"subscription:{subscription_id}:{identity}".encode()).hexdigest()
 
@@ -117,7 +123,7 @@ class Checker:
         new = [
             NewEntry(
                 entry_id=entry_identity(entry),
-                url=entry.url,
+                url=plain_url(entry.url),
                 title=entry.title,
                 job_id=await self._ensure_job(view, entry),
             )
@@ -167,7 +173,7 @@ class Checker:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=view.settings.job.requested(entry.url),
+            data=view.settings.job.requested(plain_url(entry.url)),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

@@ -368,3 +368,28 @@ def test_older_jobs_come_a_page_at_a_time(browser, stack, media):
         page.wait_for_function(f"document.querySelectorAll('#jobs .job').length > {shown}", timeout=10_000)
     finally:
         page.close()
+
+
+def test_subscribe_from_the_page_see_its_check_and_pause_resume_and_delete_it(page, stack, media):
+    feed = media.feed_url(f"{media.fresh('clip2.mp4')},{media.fresh('clip3.mp4')}")
+    page.click("#subscriptions summary")
+    page.fill("#subscribe [name=interval]", "1m")  # under the 5 min minimum: refused, naming the field
+    page.fill("#subscribe [name=source]", feed)
+    page.click("#subscribe button[type=submit]")
+    page.wait_for_selector("#message.error:has-text('interval')", timeout=10_000)
+    page.fill("#subscribe [name=interval]", "2h")
+    page.fill("#subscribe [name=exclude]", "*clip3*")
+    page.click("#subscribe button[type=submit]")
+    page.wait_for_selector("#message:has-text('subscribed')", timeout=10_000)
+    card_ = page.locator(".subscription", has_text=feed)
+    # The first check runs at once: one entry becomes a job, the other is filtered out.
+    card_.locator(".sub-state", has_text="1 new item(s)").wait_for(timeout=60_000)
+    assert "every 120 min" in card_.inner_text() and "last new: clip2" in card_.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "browser-subscriptions.png"), full_page=True)
+    card_.locator("button[data-action=pause]").click()
+    page.wait_for_selector(".subscription[data-paused=true]", timeout=10_000)
+    card_.locator("button[data-action=resume]").click()
+    page.wait_for_selector(".subscription[data-paused=false]", timeout=10_000)
+    page.once("dialog", lambda dialog: dialog.accept())
+    card_.locator("button[data-action=delete]").click()
+    card_.wait_for(state="detached", timeout=10_000)

@@ -1,4 +1,5 @@
 import {deleteRequest, initControls, initThemeAndShare} from "./controls.js";
+import {initSubscriptions} from "./subscriptions.js";
 
 // tubeflow's page: live through EventSource only (the all-jobs stream plus one stream per running job on screen).
 // EventSource reconnects by itself with Last-Event-ID; when a stream is closed for good (an error status, a
@@ -491,6 +492,7 @@ async function start() {
   connectList();
   loadQueue();
   setInterval(loadQueue, 5000);
+  initSubscriptions({api, say});
   loadChoices();
   checkVersions();
 }

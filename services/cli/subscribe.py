@@ -1,0 +1,70 @@
+"""`tubeflow subscribe URL --every 1h`: follow a channel, playlist or feed through a running tubeflow's API; each
+check makes a job of every new entry (the job flags are `tubeflow get`'s)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import httpx
+
+from services.cli.get_options import job_body
+
+
+def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--every", default="1h", help='how often to check: "30m", "1h", "1d" (at least 5 min)')
+    parser.add_argument("--include", action="append", metavar="PATTERN", help="only titles with this (glob or text)")
+    parser.add_argument("--exclude", action="append", metavar="PATTERN", help="no titles with this (glob or text)")
+    parser.add_argument("--since", metavar="YYYY-MM-DD", help="leave out entries published before this day")
+    parser.add_argument("--max-items", type=int, metavar="N", help="jobs one check makes at most (default 50)")
+    parser.add_argument("--name", help="what to call it on the page")
+    parser.add_argument("--paused", action="store_true", help="create it paused")
+
+
+def subscription_body(args: argparse.Namespace) -> dict:
+    options = job_body(args)
+    body: dict = {"url": options.pop("url"), "interval": args.every}
+    options.pop("playlist_items", None)
+    options.pop("skip_downloaded", None)  # always on for a subscription's jobs
+    if options.get("preset"):
+        body["preset"] = options.pop("preset")
+    if options:
+        body["options"] = options
+    if args.include or args.exclude:
+        body["title_filter"] = {"include": args.include or [], "exclude": args.exclude or []}
+    for name, value in (("since", args.since), ("max_items_per_check", args.max_items), ("name", args.name)):
+        if value is not None:
+            body[name] = value
+    if args.paused:
+        body["start"] = False
+    return body
+
+
+def run_subscribe(args: argparse.Namespace) -> int:
+    base = (args.api or os.environ.get("TUBEFLOW_API") or "http://127.0.0.1:8000").rstrip("/")
+    token = os.environ.get("TUBEFLOW_API_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        answer = httpx.post(f"{base}/api/subscriptions", json=subscription_body(args), headers=headers, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if answer.status_code != 201:
+        try:
+            errors = answer.json().get("errors") or [{"field": "", "message": answer.json().get("detail")}]
+        except ValueError:
+            errors = [{"field": "", "message": answer.text[:300]}]
+        for error in errors:
+            print(
+                f"error: {error.get('field')}: {error.get('message')}".replace("error: : ", "error: "), file=sys.stderr
+            )
+        return 2 if answer.status_code == 422 else 1
+    view = answer.json()
+    if args.json:
+        print(json.dumps(view))
+    else:
+        state = "paused" if view["paused"] else f"checking every {view['interval']:g} s, first check now"
+        print(f"subscribed: {view['id']} ({state})\n  {base}/api/subscriptions/{view['id']}")
+    return 0
