@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 
 import contracts
 from contracts import events as ev
+from contracts.subscriptions import SUBSCRIPTION_EVENT_CLASSES, subscription_subject
 
 DOCUMENT = Path(contracts.__file__).with_name("asyncapi.json")
 
@@ -29,6 +30,15 @@ def build_document() -> dict:
             title=event_type,
             description=(payload.__doc__ or "").strip() or f"`{event_type}` event",
         )
+    for cls in SUBSCRIPTION_EVENT_CLASSES:
+        event_type = cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+        data = cls.model_fields["data"].annotation
+        broker.publisher(
+            subscription_subject("{subscription_id}", event_type.removeprefix("subscription.")),
+            schema=cls,
+            title=event_type,
+            description=(data.__doc__ or "").strip() or f"`{event_type}` event (stream TUBEFLOW_SUBSCRIPTIONS)",
+        )
     spec = AsyncAPI(
         broker,
         title="tubeflow events",
@@ -36,7 +46,10 @@ def build_document() -> dict:
         description=(
             "Every job step is an event on NATS JetStream stream TUBEFLOW_EVENTS, subject "
             "tubeflow.job.<job_id>.<type>. Envelope: event_id (also the Nats-Msg-Id header), type, version, job_id, "
-            "item_id, occurred_at, data."
+            "item_id, occurred_at, data. Subscriptions are events on stream TUBEFLOW_SUBSCRIPTIONS, subject "
+            "tubeflow.subscription.<subscription_id>.<type without its prefix>, envelope event_id, type, version, "
+            "subscription_id, occurred_at, data; each is published expecting the subscription's last sequence "
+            "(Nats-Expected-Last-Subject-Sequence over tubeflow.subscription.<id>.>)."
         ),
     )
     return json.loads(spec.to_specification().to_json())

@@ -4,9 +4,11 @@ the field, and a source that is one video pauses its subscription with `not_a_pl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +18,7 @@ import httpx
 import pytest
 
 from services.runtime.embedded import EmbeddedNats
-from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.conftest import ROOT, free_port, spawn_cli, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -145,9 +147,7 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
 
         found = _wait("four completed jobs", finished, 90, explain)
         assert len(found) == 4, [j["url"] for j in found]
-        assert sorted(j["url"] for j in found) == sorted(
-            u for g, _, u in feed.entries if g.startswith("episode")
-        )
+        assert sorted(j["url"] for j in found) == sorted(u for g, _, u in feed.entries if g.startswith("episode"))
         check_now = httpx.post(f"{base}/api/subscriptions/{sid}/check")
         assert check_now.status_code == 202
         checks = one()["checks"]
@@ -174,12 +174,25 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         )
         assert paused["paused_reason"] == "not_a_playlist" and paused["last_error"]["code"] == "not_a_playlist"
 
+        # From the command line: the job flags and the filters, created paused; a bad interval names the field.
+        def subscribe(*args: str) -> subprocess.CompletedProcess:
+            command = [sys.executable, "-m", "services.cli", "subscribe", feed.url, "--api", base, *args]
+            return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+
+        cli = subscribe("--every", "1h", "--exclude", "*trailer*", "--mode", "audio", "--paused", "--json")
+        assert cli.returncode == 0, cli.stderr
+        from_cli = json.loads(cli.stdout)
+        assert from_cli["paused"] and from_cli["interval"] == 3600 and from_cli["job"]["mode"] == "audio"
+        assert from_cli["title_filter"] == {"include": [], "exclude": ["*trailer*"]}
+        refused = subscribe("--every", "1s")
+        assert refused.returncode == 2 and "interval" in refused.stderr, refused.stderr
+
         patched = httpx.patch(f"{base}/api/subscriptions/{sid}", json={"interval": "1h", "max_items_per_check": 5})
         assert patched.status_code == 200, patched.text
         assert patched.json()["interval"] == 3600 and patched.json()["max_items_per_check"] == 5
         assert httpx.delete(f"{base}/api/subscriptions/{sid}").status_code == 204
         assert httpx.get(f"{base}/api/subscriptions/{sid}").status_code == 404
-        assert [s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()] == [single_id]
+        assert {s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()} == {single_id, from_cli["id"]}
     finally:
         feed.server.shutdown()
         for process in processes:

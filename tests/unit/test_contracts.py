@@ -9,6 +9,7 @@ import pytest
 
 from contracts import events as ev
 from contracts.ids import is_job_id, new_job_id
+from contracts.subscriptions import SUBSCRIPTION_EVENT_CLASSES
 from services.cli import asyncapi
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
@@ -75,4 +76,6 @@ def test_committed_asyncapi_document_is_current():
     committed = asyncapi.DOCUMENT.read_text()
     assert committed == asyncapi.render(), "contracts/asyncapi.json is stale: run `uv run tubeflow asyncapi`"
     channels = json.loads(committed)["channels"]
-    assert set(channels) == set(ev.EVENT_CLASSES)
+    subscriptions = {c.model_fields["type"].annotation.__args__[0] for c in SUBSCRIPTION_EVENT_CLASSES}
+    assert {"subscription.created", "subscription.checked"} <= subscriptions
+    assert set(channels) == set(ev.EVENT_CLASSES) | subscriptions
