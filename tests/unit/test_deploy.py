@@ -60,7 +60,7 @@ def test_every_object_validates_strictly(overlay, tmp_path):
 def test_every_workload_is_probed_limited_and_locked_down(overlay):
     _, objects = render(overlay)
     workloads = {**of_kind(objects, "Deployment"), **of_kind(objects, "StatefulSet")}
-    assert {"api", "downloader", "extractor", "progress", "nats"} <= set(workloads)
+    assert {"api", "downloader", "extractor", "progress", "scheduler", "notifier", "nats"} <= set(workloads)
     budgets = {
         o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
         for o in of_kind(objects, "PodDisruptionBudget").values()
@@ -75,7 +75,7 @@ def test_every_workload_is_probed_limited_and_locked_down(overlay):
             assert context["readOnlyRootFilesystem"] is True and context["capabilities"]["drop"] == ["ALL"], name
             assert context["allowPrivilegeEscalation"] is False, name
         assert name in budgets, f"{name} has no PodDisruptionBudget"
-    for name in ("api", "downloader", "extractor", "progress"):
+    for name in ("api", "downloader", "extractor", "progress", "scheduler", "notifier"):
         container = workloads[name]["spec"]["template"]["spec"]["containers"][0]
         assert container["args"][:2] == ["service", name]
         paths = {container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]}
@@ -174,16 +174,25 @@ def test_storage_ingress_and_egress_policy(overlay):
     annotations = of_kind(objects, "Ingress")["tubeflow"]["metadata"]["annotations"]
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
-    policy = of_kind(objects, "NetworkPolicy")["downloader-egress"]
+    policies = of_kind(objects, "NetworkPolicy")
+    policy = policies["downloader-egress"]
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "downloader"
-    blocked = [
-        cidr
-        for rule in policy["spec"]["egress"]
-        for peer in rule.get("to", [])
-        for cidr in peer.get("ipBlock", {}).get("except", [])
-    ]
-    for cidr in ("169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fe80::/10"):
-        assert cidr in blocked
+    # What fetches what a stranger named (sources, webhook targets) is held to public addresses the same way.
+    others = policies["scheduler-notifier-egress"]
+    selected = others["spec"]["podSelector"]["matchLabels"]
+    workloads = of_kind(objects, "Deployment")
+    for name in ("scheduler", "notifier"):
+        labels = workloads[name]["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in selected.items()), name
+    for checked in (policy, others):
+        blocked = [
+            cidr
+            for rule in checked["spec"]["egress"]
+            for peer in rule.get("to", [])
+            for cidr in peer.get("ipBlock", {}).get("except", [])
+        ]
+        for cidr in ("169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fe80::/10"):
+            assert cidr in blocked
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -230,9 +239,9 @@ def test_dockerfile_is_pinned_non_root_and_has_no_secrets():
 def test_compose_runs_the_same_services_from_one_image():
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "setup", "api", "downloader", "extractor", "progress"} <= set(services)
+    assert {"nats", "setup", "api", "downloader", "extractor", "progress", "scheduler", "notifier"} <= set(services)
     assert "-js" in services["nats"]["command"]
-    for name in ("api", "downloader", "extractor", "progress"):
+    for name in ("api", "downloader", "extractor", "progress", "scheduler", "notifier"):
         assert services[name]["image"] == services["setup"]["image"]
         assert services[name]["command"][:2] == ["service", name]
         assert "media:/data" in services[name]["volumes"]
