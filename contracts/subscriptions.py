@@ -22,6 +22,12 @@ ALL_SUBSCRIPTIONS = f"{SUBSCRIPTION_PREFIX}.>"
 SUBSCRIPTION_ID = re.compile(r"sb[0-9a-z]{26}")
 MAX_SUBSCRIPTIONS = 500
 MAX_ITEMS_PER_CHECK = 500
+# Entry ids one subscription remembers at most (every process holds them): a source that keeps listing new entries
+# past this pauses its subscription (`too_many_entries`) instead of growing every reader's memory.
+MAX_SEEN = 50_000
+# What the new entries of one `checked` may take (a stranger's feed sets their URLs' and titles' lengths): the rest
+# wait for the next check, so the event stays well under the stream's message size.
+CHECKED_BUDGET = 256 * 1024
 MAX_PATTERNS = 20
 MAX_PATTERN = 200
 # A failing source waits its interval, then twice that, four times… at most this long between tries.

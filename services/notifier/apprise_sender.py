@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 
@@ -19,16 +20,29 @@ log = logging.getLogger("tubeflow.notifier.apprise")
 TIMEOUT = 30.0
 # Key prefix of the sent-once marks in the deliveries bucket.
 APPRISE_RECORD = "apprise."
+SINCE_KEY = "apprise"
 
 
 def parse_urls(text: str | None) -> list[str]:
     return [u for u in re.split(r"[\s,]+", text or "") if u]
 
 
+async def configured_since(kv: KeyValue, now: float) -> float:
+    """When Apprise was first set up here: kept (once, by the first notifier) in the webhooks bucket, key `apprise`."""
+    try:
+        await kv.create(SINCE_KEY, json.dumps({"since": now}).encode())
+        return now
+    except KeyWrongLastSequenceError:
+        entry = await kv.get(SINCE_KEY)
+        return float(json.loads(entry.value or b"{}").get("since", now))
+
+
 class AppriseSender:
-    def __init__(self, urls: list[str], records: KeyValue) -> None:
+    def __init__(self, urls: list[str], records: KeyValue, since: float = 0.0) -> None:
         import apprise
 
+        # What finished before Apprise was first set up is not announced (a first start would repeat a week).
+        self.since = since
         self._apprise = apprise.Apprise()
         for url in urls:
             if not self._apprise.add(url):

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from contracts.items import view_files
 from contracts.subscriptions import SubscriptionView
 from contracts.views import TERMINAL_STATUSES, JobSummary, JobView
-from services.notifier.apprise_sender import APPRISE_RECORD, AppriseSender, parse_urls
+from services.notifier.apprise_sender import APPRISE_RECORD, AppriseSender, configured_since, parse_urls
 from services.notifier.deliveries import Delivery, delivery_id
 from services.notifier.signing import headers
 from services.notifier.webhooks import Webhook, WebhookStore
@@ -111,7 +111,7 @@ class Notifier:
             for webhook in hooks:
                 await self._record(webhook.id, summary.id, delivery_id(webhook.id, summary.id, summary.retries, event),
                                    event, body)  # fmt: skip
-        if self._apprise is not None:
+        if self._apprise is not None and summary.finished_at.timestamp() >= self._apprise.since:
             await self._apprise.send_once(f"{event}:{summary.id}:{summary.retries}", *job_message(summary))
 
     def on_subscription(self, event: Any, view: SubscriptionView | None) -> None:
@@ -134,7 +134,7 @@ class Notifier:
             if NEW_ITEMS in webhook.events and event.occurred_at >= webhook.created_at:
                 await self._record(webhook.id, view.id, delivery_id(webhook.id, view.id, event.seq, NEW_ITEMS),
                                    NEW_ITEMS, body)  # fmt: skip
-        if self._apprise is not None:
+        if self._apprise is not None and event.occurred_at.timestamp() >= self._apprise.since:
             title = f"tubeflow: {len(items)} new from {view.settings.name or view.source_title or view.settings.url}"
             lines = [entry.title or entry.url for entry in event.data.new[:20]]
             await self._apprise.send_once(f"{NEW_ITEMS}:{view.id}:{event.seq}", title, "\n".join(lines))
@@ -219,16 +219,18 @@ class Notifier:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_infrastructure(settings, "notifier", stop=stop) as infra:
         deliveries = await infra.js.key_value(DELIVERIES_BUCKET)
+        hooks = await infra.js.key_value(WEBHOOKS_BUCKET)
         urls = parse_urls(settings.apprise_urls)
         kv = await jobs_bucket(infra.js)
+        apprise = AppriseSender(urls, deliveries, await configured_since(hooks, time.time())) if urls else None
         notifier = Notifier(
-            WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
+            WebhookStore(hooks),
             deliveries,
             settings.address_policy(),
             first_retry=settings.webhook_retry_delay,
             jobs=kv,
             public_url=settings.public_url,
-            apprise=AppriseSender(urls, deliveries) if urls else None,
+            apprise=apprise,
         )
         sub = await watch_bucket(infra.nc, JOBS_BUCKET, on_put=notifier.on_summary, on_delete=lambda key: None)
         subscriptions = SubscriptionBook(on_event=notifier.on_subscription)

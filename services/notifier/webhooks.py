@@ -67,5 +67,6 @@ class WebhookStore:
             keys = await self._kv.keys()
         except NoKeysError:
             return []
-        found = [await self.get(key) for key in sorted(keys)[:MAX_WEBHOOKS]]
+        ids = sorted(key for key in keys if WEBHOOK_ID.fullmatch(key))  # the bucket keeps a note or two besides
+        found = [await self.get(key) for key in ids[:MAX_WEBHOOKS]]
         return [w for w in found if w is not None]

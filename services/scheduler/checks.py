@@ -23,6 +23,8 @@ from contracts.ids import new_job_id, step_event_id
 from contracts.payloads import ErrorInfo
 from contracts.subjects import subject
 from contracts.subscriptions import (
+    CHECKED_BUDGET,
+    MAX_SEEN,
     NewEntry,
     SubscriptionCheckedData,
     SubscriptionPausedData,
@@ -40,6 +42,7 @@ from services.runtime.subscriptions import SubscriptionBook
 log = logging.getLogger("tubeflow.scheduler")
 
 NOT_A_PLAYLIST = "not_a_playlist"
+TOO_MANY_ENTRIES = "too_many_entries"
 
 
 def entry_identity(entry: Entry) -> str:
@@ -58,7 +61,8 @@ def entry_key(subscription_id: str, identity: str) -> str:
 
 
 def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int, int]:
-    """(the entries to make jobs of now, how many the filters left out, how many new ones wait for the next check)."""
+    """(the entries to make jobs of now, how many the filters left out, how many new ones wait for the next check):
+    at most max_items_per_check, and no more than one `checked` event holds (CHECKED_BUDGET)."""
     settings = view.settings
     fresh, filtered = [], 0
     for entry in entries:
@@ -70,7 +74,13 @@ def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int
             filtered += 1
             continue
         fresh.append(entry)
-    take = fresh[: settings.max_items_per_check]
+    take: list[Entry] = []
+    size = 0
+    for entry in fresh[: settings.max_items_per_check]:
+        size += len(entry.url) + len(entry_identity(entry)) + len(entry.title or "") + 200
+        if take and size > CHECKED_BUDGET:
+            break
+        take.append(entry)
     return take, filtered, len(fresh) - len(take)
 
 
@@ -109,17 +119,11 @@ class Checker:
             )
         if resolution.kind != "playlist":
             message = "the source is one video, not a channel, playlist or feed: the subscription paused itself"
-            error = ErrorInfo(code=NOT_A_PLAYLIST, message=message)
-            view = await self._checked(view, started, SubscriptionCheckedData(error=error, found=1))
-            paused = make_subscription_event(
-                "paused",
-                view.id,
-                self._now(),
-                f"{view.id}:paused:{view.checks}",
-                SubscriptionPausedData(reason=NOT_A_PLAYLIST, message=message),
-            )
-            return await self._book.publish(paused, view)
+            return await self._pause(view, started, NOT_A_PLAYLIST, message, found=1)
         take, filtered, remaining = pick(view, resolution.entries)
+        if take and len(view.seen) + len(take) > MAX_SEEN:
+            message = f"the source listed more than {MAX_SEEN} entries over time: the subscription paused itself"
+            return await self._pause(view, started, TOO_MANY_ENTRIES, message, found=len(resolution.entries))
         new = [
             NewEntry(
                 entry_id=entry_identity(entry),
@@ -142,6 +146,21 @@ class Checker:
         if new:
             log.info("subscription %s: %d new entries became jobs", view.id, len(new))
         return await self._checked(view, started, data)
+
+    async def _pause(
+        self, view: SubscriptionView, started: datetime, code: str, message: str, found: int
+    ) -> SubscriptionView:
+        """A check that stops its subscription: `checked` with the error, then `paused` with the reason."""
+        error = ErrorInfo(code=code, message=message)
+        view = await self._checked(view, started, SubscriptionCheckedData(error=error, found=found))
+        paused = make_subscription_event(
+            "paused",
+            view.id,
+            self._now(),
+            f"{view.id}:paused:{view.checks}",
+            SubscriptionPausedData(reason=code, message=message),
+        )
+        return await self._book.publish(paused, view)
 
     def _resolve_source(self, view: SubscriptionView, token: CancelToken) -> Resolution:
         options = view.settings.job.options

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -91,10 +92,12 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
     processes: list[subprocess.Popen] = [
         spawn_cli("service", name, env=env, log=log) for name in ("downloader", "progress", "scheduler")
     ]
-    processes += [spawn_cli("service", "notifier", env=env, log=log) for _ in range(2)]  # two replicas: one delivery
+    notifiers = [spawn_cli("service", "notifier", env=env, log=log) for _ in range(2)]  # two replicas: one delivery
+    processes += notifiers
     processes.append(spawn_cli("service", "api", "--port", str(port), env=env, log=log))
     base = f"http://127.0.0.1:{port}"
     receiver = Receiver("a-secret-of-sixteen-chars", failures=2)
+    batch = Receiver("another-secret-of-16-chars", failures=0)
     try:
         wait_ready(base, explain=lambda: log.read_text()[-3000:])
         refused = httpx.post(f"{base}/api/webhooks", json={"url": "http://10.1.2.3/hook", "events": ["job.completed"]})
@@ -128,27 +131,23 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         assert [(d["status"], d["attempts"]) for d in log_] == [("delivered", 3)]
 
         # A subscription's first check makes two jobs: one `subscription.new_items` delivery naming both.
-        batch = Receiver("another-secret-of-16-chars", failures=0)
-        try:
-            made = httpx.post(
-                f"{base}/api/webhooks",
-                json={"url": batch.url, "events": ["subscription.new_items"], "secret": batch.secret},
-            )
-            assert made.status_code == 201, made.text
-            feed = media.feed_url(f"{media.fresh('clip2.mp4')},{media.fresh('clip3.mp4')}")
-            sub = httpx.post(f"{base}/api/subscriptions", json={"url": feed, "interval": "1h", "name": "two clips"})
-            assert sub.status_code == 201, sub.text
-            deadline = time.monotonic() + 60
-            while not batch.requests:
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(0.2)
-            time.sleep(2.0)
-            assert len(batch.requests) == 1 and batch.requests[0]["valid"]
-            sent = batch.requests[0]["body"]
-            assert sent["event"] == "subscription.new_items" and sent["subscription"]["name"] == "two clips"
-            assert len(sent["items"]) == 2 and all(i["job_id"] for i in sent["items"])
-        finally:
-            batch.server.shutdown()
+        made = httpx.post(
+            f"{base}/api/webhooks",
+            json={"url": batch.url, "events": ["subscription.new_items"], "secret": batch.secret},
+        )
+        assert made.status_code == 201, made.text
+        feed = media.feed_url(f"{media.fresh('clip2.mp4')},{media.fresh('clip3.mp4')}")
+        sub = httpx.post(f"{base}/api/subscriptions", json={"url": feed, "interval": "1h", "name": "two clips"})
+        assert sub.status_code == 201, sub.text
+        deadline = time.monotonic() + 60
+        while not batch.requests:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(2.0)
+        assert len(batch.requests) == 1 and batch.requests[0]["valid"]
+        sent = batch.requests[0]["body"]
+        assert sent["event"] == "subscription.new_items" and sent["subscription"]["name"] == "two clips"
+        assert len(sent["items"]) == 2 and all(i["job_id"] for i in sent["items"])
 
         # Apprise: one message per finished job (three: the first and the subscription's two) and one per batch,
         # though two notifiers run.
@@ -164,7 +163,35 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         assert len(titles) == 4, titles
         assert sum(t.startswith("tubeflow: completed") for t in titles) == 3, titles
         assert any(t == "tubeflow: 2 new from two clips" for t in titles), titles
+
+        # The subscription's two jobs finished too: the first webhook asked for job.completed.
+        deadline = time.monotonic() + 60
+        while len(receiver.requests) < 5:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        sent = (len(receiver.requests), len(batch.requests), len(apprise.messages))
+        assert sent == (5, 1, 4)
+
+        # Both notifiers die (one killed outright) and a new one starts: it reads every finished job and check
+        # again, and sends nothing a second time.
+        notifiers[0].send_signal(signal.SIGKILL)
+        notifiers[1].terminate()
+        for process in notifiers:
+            process.wait(20)
+        processes.append(spawn_cli("service", "notifier", env=env, log=log))
+        time.sleep(6.0)  # it has read them all by now (well under a second here)
+        assert (len(receiver.requests), len(batch.requests), len(apprise.messages)) == sent
+        # …and it is alive: the next finished job is announced, once.
+        job = httpx.post(f"{base}/api/jobs", json={"url": media.url(media.fresh("clip1.mp4"))}).json()
+        deadline = time.monotonic() + 60
+        while len(receiver.requests) < 6 or len(apprise.messages) < 5:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert receiver.requests[-1]["body"]["job"]["id"] == job["id"] and len(receiver.requests) == 6
+        assert len(apprise.messages) == 5
     finally:
+        batch.server.shutdown()
         apprise.server.shutdown()
         receiver.server.shutdown()
         for process in processes:

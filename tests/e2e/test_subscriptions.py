@@ -5,12 +5,14 @@ the field, and a source that is one video pauses its subscription with `not_a_pl
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
@@ -108,6 +110,10 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
             assert answer.status_code == 422, (body, answer.text)
             assert any(e["field"].startswith(field) for e in answer.json()["errors"]), (body, answer.text)
 
+        # A source that fails (404) records its error and backs off; it never holds up the others.
+        broken = httpx.post(f"{base}/api/subscriptions", json={"url": f"{media.base}/gone/feed.xml", "interval": "2s"})
+        assert broken.status_code == 201, broken.text
+        broken_id = broken.json()["id"]
         add(1)
         add(2)
         made = httpx.post(
@@ -127,6 +133,15 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         view = one()
         assert view["new_items"] == 3 and view["seen"] == 3, view
         assert view["source_title"] == "Growing feed" and view["last_error"] is None
+
+        failing = httpx.get(f"{base}/api/subscriptions/{broken_id}").json()
+        assert failing["last_error"]["code"] == "http_404" and failing["new_items"] == 0, failing
+        # Tries 2 s, 4 s, 8 s… apart: a few in the time one every 2 s would have made many.
+        elapsed = datetime.fromisoformat(failing["last_check_at"]) - datetime.fromisoformat(failing["created_at"])
+        assert 1 <= failing["failures"] <= 2 + math.log2(1 + elapsed.total_seconds() / 2), failing
+        gap = datetime.fromisoformat(failing["next_check_at"]) - datetime.fromisoformat(failing["last_check_at"])
+        assert gap.total_seconds() == 2 * 2 ** (failing["failures"] - 1)
+        assert httpx.delete(f"{base}/api/subscriptions/{broken_id}").status_code == 204
 
         # The leader dies mid-life; the other scheduler takes over within the lease (3 s) and checks on.
         leader = view["last_checked_by"]

@@ -141,3 +141,12 @@ def test_a_check_takes_unseen_entries_that_pass_the_filters_up_to_its_cap():
     take, filtered, remaining = pick(view, entries)
     assert [e.id for e in take] == ["n1", "n2"] and filtered == 2 and remaining == 1
     assert plain_url(entries[5].url) == "http://127.0.0.1/6"
+
+
+def test_one_check_takes_no_more_than_one_event_holds():
+    view = fold(created(max_items_per_check=500))
+    long = "http://127.0.0.1/" + "x" * 4000
+    entries = [Entry(n, f"{long}/{n}", "t" * 300, id=f"{n:0600d}") for n in range(1, 501)]
+    take, filtered, remaining = pick(view, entries)
+    assert 0 < len(take) < 100 and remaining == 500 - len(take) and filtered == 0
+    assert sum(len(e.url) + len(e.id) + len(e.title) for e in take) <= 256 * 1024
