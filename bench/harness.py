@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import httpx
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
 from tests.support.media import MediaServer, make_clip, make_dash, make_source
+from tests.support.processes import stop_all  # noqa: F401 - the benchmarks' name for it
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -171,19 +171,6 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
         yield Processes(base, processes, data_dir)
     finally:
         stop_all(processes)
-
-
-def stop_all(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
-    """SIGTERM to every process at once, then wait; one still running after ``grace`` is killed."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 TERMINAL = ("completed", "partial", "failed", "cancelled")

@@ -4,14 +4,13 @@ so a preset saved through one is used by all; a restart reads the stream again."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 
 from contracts.presets import (
     ALL_PRESETS,
@@ -23,6 +22,7 @@ from contracts.presets import (
     preset_subject,
 )
 from services.runtime.jsonfile import SettingsFileError, read_json_object
+from services.runtime.nats.follow import follow, unfollow
 from services.runtime.nats.topology import PRESETS_STREAM
 
 log = logging.getLogger("tubeflow.api.presets")
@@ -65,12 +65,8 @@ class PresetBook:
     async def start(self, js: JetStreamContext, timeout: float = 30.0) -> None:
         """Fold the stream's presets, then keep following it; returns once caught up with the stream's end."""
         self._js = js
-        last = (await js.stream_info(PRESETS_STREAM)).state.last_seq
-        caught_up = asyncio.Event()
-        if self._seq >= last:
-            caught_up.set()
 
-        async def on_message(msg) -> None:  # noqa: ANN001
+        def on_message(msg) -> None:  # noqa: ANN001
             try:
                 event = PresetEvent.model_validate_json(msg.data)
             except ValueError as exc:
@@ -78,20 +74,11 @@ class PresetBook:
             else:
                 apply_preset(self._presets, event)
             self._seq = max(self._seq, msg.metadata.sequence.stream)
-            if self._seq >= last:
-                caught_up.set()
 
-        self._sub = await js.subscribe(
-            ALL_PRESETS, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL, cb=on_message
-        )
-        await asyncio.wait_for(caught_up.wait(), timeout)
+        self._sub = await follow(js, PRESETS_STREAM, ALL_PRESETS, on_message, timeout)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be closing already
-                pass
+        await unfollow(self._sub)
 
     def get(self, name: str) -> Preset | None:
         return self._presets.get(name)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from nats.js import JetStreamContext, api
+from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError
 
 from contracts.subscriptions import (
@@ -19,6 +19,7 @@ from contracts.subscriptions import (
     subscription_filter,
     subscription_subject,
 )
+from services.runtime.nats.follow import follow, unfollow
 from services.runtime.nats.topology import SUBSCRIPTIONS_STREAM
 
 log = logging.getLogger("tubeflow.subscriptions")
@@ -43,12 +44,8 @@ class SubscriptionBook:
     async def start(self, js: JetStreamContext, timeout: float = 30.0) -> None:
         """Fold the stream, then keep following it; returns once caught up with the stream's end at the start."""
         self._js = js
-        last = (await js.stream_info(SUBSCRIPTIONS_STREAM)).state.last_seq
-        caught_up = asyncio.Event()
-        if last == 0:
-            caught_up.set()
 
-        async def on_message(msg: Any) -> None:
+        def on_message(msg: Any) -> None:
             seq = msg.metadata.sequence.stream
             try:
                 event = parse_subscription_event(msg.data, seq)
@@ -57,13 +54,8 @@ class SubscriptionBook:
             else:
                 self._fold(event)
             self._seq = max(self._seq, seq)
-            if self._seq >= last:
-                caught_up.set()
 
-        self._sub = await js.subscribe(
-            ALL_SUBSCRIPTIONS, ordered_consumer=True, deliver_policy=api.DeliverPolicy.ALL, cb=on_message
-        )
-        await asyncio.wait_for(caught_up.wait(), timeout)
+        self._sub = await follow(js, SUBSCRIPTIONS_STREAM, ALL_SUBSCRIPTIONS, on_message, timeout)
 
     def _fold(self, event: Any) -> None:
         current = self._views.get(event.subscription_id)
@@ -77,11 +69,7 @@ class SubscriptionBook:
         self.changed.set()
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may be closing already
-                pass
+        await unfollow(self._sub)
 
     def get(self, subscription_id: str) -> SubscriptionView | None:
         view = self._views.get(subscription_id)

@@ -19,6 +19,7 @@ import pytest
 from services.notifier.signing import verify
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.support.processes import stop_all
 
 pytestmark = pytest.mark.e2e
 
@@ -194,11 +195,5 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         batch.server.shutdown()
         apprise.server.shutdown()
         receiver.server.shutdown()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes, grace=20)
         server.stop()

@@ -16,6 +16,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.support.processes import stop_all, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,24 +52,8 @@ def services(tmp_path: Path, extra: dict[str, str] | None = None, downloaders: i
             wait_for(lambda: len(client.get("/api/queue").json()["workers"]) == downloaders, 30, "workers up")
             yield {"client": client, "log": log, "env": env, "base": base, "data": tmp_path / "data", "port": port}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes, grace=20)
         server.stop()
-
-
-def wait_for(check, timeout: float, what: str, explain=lambda: ""):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}: {explain()}"
-        time.sleep(0.1)
 
 
 def submit(client: httpx.Client, url: str, **fields) -> dict:  # noqa: ANN003

@@ -21,6 +21,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import ROOT, free_port, spawn_cli, wait_ready
+from tests.support.processes import stop_all, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,16 +58,6 @@ class Feed:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
-
-
-def _wait(what, condition, timeout: float, explain=lambda: ""):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what} within {timeout} s\n{explain()}"
-        time.sleep(0.2)
 
 
 def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_a_killed_leader(tmp_path, media):
@@ -123,13 +114,13 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         assert made.status_code == 201, made.text
         sid = made.json()["id"]
         one = lambda: httpx.get(f"{base}/api/subscriptions/{sid}").json()  # noqa: E731
-        _wait("two new entries", lambda: one()["new_items"] == 2, 60, explain)
+        wait_for(lambda: one()["new_items"] == 2, 60, "two new entries", explain)
         # Between checks: one new entry, and one the filter leaves out.
         feed.entries.append(("trailer-1", "A TRAILER for season 2", media.url(media.fresh("clip2.mp4"))))
         add(3)
-        _wait("the third entry", lambda: one()["new_items"] == 3, 60, explain)
+        wait_for(lambda: one()["new_items"] == 3, 60, "the third entry", explain)
         checks = one()["checks"]
-        _wait("two more checks", lambda: one()["checks"] >= checks + 2, 30, explain)
+        wait_for(lambda: one()["checks"] >= checks + 2, 30, "two more checks", explain)
         view = one()
         assert view["new_items"] == 3 and view["seen"] == 3, view
         assert view["source_title"] == "Growing feed" and view["last_error"] is None
@@ -150,7 +141,7 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         schedulers[leader].wait(10)
         add(4)
         killed_at = time.monotonic()
-        _wait("the fourth entry, by the other scheduler", lambda: one()["new_items"] == 4, 30, explain)
+        wait_for(lambda: one()["new_items"] == 4, 30, "the fourth entry, by the other scheduler", explain)
         view = one()
         assert view["last_checked_by"] != leader
         assert time.monotonic() - killed_at < 3 + 2 + 10  # lease + interval + a check, generously
@@ -160,13 +151,13 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
             found = jobs()
             return found if len(found) >= 4 and all(j["status"] == "completed" for j in found) else None
 
-        found = _wait("four completed jobs", finished, 90, explain)
+        found = wait_for(finished, 90, "four completed jobs", explain)
         assert len(found) == 4, [j["url"] for j in found]
         assert sorted(j["url"] for j in found) == sorted(u for g, _, u in feed.entries if g.startswith("episode"))
         check_now = httpx.post(f"{base}/api/subscriptions/{sid}/check")
         assert check_now.status_code == 202
         checks = one()["checks"]
-        _wait("the check asked for", lambda: one()["checks"] > checks, 10, explain)
+        wait_for(lambda: one()["checks"] > checks, 10, "the check asked for", explain)
         assert len(jobs()) == 4
 
         # Pause: no more checks; resume: checks again.
@@ -175,16 +166,16 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         time.sleep(4.5)
         assert one()["checks"] == checks and feed.requests == requests and one()["next_check_at"] is None
         assert httpx.post(f"{base}/api/subscriptions/{sid}/resume").status_code == 202
-        _wait("a check after resume", lambda: one()["checks"] > checks, 10, explain)
+        wait_for(lambda: one()["checks"] > checks, 10, "a check after resume", explain)
 
         # A source that is one video: created, then paused by its first check with the reason.
         single = httpx.post(f"{base}/api/subscriptions", json={"url": media.url("clip3.mp4"), "interval": "2s"})
         assert single.status_code == 201, single.text
         single_id = single.json()["id"]
-        paused = _wait(
-            "not_a_playlist",
+        paused = wait_for(
             lambda: (v := httpx.get(f"{base}/api/subscriptions/{single_id}").json())["paused"] and v,
             30,
+            "not_a_playlist",
             explain,
         )
         assert paused["paused_reason"] == "not_a_playlist" and paused["last_error"]["code"] == "not_a_playlist"
@@ -210,12 +201,5 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         assert {s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()} == {single_id, from_cli["id"]}
     finally:
         feed.server.shutdown()
-        for process in processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes, grace=20)
         server.stop()
