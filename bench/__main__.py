@@ -16,6 +16,7 @@ BENCHMARKS = {
     "projector": "bench.projector",
     "fanout": "bench.fanout",
     "playlist": "bench.playlist",
+    "idle": "bench.idle",
 }
 
 

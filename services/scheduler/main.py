@@ -59,7 +59,11 @@ class Scheduler:
                         task = asyncio.create_task(self._check(view, stop))
                         self._running[view.id] = task
                         task.add_done_callback(lambda _t, sid=view.id: self._running.pop(sid, None))
-                waits = [asyncio.create_task(e.wait()) for e in (stop, self._book.changed, self._lease.gained)]
+                # Woken by a stop, a subscription changed, a check done, or (not holding it) the lease gained.
+                events = (
+                    (stop, self._book.changed) if self._lease.held else (stop, self._book.changed, self._lease.gained)
+                )
+                waits = [asyncio.create_task(e.wait()) for e in events]
                 if self._running:
                     waits.append(asyncio.create_task(asyncio.wait(set(self._running.values()))))
                 _, pending = await asyncio.wait(waits, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
