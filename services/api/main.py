@@ -39,7 +39,6 @@ from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
-from services.notifier.webhooks import WebhookStore
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
@@ -48,6 +47,7 @@ from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
 from services.runtime.tasks import cancel_until_done
+from services.runtime.webhooks import WebhookStore
 
 # The API serves no work consumer: it publishes commands and reads the read models.
 CONSUMERS = ()

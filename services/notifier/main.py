@@ -26,16 +26,16 @@ from contracts.items import view_files
 from contracts.subscriptions import SubscriptionView
 from contracts.views import TERMINAL_STATUSES, JobSummary, JobView
 from services.notifier.apprise_sender import APPRISE_RECORD, AppriseSender, configured_since, parse_urls
-from services.notifier.deliveries import Delivery, delivery_id
 from services.notifier.signing import headers
-from services.notifier.webhooks import Webhook, WebhookStore
 from services.runtime.addresses import AddressPolicy, ForbiddenAddress, check_results
+from services.runtime.deliveries import Delivery, delivery_id
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import JOBS_BUCKET, jobs_bucket, read_bucket, watch_bucket
 from services.runtime.nats.topology import DELIVERIES_BUCKET, DELIVERY_TTL, WEBHOOKS_BUCKET
 from services.runtime.nats.views import SUMMARY_KEYS, load, parse_key
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
+from services.runtime.webhooks import Webhook, WebhookStore
 
 log = logging.getLogger("tubeflow.notifier")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.notifier.deliveries import GIVE_UP_AFTER, Delivery, delivery_id, next_delay
 from services.notifier.signing import headers, sign, verify
+from services.runtime.deliveries import GIVE_UP_AFTER, Delivery, delivery_id, next_delay
 
 
 def test_a_signature_verifies_only_for_its_secret_body_and_a_recent_time():

@@ -11,10 +11,10 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, field_validator
 
 from services.api.errors import error_responses, field_error
-from services.notifier.deliveries import Delivery
-from services.notifier.webhooks import MAX_WEBHOOKS, Webhook, WebhookEvent, WebhookStore, new_id, new_secret
 from services.runtime.addresses import AddressPolicy
 from services.runtime.clock import utcnow
+from services.runtime.deliveries import Delivery
+from services.runtime.webhooks import MAX_WEBHOOKS, Webhook, WebhookEvent, WebhookStore, new_id, new_secret
 
 MAX_DELIVERIES_LISTED = 200
 
