@@ -1,0 +1,129 @@
+"""Checks against one real NATS server, the resolver faked: two schedulers doing the same check at once (a paused
+leader waking past its lease) record it once and make each entry's job once; a check begun and not recorded (its
+scheduler died after making jobs) is done again without a second job; a person's change in between wins."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator
+
+import pytest
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import subject
+from contracts.subscriptions import SubscriptionCreatedData, make_subscription_event
+from services.downloader.media import Entry, Resolution
+from services.runtime.cancellation import CancelToken
+from services.runtime.clock import utcnow
+from services.runtime.cookies import CookieStore
+from services.runtime.embedded import EmbeddedNats
+from services.runtime.nats import IDEMPOTENCY_BUCKET, STREAM, EventPublisher, connect, ensure_topology
+from services.runtime.subscriptions import Conflict, SubscriptionBook
+from services.scheduler.checks import Checker
+
+ENTRIES = [Entry(n, f"http://127.0.0.1/media/{n}.mp4", f"Episode {n}", id=f"ep{n}") for n in (1, 2, 3)]
+
+
+@pytest.fixture
+async def js(tmp_path) -> AsyncIterator:
+    server = EmbeddedNats(tmp_path / "nats")
+    nc = await connect(server.start(), "checks-test")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    yield js
+    await nc.close()
+    server.stop()
+
+
+async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) -> tuple[Checker, SubscriptionBook]:  # noqa: ANN001
+    book = SubscriptionBook()
+    await book.start(js)
+    loop = asyncio.get_running_loop()
+
+    def resolve(url: str, **_: object) -> Resolution:
+        if gate is not None:
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
+        return Resolution("playlist", "A feed", list(ENTRIES), False)
+
+    made = Checker(
+        book=book,
+        js=js,
+        publisher=EventPublisher(js),
+        keys=await js.key_value(IDEMPOTENCY_BUCKET),
+        resolve=resolve,
+        executor=ThreadPoolExecutor(2),
+        cookies=CookieStore(tmp_path),
+        max_items=100,
+        worker=name,
+        now=utcnow,
+    )
+    return made, book
+
+
+async def requested_count(js, job_ids: set[str]) -> int:  # noqa: ANN001
+    found = 0
+    for job_id in job_ids:
+        try:
+            await js.get_last_msg(STREAM, subject(job_id, "requested"))
+            found += 1
+        except NotFoundError:
+            pass
+    return found
+
+
+async def created(book: SubscriptionBook) -> str:
+    event = make_subscription_event(
+        "created",
+        "sb" + "1" * 26,
+        utcnow(),
+        "c1",
+        SubscriptionCreatedData(url="http://127.0.0.1/feed.xml", interval=600),
+    )
+    return (await book.publish(event, None)).id
+
+
+async def test_two_schedulers_doing_the_same_check_record_it_once_and_make_each_job_once(js, tmp_path):
+    gate = asyncio.Event()
+    first, book_a = await checker(js, tmp_path, "a", gate)
+    second, book_b = await checker(js, tmp_path, "b", gate)
+    sid = await created(book_a)
+    while book_b.get(sid) is None:
+        await asyncio.sleep(0.02)
+    # Both read the subscription as it is, then both resolve and make jobs before either records the check.
+    runs = [asyncio.create_task(c.check(b.get(sid), CancelToken(sid))) for c, b in ((first, book_a), (second, book_b))]
+    await asyncio.sleep(0.2)
+    gate.set()
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    assert sum(isinstance(r, Conflict) for r in results) == 1, results
+    [recorded] = [r for r in results if not isinstance(r, Exception)]
+    assert recorded.checks == 1 and recorded.new_items == 3 and recorded.seen == {"ep1", "ep2", "ep3"}
+    jobs = {e.job_id for e in recorded.last_new}
+    assert len(jobs) == 3 and await requested_count(js, jobs) == 3
+    # The stream holds one `requested` per job (not two): every event of those jobs.
+    info = await js.stream_info(STREAM)
+    assert info.state.messages == 3
+    await book_a.stop()
+    await book_b.stop()
+
+
+async def test_a_check_redone_after_its_scheduler_died_finds_the_same_jobs(js, tmp_path):
+    dead, book = await checker(js, tmp_path, "dead")
+    sid = await created(book)
+    view = book.get(sid)
+    # The dead one made the jobs of two entries, then died before recording anything.
+    made = [await dead._ensure_job(view, entry) for entry in ENTRIES[:2]]
+    successor, book2 = await checker(js, tmp_path, "successor")
+    while book2.get(sid) is None:
+        await asyncio.sleep(0.02)
+    recorded = await successor.check(book2.get(sid), CancelToken(sid))
+    jobs = [e.job_id for e in recorded.last_new]
+    assert jobs[:2] == made and len(set(jobs)) == 3
+    assert (await js.stream_info(STREAM)).state.messages == 3
+    # A person paused it meanwhile (the dead one's view is old): its late `checked` is refused.
+    pause = make_subscription_event("paused", sid, utcnow(), "p1")
+    await book2.publish(pause, recorded)
+    with pytest.raises(Conflict):
+        await dead.check(view, CancelToken(sid))
+    await book.stop()
+    await book2.stop()
