@@ -13,6 +13,7 @@ import logging
 from concurrent.futures import Executor
 from datetime import datetime
 from typing import Callable
+from urllib.parse import urlsplit
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
@@ -33,6 +34,7 @@ from contracts.subscriptions import (
     since_passes,
 )
 from services.downloader.media import Entry, Resolution
+from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import CancelToken
 from services.runtime.cookies import CookieStore
 from services.runtime.failures import MediaError
@@ -98,7 +100,9 @@ class Checker:
         max_items: int,
         worker: str,
         now: Callable[[], datetime],
+        policy: AddressPolicy | None = None,
     ) -> None:
+        self._policy = policy or AddressPolicy()
         self._book, self._js, self._publisher, self._keys = book, js, publisher, keys
         self._resolve, self._executor, self._cookies = resolve, executor, cookies
         self._max_items, self._worker, self._now = max_items, worker, now
@@ -120,7 +124,11 @@ class Checker:
         if resolution.kind != "playlist":
             message = "the source is one video, not a channel, playlist or feed: the subscription paused itself"
             return await self._pause(view, started, NOT_A_PLAYLIST, message, found=1)
-        take, filtered, remaining = pick(view, resolution.entries)
+        # A feed names what it likes: an entry that is not an http(s) URL, or whose host the address policy refuses,
+        # never becomes a job (the downloader would refuse it too, after a job had been made of it).
+        entries = [e for e in resolution.entries if self._acceptable(e.url)]
+        take, filtered, remaining = pick(view, entries)
+        filtered += len(resolution.entries) - len(entries)
         if take and len(view.seen) + len(take) > MAX_SEEN:
             message = f"the source listed more than {MAX_SEEN} entries over time: the subscription paused itself"
             return await self._pause(view, started, TOO_MANY_ENTRIES, message, found=len(resolution.entries))
@@ -146,6 +154,13 @@ class Checker:
         if new:
             log.info("subscription %s: %d new entries became jobs", view.id, len(new))
         return await self._checked(view, started, data)
+
+    def _acceptable(self, url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and self._policy.url_reason(url) is None
 
     async def _pause(
         self, view: SubscriptionView, started: datetime, code: str, message: str, found: int

@@ -124,6 +124,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 max_items=settings.max_playlist_items,
                 worker=worker,
                 now=utcnow,
+                policy=settings.address_policy(),
             )
             done = asyncio.Event()
             keeping = asyncio.create_task(lease.keep(done))

@@ -14,6 +14,7 @@ from nats.js.errors import NotFoundError
 from contracts.subjects import subject
 from contracts.subscriptions import SubscriptionCreatedData, make_subscription_event
 from services.downloader.media import Entry, Resolution
+from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
@@ -23,6 +24,12 @@ from services.runtime.subscriptions import Conflict, SubscriptionBook
 from services.scheduler.checks import Checker
 
 ENTRIES = [Entry(n, f"http://127.0.0.1/media/{n}.mp4", f"Episode {n}", id=f"ep{n}") for n in (1, 2, 3)]
+# What a hostile feed may list besides: never a job.
+REFUSED = [
+    Entry(4, "file:///etc/passwd", "local file", id="f"),
+    Entry(5, "http://169.254.169.254/latest/meta-data/", "metadata", id="m"),
+    Entry(6, "gopher://127.0.0.1/", "gopher", id="g"),
+]
 
 
 @pytest.fixture
@@ -44,7 +51,7 @@ async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) ->
     def resolve(url: str, **_: object) -> Resolution:
         if gate is not None:
             asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
-        return Resolution("playlist", "A feed", list(ENTRIES), False)
+        return Resolution("playlist", "A feed", [*ENTRIES, *REFUSED], False)
 
     made = Checker(
         book=book,
@@ -57,6 +64,7 @@ async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) ->
         max_items=100,
         worker=name,
         now=utcnow,
+        policy=AddressPolicy(False, parse_networks("127.0.0.0/8")),
     )
     return made, book
 
@@ -98,6 +106,7 @@ async def test_two_schedulers_doing_the_same_check_record_it_once_and_make_each_
     assert sum(isinstance(r, Conflict) for r in results) == 1, results
     [recorded] = [r for r in results if not isinstance(r, Exception)]
     assert recorded.checks == 1 and recorded.new_items == 3 and recorded.seen == {"ep1", "ep2", "ep3"}
+    assert [recorded.last_new[n].url for n in range(3)] == [e.url for e in ENTRIES]
     jobs = {e.job_id for e in recorded.last_new}
     assert len(jobs) == 3 and await requested_count(js, jobs) == 3
     # The stream holds one `requested` per job (not two): every event of those jobs.
