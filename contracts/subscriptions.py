@@ -338,14 +338,36 @@ class SubscriptionView(BaseModel):
             return self.check_requested_at
         return scheduled
 
-    def public(self) -> dict[str, Any]:
-        """What the API shows: no seen ids (a count instead), with the next check's time."""
-        out = self.model_dump(mode="json", exclude={"seen", "seq"})
-        out.update(out.pop("settings"))
-        out["seen"] = len(self.seen)
-        next_at = self.next_check_at
-        out["next_check_at"] = next_at.isoformat() if next_at else None
-        return out
+    def public(self) -> "SubscriptionInfo":
+        """What the API shows: the settings beside the state, a count of the seen ids, the next check's time."""
+        fields = {name: getattr(self, name) for name in SubscriptionView.model_fields if name not in ("seen", "seq")}
+        fields.update({name: getattr(self.settings, name) for name in SubscriptionSettings.model_fields})
+        del fields["settings"]
+        return SubscriptionInfo(**fields, seen=len(self.seen), next_check_at=self.next_check_at)
+
+
+class SubscriptionInfo(SubscriptionSettings):
+    """A subscription as the API answers it (`GET /api/subscriptions/{id}`)."""
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    paused: bool
+    paused_reason: str | None = Field(description="requested, or the code of the check that paused it")
+    paused_message: str | None
+    deleted: bool
+    source_title: str | None
+    checks: int
+    failures: int = Field(description="checks in a row that failed (the next one waits longer each time)")
+    last_error: ErrorInfo | None
+    last_check_at: datetime | None
+    last_checked_by: str | None
+    check_requested_at: datetime | None
+    new_items: int = Field(description="jobs its checks have made")
+    last_new: list[NewEntry] = Field(description="what the last check made jobs of")
+    remaining: int = Field(description="new entries the last check left for the next (max_items_per_check)")
+    seen: int = Field(description="entries that became jobs, never again")
+    next_check_at: datetime | None = Field(description="null while paused")
 
 
 def apply_subscription(view: SubscriptionView | None, event: Any) -> SubscriptionView | None:

@@ -112,8 +112,9 @@ def test_check_now_pause_and_resume():
 
 
 def test_the_public_view_counts_seen_ids_instead_of_listing_them():
-    public = fold(created(), checked(0, "a", "b")).public()
+    public = fold(created(), checked(0, "a", "b")).public().model_dump(mode="json")
     assert public["seen"] == 2 and public["url"] == "http://127.0.0.1/feed.xml" and "settings" not in public
+    assert public["next_check_at"] == "2026-12-01T13:00:00Z" and public["checks"] == 1
 
 
 @given(st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=4), max_size=6))

@@ -19,6 +19,7 @@ from contracts.subscriptions import (
     SUBSCRIPTION_ID,
     JobTemplate,
     SubscriptionCreatedData,
+    SubscriptionInfo,
     SubscriptionPausedData,
     SubscriptionSettings,
     SubscriptionUpdatedData,
@@ -83,7 +84,7 @@ class SubscriptionsController(Controller):
         subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
         admission: NamedDependency[SkipValidation[Admission]],
         settings: NamedDependency[SkipValidation[Settings]],
-    ) -> Response[dict]:
+    ) -> Response[SubscriptionInfo]:
         if len(subscriptions.all()) >= MAX_SUBSCRIPTIONS:
             raise field_error(422, "url", "too_many", f"at most {MAX_SUBSCRIPTIONS} subscriptions")
         fields = await _settings(data, None, admission, settings)
@@ -95,19 +96,21 @@ class SubscriptionsController(Controller):
         return Response(view.public(), status_code=201, headers={"Location": f"/api/subscriptions/{sid}"})
 
     @get("/", summary="The subscriptions, newest first")
-    async def list_subscriptions(self, subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]) -> list[dict]:
+    async def list_subscriptions(
+        self, subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+    ) -> list[SubscriptionInfo]:
         return [view.public() for view in subscriptions.all()]
 
     @get("/{subscription_id:str}", summary="One subscription", responses=error_responses(401, 404))
     async def get_subscription(
         self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
-    ) -> dict:
+    ) -> SubscriptionInfo:
         return _existing(subscriptions, subscription_id).public()
 
     @patch(
         "/{subscription_id:str}",
         summary="Change a subscription (the fields given; options or preset replace the job fields)",
-        responses=error_responses(401, 404, 422),
+        responses=error_responses(401, 404, 409, 422),
     )
     async def change(
         self,
@@ -116,7 +119,7 @@ class SubscriptionsController(Controller):
         subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
         admission: NamedDependency[SkipValidation[Admission]],
         settings: NamedDependency[SkipValidation[Settings]],
-    ) -> dict:
+    ) -> SubscriptionInfo:
         async def decide(view: SubscriptionView) -> Any:
             fields = await _settings(data, view, admission, settings)
             return make_subscription_event(
@@ -125,7 +128,9 @@ class SubscriptionsController(Controller):
 
         return (await _write(subscriptions, subscription_id, decide)).public()
 
-    @delete("/{subscription_id:str}", status_code=204, summary="Stop following", responses=error_responses(401, 404))
+    @delete(
+        "/{subscription_id:str}", status_code=204, summary="Stop following", responses=error_responses(401, 404, 409)
+    )
     async def delete_subscription(
         self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
     ) -> None:
@@ -135,28 +140,33 @@ class SubscriptionsController(Controller):
         "/{subscription_id:str}/check",
         status_code=202,
         summary="Check now (the scheduler takes it within a second)",
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 409),
     )
     async def check_now(
         self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
-    ) -> dict:
+    ) -> SubscriptionInfo:
         return (await _write(subscriptions, subscription_id, _simple("check_requested"))).public()
 
-    @post("/{subscription_id:str}/pause", status_code=202, summary="Stop checking", responses=error_responses(401, 404))
+    @post(
+        "/{subscription_id:str}/pause",
+        status_code=202,
+        summary="Stop checking",
+        responses=error_responses(401, 404, 409),
+    )
     async def pause(
         self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
-    ) -> dict:
+    ) -> SubscriptionInfo:
         return (await _write(subscriptions, subscription_id, _simple("paused", SubscriptionPausedData()))).public()
 
     @post(
         "/{subscription_id:str}/resume",
         status_code=202,
         summary="Check again (at once, then on its interval)",
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 409),
     )
     async def resume(
         self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
-    ) -> dict:
+    ) -> SubscriptionInfo:
         return (await _write(subscriptions, subscription_id, _simple("resumed"))).public()
 
 
