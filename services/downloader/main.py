@@ -92,7 +92,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         broker = new_broker(settings)
-        dispatcher = Dispatcher(infra.js)
+        dispatcher = Dispatcher(infra.js, cancelled=cancellations.heard_cancelled)
         subscriptions = (
             (RESOLVE, RESOLVE_CONCURRENCY, downloader.resolve),
             (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),

@@ -63,6 +63,8 @@ class Controls:
 @dataclass
 class Dispatcher:
     js: JetStreamContext
+    # Whether this process has heard the job was cancelled (no lookup: this runs once per item queued).
+    cancelled: Callable[[str], bool] = lambda job_id: False
 
     async def _last(self, job_id: str, event_type: str) -> ev.Envelope | None:
         try:
@@ -81,7 +83,10 @@ class Dispatcher:
         return Controls(held, priority, 0)
 
     async def dispatch(self, event: ev.ItemQueuedEvent, attempt: int = 1) -> None:
-        """`item.queued` -> a ticket at the job's priority, unless the job is held."""
+        """`item.queued` -> a ticket at the job's priority, unless the job is held or cancelled (its waiting items are
+        skipped already: a cancelled 10,000-item playlist would queue 10,000 no-ops ahead of the next job)."""
+        if self.cancelled(event.job_id):
+            return
         controls = await self.controls(event.job_id, event.data.held, event.data.priority)
         if controls.held:
             return

@@ -73,6 +73,10 @@ class Cancellations:
             token.trip("cancelled")
         log.info("job %s cancelled: %d running task(s) stopped", job_id, len(self._tokens.get(job_id, ())))
 
+    def heard_cancelled(self, job_id: str) -> bool:
+        """Cancelled as far as this process has heard (no lookup in the store)."""
+        return job_id in self._cancelled
+
     async def is_cancelled(self, job_id: str) -> bool:
         if job_id in self._cancelled:
             return True
