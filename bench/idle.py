@@ -26,12 +26,12 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def run(quick: bool) -> Report:
-    window = 5.0 if quick else 30.0
+    window = 2.0 if quick else 30.0
     report = Report("idle")
     with nats_server() as nats, tubeflow(nats.url, ["up"]) as stack:
         up = stack.processes[0].pid
-        time.sleep(3.0 if quick else 10.0)  # started: slots warmed, consumers made
-        for subscriptions in (0, 100):
+        time.sleep(1.0 if quick else 10.0)  # started: slots warmed, consumers made
+        for subscriptions in (0, 10 if quick else 100):
             with httpx.Client(base_url=stack.base, timeout=30) as client:
                 if subscriptions and client.get("/api/subscriptions").status_code == 404:
                     break  # a checkout from before subscriptions (for a before/after)
@@ -41,7 +41,7 @@ def run(quick: bool) -> Report:
                         json={"url": f"http://127.0.0.1:9/feed-{time.monotonic_ns()}.xml", "interval": "1d"},
                     )
                     assert made.status_code == 201, made.text
-            time.sleep(2.0 if quick else 10.0)  # their first checks (refused at once) are done
+            time.sleep(1.0 if quick else 10.0)  # their first checks (refused at once) are done
             tree = process_tree(up)
             # Both measured over the same window: the machine's noise falls on both.
             start_ours, start_nats = cpu_seconds(tree), cpu_seconds([nats.process.pid])
