@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
@@ -44,6 +44,7 @@ TICK = 1.0
 # An attempt holds its record this long; a replica that died mid-attempt leaves it to another after that.
 ATTEMPT_LEASE = 30.0
 TIMEOUT = 10.0
+SEND_CONCURRENCY = 8
 # Announced only when this recent: older ones' delivery records may have expired, and would be sent again.
 ANNOUNCE_WITHIN = DELIVERY_TTL - 24 * 3600.0
 NEW_ITEMS = "subscription.new_items"
@@ -86,6 +87,11 @@ class Notifier:
         self._policy = policy
         self._seen: set[tuple[str, int, str]] = set()
         self._wake = asyncio.Event()
+        # Pending deliveries (key -> when due), kept from the bucket's writes; the ones being attempted here.
+        self._pending: dict[str, float] = {}
+        self._sending: set[str] = set()
+        self._attempts: set[asyncio.Task] = set()
+        self._send_slots = asyncio.Semaphore(SEND_CONCURRENCY)
 
     def on_summary(self, key: str, data: bytes) -> None:
         if parse_key(key)[1] is not None:
@@ -159,29 +165,64 @@ class Notifier:
                     log.warning("deliveries: %s", exc)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), TICK)
+            if self._attempts:
+                # Attempts under way finish (or time out) before the client closes; one cut short is tried again.
+                await asyncio.wait(set(self._attempts), timeout=TIMEOUT + 1.0)
+
+    def on_delivery(self, key: str, data: bytes) -> None:
+        """A delivery record written (by any replica): kept in the index of pending ones while it is pending."""
+        if key.startswith(APPRISE_RECORD):
+            return  # Apprise's sent-once marks share the bucket; they are not webhook deliveries
+        try:
+            delivery = Delivery.decode(data)
+        except (ValueError, TypeError):
+            return
+        if delivery.status == "pending":
+            self._pending[key] = delivery.next_at
+            if delivery.next_at <= time.time():
+                self._wake.set()
+        else:
+            self._pending.pop(key, None)
+
+    def on_delivery_deleted(self, key: str) -> None:
+        self._pending.pop(key, None)
 
     async def _attempt_due(self, client: httpx.AsyncClient) -> None:
-        try:
-            keys = await self._deliveries.keys()
-        except NoKeysError:
-            return
+        """Start an attempt of every pending delivery that is due (from the index: the bucket is never scanned),
+        at most SEND_CONCURRENCY at once, so a slow receiver holds one of them and never the others."""
         now = time.time()
-        for key in keys:
-            if key.startswith(APPRISE_RECORD):
-                continue  # Apprise's sent-once marks share the bucket; they are not webhook deliveries
+        due = sorted((at, key) for key, at in self._pending.items() if at <= now and key not in self._sending)
+        for _, key in due:
+            self._sending.add(key)
+            task = asyncio.create_task(self._attempt(client, key))
+            self._attempts.add(task)
+            task.add_done_callback(lambda t, key=key: (self._sending.discard(key), self._attempts.discard(t)))
+
+    async def _attempt(self, client: httpx.AsyncClient, key: str) -> None:
+        try:
+            await self._attempt_one(client, key)
+        except Exception as exc:  # NATS away for a moment: the record is still pending, tried again on a tick
+            log.warning("delivery %s: %s", key, exc)
+
+    async def _attempt_one(self, client: httpx.AsyncClient, key: str) -> None:
+        async with self._send_slots:
             try:
                 entry = await self._deliveries.get(key)
             except KeyNotFoundError:
-                continue
+                self._pending.pop(key, None)
+                return
             delivery = Delivery.decode(entry.value or b"{}")
+            now = time.time()
             if delivery.status != "pending" or delivery.next_at > now:
-                continue
+                self.on_delivery(key, entry.value or b"{}")
+                return
             delivery.attempts += 1
             delivery.next_at = now + ATTEMPT_LEASE
             try:
                 revision = await self._deliveries.update(key, delivery.encode(), last=entry.revision)
             except KeyWrongLastSequenceError:
-                continue  # another replica took this attempt
+                return  # another replica took this attempt
+            self._pending[key] = delivery.next_at
             webhook = await self._webhooks.get(delivery.webhook)
             if webhook is None:
                 delivery.status, delivery.last_error = "dead", "the webhook was deleted"
@@ -189,6 +230,7 @@ class Notifier:
                 await self._send(client, webhook, delivery)
             with contextlib.suppress(KeyWrongLastSequenceError):
                 await self._deliveries.update(key, delivery.encode(), last=revision)
+            self.on_delivery(key, delivery.encode())
 
     async def _send(self, client: httpx.AsyncClient, webhook: Webhook, delivery: Delivery) -> None:
         body = json.dumps(delivery.body).encode()
@@ -232,6 +274,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             public_url=settings.public_url,
             apprise=apprise,
         )
+        records = await watch_bucket(
+            infra.nc, DELIVERIES_BUCKET, on_put=notifier.on_delivery, on_delete=notifier.on_delivery_deleted
+        )
+        for key, value in (await read_bucket(deliveries)).items():
+            notifier.on_delivery(key, value)
         sub = await watch_bucket(infra.nc, JOBS_BUCKET, on_put=notifier.on_summary, on_delete=lambda key: None)
         subscriptions = SubscriptionBook(on_event=notifier.on_subscription)
         try:
@@ -242,3 +289,4 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             await subscriptions.stop()
             await sub.unsubscribe()
+            await records.unsubscribe()
