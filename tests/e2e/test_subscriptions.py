@@ -81,8 +81,8 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
     feed = Feed()
     explain = lambda: log.read_text()[-4000:]  # noqa: E731
 
-    def add(n: int) -> None:
-        feed.entries.append((f"episode-{n}", f"Episode {n}", media.url(media.fresh("clip1.mp4"))))
+    def add(n: int, url: str | None = None) -> None:
+        feed.entries.append((f"episode-{n}", f"Episode {n}", url or media.url(media.fresh("clip1.mp4"))))
 
     def jobs() -> list[dict]:
         return httpx.get(f"{base}/api/jobs", params={"limit": 500}).json()["jobs"]
@@ -117,7 +117,7 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         wait_for(lambda: one()["new_items"] == 2, 60, "two new entries", explain)
         # Between checks: one new entry, and one the filter leaves out.
         feed.entries.append(("trailer-1", "A TRAILER for season 2", media.url(media.fresh("clip2.mp4"))))
-        add(3)
+        add(3, media.fresh_stream("dash", "manifest.mpd"))  # what real sites serve: video and audio apart (DASH)
         wait_for(lambda: one()["new_items"] == 3, 60, "the third entry", explain)
         checks = one()["checks"]
         wait_for(lambda: one()["checks"] >= checks + 2, 30, "two more checks", explain)
@@ -196,6 +196,12 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         patched = httpx.patch(f"{base}/api/subscriptions/{sid}", json={"interval": "1h", "max_items_per_check": 5})
         assert patched.status_code == 200, patched.text
         assert patched.json()["interval"] == 3600 and patched.json()["max_items_per_check"] == 5
+        # A preset replaces the job fields every later job gets; the rest stays.
+        patched = httpx.patch(f"{base}/api/subscriptions/{sid}", json={"preset": "audio-mp3"}).json()
+        assert patched["job"]["mode"] == "audio" and patched["job"]["preset"] == "audio-mp3", patched
+        assert patched["interval"] == 3600 and patched["title_filter"]["exclude"] == ["*trailer*"]
+        unknown = httpx.patch(f"{base}/api/subscriptions/{sid}", json={"preset": "no-such-preset"})
+        assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "preset"
         assert httpx.delete(f"{base}/api/subscriptions/{sid}").status_code == 204
         assert httpx.get(f"{base}/api/subscriptions/{sid}").status_code == 404
         assert {s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()} == {single_id, from_cli["id"]}

@@ -218,11 +218,13 @@ async def _settings(
     job = old.job if old else None
     if job is None or "options" in given or "preset" in given or "url" in given:
         options = data.options.model_dump(exclude_unset=True) if data.options is not None else {}
-        if view is not None and "options" not in given and old is not None:
+        if old is not None and "options" not in given and "preset" not in given:
+            # Only the URL changed: the job fields stay as they were (checked again against the new URL).
             options = old.job.model_dump(exclude={"options", "preset"}) | (
                 old.job.options.model_dump(exclude_defaults=True) if old.job.options else {}
             )
-        preset = given.get("preset", old.job.preset if old else None)
+        # Options or a preset given: they replace the job fields (the preset's under the options given).
+        preset = given.get("preset", old.job.preset if old and "options" not in given else None)
         try:
             request = JobRequest.model_validate({**options, "url": url, **({"preset": preset} if preset else {})})
         except ValidationError as exc:
