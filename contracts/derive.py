@@ -48,7 +48,9 @@ def _download_summary(view: JobView, totals: Totals, total: int):  # noqa: ANN20
     return unless_same(
         view.download,
         {
-            "status": _aggregate(finished, counts.downloads_failed + counts.downloads_skipped, total),
+            "status": _aggregate(
+                finished, counts.downloads_failed + counts.downloads_skipped - counts.downloads_existing, total
+            ),
             "total": total,
             "completed": counts.downloads_completed,
             "failed": counts.downloads_failed,
@@ -82,7 +84,9 @@ def _extract_summary(view: JobView, totals: Totals, total: int, audio: bool):  #
     return unless_same(
         view.extract,
         {
-            "status": _aggregate(finished, counts.extracts_failed + counts.extracts_skipped, ex_total)
+            "status": _aggregate(
+                finished, counts.extracts_failed + counts.extracts_skipped - counts.extracts_existing, ex_total
+            )
             if audio
             else "none",
             "total": ex_total,

@@ -48,7 +48,7 @@ def unless_same(old, values: dict):  # noqa: ANN001, ANN201 - a summary model, s
 
 class Counts(NamedTuple):
     """What one item adds to its job's sums, or (added up) the sums of a whole job. A tuple with names, so that
-    moving the sums by one item's difference is one pass over eleven integers."""
+    moving the sums by one item's difference is one pass over thirteen integers."""
 
     downloads_completed: int = 0
     downloads_failed: int = 0
@@ -62,11 +62,16 @@ class Counts(NamedTuple):
     bytes_total: int = 0
     units: int = 0  # shares of the bar, in millionths of an item
     recording: int = 0  # items recording a live stream (or stopping it)
+    # Skipped because an earlier job has the media (`skip_downloaded`): what was asked for is there, so the step's
+    # aggregate counts them as done, not as lost (they stay in `skipped`).
+    downloads_existing: int = 0
+    extracts_existing: int = 0
 
     @staticmethod
     def of_item(item: ItemView, audio: bool) -> "Counts":
         download = item.download
         done = item_done(item, audio)
+        existing = download.status == "skipped" and download.existing is not None
         return _counts(
             (
                 *_STEP_COUNTS.get(download.status, _NO_STEP),
@@ -77,12 +82,14 @@ class Counts(NamedTuple):
                 download.total_bytes or 0,
                 UNIT if done else round(item_fraction(item, audio) * UNIT),
                 1 if item.status in ("recording", "stopping") else 0,
+                1 if existing else 0,
+                1 if existing and audio and item.extract.status == "skipped" else 0,
             )
         )
 
 
 _NONE = Counts()
-# Counts from eleven values, without NamedTuple's Python-level constructor (one call per item and event: measured).
+# Counts from thirteen values, without NamedTuple's Python-level constructor (one call per item and event: measured).
 _counts = functools.partial(tuple.__new__, Counts)
 # A step's status as its (completed, failed, skipped) counts.
 _STEP_COUNTS = {"completed": (1, 0, 0), "failed": (0, 1, 0), "skipped": (0, 0, 1)}
@@ -111,7 +118,7 @@ class Totals:
         before = _NONE if old is None else Counts.of_item(old, audio)
         after = Counts.of_item(new, audio)
         counts = self.counts
-        if before != after:  # one pass over eleven integers: these sums with the item's `before` swapped for `after`
+        if before != after:  # one pass over thirteen integers: these sums with the item's `before` swapped for `after`
             counts = _counts([total - b + a for total, b, a in zip(counts, before, after, strict=True)])
         running = list(self.running)
         if old is None:

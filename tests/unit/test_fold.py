@@ -345,3 +345,26 @@ def test_a_failed_post_processor_names_itself_and_the_item_fails(events):
     for item in view.items:
         if item.postprocess.status == "failed" and item.download.status == "failed":
             assert item.error is not None and item.status in ("failed", "skipped")
+
+
+def test_items_skipped_because_an_earlier_job_has_them_count_as_done_not_lost():
+    """A subscription's jobs always ask `skip_downloaded`: a job whose one item an earlier job has is completed, and
+    its download (and audio) summary says completed with the item in `skipped`, never `failed`."""
+    skip = ev.ItemSkipped(worker=WORKER, message="an earlier job has it", existing="01other/f.mp4")
+    events = _sequence(
+        [
+            _event("requested", ev.Requested(url="http://example.com/list", mode="both")),
+            _event("resolved", ev.Resolved(kind="playlist", item_count=2, worker=WORKER)),
+            _event("item.queued", ev.ItemQueued(index=1, url="u1", mode="both", audio_format="mp3"), "0001"),
+            _event("item.queued", ev.ItemQueued(index=2, url="u2", mode="both", audio_format="mp3"), "0002"),
+            _event("item.skipped", skip, "0001"),
+            _event("item.skipped", skip, "0002"),
+        ]
+    )
+    view = fold(events)
+    assert view.status == "completed" and view.download.skipped == 2 and view.download.status == "completed"
+    assert view.extract.status == "completed" and view.extract.skipped == 2
+    # Skipped by a cancel, the same items are lost: the summary says so.
+    cancel = _event("cancel.requested", ev.CancelRequested(), None)
+    cancelled = fold(_sequence(events[:4] + [cancel]))
+    assert cancelled.download.status == "failed" and cancelled.download.skipped == 2
