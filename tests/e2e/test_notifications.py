@@ -9,9 +9,7 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -20,6 +18,7 @@ from services.notifier.signing import verify
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
 from tests.support.processes import stop_all
+from tests.support.receivers import Loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -29,21 +28,13 @@ class AppriseReceiver:
 
     def __init__(self) -> None:
         self.messages: list[dict] = []
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+        def handle(method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
+            self.messages.append(json.loads(body))
+            return 200, "text/plain", b""
 
-            def do_POST(self) -> None:  # noqa: N802
-                receiver.messages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/apprise"
+        self.server = Loopback(handle)
+        self.url = self.server.base.replace("http://", "json://") + "/apprise"
 
 
 class Receiver:
@@ -52,32 +43,16 @@ class Receiver:
     def __init__(self, secret: str, failures: int) -> None:
         self.secret, self.failures = secret, failures
         self.requests: list[dict] = []
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+        def handle(method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
+            valid = verify(
+                self.secret, headers["X-Tubeflow-Timestamp"], body, headers["X-Tubeflow-Signature"], now=time.time()
+            )
+            self.requests.append({"delivery": headers["X-Tubeflow-Delivery"], "valid": valid, "body": json.loads(body)})
+            return (500 if len(self.requests) <= self.failures else 200), "text/plain", b""
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                valid = verify(
-                    receiver.secret,
-                    self.headers["X-Tubeflow-Timestamp"],
-                    body,
-                    self.headers["X-Tubeflow-Signature"],
-                    now=time.time(),
-                )
-                receiver.requests.append(
-                    {"delivery": self.headers["X-Tubeflow-Delivery"], "valid": valid, "body": json.loads(body)}
-                )
-                status = 500 if len(receiver.requests) <= receiver.failures else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.server = Loopback(handle)
+        self.url = f"{self.server.base}/hook"
 
 
 def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_id(tmp_path, media):
@@ -192,8 +167,8 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         assert receiver.requests[-1]["body"]["job"]["id"] == job["id"] and len(receiver.requests) == 6
         assert len(apprise.messages) == 5
     finally:
-        batch.server.shutdown()
-        apprise.server.shutdown()
-        receiver.server.shutdown()
+        batch.server.close()
+        apprise.server.close()
+        receiver.server.close()
         stop_all(processes, grace=20)
         server.stop()

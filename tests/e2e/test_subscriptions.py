@@ -10,10 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from xml.sax.saxutils import escape
 
 import httpx
@@ -22,6 +20,7 @@ import pytest
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import ROOT, free_port, spawn_cli, wait_ready
 from tests.support.processes import stop_all, wait_for
+from tests.support.receivers import Loopback
 
 pytestmark = pytest.mark.e2e
 
@@ -32,32 +31,22 @@ class Feed:
     def __init__(self) -> None:
         self.entries: list[tuple[str, str, str]] = []  # (guid, title, enclosure URL)
         self.requests = 0
-        feed = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+        def handle(method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
+            self.requests += 1
+            items = "".join(
+                f"<item><title>{escape(title)}</title><guid>{escape(guid)}</guid>"
+                f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
+                for guid, title, url in reversed(self.entries)  # newest first, as feeds are
+            )
+            feed = (
+                '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Growing feed</title>'
+                f"<link>http://127.0.0.1/</link><description>d</description>{items}</channel></rss>"
+            )
+            return 200, "application/rss+xml", feed.encode()
 
-            def do_GET(self) -> None:  # noqa: N802
-                feed.requests += 1
-                items = "".join(
-                    f"<item><title>{escape(title)}</title><guid>{escape(guid)}</guid>"
-                    f'<enclosure url="{escape(url)}" type="video/mp4" length="1"/></item>'
-                    for guid, title, url in reversed(feed.entries)  # newest first, as feeds are
-                )
-                body = (
-                    '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Growing feed</title>'
-                    f"<link>http://127.0.0.1/</link><description>d</description>{items}</channel></rss>"
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/rss+xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/feed.xml"
+        self.server = Loopback(handle)
+        self.url = f"{self.server.base}/feed.xml"
 
 
 def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_a_killed_leader(tmp_path, media):
@@ -206,6 +195,6 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         assert httpx.get(f"{base}/api/subscriptions/{sid}").status_code == 404
         assert {s["id"] for s in httpx.get(f"{base}/api/subscriptions").json()} == {single_id, from_cli["id"]}
     finally:
-        feed.server.shutdown()
+        feed.server.close()
         stop_all(processes, grace=20)
         server.stop()

@@ -5,56 +5,34 @@ attempt, never the others."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import AsyncIterator
-
-import pytest
 
 from services.notifier.main import Notifier
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.clock import utcnow
 from services.runtime.deliveries import Delivery
-from services.runtime.embedded import EmbeddedNats
-from services.runtime.nats import connect, ensure_topology, read_bucket, watch_bucket
+from services.runtime.nats import read_bucket, watch_bucket
 from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.webhooks import Webhook, WebhookStore, new_id
+from tests.support.receivers import Loopback
 
 
 class Receiver:
     def __init__(self, delay: float) -> None:
         self.received: list[float] = []
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
+        def handle(method: str, path: str, headers: dict, body: bytes) -> tuple[int, str, bytes]:
+            time.sleep(delay)
+            self.received.append(time.monotonic())
+            return 204, "text/plain", b""
 
-            def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delay)
-                receiver.received.append(time.monotonic())
-                self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.server = Loopback(handle)
+        self.url = f"{self.server.base}/hook"
 
 
-@pytest.fixture
-async def nats(tmp_path) -> AsyncIterator:
-    server = EmbeddedNats(tmp_path / "nats")
-    nc = await connect(server.start(), "notifier-test")
-    await ensure_topology(nc.jetstream())
-    yield nc
-    await nc.close()
-    server.stop()
-
-
-async def test_a_slow_receiver_holds_one_attempt_and_never_the_others(nats):
+async def test_a_slow_receiver_holds_one_attempt_and_never_the_others(fresh_nc):
+    nats = fresh_nc
     js = nats.jetstream()
     hooks, records = WebhookStore(await js.key_value(WEBHOOKS_BUCKET)), await js.key_value(DELIVERIES_BUCKET)
     slow, fast = Receiver(delay=4.0), Receiver(delay=0.0)
@@ -87,8 +65,8 @@ async def test_a_slow_receiver_holds_one_attempt_and_never_the_others(nats):
         stop.set()
         await asyncio.wait_for(running, 15)
         await sub.unsubscribe()
-        slow.server.shutdown()
-        fast.server.shutdown()
+        slow.server.close()
+        fast.server.close()
     stored = {Delivery.decode(v).id: Delivery.decode(v) for v in (await read_bucket(records)).values()}
     assert {d.status for d in stored.values()} == {"delivered"} and len(stored) == 3
     assert all(d.attempts == 1 for d in stored.values())

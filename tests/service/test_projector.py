@@ -4,7 +4,6 @@ fold of the stream; re-published events are deduplicated by their id."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator
 
 import pytest
 
@@ -13,24 +12,12 @@ from contracts.fold import fold
 from contracts.ids import new_job_id
 from contracts.views import JobSummary, JobView
 from services.progress.projector import SMALL_VIEW, Projector
-from services.runtime.embedded import EmbeddedNats
-from services.runtime.nats import EventPublisher, connect, ensure_topology, jobs_bucket, read_job_events
+from services.runtime.nats import EventPublisher, jobs_bucket, read_job_events
 from services.runtime.nats.views import PAGE_SIZE, load
 from tests.support.events import events_of
 
 T0 = datetime(2026, 11, 22, tzinfo=timezone.utc)
 W = "test:1"
-
-
-@pytest.fixture
-async def js(tmp_path) -> AsyncIterator:
-    server = EmbeddedNats(tmp_path / "nats")
-    nc = await connect(server.start(), "projector-test")
-    js = nc.jetstream()
-    await ensure_topology(js)
-    yield js
-    await nc.close()
-    server.stop()
 
 
 def history(job: str, items: int = 3) -> list[ev.Envelope]:

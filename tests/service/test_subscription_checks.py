@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator
 
 import pytest
 from nats.js.errors import NotFoundError
@@ -18,8 +17,7 @@ from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
-from services.runtime.embedded import EmbeddedNats
-from services.runtime.nats import IDEMPOTENCY_BUCKET, STREAM, EventPublisher, connect, ensure_topology
+from services.runtime.nats import IDEMPOTENCY_BUCKET, STREAM, EventPublisher
 from services.runtime.subscriptions import Conflict, SubscriptionBook
 from services.scheduler.checks import Checker
 
@@ -30,17 +28,6 @@ REFUSED = [
     Entry(5, "http://169.254.169.254/latest/meta-data/", "metadata", id="m"),
     Entry(6, "gopher://127.0.0.1/", "gopher", id="g"),
 ]
-
-
-@pytest.fixture
-async def js(tmp_path) -> AsyncIterator:
-    server = EmbeddedNats(tmp_path / "nats")
-    nc = await connect(server.start(), "checks-test")
-    js = nc.jetstream()
-    await ensure_topology(js)
-    yield js
-    await nc.close()
-    server.stop()
 
 
 async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) -> tuple[Checker, SubscriptionBook]:  # noqa: ANN001
