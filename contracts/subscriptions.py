@@ -123,8 +123,8 @@ def _match(pattern: str, text: str) -> bool:
 
 
 class JobTemplate(BaseModel):
-    """What each job of a subscription asks for (a preset's fields already merged, as for a job): the `requested`
-    event of an entry is this with the entry's URL, and ``skip_downloaded`` always on."""
+    """What a job asks for besides its URL (a preset's fields already merged): the API makes a job's `requested`
+    from it, and a subscription keeps one (with ``skip_downloaded`` on) for the jobs of its entries."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -136,14 +136,14 @@ class JobTemplate(BaseModel):
     priority: Priority = "normal"
     start: bool = True
 
-    def requested(self, url: str) -> Requested:
-        options = (self.options or DownloadOptions()).model_copy(update={"skip_downloaded": True})
+    def requested(self, url: str, playlist_items: str | None = None) -> Requested:
         return Requested(
             url=url,
             mode=self.mode,
             audio_format=self.audio_format,
             format=self.format,
-            options=options,
+            playlist_items=playlist_items,
+            options=self.options,
             preset=self.preset,
             start=self.start,
             priority=self.priority,

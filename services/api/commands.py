@@ -52,17 +52,7 @@ class JobCommands:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=ev.Requested(
-                url=request.url,
-                mode=request.mode,
-                audio_format=request.audio_format,
-                format=request.format,
-                playlist_items=request.playlist_items,
-                options=request.options(),
-                preset=request.preset,
-                start=self._auto_start if request.start is None else request.start,
-                priority=request.priority,
-            ),
+            data=request.template(self._auto_start).requested(request.url, request.playlist_items),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from contracts import events as ev
 from contracts.options import OPTION_FIELDS, DownloadOptions
 from contracts.presets import MAX_DESCRIPTION
+from contracts.subscriptions import JobTemplate
 from contracts.validation import code_of, refuse
 from contracts.views import JobSummary, JobView
 from services.api.format_grammar import FormatError, check_format
@@ -96,6 +97,18 @@ class JobRequest(JobOptions):
         description='which playlist entries to take, 1-based: "1-3,7,10-12"',
     )
     preset: str | None = Field(default=None, max_length=64, description="a preset's name (GET /api/presets)")
+
+    def template(self, auto_start: bool) -> JobTemplate:
+        """What the job asks for besides its URL; unset `start` is TUBEFLOW_AUTO_START (``auto_start``)."""
+        return JobTemplate(
+            mode=self.mode,
+            audio_format=self.audio_format,
+            format=self.format,
+            options=self.options(),
+            preset=self.preset,
+            priority=self.priority,
+            start=auto_start if self.start is None else self.start,
+        )
 
     def with_preset(self, fields: dict) -> "JobRequest":
         """This request over a preset's fields: what the client set wins, the preset fills in the rest."""

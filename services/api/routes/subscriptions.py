@@ -17,7 +17,6 @@ from contracts.subscriptions import (
     MAX_ITEMS_PER_CHECK,
     MAX_SUBSCRIPTIONS,
     SUBSCRIPTION_ID,
-    JobTemplate,
     SubscriptionCreatedData,
     SubscriptionInfo,
     SubscriptionPausedData,
@@ -225,20 +224,13 @@ async def _settings(
             )
         # Options or a preset given: they replace the job fields (the preset's under the options given).
         preset = given.get("preset", old.job.preset if old and "options" not in given else None)
+        # Every job of a subscription skips what an earlier job downloaded: a re-check never downloads twice.
+        fields = {**options, "skip_downloaded": True, "url": url, **({"preset": preset} if preset else {})}
         try:
-            request = JobRequest.model_validate({**options, "url": url, **({"preset": preset} if preset else {})})
+            request = JobRequest.model_validate(fields)
         except ValidationError as exc:
             raise invalid(exc, lambda field: "url" if field == "url" else f"options.{field}") from None
-        request = await admission.check(request)
-        job = JobTemplate(
-            mode=request.mode,
-            audio_format=request.audio_format,
-            format=request.format,
-            options=request.options(),
-            preset=request.preset,
-            priority=request.priority,
-            start=settings.auto_start if request.start is None else request.start,
-        )
+        job = (await admission.check(request)).template(settings.auto_start)
     merged = {
         "url": url,
         "interval": interval,
