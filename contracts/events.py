@@ -12,6 +12,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.bounds import Instant
 from contracts.ids import step_event_id
 from contracts.options import DownloadOptions
 from contracts.payloads import (  # noqa: F401 - re-exported: the wire's names, as they always were
@@ -67,7 +68,7 @@ class Envelope(BaseModel):
     version: int = 1
     job_id: str
     item_id: str | None = None
-    occurred_at: datetime
+    occurred_at: Instant
     # Stream sequence, filled in when the event is read back from JetStream; never on the wire.
     seq: int = Field(default=0, exclude=True)
 

@@ -64,6 +64,16 @@ def fold(events: Iterable[ev.Envelope], view: JobView | None = None) -> JobView 
     return view
 
 
+def apply_or_set_aside(view: JobView | None, event: ev.Envelope) -> tuple[JobView | None, str | None]:
+    """``apply``, for readers of a stream that must go on whatever it holds: the view after ``event``, or the view as
+    it was and the reason the event was set aside. The fold is total (a property test folds any event the schema
+    admits), so the reason is a bug's; every reader sets such an event aside the same way, so they still agree."""
+    try:
+        return apply(view, event), None
+    except Exception as exc:  # noqa: BLE001 - whatever a rule raises, one stored event must not stop a reader
+        return view, f"{type(exc).__name__}: {exc}"[:500]
+
+
 def _new_job(event: ev.RequestedEvent) -> JobView:
     data = event.data
     return JobView(

@@ -10,6 +10,8 @@ from typing import Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from contracts.bounds import Instant
+
 PRESET_PREFIX = "tubeflow.preset"
 ALL_PRESETS = f"{PRESET_PREFIX}.>"
 MAX_PRESETS = 200
@@ -25,7 +27,7 @@ class PresetEvent(BaseModel):
 
     type: Literal["preset.saved", "preset.deleted"]
     name: str
-    occurred_at: datetime
+    occurred_at: Instant
     # What the preset sets (only the fields it sets); empty for a deletion.
     fields: dict[str, Any] = {}
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)

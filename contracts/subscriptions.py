@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
+from contracts.bounds import MAX_DURATION, Instant, later, seconds
 from contracts.ids import new_job_id
 from contracts.options import DownloadOptions
 from contracts.payloads import AudioFormat, ErrorInfo, Mode, Priority, Requested
@@ -30,8 +31,11 @@ MAX_SEEN = 50_000
 CHECKED_BUDGET = 256 * 1024
 MAX_PATTERNS = 20
 MAX_PATTERN = 200
-# A failing source waits its interval, then twice that, four times… at most this long between tries.
+# A failing source waits its interval, then twice that, four times… at most this long between tries (or its
+# interval, when that is longer).
 MAX_BACKOFF = 24 * 3600.0
+# The longest interval a subscription may ask for (a longer one is refused; one in an old event is clamped).
+MAX_INTERVAL = MAX_DURATION
 
 
 def new_subscription_id() -> str:
@@ -53,17 +57,22 @@ _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
 def parse_interval(value: str | int | float) -> float:
-    """Seconds from "90s", "5m", "1h", "1h30m", "2d" or a number of seconds; ValueError when it is none of these."""
+    """Seconds from "90s", "5m", "1h", "1h30m", "2d" or a number of seconds, at most ``MAX_INTERVAL``; ValueError
+    when it is none of these."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise ValueError("must be a positive duration")
-        return float(value)
-    text = str(value).strip().lower()
-    match = _DURATION.fullmatch(text)
-    if not text or match is None or not any(match.groups()):
-        raise ValueError('must be a duration like "30m", "1h", "1h30m", "1d" or a number of seconds')
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+        total = float(value)
+    else:
+        text = str(value).strip().lower()
+        match = _DURATION.fullmatch(text) if len(text) <= 40 else None
+        if not text or match is None or not any(match.groups()):
+            raise ValueError('must be a duration like "30m", "1h", "1h30m", "1d" or a number of seconds')
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        total = float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+    if total > MAX_INTERVAL:
+        raise ValueError(f"must be at most {MAX_INTERVAL / 86400:g} days")
+    return total
 
 
 def check_glob(pattern: str) -> str:
@@ -207,7 +216,7 @@ class SubscriptionCheckedData(BaseModel):
     remaining: int = 0
     source_title: Title | None = None
     error: ErrorInfo | None = None
-    started_at: datetime | None = None
+    started_at: Instant | None = None
     worker: Short | None = None
 
 
@@ -217,7 +226,7 @@ class _SubscriptionEnvelope(BaseModel):
     event_id: str
     version: int = 1
     subscription_id: str
-    occurred_at: datetime
+    occurred_at: Instant
     seq: int = Field(default=0, exclude=True)
 
 
@@ -330,10 +339,11 @@ class SubscriptionView(BaseModel):
             return None
         if self.last_check_at is None:
             return self.created_at
-        delay = self.settings.interval
+        # Clamped: an old event (or a stranger's, written straight into the stream) may hold any number here.
+        delay = seconds(self.settings.interval, 1.0, MAX_INTERVAL)
         if self.failures:
-            delay = min(max(MAX_BACKOFF, delay), delay * 2 ** (self.failures - 1))
-        scheduled = self.last_check_at + timedelta(seconds=delay)
+            delay = min(max(MAX_BACKOFF, delay), delay * 2 ** min(self.failures - 1, 32))
+        scheduled = later(self.last_check_at, delay)
         if self.check_requested_at is not None and self.check_requested_at < scheduled:
             return self.check_requested_at
         return scheduled
@@ -428,4 +438,7 @@ def since_passes(since: date | None, timestamp: float | None) -> bool:
     """An entry older than ``since`` is left out; one whose date the source does not say is kept."""
     if since is None or timestamp is None:
         return True
-    return datetime.fromtimestamp(timestamp, timezone.utc).date() >= since
+    try:
+        return datetime.fromtimestamp(timestamp, timezone.utc).date() >= since
+    except (OverflowError, OSError, ValueError):  # a source's date out of any calendar: as if it gave none
+        return True

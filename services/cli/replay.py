@@ -83,7 +83,7 @@ def _events_from_api(base: str, job_id: str, until: int | None):
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from contracts.fold import apply
+    from contracts.fold import apply_or_set_aside
 
     try:
         if args.api:
@@ -105,7 +105,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"{seq:>8}  {'-':<26}  {'invalid':<18}  {'':<6}  {error}")
             continue
-        view = apply(view, event)
+        view, set_aside = apply_or_set_aside(view, event)
+        if set_aside is not None and not args.json:
+            print(f"{seq:>8}  {'-':<26}  {event.type:<18}  {event.item_id or '-':<6}  set aside: {set_aside}")
+            continue
         if not args.json:
             when = event.occurred_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
             print(f"{seq:>8}  {when:<26}  {event.type:<18}  {event.item_id or '-':<6}  {_summary(event)}")

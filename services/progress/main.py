@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 from nats.js import JetStreamContext
 
 from contracts.events import CancelRequested, Envelope, encode_event, make_event, subject
-from contracts.fold import apply
+from contracts.fold import apply_or_set_aside
 from contracts.ids import step_event_id
 from contracts.views import VIEW_TOO_LARGE, JobView
 from services.progress.projector import Projector, durable_name, project_stream
@@ -46,6 +46,18 @@ def stop_cut_job(js: JetStreamContext) -> Callable[[str, list[Envelope], str], A
     return on_cut
 
 
+def set_aside(js: JetStreamContext) -> Callable[[Envelope, str], Awaitable[None]]:
+    """An event the fold could not apply goes to the dead-letter stream with the reason; the projector goes on."""
+    dead_letters = DeadLetters(js, "progress")
+
+    async def on_set_aside(event: Envelope, reason: str) -> None:
+        await dead_letters.send(
+            subject(event.job_id, event.type), encode_event(event), None, event.seq or 0, 1, f"unfoldable: {reason}"
+        )
+
+    return on_set_aside
+
+
 def refolder(js: JetStreamContext) -> Callable[[str], Awaitable[JobView | None]]:
     """A job's view folded afresh from all of its events (for a stored view whose parts disagree, see store)."""
 
@@ -53,7 +65,7 @@ def refolder(js: JetStreamContext) -> Callable[[str], Awaitable[JobView | None]]
         view = None
         for stored in await read_job_events(js, job_id):
             if stored.event is not None:
-                view = apply(view, stored.event)
+                view, _ = apply_or_set_aside(view, stored.event)
         return view
 
     return refold
@@ -66,6 +78,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             max_payload=infra.nc.max_payload,
             on_cut=stop_cut_job(infra.js),
             refold=refolder(infra.js),
+            on_set_aside=set_aside(infra.js),
         )
         reader = InOrderReader(infra.js, durable_name(settings.worker_name or socket.gethostname()))
         await project_stream(projector, reader, stop)

@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from contracts.events import Envelope
-from contracts.fold import apply
+from contracts.fold import apply_or_set_aside
 from contracts.ids import is_job_id
 from contracts.views import VIEW_TOO_LARGE, JobView
 from services.progress.limits import is_cut
@@ -70,10 +70,13 @@ class Projector:
         max_payload: int | None = None,
         on_cut: Callable[[str, list[Envelope], str], Awaitable[None]] | None = None,
         refold: Callable[[str], Awaitable[JobView | None]] | None = None,
+        on_set_aside: Callable[[Envelope, str], Awaitable[None]] | None = None,
     ) -> None:
         self._store = ViewStore(kv, max_payload=max_payload, refold=refold)
         # ``on_cut`` hears of a view cut because it would not fit in a message (the dead-letter stream, a cancel).
         self._on_cut = on_cut
+        # ``on_set_aside`` hears of an event the fold could not apply (the dead-letter stream); the fold goes on.
+        self._on_set_aside = on_set_aside
         self._cache: OrderedDict[str, tuple[JobView | None, Written]] = OrderedDict()
         self._cache_size = cache_size
         # Jobs folded since their last write, with the events that were folded.
@@ -148,7 +151,12 @@ class Projector:
                 continue
             new = view
             for event in events:
-                new = apply(new, event)
+                new, set_aside = apply_or_set_aside(new, event)
+                if set_aside is not None:
+                    log.error("job %s: event at seq %s set aside, the fold raised %s", job_id, event.seq, set_aside)
+                    self.skipped += 1
+                    if self._on_set_aside is not None:
+                        await self._on_set_aside(event, set_aside)
             if new is view or new is None:
                 continue
             self._dirty.setdefault(job_id, []).extend(events)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from contracts.events import ALL_EVENTS
-from contracts.fold import apply
+from contracts.fold import apply_or_set_aside
 from contracts.ids import is_job_id
 from contracts.views import VIEW_TOO_LARGE, JobSummary, JobView
 from services.runtime.nats import JOBS_BUCKET, ensure_topology, iter_events, jobs_bucket, read_bucket
@@ -21,7 +21,9 @@ async def fold_stream(js) -> dict[str, JobView]:  # noqa: ANN001 - a JetStreamCo
         event = stored.event
         if event is None or not is_job_id(event.job_id):
             continue
-        views[event.job_id] = apply(views.get(event.job_id), event)
+        view, _ = apply_or_set_aside(views.get(event.job_id), event)
+        if view is not None:
+            views[event.job_id] = view
     return views
 
 

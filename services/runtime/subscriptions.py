@@ -20,6 +20,7 @@ from contracts.subscriptions import (
     subscription_subject,
 )
 from services.runtime.nats.follow import follow, unfollow
+from services.runtime.nats.publish import DeadLetters
 from services.runtime.nats.topology import SUBSCRIPTIONS_STREAM
 
 log = logging.getLogger("tubeflow.subscriptions")
@@ -39,6 +40,7 @@ class SubscriptionBook:
         self._sub: Any = None
         self._seq = 0
         self._on_event = on_event
+        self._tasks: set[asyncio.Task] = set()
         self.changed = asyncio.Event()
 
     async def start(self, js: JetStreamContext, timeout: float = 30.0) -> None:
@@ -51,11 +53,24 @@ class SubscriptionBook:
                 event = parse_subscription_event(msg.data, seq)
             except ValueError as exc:
                 log.error("unreadable subscription event on %s: %s", msg.subject, exc)
+                self._set_aside(msg, seq, f"unreadable: {exc}")
             else:
-                self._fold(event)
+                try:
+                    self._fold(event)
+                except Exception as exc:  # noqa: BLE001 - the fold is total; were it not, one event must not stop us
+                    log.error("subscription event at seq %s set aside, the fold raised %r", seq, exc)
+                    self._set_aside(msg, seq, f"unfoldable: {type(exc).__name__}: {exc}")
             self._seq = max(self._seq, seq)
 
         self._sub = await follow(js, SUBSCRIPTIONS_STREAM, ALL_SUBSCRIPTIONS, on_message, timeout)
+
+    def _set_aside(self, msg: Any, seq: int, reason: str) -> None:
+        """To the dead-letter stream (once, whichever process sends it first: the id is the stream sequence)."""
+        assert self._js is not None
+        send = DeadLetters(self._js, "subscriptions").send(msg.subject, msg.data, None, seq, 1, reason)
+        task = asyncio.get_running_loop().create_task(send)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fold(self, event: Any) -> None:
         current = self._views.get(event.subscription_id)

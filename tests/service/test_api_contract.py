@@ -316,3 +316,18 @@ def test_an_empty_token_is_refused_at_start_up():
         timeout=60,
     )
     assert result.returncode == 2 and "TUBEFLOW_API_TOKEN is set but empty" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("interval", ["3000000d", "99999999999999999999999d", 1e300, "367d"])
+async def test_a_subscription_interval_past_a_year_is_422_on_create_and_patch(client, interval):
+    """Issue 23: PATCH {"interval": "3000000d"} was accepted (a 500 while answering), and its event stopped every
+    service that read it."""
+    refused = await client.post(
+        "/api/subscriptions", json={"url": "http://feeds.example.com/a.xml", "interval": interval}
+    )
+    assert refused.status_code == 422 and error_fields(refused) == {"interval": "invalid"}, refused.text
+    made = await client.post("/api/subscriptions", json={"url": "http://feeds.example.com/b.xml", "interval": "1h"})
+    assert made.status_code == 201, made.text
+    patched = await client.patch(f"/api/subscriptions/{made.json()['id']}", json={"interval": interval})
+    assert patched.status_code == 422 and error_fields(patched) == {"interval": "invalid"}, patched.text
+    assert (await client.get(f"/api/subscriptions/{made.json()['id']}")).json()["interval"] == 3600

@@ -58,7 +58,9 @@ def test_intervals(text, seconds):
     assert parse_interval(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "soon", "1x", "-5", "h", 0, -3])
+@pytest.mark.parametrize(
+    "text", ["", "soon", "1x", "-5", "h", 0, -3, "3000000d", "99999999999999999999999d", 1e30, float("nan"), "367d"]
+)
 def test_bad_intervals(text):
     with pytest.raises(ValueError):
         parse_interval(text)
@@ -97,6 +99,18 @@ def test_a_failing_source_backs_off_and_keeps_what_it_saw():
     assert view.next_check_at == at(1800 + 1200)  # 600 s, doubled once
     view = apply_subscription(view, checked(3000, "b").model_copy(update={"seq": 9}))
     assert view.failures == 0 and view.last_error is None and view.next_check_at == at(3600)
+
+
+@pytest.mark.parametrize("interval", [3000000 * 86400.0, 1e30, float("inf"), float("nan"), 0.0, -5.0])
+def test_any_stored_interval_or_failure_count_gives_a_next_check(interval):
+    """Issue 23: an interval of 3,000,000 days (accepted by PATCH then) raised OverflowError in every reader, and
+    ~1,025 failures in a row would have made the backoff overflow."""
+    view = fold(created(interval=interval), checked(0))
+    assert view.next_check_at is not None and view.next_check_at >= at(1)
+    many = view.model_copy(update={"failures": 5000})
+    assert many.next_check_at is not None and due([many], at(3600)) == []
+    late = fold(created(interval=interval), checked(0)).model_copy(update={"last_check_at": datetime.max})
+    assert late.next_check_at.tzinfo is not None  # a naive instant (JSON may carry one) is read as UTC
 
 
 def test_check_now_pause_and_resume():
