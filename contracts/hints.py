@@ -21,6 +21,8 @@ HINTS: dict[str, str] = {
     "forbidden_address": "The address is inside this network, which tubeflow does not fetch (TUBEFLOW_ALLOWED_NETWORKS).",
     "unsupported_url": "yt-dlp has no extractor for this site, and the page holds no video it can find.",
     "format_unavailable": "No format matches the selector: try a lower quality or no `format`.",
+    "page_too_large": "The page (or feed, or manifest) is larger than any real one (16 MiB): not a media page.",
+    "page_too_slow": "The page took minutes to arrive; try again later.",
     "file_too_large": "Over TUBEFLOW_MAX_FILESIZE or the job's TUBEFLOW_MAX_JOB_BYTES; pick a lower quality or a clip.",
     "cookies_unknown": "The job names a cookie profile that does not exist (any more): GET /api/cookies lists them.",
 }

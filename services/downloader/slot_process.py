@@ -114,7 +114,10 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     _drop_proxy_environment()
+    from services.downloader.pages import bound_page_reads
     from services.downloader.ytdlp import YtDlp
+
+    bound_page_reads()
 
     guard = None
     if config.proxy is None and not config.policy.open:

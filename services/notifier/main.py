@@ -44,7 +44,12 @@ TICK = 1.0
 # An attempt holds its record this long; a replica that died mid-attempt leaves it to another after that.
 ATTEMPT_LEASE = 30.0
 TIMEOUT = 10.0
+# What one attempt may take in all, however the receiver trickles its answer (TIMEOUT bounds each read only; a header
+# byte every 3 s held an attempt for as long as the receiver liked, issue 23). Well under ATTEMPT_LEASE.
+ATTEMPT_DEADLINE = 15.0
 SEND_CONCURRENCY = 8
+# Attempts of one webhook at once: a slow receiver holds at most this many of the SEND_CONCURRENCY slots.
+WEBHOOK_CONCURRENCY = 2
 # Announced only when this recent: older ones' delivery records may have expired, and would be sent again.
 ANNOUNCE_WITHIN = DELIVERY_TTL - 24 * 3600.0
 NEW_ITEMS = "subscription.new_items"
@@ -92,6 +97,7 @@ class Notifier:
         self._sending: set[str] = set()
         self._attempts: set[asyncio.Task] = set()
         self._send_slots = asyncio.Semaphore(SEND_CONCURRENCY)
+        self._webhook_slots: dict[str, asyncio.Semaphore] = {}
 
     def on_summary(self, key: str, data: bytes) -> None:
         if parse_key(key)[1] is not None:
@@ -205,48 +211,58 @@ class Notifier:
             log.warning("delivery %s: %s", key, exc)
 
     async def _attempt_one(self, client: httpx.AsyncClient, key: str) -> None:
-        async with self._send_slots:
-            try:
-                entry = await self._deliveries.get(key)
-            except KeyNotFoundError:
-                self._pending.pop(key, None)
-                return
-            delivery = Delivery.decode(entry.value or b"{}")
-            now = time.time()
-            if delivery.status != "pending" or delivery.next_at > now:
-                self.on_delivery(key, entry.value or b"{}")
-                return
-            delivery.attempts += 1
-            delivery.next_at = now + ATTEMPT_LEASE
-            try:
-                revision = await self._deliveries.update(key, delivery.encode(), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                return  # another replica took this attempt
-            self._pending[key] = delivery.next_at
-            webhook = await self._webhooks.get(delivery.webhook)
-            if webhook is None:
-                delivery.status, delivery.last_error = "dead", "the webhook was deleted"
-            else:
-                await self._send(client, webhook, delivery)
-            with contextlib.suppress(KeyWrongLastSequenceError):
-                await self._deliveries.update(key, delivery.encode(), last=revision)
-            self.on_delivery(key, delivery.encode())
+        # Kept per webhook id for the process's life: at most MAX_WEBHOOKS of them.
+        slots = self._webhook_slots.setdefault(key.partition(".")[0], asyncio.Semaphore(WEBHOOK_CONCURRENCY))
+        async with slots, self._send_slots:
+            await self._attempt_held(client, key)
+
+    async def _attempt_held(self, client: httpx.AsyncClient, key: str) -> None:
+        try:
+            entry = await self._deliveries.get(key)
+        except KeyNotFoundError:
+            self._pending.pop(key, None)
+            return
+        delivery = Delivery.decode(entry.value or b"{}")
+        now = time.time()
+        if delivery.status != "pending" or delivery.next_at > now:
+            self.on_delivery(key, entry.value or b"{}")
+            return
+        delivery.attempts += 1
+        delivery.next_at = now + ATTEMPT_LEASE
+        try:
+            revision = await self._deliveries.update(key, delivery.encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return  # another replica took this attempt
+        self._pending[key] = delivery.next_at
+        webhook = await self._webhooks.get(delivery.webhook)
+        if webhook is None:
+            delivery.status, delivery.last_error = "dead", "the webhook was deleted"
+        else:
+            await self._send(client, webhook, delivery)
+        with contextlib.suppress(KeyWrongLastSequenceError):
+            await self._deliveries.update(key, delivery.encode(), last=revision)
+        self.on_delivery(key, delivery.encode())
 
     async def _send(self, client: httpx.AsyncClient, webhook: Webhook, delivery: Delivery) -> None:
         body = json.dumps(delivery.body).encode()
         now = time.time()
         try:
-            await self._check_address(webhook.url)
-            response = await client.post(
-                webhook.url, content=body, headers=headers(webhook.secret, int(now), body, delivery.id, delivery.event)
-            )
+            async with asyncio.timeout(ATTEMPT_DEADLINE):
+                await self._check_address(webhook.url)
+                sent = headers(webhook.secret, int(now), body, delivery.id, delivery.event)
+                # Only the status matters: the body is never read (an endless one was read whole, 128 MiB, issue 23).
+                async with client.stream("POST", webhook.url, content=body, headers=sent) as response:
+                    status = response.status_code
+        except TimeoutError:
+            delivery.failed(f"no answer within {ATTEMPT_DEADLINE:g} s", None, now, self._first_retry)
+            return
         except (httpx.HTTPError, OSError) as exc:
             delivery.failed(f"{type(exc).__name__}: {exc}", None, now, self._first_retry)
             return
-        if 200 <= response.status_code < 300:
-            delivery.succeeded(response.status_code, now)
+        if 200 <= status < 300:
+            delivery.succeeded(status, now)
         else:
-            delivery.failed(f"HTTP {response.status_code}", response.status_code, now, self._first_retry)
+            delivery.failed(f"HTTP {status}", status, now, self._first_retry)
 
     async def _check_address(self, url: str) -> None:
         """The target passes the address policy, checked on every resolved address (no SSRF through webhooks)."""

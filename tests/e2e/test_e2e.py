@@ -122,7 +122,8 @@ async def test_rss_playlist_completes_every_item(stack, media):
 
 @pytest.mark.parametrize(
     ("path", "code"),
-    [("/missing.mp4", "http_404"), ("/page.html", "unsupported_url")],
+    # An endless page stops at the page bound (issue 23: it was read for as long as the resolve deadline allowed).
+    [("/missing.mp4", "http_404"), ("/page.html", "unsupported_url"), ("/endless.html", "page_too_large")],
 )
 def test_unusable_urls_end_as_failed_jobs_with_codes(stack, media, path, code):
     job = submit(stack, url=media.base + path)

@@ -70,3 +70,101 @@ async def test_a_slow_receiver_holds_one_attempt_and_never_the_others(fresh_nc):
     stored = {Delivery.decode(v).id: Delivery.decode(v) for v in (await read_bucket(records)).values()}
     assert {d.status for d in stored.values()} == {"delivered"} and len(stored) == 3
     assert all(d.attempts == 1 for d in stored.values())
+
+
+class Hostile:
+    """A receiver that never finishes: ``trickle`` sends a header byte a second, ``endless`` a body that never ends.
+    It counts the bytes the notifier let it send."""
+
+    def __init__(self, kind: str) -> None:
+        import socket
+        import threading
+
+        self.sent = 0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+
+        def serve(conn: socket.socket) -> None:
+            with conn:
+                conn.settimeout(0.5)
+                try:
+                    conn.recv(65536)
+                    if kind == "trickle":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                        while not self._stop.wait(1.0):
+                            conn.sendall(b"X")
+                    else:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                        chunk = b"x" * 65536
+                        while not self._stop.is_set() and self.sent < 256 * 1024 * 1024:
+                            conn.sendall(chunk)
+                            self.sent += len(chunk)
+                except OSError:
+                    pass
+
+        def accept() -> None:
+            while not self._stop.is_set():
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    continue
+                self.connections += 1
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+async def test_a_trickling_or_endless_receiver_is_bounded_and_never_holds_up_another(fresh_nc, monkeypatch):
+    """Issue 23: a receiver trickling a header byte every 3 s held all 8 send slots (another webhook got 6-7 of 11
+    deliveries in 40 s), and an endless body was read whole (128 MiB into the API's process)."""
+    import services.notifier.main as notifier_main
+
+    monkeypatch.setattr(notifier_main, "ATTEMPT_DEADLINE", 2.0)
+    js = fresh_nc.jetstream()
+    hooks, records = WebhookStore(await js.key_value(WEBHOOKS_BUCKET)), await js.key_value(DELIVERIES_BUCKET)
+    trickle, endless, fast = Hostile("trickle"), Hostile("endless"), Receiver(delay=0.0)
+    made = {}
+    for name, url in (("trickle", trickle.url), ("endless", endless.url), ("fast", fast.url)):
+        hook = Webhook(
+            id=new_id(), url=url, events=["job.completed"], secret="s" * 16, created_at=utcnow() - timedelta(minutes=1)
+        )
+        await hooks.put(hook)
+        made[name] = hook
+    notifier = Notifier(hooks, records, AddressPolicy(False, parse_networks("127.0.0.0/8")))
+    sub = await watch_bucket(
+        fresh_nc, DELIVERIES_BUCKET, on_put=notifier.on_delivery, on_delete=notifier.on_delivery_deleted
+    )
+    for n in range(10):  # ten of each, the hostile ones first
+        for name in ("trickle", "endless", "fast"):
+            await notifier._record(made[name].id, f"job{n}", f"{name}{n}", "job.completed", {"event": "job.completed"})
+    stop = asyncio.Event()
+    started = time.monotonic()
+    running = asyncio.create_task(notifier.run(stop))
+    try:
+        while len(fast.received) < 10:
+            assert time.monotonic() - started < 8.0, f"the fast receiver got {len(fast.received)} of 10"
+            await asyncio.sleep(0.05)
+        # The trickler never held more than its share, and each of its attempts ended at the deadline.
+        assert trickle.connections <= notifier_main.WEBHOOK_CONCURRENCY * 2
+        await asyncio.sleep(2.5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 15)
+        await sub.unsubscribe()
+        trickle.close()
+        endless.close()
+        fast.server.close()
+    stored = [Delivery.decode(v) for v in (await read_bucket(records)).values()]
+    by_hook = {name: [d for d in stored if d.webhook == hook.id] for name, hook in made.items()}
+    assert {d.status for d in by_hook["fast"]} == {"delivered"}
+    # The endless body was never read: the status was enough, and the receiver could send only what fits in buffers.
+    assert {d.status for d in by_hook["endless"]} == {"delivered"} and endless.sent < 16 * 1024 * 1024, endless.sent
+    tried = [d for d in by_hook["trickle"] if d.attempts]
+    assert tried and all(d.status == "pending" and "no answer within 2 s" in (d.last_error or "") for d in tried)

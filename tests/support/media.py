@@ -11,6 +11,8 @@ never ends, looping DIR's segments), ``/embed/DIR/MANIFEST.html`` (a page whose 
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import shutil
 import subprocess
@@ -294,6 +296,15 @@ class _MediaHandler(BaseHTTPRequestHandler):
             if f"{PRIVATE_COOKIE[0]}={PRIVATE_COOKIE[1]}" not in (self.headers.get("Cookie") or ""):
                 return self.send_body(b"sign in first", "text/plain", head, status=403)
             path = f"/media/{private.group(1)}"
+        if path == "/endless.html":  # a page that never ends (cut at 64 MiB, so this server is bounded too)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            if not head:
+                with contextlib.suppress(OSError):
+                    for _ in range(1024):
+                        self.wfile.write(b"<p>" + b"x" * 65536 + b"</p>")
+            return None
         if path == "/page.html":
             body = b"<html><head><title>Nothing here</title></head><body><p>No media.</p></body></html>"
             return self.send_body(body, "text/html; charset=utf-8", head)
