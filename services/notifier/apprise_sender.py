@@ -1,6 +1,8 @@
 """Apprise (TUBEFLOW_APPRISE_URLS: ntfy, Telegram, Discord, email, json://, …): a short message per finished job or
 subscription batch, sent once across notifier replicas (the first to create its record in the deliveries bucket sends
-it). A failure is logged and counted (tubeflow_notifications_total{outcome="failed"}), never retried, never blocks."""
+it). A failure is logged and counted (tubeflow_notifications_total{outcome="failed"}), never retried, never blocks.
+Apprise fetches by itself (through `requests`): it runs on threads of its own, held to the address policy on every
+hop and to a bound on what it reads (``runtime.outbound``)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import hashlib
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from services.runtime.addresses import AddressPolicy
 from services.runtime.metrics import NOTIFICATIONS
+from services.runtime.outbound import held_to
 
 log = logging.getLogger("tubeflow.notifier.apprise")
 
@@ -38,8 +43,15 @@ async def configured_since(kv: KeyValue, now: float) -> float:
 
 
 class AppriseSender:
-    def __init__(self, urls: list[str], records: KeyValue, since: float = 0.0) -> None:
+    def __init__(
+        self, urls: list[str], records: KeyValue, since: float = 0.0, policy: AddressPolicy | None = None
+    ) -> None:
         import apprise
+
+        self._policy = policy or AddressPolicy()
+        # Threads of its own: a notification service that never answers holds one of these, never the loop's
+        # default executor (name resolution of every other part of the process runs there).
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="apprise")
 
         # What finished before Apprise was first set up is not announced (a first start would repeat a week).
         self.since = since
@@ -58,9 +70,8 @@ class AppriseSender:
         except KeyWrongLastSequenceError:
             return None
         try:
-            sent = await asyncio.wait_for(
-                asyncio.to_thread(self._apprise.notify, title=title[:250], body=body[:4000]), TIMEOUT
-            )
+            loop = asyncio.get_running_loop()
+            sent = await asyncio.wait_for(loop.run_in_executor(self._threads, self._notify, title, body), TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - a notification service's trouble is never ours
             log.warning("apprise: %s: %s", key, exc)
             sent = False
@@ -68,3 +79,7 @@ class AppriseSender:
         if not sent:
             log.warning("apprise: %s was not delivered to every URL", key)
         return bool(sent)
+
+    def _notify(self, title: str, body: str) -> bool:
+        with held_to(self._policy):
+            return self._apprise.notify(title=title[:250], body=body[:4000])

@@ -280,7 +280,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         hooks = await infra.js.key_value(WEBHOOKS_BUCKET)
         urls = parse_urls(settings.apprise_urls)
         kv = await jobs_bucket(infra.js)
-        apprise = AppriseSender(urls, deliveries, await configured_since(hooks, time.time())) if urls else None
+        since = await configured_since(hooks, time.time()) if urls else 0.0
+        apprise = AppriseSender(urls, deliveries, since, settings.address_policy()) if urls else None
         notifier = Notifier(
             WebhookStore(hooks),
             deliveries,

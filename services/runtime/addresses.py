@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -79,7 +79,9 @@ class ForbiddenAddress(OSError):
     """Raised instead of connecting: the name resolved to an address the policy refuses."""
 
 
-_guarded = threading.local()
+# A context variable, not a thread-local: libraries that hand their requests to worker threads with a copy of the
+# caller's context (Apprise does) stay guarded there; a plain new thread starts unguarded, as before.
+_guarded: ContextVar[AddressPolicy | None] = ContextVar("tubeflow_address_policy", default=None)
 _real_getaddrinfo = socket.getaddrinfo
 
 
@@ -104,7 +106,7 @@ def resolve_checked(policy: AddressPolicy, host: str, port: int) -> list:
 
 def _checked_getaddrinfo(host, *args, **kwargs):  # noqa: ANN001, ANN202 - same signature as socket.getaddrinfo
     results = _real_getaddrinfo(host, *args, **kwargs)
-    policy: AddressPolicy | None = getattr(_guarded, "policy", None)
+    policy = _guarded.get()
     return results if policy is None else check_results(policy, host, results)
 
 
@@ -119,8 +121,7 @@ class guarded:  # noqa: N801 - used as a context manager
 
     def __enter__(self) -> None:
         install_guard()
-        self._previous = getattr(_guarded, "policy", None)
-        _guarded.policy = self._policy
+        self._token = _guarded.set(self._policy)
 
     def __exit__(self, *exc: object) -> None:
-        _guarded.policy = self._previous
+        _guarded.reset(self._token)
