@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from contracts import events as ev
 from services.runtime.clock import utcnow
+from services.runtime.nats.kv import read_bucket
 from services.runtime.nats.topology import PAUSED_KEY, QUEUE_BUCKET, TICKET_DURABLES, WORK_STREAM, WORKERS_BUCKET
 
 log = logging.getLogger("tubeflow.api.queue")
@@ -79,16 +80,11 @@ class QueueControl:
         return Waiting(priority=priority, waiting=info.num_pending or 0, taken=info.num_ack_pending or 0)  # type: ignore[arg-type]
 
     async def _worker_states(self) -> list[WorkerState]:
-        try:
-            keys = await self._workers.keys()
-        except Exception:  # nats-py raises NoKeysError on an empty bucket
-            return []
         states = []
-        for key in sorted(keys)[:MAX_WORKERS_LISTED]:
+        for key, value in sorted((await read_bucket(self._workers)).items())[:MAX_WORKERS_LISTED]:
             try:
-                entry = await self._workers.get(key)
-                states.append(WorkerState.model_validate_json(entry.value or b"{}"))
-            except Exception as exc:  # gone meanwhile, or unreadable: left out
+                states.append(WorkerState.model_validate_json(value))
+            except ValueError as exc:  # unreadable: left out
                 log.debug("worker %s: %s", key, exc)
         return states
 

@@ -6,7 +6,6 @@ from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, SkipValidation
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field, field_validator
 
@@ -14,6 +13,7 @@ from services.api.errors import error_responses, field_error
 from services.runtime.addresses import AddressPolicy
 from services.runtime.clock import utcnow
 from services.runtime.deliveries import Delivery
+from services.runtime.nats.kv import read_bucket
 from services.runtime.webhooks import MAX_WEBHOOKS, Webhook, WebhookEvent, WebhookStore, new_id, new_secret
 
 MAX_DELIVERIES_LISTED = 200
@@ -90,13 +90,10 @@ class WebhooksController(Controller):
     ) -> Response[list[dict]]:
         if await webhooks.get(webhook_id) is None:
             raise NotFoundException(f"no webhook {webhook_id}")
-        try:
-            keys = [k for k in await deliveries.keys() if k.startswith(webhook_id + ".")]
-        except NoKeysError:
-            keys = []
+        stored = await read_bucket(deliveries, f"{webhook_id}.>")
         out = []
-        for key in keys[:MAX_DELIVERIES_LISTED]:
-            record = Delivery.decode((await deliveries.get(key)).value or b"{}")
+        for key in sorted(stored)[:MAX_DELIVERIES_LISTED]:
+            record = Delivery.decode(stored[key])
             out.append({k: v for k, v in record.__dict__.items() if k != "body"})
         return Response(sorted(out, key=lambda r: r["created_at"]))
 

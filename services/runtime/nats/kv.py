@@ -3,12 +3,13 @@ subscription that sees every put and delete of a bucket without a server-side co
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
 from services.runtime.nats.topology import JOBS_BUCKET
@@ -18,20 +19,54 @@ async def jobs_bucket(js: JetStreamContext) -> KeyValue:
     return await js.key_value(JOBS_BUCKET)
 
 
-async def read_bucket(kv: KeyValue, keys: str = ">") -> dict[str, bytes]:
-    """Every current key (matching ``keys``, a subject pattern) and value of a bucket, read once through a
-    short-lived watcher."""
+# A key's last message that says it is gone: a delete or purge, or (nats-server 2.11+) an expiry marker.
+_GONE = ("DEL", "PURGE")
+
+
+async def read_bucket(kv: KeyValue, keys: str = ">", timeout: float = 10.0) -> dict[str, bytes]:
+    """Every current key (matching ``keys``, a subject pattern) and value of a bucket, read once, complete.
+
+    Through a pull consumer of each key's last message: it delivers nothing before it is asked, so its pending count
+    at creation is exactly what there is to read, and the read ends when that many came. (nats-py's ``kv.keys()``
+    and ``kv.watch`` decide "nothing there" from a push consumer's pending count, which races with the messages
+    already on their way: about 1 listing in 60 came back empty while records existed, issue 23.)"""
+    bucket = kv._name  # noqa: SLF001 - nats-py keeps the bucket's name there
+    prefix = f"$KV.{bucket}."
+    config = api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=api.AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+        num_replicas=1,
+    )
+    js, stream = kv._js, f"KV_{bucket}"  # noqa: SLF001
+    sub = await js.pull_subscribe(prefix + keys, stream=stream, config=config)
     out: dict[str, bytes] = {}
-    watcher = await kv.watch(keys, ignore_deletes=True)
+    name = None
     try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.value:
-                out[entry.key] = entry.value
+        info = await sub.consumer_info()
+        name, pending = info.name, info.num_pending
+        while pending > 0:
+            for msg in await sub.fetch(min(pending, 1024), timeout=timeout):
+                pending = msg.metadata.num_pending
+                headers = msg.headers or {}
+                if headers.get("KV-Operation") in _GONE or "Nats-Marker-Reason" in headers or not msg.data:
+                    continue
+                out[msg.subject[len(prefix) :]] = msg.data
     finally:
-        await watcher.stop()
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        # Gone at once (an unsubscribed pull consumer would stay until its inactive threshold, and a busy API
+        # reached the server's limit of consumers within seconds).
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, name)
     return out
+
+
+async def bucket_keys(kv: KeyValue, keys: str = ">") -> list[str]:
+    """The current keys matching ``keys`` (complete; see ``read_bucket``), sorted."""
+    return sorted(await read_bucket(kv, keys))
 
 
 async def watch_bucket(
