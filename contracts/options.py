@@ -204,6 +204,16 @@ class Output(BaseModel):
             check_path_component(part, "template")
         return value
 
+    @model_validator(mode="after")
+    def _not_another_jobs_folder(self) -> "Output":
+        # Without a folder the template starts at the media root, beside the jobs' own folders: it must not name one
+        # (a file written there would be deleted with that job, issue 23). Expanded names are checked again at
+        # placing (a title can spell a job id).
+        if self.folder is None and self.template is not None and "/" in self.template:
+            if is_job_id(self.template.split("/", 1)[0].lower()):
+                raise refuse("invalid_template", "must not start with a job id: those folders are tubeflow's own")
+        return self
+
 
 class DownloadOptions(BaseModel):
     """The per-download options of a job; every default asks for what tubeflow did before they existed (except

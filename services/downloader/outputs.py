@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from contracts.ids import is_job_id
 from contracts.options import DEFAULT_TEMPLATE, PLAYLIST_TEMPLATE, Output
 from services.runtime.failures import MediaError
 
@@ -86,6 +87,10 @@ def place(
     folder = (root / (output.folder or "")).resolve()
     template = output.template or (PLAYLIST_TEMPLATE if playlist else DEFAULT_TEMPLATE)
     parts = _relative_name(ydl, template, {**info, "ext": main.suffix.lstrip(".")})
+    if output.folder is None and len(parts) > 1 and is_job_id(parts[0].lower()):
+        raise MediaError(
+            "invalid_template", f"the name template gave {parts[0]!r}/…: a job's folder, not the job's own"
+        )
     target = folder.joinpath(*parts)
     if not target.resolve().is_relative_to(folder) or not folder.is_relative_to(root.resolve()):
         raise MediaError("invalid_template", "the name template leads outside the folder")

@@ -157,6 +157,8 @@ def test_a_playlist_with_a_folder_gets_the_playlist_layout(stack, media):
         ({"output": {"folder": "a\x00b"}}, "output.folder", "invalid_folder"),
         ({"output": {"folder": "x" * 250}}, "output.folder", "invalid_folder"),
         ({"output": {"folder": "01m83k4jf56nq6vkg3q02xgxav/x"}}, "output.folder", "invalid_folder"),
+        # Issue 23: without a folder, a template naming another job's folder wrote into it.
+        ({"output": {"template": "01m83k4jf56nq6vkg3q02xgxav/pwn-%(id)s.%(ext)s"}}, "output", "invalid_template"),
         ({"cookies": "Bad Name"}, "cookies", "invalid_cookies"),
         ({"sponsorblock": {"remove": ["ads"]}}, "sponsorblock.remove", "invalid"),
         ({"thumbnail": "poster"}, "thumbnail", "invalid"),
