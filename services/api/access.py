@@ -33,7 +33,10 @@ def session_value(token: str, expires: int) -> str:
 
 def valid_session(token: str, value: str, now: float | None = None) -> bool:
     expires, _, _ = value.partition(".")
-    if not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+    # At most 12 ASCII digits (a stranger's 5,000 digits made int() raise: a 500, issue 23).
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+        return False
+    if int(expires) < (time.time() if now is None else now):
         return False
     return hmac.compare_digest(value.encode(), session_value(token, int(expires)).encode())
 

@@ -12,7 +12,6 @@ never ends, looping DIR's segments), ``/embed/DIR/MANIFEST.html`` (a page whose 
 from __future__ import annotations
 
 import contextlib
-
 import re
 import shutil
 import subprocess

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
 
 from contracts import events as ev
 from contracts.decisions import Refusal
@@ -38,7 +38,15 @@ class BulkRequest(BaseModel):
     ids: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=MAX_BULK_IDS)
     filter: BulkFilter | None = None
     priority: ev.Priority | None = Field(default=None, description="for action priority")
-    files: bool = Field(default=False, description="for action delete: remove the jobs' files too")
+    # Strict: the document says boolean, so 0 and "yes" are refused (schemathesis' negative data, issue 23).
+    files: StrictBool = Field(default=False, description="for action delete: remove the jobs' files too")
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _boolean(cls, value: object) -> object:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
 
     @model_validator(mode="after")
     def _target(self) -> "BulkRequest":

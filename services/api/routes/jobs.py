@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter, SkipValidation
 from pydantic import ValidationError
 
+from contracts.bounds import as_utc
 from contracts.decisions import Refusal
 from contracts.views import JobStatus, JobView
 from services.api.access import RateLimiter, client_key
@@ -36,6 +37,19 @@ def _accepted(outcome: JobView | Refusal, job_id: str) -> Response[JobView]:
     if isinstance(outcome, Refusal):
         raise field_error(409, "job_id", outcome.code, outcome.message, detail=f"job {job_id}: {outcome.message}")
     return Response(outcome, status_code=202)
+
+
+# ISO 8601 only, as the document says: Litestar's conversion would also take "0.5" as seconds since 1970 (issue 23).
+ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+
+
+def _instant(field: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise field_error(422, field, "invalid", "must be an ISO 8601 date-time, like 2026-12-01T12:00:00Z") from None
 
 
 class JobsController(Controller):
@@ -137,11 +151,18 @@ class JobsController(Controller):
         cursor: Annotated[str | None, Parameter(max_length=100, description="the `next` of the previous page")] = None,
         q: Annotated[str | None, Parameter(max_length=MAX_QUERY, description="in the title or URL, any case")] = None,
         since: Annotated[
-            datetime | None, Parameter(description="created (sort=finished: finished) at or after this time")
+            str | None,
+            Parameter(
+                pattern=ISO_TIME,
+                max_length=40,
+                description="created (sort=finished: finished) at or after this time (ISO 8601; UTC if no zone)",
+            ),
         ] = None,
         sort: Annotated[Sort, Parameter(description="newest created first, or newest finished first")] = "created",
     ) -> JobList:
-        jobs, next_cursor = hub.index.page(limit=limit, status=status, before=cursor, q=q, since=since, sort=sort)
+        jobs, next_cursor = hub.index.page(
+            limit=limit, status=status, before=cursor, q=q, since=_instant("since", since), sort=sort
+        )
         return JobList(jobs=jobs, next=next_cursor)
 
     @delete(
