@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case: safe in NATS subjects and URLs
 
 
+_last = [0]
+_lock = threading.Lock()
+
+
 def new_job_id(now_ms: int | None = None) -> str:
-    """26 characters: 48 bits of milliseconds then 80 random bits, so ids sort by creation time."""
+    """26 characters: 48 bits of milliseconds then 80 random bits, so ids sort by creation time. Within one process
+    they keep increasing also within a millisecond (and if the clock steps back): the next id is the last plus one
+    (jobs created in the same millisecond were listed in random order, issue 23)."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    if now_ms is None:
+        with _lock:
+            if value >> 80 <= _last[0] >> 80:
+                value = _last[0] + 1
+            _last[0] = value
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

@@ -79,3 +79,11 @@ def test_committed_asyncapi_document_is_current():
     subscriptions = {c.model_fields["type"].annotation.__args__[0] for c in SUBSCRIPTION_EVENT_CLASSES}
     assert {"subscription.created", "subscription.checked"} <= subscriptions
     assert set(channels) == set(ev.EVENT_CLASSES) | subscriptions
+
+
+def test_job_ids_of_one_process_keep_increasing_within_a_millisecond():
+    """Issue 23: jobs created in the same millisecond were listed (newest first, by id) in random order."""
+    from contracts.ids import is_job_id, new_job_id
+
+    made = [new_job_id() for _ in range(2000)]
+    assert made == sorted(made) and len(set(made)) == len(made) and all(map(is_job_id, made))
