@@ -48,8 +48,25 @@ TOO_MANY_ENTRIES = "too_many_entries"
 
 
 def entry_identity(entry: Entry) -> str:
-    """What a subscription remembers of an entry: its id in the source, or its URL (a feed's guid is in it)."""
-    return (entry.id or entry.url)[:600]
+    """What a subscription remembers of an entry: its id in the source; for a feed, its guid (which yt-dlp smuggles
+    in the URL), so an entry whose enclosure moves (`?via=cdn2`, as podcast hosts do) is the same entry (it was
+    downloaded again, issue 23); else its URL."""
+    if entry.id:
+        return entry.id[:600]
+    from yt_dlp.utils import unsmuggle_url
+
+    try:
+        _, smuggled = unsmuggle_url(entry.url, {})
+    except (ValueError, KeyError, IndexError):  # a fragment that only looks smuggled (a stranger's feed)
+        smuggled = {}
+    guid = smuggled.get("force_videoid") if isinstance(smuggled, dict) else None
+    return str(guid)[:600] if guid else entry.url[:600]
+
+
+def _seen(view: SubscriptionView, entry: Entry) -> bool:
+    # Also the identity subscriptions remembered before guids were (the smuggled URL): no entry is taken again when
+    # a subscription made by an older version is checked by this one.
+    return entry_identity(entry) in view.seen or (entry.id or entry.url)[:600] in view.seen
 
 
 def plain_url(url: str) -> str:
@@ -68,7 +85,7 @@ def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int
     settings = view.settings
     fresh, filtered = [], 0
     for entry in entries:
-        if entry_identity(entry) in view.seen:
+        if _seen(view, entry):
             continue
         if (settings.title_filter and not settings.title_filter.matches(entry.title)) or not since_passes(
             settings.since, entry.timestamp

@@ -165,3 +165,20 @@ def test_one_check_takes_no_more_than_one_event_holds():
     take, filtered, remaining = pick(view, entries)
     assert 0 < len(take) < 100 and remaining == 500 - len(take) and filtered == 0
     assert sum(len(e.url) + len(e.id) + len(e.title) for e in take) <= 256 * 1024
+
+
+def test_a_feed_entry_is_its_guid_wherever_its_enclosure_moves():
+    """Issue 23: the same <guid> with a changed enclosure URL (`?via=cdn2`) became a second job and download."""
+    from yt_dlp.utils import smuggle_url
+
+    from services.scheduler.checks import entry_identity
+
+    first = Entry(1, smuggle_url("http://127.0.0.1/ep1.mp3", {"force_videoid": "guid-1"}), "Episode 1")
+    moved = Entry(1, smuggle_url("http://127.0.0.1/ep1.mp3?via=cdn2", {"force_videoid": "guid-1"}), "Episode 1")
+    assert entry_identity(first) == entry_identity(moved) == "guid-1"
+    view = fold(created(), checked(0, entry_identity(first)))
+    assert pick(view, [moved]) == ([], 0, 0)
+    # A subscription that remembered the smuggled URL (before guids were its identity) takes nothing again either.
+    legacy = fold(created(), checked(0, first.url))
+    assert pick(legacy, [first]) == ([], 0, 0)
+    assert entry_identity(Entry(2, "http://127.0.0.1/x#__youtubedl_smuggle=x", "t")).startswith("http://")
