@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -25,6 +26,20 @@ AUDIO_FORMATS: dict[str, tuple[str, list[str]]] = {
 
 _DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 
+# Which download an audio file was made from, kept on the file itself (a user extended attribute): an existing audio
+# file is reused only when it was made from the same download (issue 23: another job's `song.mp3`, placed by its
+# own template, was taken as this job's audio and deleted with that job). Where the filesystem keeps no extended
+# attributes, nothing is ever reused: the audio is made again under a free name.
+PROVENANCE = "user.tubeflow.source"
+
+
+def made_from(path: Path) -> str | None:
+    """The download (its path under the media root) ``path`` was made from, or None when nobody said."""
+    try:
+        return os.getxattr(path, PROVENANCE).decode(errors="replace")
+    except OSError:
+        return None
+
 
 async def extract_audio(
     source: Path,
@@ -34,8 +49,10 @@ async def extract_audio(
     duration: float | None,
     on_progress: Callable[[float, float | None], None],
     max_bytes: int | None = None,
+    source_key: str | None = None,
 ) -> int:
-    """Write the audio of ``source`` to ``target``; ``on_progress(percent, out_time)`` as ffmpeg reports.
+    """Write the audio of ``source`` to ``target``; ``on_progress(percent, out_time)`` as ffmpeg reports; the file
+    says it was made from ``source_key`` (see ``made_from``).
 
     Returns the size of the output. Raises MediaError (``ffmpeg_error``/``no_audio``) with ffmpeg's message, or
     ``file_too_large`` when the output reached ``max_bytes`` (ffmpeg stops writing there: ``-fs``).
@@ -63,6 +80,9 @@ async def extract_audio(
         raise MediaError(
             "file_too_large", f"the audio of {source.name} reached {max_bytes} bytes (TUBEFLOW_MAX_FILESIZE)"
         )
+    if source_key is not None and partial.exists():
+        with contextlib.suppress(OSError):  # no extended attributes here: never reused, see PROVENANCE
+            os.setxattr(partial, PROVENANCE, source_key.encode())
     return _keep_output(source, partial, target, code, run.stderr_tail)
 
 

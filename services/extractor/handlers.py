@@ -10,7 +10,7 @@ from typing import Callable
 
 from contracts import events as ev
 from contracts.ids import random_event_id, step_event_id
-from services.extractor.ffmpeg import audio_path, extract_audio
+from services.extractor.ffmpeg import audio_path, extract_audio, made_from
 from services.runtime.cancellation import Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
@@ -67,7 +67,7 @@ class Extractor:
         source = (media_dir / event.data.file).resolve()
         target = audio_path(source, audio_format)
         try:
-            size, reused = await self._make_audio(event, source, target, audio_format, on_progress)
+            target, size, reused = await self._make_audio(event, source, target, audio_format, on_progress)
         except MediaError as exc:
             await pump.close()
             await self._emit(
@@ -121,19 +121,28 @@ class Extractor:
         target: Path,
         audio_format: str,
         on_progress: Callable[[float, float | None], None],
-    ) -> tuple[int, bool]:
-        """Write the audio file; returns its size and whether an existing one was reused."""
-        if not source.is_relative_to(self.media_dir.resolve()) or not source.is_file():
+    ) -> tuple[Path, int, bool]:
+        """Write the audio file; returns where, its size and whether an existing one was reused: one made from the
+        same download (another job's that reused it, or this item's own before a redelivery). A name taken by any
+        other file gets " (2)", " (3)", … as downloads do."""
+        media_dir = self.media_dir.resolve()
+        if not source.is_relative_to(media_dir) or not source.is_file():
             raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
-        if target.is_file() and target.stat().st_size > 0:
-            # Another job already made this audio from the same file (written atomically, so it is complete).
-            return target.stat().st_size, True
-        size = await extract_audio(
-            source,
-            target,
-            audio_format,
-            duration=event.data.duration,
-            on_progress=on_progress,
-            max_bytes=self.max_filesize or None,
-        )
-        return size, False
+        key = source.relative_to(media_dir).as_posix()
+        for n in range(1, 100):
+            candidate = target if n == 1 else target.with_name(f"{target.stem} ({n}){target.suffix}")
+            if candidate.exists():
+                if candidate.is_file() and candidate.stat().st_size > 0 and made_from(candidate) == key:
+                    return candidate, candidate.stat().st_size, True  # written atomically, so complete
+                continue
+            size = await extract_audio(
+                source,
+                candidate,
+                audio_format,
+                duration=event.data.duration,
+                on_progress=on_progress,
+                max_bytes=self.max_filesize or None,
+                source_key=key,
+            )
+            return candidate, size, False
+        raise MediaError("name_taken", f"{target.name} and its next 98 variants are all taken")

@@ -81,6 +81,26 @@ async def test_extraction_publishes_started_progress_and_completed_with_the_audi
     assert publisher2.types() == ["extract.started", "extract.completed"] and publisher2.events[-1].data.reused
 
 
+async def test_an_audio_file_of_another_download_at_the_name_is_never_taken_as_this_ones(tmp_path, clips):
+    """Issue 23: job A placed `shared2/song.mp3` (its own download, by folder and template); job V (audio, the same
+    output) downloaded `shared2/song.mp4`, and its audio "reused" A's file, which deleting A then removed."""
+    media_dir = tmp_path
+    (media_dir / "shared2").mkdir()
+    (media_dir / "shared2" / "song.mp3").write_bytes(b"job A's own mp3")
+    (media_dir / "shared2" / "song.mp4").write_bytes((clips / "short.mp4").read_bytes())
+    job = new_job_id()
+    extractor, publisher = make(media_dir)
+    await extractor.extract(completed(job, "shared2/song.mp4"))
+    done = publisher.events[-1].data
+    assert publisher.events[-1].type == "extract.completed" and not done.reused
+    assert done.file == "shared2/song (2).mp3" and (media_dir / done.file).stat().st_size == done.size > 100
+    assert (media_dir / "shared2" / "song.mp3").read_bytes() == b"job A's own mp3"
+    # Its own audio, asked for again (a redelivery, or another job reusing the download), is found and reused.
+    again, publisher2 = make(media_dir)
+    await again.extract(completed(job, "shared2/song.mp4"))
+    assert publisher2.events[-1].data.reused and publisher2.events[-1].data.file == "shared2/song (2).mp3"
+
+
 async def test_a_missing_download_fails_with_a_code(tmp_path):
     extractor, publisher = make(tmp_path)
     job = new_job_id()
