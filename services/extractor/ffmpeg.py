@@ -33,8 +33,15 @@ _DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 PROVENANCE = "user.tubeflow.source"
 
 
+def source_identity(source: Path) -> str:
+    """A download as its audio remembers it: the file itself (inode, size, modification time), whatever name it has
+    (a reused download is hard-linked into each job's folder: one file, two names)."""
+    stat = source.stat()
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def made_from(path: Path) -> str | None:
-    """The download (its path under the media root) ``path`` was made from, or None when nobody said."""
+    """The download (``source_identity``) ``path`` was made from, or None when nobody said."""
     try:
         return os.getxattr(path, PROVENANCE).decode(errors="replace")
     except OSError:

@@ -10,7 +10,7 @@ from typing import Callable
 
 from contracts import events as ev
 from contracts.ids import random_event_id, step_event_id
-from services.extractor.ffmpeg import audio_path, extract_audio, made_from
+from services.extractor.ffmpeg import audio_path, extract_audio, made_from, source_identity
 from services.runtime.cancellation import Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.failures import MediaError
@@ -128,7 +128,7 @@ class Extractor:
         media_dir = self.media_dir.resolve()
         if not source.is_relative_to(media_dir) or not source.is_file():
             raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
-        key = source.relative_to(media_dir).as_posix()
+        key = source_identity(source)
         for n in range(1, 100):
             candidate = target if n == 1 else target.with_name(f"{target.stem} ({n}){target.suffix}")
             if candidate.exists():

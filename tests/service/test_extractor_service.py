@@ -157,3 +157,21 @@ async def test_a_shutdown_hands_the_extraction_back(tmp_path, clips):
     with pytest.raises(RetryLater):
         await asyncio.wait_for(running, 10)
     assert "extract.completed" not in publisher.types()
+
+
+async def test_audio_made_of_a_download_is_reused_through_another_jobs_link_to_it(tmp_path, clips):
+    """A reused download is hard-linked into the reusing job's folder with the audio already made of it (deletion's
+    `adopt`): that audio is the same file's, so it is reused, not made again beside it."""
+    import os
+
+    media_dir, job, file = setup_job(tmp_path, clips, "short.mp4")
+    first, _ = make(media_dir)
+    await first.extract(completed(job, file))
+    other = new_job_id()
+    (media_dir / other).mkdir()
+    os.link(media_dir / file, media_dir / other / "0001-short.mp4")
+    os.link(media_dir / job / "0001-short.mp3", media_dir / other / "0001-short.mp3")
+    again, publisher = make(media_dir)
+    await again.extract(completed(other, f"{other}/0001-short.mp4"))
+    assert publisher.types() == ["extract.started", "extract.completed"]
+    assert publisher.events[-1].data.reused and publisher.events[-1].data.file == f"{other}/0001-short.mp3"
