@@ -19,6 +19,7 @@ import socketserver
 import threading
 from urllib.parse import urlsplit
 
+from services.downloader.upstream import Upstream
 from services.runtime.addresses import AddressPolicy, ForbiddenAddress, resolve_checked
 
 log = logging.getLogger("tubeflow.guard_proxy")
@@ -35,8 +36,10 @@ FFMPEG_PROTOCOLS = "http,https,tcp,tls,httpproxy,crypto,data"
 class GuardProxy:
     """Started once per slot process; ``url`` goes into ``http_proxy``; ``refusals`` lists what was refused."""
 
-    def __init__(self, policy: AddressPolicy) -> None:
+    def __init__(self, policy: AddressPolicy, upstream: Upstream | None = None) -> None:
         self.policy = policy
+        # TUBEFLOW_PROXY: every checked connection goes on through it (see ``upstream``).
+        self.upstream = upstream
         self.refusals: list[str] = []
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         guard = self
@@ -68,6 +71,16 @@ class GuardProxy:
         self._server.shutdown()
         self._server.server_close()
 
+    def _open(self, results: list, absolute: bytes) -> socket.socket | None:
+        """A connection for a checked destination: to it, or through the upstream proxy (a plain-HTTP request in
+        absolute form to an http(s) proxy; else a tunnel to the very address checked)."""
+        if self.upstream is None:
+            return _connect(results)
+        if absolute:
+            return self.upstream.open()
+        address, port = results[0][4][:2]
+        return self.upstream.open_tunnel(address, port)
+
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(HEAD_TIMEOUT)
         read = _read_head(client)
@@ -79,6 +92,7 @@ class GuardProxy:
             method, target, version = request_line.decode("latin-1").split(" ", 2)
         except ValueError:
             return _reply(client, 400, "bad request line")
+        absolute = b""  # the request as an http(s) upstream proxy takes it (absolute form)
         if method.upper() == "CONNECT":
             host, _, port_text = target.rpartition(":")
             forward = b""  # the tunnel's bytes (``extra``, if any came early) follow the 200 below
@@ -90,9 +104,17 @@ class GuardProxy:
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
-            headers = b"\r\n".join(line for line in rest.split(b"\r\n") if not line.lower().startswith(b"proxy-"))
+            # One request per connection: with keep-alive the next request (to any host) would be relayed unchecked,
+            # so the server is asked to close after its answer (found with TUBEFLOW_PROXY, issue 23).
+            dropped = (b"proxy-", b"connection:", b"keep-alive:")
+            kept = [line for line in rest.split(b"\r\n") if line and not line.lower().startswith(dropped)]
+            headers = b"\r\n".join([*kept, b"Connection: close"])
             line = f"{method} {path} {version}".encode("latin-1")
             forward = b"\r\n".join(part for part in (line, headers) if part) + b"\r\n\r\n" + extra
+            if self.upstream is not None and self.upstream.speaks_http:
+                line = f"{method} {target} {version}".encode("latin-1")
+                absolute = b"\r\n".join(part for part in (line, headers) if part) + b"\r\n"
+                absolute += self.upstream.authorization() + b"\r\n" + extra
         host = host.strip("[]")
         if not host or not port_text.isdigit():
             return _reply(client, 400, "bad target")
@@ -104,9 +126,14 @@ class GuardProxy:
             return _reply(client, 403, str(exc))
         except OSError as exc:
             return _reply(client, 502, f"cannot resolve {host}: {exc}")
-        upstream = _connect(results)
+        try:
+            upstream = self._open(results, absolute)
+        except OSError as exc:
+            return _reply(client, 502, f"cannot connect to {host}: {exc}")
         if upstream is None:
             return _reply(client, 502, f"cannot connect to {host}")
+        if absolute:
+            forward = absolute
         with upstream:
             if forward:
                 upstream.sendall(forward)
@@ -114,7 +141,9 @@ class GuardProxy:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 if extra:
                     upstream.sendall(extra)
-            _relay(client, upstream)
+            # A plain request's answer tells the client to close too, so it never sends a next request (to another
+            # host) on this connection, where it would be relayed unchecked.
+            _relay(client, upstream, closing_answer_from=upstream if forward else None)
 
 
 def _read_head(client: socket.socket) -> tuple[bytes, bytes] | None:
@@ -144,10 +173,11 @@ def _connect(results: list) -> socket.socket | None:
     return None
 
 
-def _relay(a: socket.socket, b: socket.socket) -> None:
+def _relay(a: socket.socket, b: socket.socket, closing_answer_from: socket.socket | None = None) -> None:
     a.setblocking(True)
     b.setblocking(True)
     peers = {a: b, b: a}
+    head: bytes | None = b"" if closing_answer_from is not None else None
     while True:
         ready, _, _ = select.select(list(peers), [], [], IDLE_TIMEOUT)
         if not ready:
@@ -159,10 +189,25 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
                 return
             if not data:
                 return
+            if head is not None and sock is closing_answer_from:
+                head += data
+                if b"\r\n\r\n" not in head:
+                    if len(head) > MAX_HEAD:
+                        return
+                    continue
+                answer, _, body = head.partition(b"\r\n\r\n")
+                data, head = _closing(answer) + b"\r\n\r\n" + body, None
             try:
                 peers[sock].sendall(data)
             except OSError:
                 return
+
+
+def _closing(head: bytes) -> bytes:
+    """An answer's head saying the connection closes after it."""
+    dropped = (b"connection:", b"keep-alive:", b"proxy-connection:")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(dropped)]
+    return b"\r\n".join([*lines, b"Connection: close", b"Proxy-Connection: close"])
 
 
 def _reply(client: socket.socket, status: int, text: str) -> None:

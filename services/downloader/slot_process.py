@@ -20,6 +20,7 @@ from typing import Any
 from services.downloader.guard_proxy import GuardProxy
 from services.downloader.media import plain_report
 from services.downloader.slots import SlotConfig
+from services.downloader.upstream import Upstream
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted
 from services.runtime.failures import MediaError
@@ -120,20 +121,24 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     bound_page_reads()
 
     guard = None
-    if config.proxy is None and not config.policy.open:
-        # Every ffmpeg this process starts connects through the address guard (with TUBEFLOW_PROXY set, yt-dlp
-        # points ffmpeg at that proxy instead).
-        guard = GuardProxy(config.policy).start()
+    proxy = config.proxy
+    if not config.policy.open:
+        # Every ffmpeg this process starts connects through the address guard; with TUBEFLOW_PROXY, yt-dlp's own
+        # requests do too, and the guard goes on through that proxy to the address it checked (before, the policy
+        # was off with a proxy: a redirect to an inside address was asked of it, issue 23).
+        upstream = Upstream.parse(config.proxy) if config.proxy else None
+        guard = GuardProxy(config.policy, upstream).start()
         os.environ["http_proxy"] = guard.url
-
-    # With TUBEFLOW_PROXY every request goes to that proxy (an address the operator chose, often a private one),
-    # which resolves the names itself: the destination policy is the proxy's then, not a check of its address.
-    policy = AddressPolicy(allow_private=True) if config.proxy else config.policy
+        if upstream is not None:
+            proxy = guard.url
+    # yt-dlp's own name lookups are checked unless its requests go to a proxy: then they go to the guard (on
+    # loopback, which checks each destination) or, with an open policy, to TUBEFLOW_PROXY itself.
+    policy = AddressPolicy(allow_private=True) if proxy else config.policy
     engine = YtDlp(
         size=1,
         policy=policy,
         max_recording=config.max_recording,
-        proxy=config.proxy,
+        proxy=proxy,
         operator_params=dict(config.operator_params),
     )
     inbox = _Inbox(conn)

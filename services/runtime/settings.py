@@ -11,6 +11,8 @@ from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.nats.connection import NatsAuth
 from services.runtime.sitelimits import parse_limits
 
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUBEFLOW_", extra="ignore")
@@ -127,6 +129,14 @@ class Settings(BaseSettings):
     def _site_limits(cls, value: str | None, info) -> str | None:  # noqa: ANN001
         parse_limits(value, f"TUBEFLOW_{info.field_name.upper()}")
         return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        # The guard proxy speaks to these (services.downloader.upstream): said at start, not in a slot process.
+        if value and value.split("://", 1)[0].lower() not in PROXY_SCHEMES and "://" in value:
+            raise ValueError(f"TUBEFLOW_PROXY must be one of {', '.join(s + '://' for s in PROXY_SCHEMES)}")
+        return value or None
 
     @field_validator("api_token")
     @classmethod

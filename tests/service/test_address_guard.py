@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -130,3 +131,81 @@ def test_tubeflow_proxy_carries_the_downloads(servers, tmp_path):
     finally:
         pool.close()
         upstream.close()
+
+
+class CountingUpstream:
+    """An operator's proxy (TUBEFLOW_PROXY) on loopback: a guard proxy with an open policy, recording each request
+    line it was asked for."""
+
+    def __init__(self) -> None:
+        self.proxy = GuardProxy(AddressPolicy(allow_private=True)).start()
+        self.asked: list[str] = []
+        original = self.proxy._serve
+
+        def serve(client) -> None:  # noqa: ANN001
+            head = client.recv(65536, __import__("socket").MSG_PEEK)
+            self.asked.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+            original(client)
+
+        self.proxy._serve = serve  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        self.proxy.close()
+
+
+@pytest.mark.parametrize("case", ["redirect", "dash-base-url", "hls-key-inside"])
+def test_with_tubeflow_proxy_the_policy_still_holds(servers, tmp_path, case):
+    """Issue 23: with TUBEFLOW_PROXY set the address policy was off (a redirect to a forbidden address was asked of
+    the proxy). Now the slot's guard checks every destination and asks the proxy only for the addresses it allowed."""
+    outside, inside = servers
+    upstream = CountingUpstream()
+    pool = SlotPool(1, SlotConfig(policy=OUTSIDE_ONLY, proxy=upstream.proxy.url), download_timeout=60)
+    try:
+        if case == "redirect":
+            url = outside.redirect_url(inside.url("clip1.mp4"))
+        elif case == "dash-base-url":
+            dash_pointing_at(outside.root, "dash-in-proxy", inside.base)
+            url = outside.stream_url("dash-in-proxy", "manifest.mpd")
+        else:
+            hls_playlist(
+                outside.root, "sample-aes-proxy", key=f"{inside.base}/streams/keys/k.bin",
+                segments=[f"{outside.base}/streams/hlsmux/seg_000.ts"],
+            )  # fmt: skip
+            url = outside.stream_url("sample-aes-proxy", "index.m3u8")
+        error = attempt(pool, url, tmp_path)
+        assert error.code == "forbidden_address", (error.code, error.message)
+        assert inside.requests == []
+        targets = [line.split(" ")[1] for line in upstream.asked]
+        hosts = {urlsplit(t).hostname if "://" in t else t.rpartition(":")[0] for t in targets}
+        assert hosts == {"127.0.0.2"}, upstream.asked  # the proxy was asked only for what the policy allows
+    finally:
+        pool.close()
+        upstream.close()
+
+
+def test_a_second_request_on_a_kept_alive_connection_is_never_relayed_unchecked(servers):
+    """The guard checks a plain request's target once per connection: a client keeping the connection alive and
+    sending its next request (to an inside host) on it had that request relayed, unchecked, to the first host's
+    server (found while making TUBEFLOW_PROXY go through the guard, issue 23). Now the answer closes the connection,
+    and a request sent anyway goes nowhere."""
+    import socket
+
+    outside, inside = servers
+    guard = GuardProxy(OUTSIDE_ONLY).start()
+    before = list(outside.requests)
+    try:
+        host, port = guard.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            first = f"GET {outside.url('clip1.mp4')} HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+            second = f"GET {inside.url('clip1.mp4')} HTTP/1.1\r\nHost: y\r\n\r\n"
+            conn.sendall((first + second).encode())
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert head.startswith(b"http/1.0 200") or head.startswith(b"http/1.1 200"), head
+        assert b"connection: close" in head and answer.count(b"HTTP/1.") == 1
+    finally:
+        guard.close()
+    assert inside.requests == []
+    assert [r for r in outside.requests[len(before):] if "127.0.0.3" in r] == [], outside.requests[len(before):]
