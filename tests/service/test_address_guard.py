@@ -208,4 +208,4 @@ def test_a_second_request_on_a_kept_alive_connection_is_never_relayed_unchecked(
     finally:
         guard.close()
     assert inside.requests == []
-    assert [r for r in outside.requests[len(before):] if "127.0.0.3" in r] == [], outside.requests[len(before):]
+    assert [r for r in outside.requests[len(before) :] if "127.0.0.3" in r] == [], outside.requests[len(before) :]
