@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     retention_delete_files: bool = Field(
         default=False, description="a job deleted by retention takes its files with it"
     )
+    check_timeout: float = Field(
+        default=180.0, gt=0.0, description="seconds one subscription check may take (its listing), then it fails"
+    )
     proxy: str | None = Field(
         default=None,
         description="proxy for every download (yt-dlp's syntax); proxy variables of the environment are ignored",

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from contracts.subscriptions import SubscriptionView, due
 from services.downloader.options import operator_params
@@ -31,8 +32,11 @@ log = logging.getLogger("tubeflow.scheduler")
 
 CONSUMERS = ()
 LEASE_KEY = "leader"
-# Checks at once: a slow source (up to TUBEFLOW_RESOLVE_TIMEOUT) holds one of these, never the others.
+# Checks at once. A source is checked one at a time per host, and sources that were slow (a check over SLOW_CHECK
+# seconds, up to TUBEFLOW_CHECK_TIMEOUT) take at most all but one of these: a quick source always finds a free one
+# (three trickling feeds starved every other subscription's check, issue 23).
 CHECK_CONCURRENCY = 3
+SLOW_CHECK = 20.0
 TICK = 1.0
 # After a check that failed for a reason of ours (NATS away), not before this many seconds again.
 PAUSE_AFTER_TROUBLE = 5.0
@@ -43,6 +47,8 @@ class Scheduler:
         self._book, self._lease, self._checker = book, lease, checker
         self._concurrency = concurrency
         self._running: dict[str, asyncio.Task] = {}
+        self._hosts: dict[str, str] = {}  # running check -> its source's host
+        self._slow: set[str] = set()  # subscriptions whose last check here was slow
         self._not_before: dict[str, float] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -56,9 +62,14 @@ class Scheduler:
                             break
                         if view.id in self._running or self._not_before.get(view.id, 0.0) > loop.time():
                             continue
+                        if not self._may_start(view):
+                            continue
                         task = asyncio.create_task(self._check(view, stop))
                         self._running[view.id] = task
-                        task.add_done_callback(lambda _t, sid=view.id: self._running.pop(sid, None))
+                        self._hosts[view.id] = _host(view)
+                        task.add_done_callback(
+                            lambda _t, sid=view.id: (self._running.pop(sid, None), self._hosts.pop(sid, None))
+                        )
                 # Woken by a stop, a subscription changed, a check done, or (not holding it) the lease gained.
                 events = (
                     (stop, self._book.changed) if self._lease.held else (stop, self._book.changed, self._lease.gained)
@@ -73,8 +84,17 @@ class Scheduler:
             for task in list(self._running.values()):
                 await cancel_until_done(task)
 
+    def _may_start(self, view: SubscriptionView) -> bool:
+        """One check at a time per host, and the slow ones never all the slots."""
+        if _host(view) in self._hosts.values():
+            return False
+        if view.id in self._slow and self._concurrency > 1:
+            return sum(sid in self._slow for sid in self._running) < self._concurrency - 1
+        return True
+
     async def _check(self, view: SubscriptionView, stop: asyncio.Event) -> None:
         token = CancelToken(view.id, "check")
+        started = asyncio.get_running_loop().time()
 
         async def watch() -> None:
             while not (stop.is_set() or self._lease.lost.is_set()):
@@ -94,6 +114,14 @@ class Scheduler:
             self._not_before[view.id] = asyncio.get_running_loop().time() + PAUSE_AFTER_TROUBLE
         finally:
             watcher.cancel()
+            if asyncio.get_running_loop().time() - started >= SLOW_CHECK:
+                self._slow.add(view.id)
+            else:
+                self._slow.discard(view.id)
+
+
+def _host(view: SubscriptionView) -> str:
+    return (urlsplit(view.settings.url).hostname or "").lower()
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
@@ -105,7 +133,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             proxy=settings.proxy,
             operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
         ),
-        resolve_timeout=settings.resolve_timeout,
+        resolve_timeout=min(settings.resolve_timeout, settings.check_timeout),
     )
     worker = worker_identity(settings)
     try:

@@ -96,3 +96,56 @@ async def test_a_check_running_when_the_lease_is_lost_is_stopped():
     assert checker.tokens[0].reason == "the lease was lost"
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+class SlowChecker(FakeChecker):
+    """Checks of the `slow` subscriptions take ``seconds``; the others are quick. Records when each started."""
+
+    def __init__(self, book: FakeBook, slow: set[str], seconds: float) -> None:
+        super().__init__(book, seconds)
+        self.slow = slow
+        self.started: dict[str, list[float]] = {}
+        self.running: set[str] = set()
+        self.most_at_once = 0
+
+    async def check(self, view, token):  # noqa: ANN001, ANN201
+        self.started.setdefault(view.id, []).append(asyncio.get_running_loop().time())
+        self.running.add(view.id)
+        self.most_at_once = max(self.most_at_once, len(self.running))
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + (self.seconds if view.id in self.slow else 0.0)
+            while token.reason is None and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        finally:
+            self.running.discard(view.id)
+        # Due again at once (an interval of nothing, to see the next round quickly).
+        self.book.changed.set()
+
+
+def on_host(sid: str, host: str):  # noqa: ANN201
+    data = SubscriptionCreatedData(url=f"http://{host}/feed.xml", interval=3600)
+    return apply_subscription(None, make_subscription_event("created", sid, utcnow(), "e", data))
+
+
+async def test_slow_sources_never_take_every_slot_and_one_host_one_check_at_a_time(monkeypatch):
+    """Issue 23: three trickling feeds held the 3 check slots (each up to 600 s) and every other subscription
+    waited. A source once slow takes at most all but one slot; sources of one host are checked one at a time."""
+    import services.scheduler.main as scheduler_main
+
+    monkeypatch.setattr(scheduler_main, "SLOW_CHECK", 0.3)
+    slow = {"slow1", "slow2", "slow3", "slow4"}
+    views = [on_host(s, f"{s}.example") for s in sorted(slow)]
+    views += [on_host("same1", "busy.example"), on_host("same2", "busy.example"), on_host("quick", "quick.example")]
+    book = FakeBook(views)
+    checker = SlowChecker(book, slow | {"same1", "same2"}, seconds=0.8)
+    scheduler = Scheduler(book, FakeLease(held=True), checker, concurrency=3)
+    await run_for(scheduler, 4.0)
+    # The quick source was checked again and again, also while slow ones were running, once they were known slow.
+    assert len(checker.started.get("quick", [])) >= 5, checker.started
+    assert checker.most_at_once <= 3
+    # Two subscriptions of one host never ran at once.
+    same = sorted(
+        [(t, "1") for t in checker.started.get("same1", [])] + [(t, "2") for t in checker.started.get("same2", [])]
+    )
+    assert all(b[0] - a[0] >= 0.75 for a, b in zip(same, same[1:]) if a[1] != b[1]), same
