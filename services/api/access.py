@@ -3,10 +3,13 @@ budgets for creating jobs and opening streams."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import math
+import re
+import secrets
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -25,23 +28,72 @@ SESSION_SECONDS = 12 * 3600
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 
-def session_value(token: str, expires: int) -> str:
-    """A session cookie's value: its expiry and an HMAC of it keyed by the token (nothing stored server-side)."""
-    mac = hmac.new(token.encode(), f"session:{expires}".encode(), hashlib.sha256).hexdigest()
-    return f"{expires}.{mac}"
+def session_value(token: str, expires: int, session_id: str | None = None) -> str:
+    """A session cookie's value: its expiry, its id and an HMAC of both keyed by the token. Nothing is stored
+    server-side but the ids of sessions ended before their expiry (``EndedSessions``)."""
+    session_id = session_id or secrets.token_hex(12)
+    mac = hmac.new(token.encode(), f"session:{expires}:{session_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{session_id}.{mac}"
 
 
-def valid_session(token: str, value: str, now: float | None = None) -> bool:
-    expires, _, _ = value.partition(".")
+def valid_session(token: str, value: str, now: float | None = None) -> str | None:
+    """The session's id when ``value`` is a cookie this token made and it has not expired, else None."""
+    expires, _, rest = value.partition(".")
+    session_id = rest.partition(".")[0]
     # At most 12 ASCII digits (a stranger's 5,000 digits made int() raise: a 500, issue 23).
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
-        return False
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or not _SESSION_ID.fullmatch(session_id):
+        return None
     if int(expires) < (time.time() if now is None else now):
-        return False
-    return hmac.compare_digest(value.encode(), session_value(token, int(expires)).encode())
+        return None
+    if not hmac.compare_digest(value.encode(), session_value(token, int(expires), session_id).encode()):
+        return None
+    return session_id
 
 
-def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+_SESSION_ID = re.compile(r"[0-9a-f]{24}")
+ENDED_PREFIX = "session-ended."
+
+
+class EndedSessions:
+    """Sessions ended before their expiry (`DELETE /api/session`), known to every API replica: a key in the
+    idempotency bucket (kept 24 h, longer than a session lives), followed through one core subscription."""
+
+    def __init__(self) -> None:
+        self._ended: set[str] = set()
+        self._kv: Any = None
+        self._sub: Any = None
+
+    async def start(self, nc: Any, kv: Any) -> None:
+        from services.runtime.nats import read_bucket, watch_bucket
+        from services.runtime.nats.topology import IDEMPOTENCY_BUCKET
+
+        self._kv = kv
+        self._sub = await watch_bucket(
+            nc, IDEMPOTENCY_BUCKET, on_put=self._heard, on_delete=lambda key: None, keys=ENDED_PREFIX + ">"
+        )
+        for key in await read_bucket(kv, ENDED_PREFIX + ">"):
+            self._heard(key, b"")
+
+    def _heard(self, key: str, _: bytes) -> None:
+        self._ended.add(key.removeprefix(ENDED_PREFIX))
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+
+    async def end(self, session_id: str) -> None:
+        self._ended.add(session_id)
+        if self._kv is not None:
+            await self._kv.put(ENDED_PREFIX + session_id, b"1")
+
+    def ended(self, session_id: str) -> bool:
+        return session_id in self._ended
+
+
+def token_guard(
+    token: str | None, ended: EndedSessions | None = None
+) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
     """With a token set, /api/*, /media/* and /metrics need `Authorization: Bearer <token>`.
 
     No token in URLs, except where EventSource needs one: `?access_token=` is taken on event streams only. The page
@@ -63,8 +115,10 @@ def token_guard(token: str | None) -> Callable[[ASGIConnection, BaseRouteHandler
             if query and hmac.compare_digest(query.strip().encode(), expected):
                 return
         cookie = connection.cookies.get(SESSION_COOKIE, "")
-        if cookie and connection.scope.get("method") in COOKIE_METHODS and valid_session(token, cookie):
-            return
+        if cookie and connection.scope.get("method") in COOKIE_METHODS:
+            session_id = valid_session(token, cookie)
+            if session_id is not None and not (ended is not None and ended.ended(session_id)):
+                return
         raise NotAuthorizedException(
             "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
         )

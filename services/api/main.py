@@ -14,7 +14,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from services.api.access import RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
+from services.api.access import EndedSessions, RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
 from services.api.admission import Admission
 from services.api.commands import JobCommands
 from services.api.errors import EXCEPTION_HANDLERS
@@ -78,7 +78,9 @@ def _provider(name: str) -> Provide:
     return Provide(provide)
 
 
-def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    settings: Settings, book: PresetBook, ended: EndedSessions
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """What the app holds while it runs: the NATS connection, the hub, the read and write sides, the retention sweep."""
 
     @asynccontextmanager
@@ -98,6 +100,7 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
             await hub.start(infra.nc, kv)
             followed = SubscriptionBook()
             await followed.start(infra.js)
+            await ended.start(infra.nc, await infra.js.key_value(IDEMPOTENCY_BUCKET))
             reads = JobReads(infra.js, kv)
             app.state.update(
                 nc=infra.nc,
@@ -138,6 +141,7 @@ def _lifespan(settings: Settings, book: PresetBook) -> Callable[[Litestar], Abst
                 await hub.stop()
                 await book.stop()
                 await followed.stop()
+                await ended.stop()
 
     return lifespan
 
@@ -148,6 +152,7 @@ def create_app(settings: Settings) -> Litestar:
     book = PresetBook(read_only_presets(settings.presets_file, presets.check_preset))
     # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work; one store serves the routes and admission.
     policy, cookies_on_disk = settings.address_policy(), CookieStore(settings.data_dir)
+    ended = EndedSessions()
     return Litestar(
         route_handlers=[
             JobsController,
@@ -165,7 +170,7 @@ def create_app(settings: Settings) -> Litestar:
             *webhooks.ROUTES,
             *subscriptions.ROUTES,
         ],
-        lifespan=[_lifespan(settings, book)],
+        lifespan=[_lifespan(settings, book, ended)],
         state=State(
             {
                 "settings": settings,
@@ -173,13 +178,14 @@ def create_app(settings: Settings) -> Litestar:
                 "stream_limiter": StreamLimiter(settings.sse_max_streams, settings.sse_max_streams_per_client),
                 "address_policy": policy,
                 "cookie_store": cookies_on_disk,
+                "ended_sessions": ended,
                 "presets": book,
                 "admission": Admission(settings, policy, cookies_on_disk, book),
             }
         ),
         guards=[
             host_guard(settings.allowed_host_list()),
-            token_guard(settings.api_token),
+            token_guard(settings.api_token, ended),
             same_site_guard(settings.allowed_origin_list()),
         ],
         dependencies={name: _provider(name) for name in _PROVIDED},

@@ -182,6 +182,15 @@ async def test_the_page_trades_its_token_for_a_read_only_session_cookie(lonely_n
         client.cookies.set("tubeflow_session", value)
         closed = await client.delete("/api/session", headers={"Authorization": "Bearer s3cret-token"})
         assert closed.status_code == 200 and "max-age=0" in closed.headers["set-cookie"].lower()
+        # Ended for good: a copy of the cookie reads nothing (issue 23: it read for the rest of its 12 hours), in
+        # this API process and in another one (the ended id is in NATS).
+        client.cookies.set("tubeflow_session", value)
+        assert (await client.get("/media/j/a.mp3")).status_code == 401
+        async with AsyncTestClient(app=create_app(settings), base_url=LOCAL) as other:
+            other.cookies.set("tubeflow_session", value)
+            assert (await other.get("/media/j/a.mp3")).status_code == 401
+            fresh = await other.post("/api/session", headers={"Authorization": "Bearer s3cret-token"})
+            assert fresh.status_code == 200 and (await other.get("/media/j/a.mp3")).content == b"abc"
 
 
 async def test_job_creation_is_rate_limited_per_client(lonely_nats, tmp_path):

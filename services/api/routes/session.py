@@ -10,7 +10,7 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from pydantic import BaseModel
 
-from services.api.access import SESSION_COOKIE, SESSION_SECONDS, session_value
+from services.api.access import SESSION_COOKIE, SESSION_SECONDS, session_value, valid_session
 from services.api.errors import error_responses
 from services.runtime.settings import Settings
 
@@ -55,7 +55,13 @@ async def open_session(request: Request, settings: NamedDependency[Settings]) ->
 @delete(
     "/api/session", summary="End the session cookie", status_code=200, tags=["session"], responses=error_responses(401)
 )
-async def close_session(request: Request) -> Response[Session]:
+async def close_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    session_id = valid_session(settings.api_token, cookie) if settings.api_token and cookie else None
+    if session_id is not None:
+        # Ended everywhere, not only in this browser: a copy of the cookie reads nothing any more (it read for the
+        # rest of its 12 hours, issue 23).
+        await request.app.state.ended_sessions.end(session_id)
     response = Response(Session(expires_at=None))
     response.set_cookie(_cookie(request, "", 0))
     return response

@@ -75,6 +75,7 @@ async def watch_bucket(
     *,
     on_put: Callable[[str, bytes], None],
     on_delete: Callable[[str], None],
+    keys: str = ">",
 ) -> Subscription:
     """Every put and delete of ``bucket`` as it happens, through one core subscription.
 
@@ -91,4 +92,4 @@ async def watch_bucket(
         else:
             on_put(key, msg.data)
 
-    return await nc.subscribe(f"$KV.{bucket}.>", cb=on_message)
+    return await nc.subscribe(f"$KV.{bucket}.{keys}", cb=on_message)
