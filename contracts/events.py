@@ -27,6 +27,7 @@ from contracts.payloads import (  # noqa: F401 - re-exported: the wire's names, 
     DownloadStarted,
     DownloadWaiting,
     ErrorInfo,
+    ExistingDeleted,
     ExtractCompleted,
     ExtractFailed,
     ExtractProgress,
@@ -178,6 +179,11 @@ class ItemSkippedEvent(Envelope):
     data: ItemSkipped
 
 
+class ExistingDeletedEvent(Envelope):
+    type: Literal["item.existing_deleted"]
+    data: ExistingDeleted
+
+
 class StartRequestedEvent(Envelope):
     type: Literal["start.requested"]
     data: StartRequested
@@ -217,6 +223,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         CancelRequestedEvent,
         RetryRequestedEvent,
         ItemSkippedEvent,
+        ExistingDeletedEvent,
         StartRequestedEvent,
         PriorityChangedEvent,
         JobDeletedEvent,

@@ -50,7 +50,9 @@ def apply(view: JobView | None, event: ev.Envelope) -> JobView:
     elif view.deleted_at is not None:
         # A deleted job stays deleted: whatever comes after only advances the sequence.
         return replace(view, {"seq": max(view.seq, event.seq)})
-    elif view.terminal and not isinstance(event, (ev.RequestedEvent, ev.RetryRequestedEvent, ev.JobDeletedEvent)):
+    elif view.terminal and not isinstance(
+        event, (ev.RequestedEvent, ev.RetryRequestedEvent, ev.JobDeletedEvent, ev.ExistingDeletedEvent)
+    ):
         # A finished job is final; late events (a straggling progress report) only advance the sequence.
         return replace(view, {"seq": max(view.seq, event.seq)})
     changed = _apply(event, view)
@@ -211,6 +213,22 @@ def _(event: ev.ItemSkippedEvent, view: JobView) -> JobView:
         }
 
     return _change_step(view, event, "download", skipped)
+
+
+@_apply.register
+def _(event: ev.ExistingDeletedEvent, view: JobView) -> JobView:
+    # Said of a skipped item after its job ended: a change of that item only, never of the job's counts or status.
+    position = None if event.item_id is None else _find(view, event.item_id)
+    if position is None:
+        return view
+    old = view.items[position]
+    if old.download.status != "skipped" or old.download.existing != event.data.file or old.download.existing_deleted:
+        return view
+    new = replace(old, {"download": replace(old.download, {"existing_deleted": True})})
+    new.__dict__["seq"] = max(old.seq, event.seq)
+    items = list(view.items)
+    items[position] = new
+    return with_items(view, items, old, new, position)
 
 
 @_apply.register

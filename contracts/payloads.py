@@ -249,6 +249,14 @@ class ItemSkipped(Payload):
     existing: str | None = None
 
 
+class ExistingDeleted(Payload):
+    """The file a skipped item pointed at (``existing``) was deleted with the job that had it (``by_job``): the item
+    is skipped still, but what it stood for is gone (retry the job, without skip_downloaded, to download it)."""
+
+    file: str
+    by_job: Short
+
+
 class StartRequested(Payload):
     """`POST /api/jobs/{id}/start` of a held job: its items are handed to the workers."""
 

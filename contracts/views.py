@@ -53,8 +53,10 @@ class ItemDownload(View):
     # The other files the download made (subtitles, thumbnail, chapters), and what yt-dlp picked.
     files: list[str] = []
     chosen: ChosenFormat | None = None
-    # Skipped (`skip_downloaded`) because an earlier job has the media: that job's file.
+    # Skipped (`skip_downloaded`) because an earlier job has the media: that job's file; true once that job was
+    # deleted with its files (`item.existing_deleted`).
     existing: str | None = None
+    existing_deleted: bool = False
 
 
 class ItemPostprocess(View):

@@ -14,7 +14,12 @@ from services.cli.get_options import job_body
 
 
 def add_subscribe_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--every", default="1h", help='how often to check: "30m", "1h", "1d" (at least 5 min)')
+    parser.add_argument(
+        "--every",
+        default="1h",
+        help='how often to check: "30m", "1h", "1d" (at least the server\'s TUBEFLOW_SUBSCRIPTION_MIN_INTERVAL, '
+        "5 min unless its operator changed it; at most 366 days)",
+    )
     parser.add_argument("--include", action="append", metavar="PATTERN", help="only titles with this (glob or text)")
     parser.add_argument("--exclude", action="append", metavar="PATTERN", help="no titles with this (glob or text)")
     parser.add_argument("--since", metavar="YYYY-MM-DD", help="leave out entries published before this day")

@@ -7,6 +7,7 @@ expires by itself if its holder dies), so concurrent jobs for the same media wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,10 @@ CLAIM_STALE = 8.0
 
 def catalog_key(media_key: str) -> str:
     return hashlib.sha256(media_key.encode()).hexdigest()[:48]
+
+
+def _skip_prefix(existing: str) -> str:
+    return "skip." + hashlib.sha256(existing.encode()).hexdigest()[:48]
 
 
 class MediaCatalog:
@@ -77,6 +82,24 @@ class MediaCatalog:
             files=tuple(f for f in files if f.is_file()),
             chosen=record.get("chosen"),
         )
+
+    # Skipped items that point at a file (`skip_downloaded`): ``skip.<file hash>.<job>.<item>``, so the deletion of
+    # the job that has the file can tell them (`item.existing_deleted`) instead of leaving them pointing at nothing.
+
+    async def note_skip(self, existing: str, job: str, item: str) -> None:
+        record = json.dumps({"file": existing, "job": job, "item": item}).encode()
+        await self._media.put(f"{_skip_prefix(existing)}.{job}.{item}", record)
+
+    async def skips_of(self, existing: str) -> dict[str, dict]:
+        """The skipped items pointing at ``existing`` (a file relative to the media root), by their keys."""
+        from services.runtime.nats import read_bucket
+
+        found = await read_bucket(self._media, f"{_skip_prefix(existing)}.>")
+        return {key: json.loads(value) for key, value in found.items()}
+
+    async def forget(self, key: str) -> None:
+        with contextlib.suppress(KeyNotFoundError):
+            await self._media.delete(key)
 
     async def claim(self, key: str) -> bool:
         """Take the claim if nobody holds it, or if its holder stopped re-stamping it (died)."""

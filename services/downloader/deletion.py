@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -17,11 +18,14 @@ from nats.js import JetStreamContext
 
 from contracts import events as ev
 from contracts.fold import fold
+from contracts.ids import step_event_id
 from contracts.items import AUDIO_FORMATS, audio_path
 from contracts.views import JobView
+from services.downloader.catalog import MediaCatalog
 from services.downloader.media import Downloaded
 from services.runtime.cancellation import Cancellations
-from services.runtime.nats import ConsumerSpec, read_job_events
+from services.runtime.clock import utcnow
+from services.runtime.nats import ConsumerSpec, Publisher, read_job_events
 
 log = logging.getLogger("tubeflow.deletion")
 
@@ -78,9 +82,15 @@ def files_of(view: JobView, media_dir: Path) -> list[Path]:
 
 
 async def delete_files(
-    js: JetStreamContext, media_dir: Path, cancellations: Cancellations, event: ev.JobDeletedEvent
+    js: JetStreamContext,
+    media_dir: Path,
+    cancellations: Cancellations,
+    event: ev.JobDeletedEvent,
+    catalog: MediaCatalog | None = None,
+    publisher: Publisher | None = None,
 ) -> list[Path]:
-    """Remove a deleted job's files (once its work here has stopped); returns what was removed."""
+    """Remove a deleted job's files (once its work here has stopped); returns what was removed. Items of other jobs
+    skipped because this one had the media are told (`item.existing_deleted`)."""
     if not event.data.files:
         return []
     events = [s.event for s in await read_job_events(js, event.job_id)]
@@ -103,4 +113,30 @@ async def delete_files(
         await asyncio.to_thread(shutil.rmtree, folder, True)
         removed.append(folder)
     log.info("job %s deleted: %d file(s) and folder(s) removed", event.job_id, len(removed))
+    if view is not None and catalog is not None and publisher is not None:
+        await _tell_skips(view, media_dir, catalog, publisher, event)
     return removed
+
+
+async def _tell_skips(
+    view: JobView, media_dir: Path, catalog: MediaCatalog, publisher: Publisher, event: ev.JobDeletedEvent
+) -> None:
+    """Every skipped item that pointed at one of this job's files (now gone) hears of it, once (the event's id is
+    fixed by the item and the file: a redelivered deletion publishes a duplicate, which JetStream drops)."""
+    names = {n for item in view.items for n in (item.download.file, *item.download.files, item.extract.file) if n}
+    for name in sorted(names):
+        if (media_dir / name).exists():
+            continue  # still there (a file of another job's, reused here): nothing was lost
+        for key, skip in (await catalog.skips_of(name)).items():
+            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+            await publisher.publish(
+                ev.make_event(
+                    "item.existing_deleted",
+                    job_id=skip["job"],
+                    item_id=skip["item"],
+                    data=ev.ExistingDeleted(file=name, by_job=event.job_id),
+                    occurred_at=utcnow(),
+                    event_id=f"{step_event_id(skip['job'], 'item.existing_deleted', skip['item'])}:{digest}",
+                )
+            )
+            await catalog.forget(key)

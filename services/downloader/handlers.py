@@ -233,13 +233,16 @@ class Downloader:
         if token.reason is not None and not result.stopped_early:
             raise Aborted(token.reason)
         if _skips(event, result):
+            existing = result.path.relative_to(self.media_dir).as_posix()
+            if self.catalog is not None:
+                await self.catalog.note_skip(existing, job, item)
             await self._emit(
                 "item.skipped",
                 job,
                 ev.ItemSkipped(
                     worker=self.worker,
                     message="an earlier job downloaded this already (skip_downloaded)",
-                    existing=result.path.relative_to(self.media_dir).as_posix(),
+                    existing=existing,
                 ),
                 step_event_id(job, "item.skipped", item, round=rnd),
                 item,

@@ -101,7 +101,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             (
                 DELETED,
                 DELETE_CONCURRENCY,
-                lambda event, attempt: delete_files(infra.js, media_dir, cancellations, event),
+                lambda event, attempt: delete_files(
+                    infra.js, media_dir, cancellations, event, downloader.catalog, downloader.publisher
+                ),
             ),
         )
         for spec, workers, work in subscriptions:

@@ -105,6 +105,7 @@ def test_a_finished_job_is_delivered_once_signed_and_retried_with_one_delivery_i
         assert httpx.get(made_file["url"]).content == (tmp_path / "data" / "media" / made_file["path"]).read_bytes()
         log_ = httpx.get(f"{base}/api/webhooks/{hook['id']}/deliveries").json()
         assert [(d["status"], d["attempts"]) for d in log_] == [("delivered", 3)]
+        assert log_[0]["created_at"].endswith("Z") and log_[0]["delivered_at"] >= log_[0]["created_at"]  # ISO 8601
 
         # A subscription's first check makes two jobs: one `subscription.new_items` delivery naming both.
         made = httpx.post(

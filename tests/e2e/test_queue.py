@@ -253,6 +253,21 @@ def test_skip_downloaded_skips_what_an_earlier_job_has(tmp_path, media):
         again = finished(client, [submit(client, media.feed_url(have))["id"]], log)[0]
         assert again["items"][0]["download"]["reused"] is True
         assert again["items"][0]["download"]["file"].startswith(again["id"] + "/")
+        assert skipped["download"]["existing_deleted"] is False
+        # The earlier job deleted with its files: the skipped item says what it stood for is gone (issue 23: it
+        # pointed at nothing, the job still completed), and the job that reused the file keeps its own copy.
+        assert client.delete(f"/api/jobs/{earlier['id']}", params={"files": "true"}).status_code == 202
+
+        def told() -> bool:
+            return job(client, feed["id"])["items"][0]["download"]["existing_deleted"] is True
+
+        wait_for(told, 30, "the skipped item told its file was deleted", lambda: log.read_text()[-2000:])
+        after = job(client, feed["id"])
+        assert (
+            after["status"] == "completed"
+            and after["items"][0]["download"]["existing"] == skipped["download"]["existing"]
+        )
+        assert (s["data"] / "media" / again["items"][0]["download"]["file"]).is_file()
 
 
 def test_site_rate_holds_items_over_it_and_a_waiting_job_can_be_deleted_or_cancelled_by_filter(tmp_path, media):

@@ -360,3 +360,17 @@ async def test_input_is_as_strict_as_the_document_says(client, path, body):
 async def test_since_takes_iso_times_with_or_without_a_zone(client):
     for since in ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01"):
         assert (await client.get("/api/jobs", params={"since": since})).status_code == 200, since
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"action": "cancel"}, "ids"),
+        ({"action": "cancel", "ids": [], "filter": {}}, "filter"),
+        ({"action": "priority", "ids": ["x"]}, "priority"),
+    ],
+)
+async def test_a_bulk_requests_422_names_the_field(client, body, field):
+    """Issue 23: the combination's error named `body`."""
+    response = await client.post("/api/jobs/bulk", json=body)
+    assert response.status_code == 422 and field in error_fields(response), response.text

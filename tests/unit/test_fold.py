@@ -368,3 +368,24 @@ def test_items_skipped_because_an_earlier_job_has_them_count_as_done_not_lost():
     cancel = _event("cancel.requested", ev.CancelRequested(), None)
     cancelled = fold(_sequence(events[:4] + [cancel]))
     assert cancelled.download.status == "failed" and cancelled.download.skipped == 2
+
+
+def test_a_skipped_items_file_deleted_with_its_job_is_said_on_the_item_and_changes_nothing_else():
+    """Issue 23: a skipped item pointed at another job's file; deleting that job with files left it pointing at
+    nothing. `item.existing_deleted` says so on the item, after the job ended, without changing its status."""
+    skip = ev.ItemSkipped(worker=WORKER, message="an earlier job has it", existing="01other/f.mp4")
+    events = _sequence(
+        [
+            _event("requested", ev.Requested(url="http://example.com/v")),
+            _event("resolved", ev.Resolved(kind="video", item_count=1, worker=WORKER)),
+            _event("item.queued", ev.ItemQueued(index=1, url="u1", mode="video", audio_format="mp3"), "0001"),
+            _event("item.skipped", skip, "0001"),
+        ]
+    )
+    done = fold(events)
+    gone = _event("item.existing_deleted", ev.ExistingDeleted(file="01other/f.mp4", by_job="01other"), "0001")
+    other = _event("item.existing_deleted", ev.ExistingDeleted(file="01other/g.mp4", by_job="01other"), "0001")
+    told = fold(_sequence(events + [other, gone]))
+    assert done.status == told.status == "completed" and told.finished_at == done.finished_at
+    assert not done.items[0].download.existing_deleted and told.items[0].download.existing_deleted
+    assert told.items[0].download.existing == "01other/f.mp4" and told.download == done.download

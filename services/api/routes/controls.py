@@ -7,13 +7,13 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
-from pydantic import BaseModel, Field, StrictBool, field_validator, model_validator
+from pydantic import BaseModel, Field, StrictBool, field_validator
 
 from contracts import events as ev
 from contracts.decisions import Refusal
 from contracts.views import JobStatus, JobView
 from services.api.commands import JobCommands
-from services.api.errors import error_responses
+from services.api.errors import ApiError, error_responses, field_error
 from services.api.hub import JobHub
 from services.api.reads import JobReads
 from services.api.routes.jobs import _accepted, _existing
@@ -48,13 +48,13 @@ class BulkRequest(BaseModel):
             raise ValueError("must be true or false")
         return value
 
-    @model_validator(mode="after")
-    def _target(self) -> "BulkRequest":
+    def refusal(self) -> ApiError | None:
+        """What is wrong with the combination, naming the field (a model validator's error named `body`)."""
         if (self.ids is None) == (self.filter is None):
-            raise ValueError("give either ids or filter")
+            return field_error(422, "ids" if self.ids is None else "filter", "invalid", "give either ids or filter")
         if self.action == "priority" and self.priority is None:
-            raise ValueError("action priority needs a priority")
-        return self
+            return field_error(422, "priority", "missing", "action priority needs a priority")
+        return None
 
 
 class BulkResult(BaseModel):
@@ -134,6 +134,8 @@ class ControlsController(Controller):
         hub: NamedDependency[JobHub],
         commands: NamedDependency[JobCommands],
     ) -> BulkAnswer:
+        if (refused := data.refusal()) is not None:
+            raise refused
         more = False
         if data.ids is not None:
             ids = list(dict.fromkeys(data.ids))

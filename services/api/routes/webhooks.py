@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
@@ -94,8 +96,15 @@ class WebhooksController(Controller):
         out = []
         for key in sorted(stored)[:MAX_DELIVERIES_LISTED]:
             record = Delivery.decode(stored[key])
-            out.append({k: v for k, v in record.__dict__.items() if k != "body"})
+            # Times as ISO 8601, as everywhere else in the API (the records keep epoch seconds).
+            out.append({k: _iso(v) if k.endswith("_at") else v for k, v in record.__dict__.items() if k != "body"})
         return Response(sorted(out, key=lambda r: r["created_at"]))
+
+
+def _iso(value: object) -> object:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, timezone.utc).isoformat().replace("+00:00", "Z")
+    return value
 
 
 ROUTES = [WebhooksController]

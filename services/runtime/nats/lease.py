@@ -30,6 +30,9 @@ class Lease:
         self.revision: int | None = None
         self.lost = asyncio.Event()
         self.gained = asyncio.Event()
+        # When another holder's lease runs out (its "until" and the clock margin): a standby tries again then, not
+        # up to a third of a period later (a dead holder was replaced after lease + 1 s + lease/3, issue 23).
+        self._free_at: float | None = None
 
     @property
     def held(self) -> bool:
@@ -50,7 +53,10 @@ class Lease:
                 self.revision = await self._kv.create(self._key, self._value())
             else:
                 current = json.loads(entry.value or b"{}")
-                if current.get("holder") != self.holder and current.get("until", 0) + SKEW > self._clock():
+                until = current.get("until", 0)
+                until = float(until) if isinstance(until, (int, float)) else 0.0
+                if current.get("holder") != self.holder and until + SKEW > self._clock():
+                    self._free_at = until + SKEW
                     return False
                 self.revision = await self._kv.update(self._key, self._value(), last=entry.revision)
         except KeyWrongLastSequenceError:
@@ -70,14 +76,18 @@ class Lease:
         self.lost.set()
 
     async def keep(self, stop: asyncio.Event) -> None:
-        """Take or renew the lease every third of its period until ``stop``; then give it up."""
+        """Take or renew the lease every third of its period until ``stop``; then give it up. A standby tries again
+        the moment the holder's lease runs out, so a dead holder is replaced within one period and the margin."""
         while not stop.is_set():
             try:
                 await self.try_hold()
             except Exception as exc:  # NATS away: a holder that can't renew must assume it lost the lease
                 self._drop(f"renewal failed: {exc}")
+            wait = self.period / 3
+            if not self.held and self._free_at is not None:
+                wait = max(0.05, min(wait, self._free_at - self._clock() + 0.05))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.period / 3)
+                await asyncio.wait_for(stop.wait(), wait)
         await self.release()
 
     async def release(self) -> None:
