@@ -108,6 +108,14 @@ class Dispatcher:
             timeout=5.0,
         )
 
+    async def reissue(self, subject_: str, event: ev.ItemQueuedEvent, headers: dict[str, str], old_seq: int) -> int:
+        """A new ticket in place of ``old_seq`` (same subject, data and priority), for work handed back by a pause:
+        at the end of its priority's queue, with a delivery count of its own. Returns its stream sequence."""
+        out = {PRIORITY_SEQ: headers.get(PRIORITY_SEQ, "0"), "Nats-Msg-Id": f"ticket:{event.event_id}:after:{old_seq}"}
+        inject(out)
+        ack = await self.js.publish(subject_, ev.encode_event(event), stream=WORK_STREAM, headers=out, timeout=5.0)
+        return ack.seq
+
     async def redispatch(self, event: ev.Envelope, attempt: int = 1) -> None:
         """`start.requested` or `priority.changed`: tickets for the job's items that have not started, at the job's
         priority now. Decided from the job's events (not the read models, which may not have folded the items yet)."""
@@ -158,6 +166,22 @@ class RunMarkers:
         except KeyNotFoundError:
             return await self.take(event, ticket_seq)
         return (entry.value or b"").decode() == str(ticket_seq)
+
+    async def move(self, event: ev.ItemQueuedEvent, old_seq: int, new_seq: int) -> bool:
+        """The run goes on from ticket ``new_seq`` instead of ``old_seq`` (compare-and-set: only from the ticket that
+        holds it). False when another ticket holds the run."""
+        key = f"run.{event.job_id}.{event.item_id}.{event.data.round}"
+        try:
+            entry = await self._kv.get(key)
+        except KeyNotFoundError:
+            return await self.take(event, new_seq)
+        if (entry.value or b"").decode() != str(old_seq):
+            return False
+        try:
+            await self._kv.update(key, str(new_seq).encode(), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return False
+        return True
 
 
 class QueueState:

@@ -27,7 +27,7 @@ from services.runtime.clock import utcnow
 from services.runtime.nats.priority import Delivery, PriorityFeed
 from services.runtime.nats.publish import DeadLetters
 from services.runtime.nats.topology import TICKET_DURABLES, WORK_PREFIX, WORK_STREAM
-from services.runtime.nats.work import HANDBACK_DELAY, RetryLater, handle
+from services.runtime.nats.work import HANDBACK_DELAY, HandedBack, RetryLater, handle
 
 log = logging.getLogger("tubeflow.tickets")
 
@@ -155,6 +155,11 @@ class TicketLoop:
                     return
                 try:
                     await self.work(event, attempt)
+                except HandedBack:
+                    # Paused: a new ticket takes this one's place (and the run), this one is settled. Published
+                    # first, then the run moved to it: a crash in between leaves this ticket to be redelivered.
+                    new_seq = await self.dispatcher.reissue(msg.subject, event, dict(msg.headers or {}), seq)
+                    await self.markers.move(event, seq, new_seq)
                 finally:
                     if release is not None:
                         await release()

@@ -12,7 +12,7 @@ from contracts import events as ev
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.nats import Publisher
-from services.runtime.nats.work import HANDBACK_DELAY, RetryLater
+from services.runtime.nats.work import HANDBACK_DELAY, HandedBack, RetryLater
 
 log = logging.getLogger("tubeflow.steps")
 
@@ -76,7 +76,7 @@ async def run_cancellable(
         if exc.reason == "paused":
             if on_paused is not None:
                 await on_paused()
-            raise RetryLater(HANDBACK_DELAY, "handed back: the queue was paused") from exc
+            raise HandedBack(HANDBACK_DELAY, "handed back: the queue was paused") from exc
         on_cancelled()
         log.info("%s of job %s stopped: job cancelled", what, job_id)
     finally:

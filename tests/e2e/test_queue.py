@@ -179,8 +179,20 @@ def test_pause_now_stops_running_downloads_and_resume_goes_on(tmp_path, media):
         assert job(client, view["id"])["items"][0]["download"]["downloaded_bytes"] == before
         assert client.get("/api/queue").json()["paused"] is True
         client.post("/api/queue/resume")
+        # Once more: a pause is not a failure, so it never counts as an attempt (issue 23: each one did, and ten
+        # pauses would have dead-lettered the item).
+        wait_for(
+            lambda: job(client, view["id"])["items"][0]["download"]["downloaded_bytes"] > before,
+            30,
+            "bytes again",
+            lambda: log.read_text()[-2000:],
+        )
+        client.post("/api/queue/pause", params={"now": "true"})
+        wait_for(lambda: job(client, view["id"])["items"][0]["status"] == "queued", 30, "the item to stop again")
+        client.post("/api/queue/resume")
         done = finished(client, [view["id"]], log)[0]
         assert done["status"] == "completed", done["error"]
+        assert done["items"][0]["attempts"] == 1, done["items"][0]
         # Whole: every byte of the source (the metadata step adds a few tags, nothing is missing).
         size = (s["data"] / "media" / done["items"][0]["download"]["file"]).stat().st_size
         source = (media.root / "long.mp4").stat().st_size

@@ -33,6 +33,11 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class HandedBack(RetryLater):
+    """The work was stopped because the queue was paused: not a failure. A ticket handler issues a new ticket for it
+    (a redelivery would count as an attempt, and ten pauses would have dead-lettered the item, issue 23)."""
+
+
 def work_subscriber(
     broker: NatsBroker,
     js,  # noqa: ANN001 - the JetStreamContext dead letters are published with
