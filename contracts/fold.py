@@ -89,6 +89,7 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         preset=data.preset,
         priority=data.priority,
         held=not data.start,
+        title=data.title,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),
@@ -123,7 +124,8 @@ def _(event: ev.ResolvedEvent, view: JobView) -> JobView:
         {
             "status": "held" if view.held else "running",
             "kind": data.kind,
-            "title": data.title or view.title,
+            # A title the request brought (a feed entry's) is better than one a resolve guesses from a file name.
+            "title": view.title or data.title,
             "item_count": data.item_count,
             "truncated": data.truncated,
         },

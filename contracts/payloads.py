@@ -52,6 +52,9 @@ class Requested(Payload):
     # False: the job resolves, but its items wait (status `held`) until `POST /api/jobs/{id}/start`.
     start: bool = True
     priority: Priority = "normal"
+    # What the job is called until (and unless) its resolve says: a subscription's entry title from its source (a
+    # feed entry's enclosure would otherwise name the job after its file).
+    title: Title | None = None
 
 
 class ResolveStarted(Payload):

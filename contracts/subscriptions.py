@@ -145,9 +145,10 @@ class JobTemplate(BaseModel):
     priority: Priority = "normal"
     start: bool = True
 
-    def requested(self, url: str, playlist_items: str | None = None) -> Requested:
+    def requested(self, url: str, playlist_items: str | None = None, title: str | None = None) -> Requested:
         return Requested(
             url=url,
+            title=title,
             mode=self.mode,
             audio_format=self.audio_format,
             format=self.format,

@@ -224,7 +224,7 @@ class Checker:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=view.settings.job.requested(plain_url(entry.url)),
+            data=view.settings.job.requested(plain_url(entry.url), title=entry.title),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

@@ -143,6 +143,8 @@ def test_a_growing_feed_becomes_one_job_per_new_entry_across_two_schedulers_and_
         found = wait_for(finished, 90, "four completed jobs", explain)
         assert len(found) == 4, [j["url"] for j in found]
         assert sorted(j["url"] for j in found) == sorted(u for g, _, u in feed.entries if g.startswith("episode"))
+        # Each job is called what the feed calls its entry, not after its file (issue 23).
+        assert sorted(j["title"] for j in found) == [f"Episode {n}" for n in range(1, 5)], [j["title"] for j in found]
         check_now = httpx.post(f"{base}/api/subscriptions/{sid}/check")
         assert check_now.status_code == 202
         checks = one()["checks"]

@@ -148,4 +148,4 @@ async def test_slow_sources_never_take_every_slot_and_one_host_one_check_at_a_ti
     same = sorted(
         [(t, "1") for t in checker.started.get("same1", [])] + [(t, "2") for t in checker.started.get("same2", [])]
     )
-    assert all(b[0] - a[0] >= 0.75 for a, b in zip(same, same[1:]) if a[1] != b[1]), same
+    assert all(b[0] - a[0] >= 0.75 for a, b in zip(same, same[1:], strict=False) if a[1] != b[1]), same
