@@ -4,6 +4,7 @@ held across processes, and retention."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -54,6 +55,18 @@ def services(tmp_path: Path, extra: dict[str, str] | None = None, downloaders: i
     finally:
         stop_all(processes, grace=20)
         server.stop()
+
+
+def open_connections(port: int) -> int:
+    """Established TCP connections whose local port is ``port`` (the media server's side), from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":
+                    count += 1
+    return count
 
 
 def submit(client: httpx.Client, url: str, **fields) -> dict:  # noqa: ANN003
@@ -172,6 +185,9 @@ def test_pause_now_stops_running_downloads_and_resume_goes_on(tmp_path, media):
             lambda: log.read_text()[-2000:],
         )
         assert item["waiting"]["code"] == "queue_paused"
+        # Let go of at once: no connection left open and unread while paused (issue 23: it stayed until resume).
+        port = int(media.base.rsplit(":", 1)[1])
+        wait_for(lambda: open_connections(port) == 0, 5, "the paused download's connection to close")
         partial = list((s["data"] / "media" / view["id"]).glob("*.part"))
         assert partial, "the partial file was not kept"
         before = item["download"]["downloaded_bytes"]
