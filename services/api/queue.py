@@ -25,8 +25,13 @@ MAX_WORKERS_LISTED = 256
 
 class Waiting(BaseModel):
     priority: ev.Priority
-    waiting: int = Field(description="tickets no worker has taken yet")
+    waiting: int = Field(description="items of unheld, unfinished jobs no worker runs yet (from the jobs' views)")
     taken: int = Field(description="tickets a worker holds (running, or waiting for its site's limit)")
+    tickets: int = Field(
+        default=0,
+        description="tickets no worker has taken yet, stale ones included (a priority change leaves the old ones, "
+        "dropped when taken)",
+    )
 
 
 class WorkerState(BaseModel):
@@ -88,15 +93,33 @@ class QueueControl:
                 log.debug("worker %s: %s", key, exc)
         return states
 
-    async def state(self, jobs: dict[str, int]) -> QueueState:
-        paused, items, workers = await asyncio.gather(
+    async def state(self, jobs: dict[str, int], unfinished: dict[str, int] | None = None) -> QueueState:
+        """``unfinished``: items not downloaded yet per priority (``JobIndex.unfinished_items``): the waiting count
+        is those less the running ones (tickets counted dropped ones as waiting, issue 23)."""
+        paused, tickets, workers = await asyncio.gather(
             self.paused(), asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)), self._worker_states()
         )
+        items = list(tickets)
+        if unfinished is not None:
+            running: dict[str, int] = {}
+            for worker in workers:
+                for entry in worker.running:
+                    priority = str(entry.get("priority", "normal"))
+                    running[priority] = running.get(priority, 0) + 1
+            items = [
+                w.model_copy(
+                    update={
+                        "tickets": w.waiting,
+                        "waiting": max(0, unfinished.get(w.priority, 0) - running.get(w.priority, 0)),
+                    }
+                )
+                for w in tickets
+            ]
         return QueueState(
             paused=bool(paused.get("paused")),
             now=bool(paused.get("now")),
             paused_at=paused.get("at") if paused.get("paused") else None,
             jobs=jobs,
-            items=list(items),
+            items=items,
             workers=workers,
         )

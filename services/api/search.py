@@ -66,6 +66,17 @@ class JobIndex:
         """Jobs per status."""
         return {status: len(ids) for status, ids in self._by_status.items() if ids}
 
+    def unfinished_items(self) -> dict[str, int]:
+        """Items not yet downloaded per priority, of the jobs that are queued, resolving or running (not held): what
+        waits in the download queue or runs. Walks the unfinished jobs only."""
+        out: dict[str, int] = {}
+        for status in ("queued", "resolving", "running"):
+            for job_id in self._by_status.get(status, []):
+                summary = self.summaries[job_id]
+                if not summary.held:
+                    out[summary.priority] = out.get(summary.priority, 0) + summary.download.remaining
+        return out
+
     def remove(self, job_id: str) -> JobSummary | None:
         known = self.summaries.pop(job_id, None)
         if known is None:

@@ -111,10 +111,15 @@ def test_priority_pause_hold_start_bulk_and_delete(tmp_path, media):
                 jobs[view["id"]] = priority
 
         def waiting() -> dict:
-            # A ticket taken as the pause came is handed back (counted as taken until it is waiting again).
-            return {w["priority"]: w["waiting"] + w["taken"] for w in client.get("/api/queue").json()["items"]}
+            # Items of the jobs' views that no worker runs (paused: all of them).
+            return {w["priority"]: w["waiting"] for w in client.get("/api/queue").json()["items"]}
 
-        wait_for(lambda: waiting() == {"high": 3, "normal": 3, "low": 3}, 30, "9 tickets", lambda: str(waiting()))
+        def tickets() -> dict:
+            # A ticket taken as the pause came is handed back (counted as taken until it is waiting again).
+            return {w["priority"]: w["tickets"] + w["taken"] for w in client.get("/api/queue").json()["items"]}
+
+        wait_for(lambda: tickets() == {"high": 3, "normal": 3, "low": 3}, 30, "9 tickets", lambda: str(tickets()))
+        wait_for(lambda: waiting() == {"high": 3, "normal": 3, "low": 3}, 30, "9 items", lambda: str(waiting()))
         time.sleep(1.0)
         assert all(not started_seqs(client, i) for i in jobs), "a download started while the queue was paused"
         # A held job resolves and waits; bulk start lists an unknown id as not found and starts the rest.
@@ -126,7 +131,10 @@ def test_priority_pause_hold_start_bulk_and_delete(tmp_path, media):
         changed = client.post(f"/api/jobs/{promoted}/priority", json={"priority": "high"})
         assert changed.status_code == 202 and changed.json()["priority"] == "high"
         jobs[promoted] = "high"
-        wait_for(lambda: waiting()["high"] == 4, 30, "the promoted ticket", lambda: str(waiting()))
+        wait_for(lambda: tickets()["high"] == 4, 30, "the promoted ticket", lambda: str(tickets()))
+        # The promoted item waits at its new priority only (issue 23: its old, dropped ticket counted as waiting).
+        wait_for(lambda: waiting() == {"high": 4, "normal": 3, "low": 2}, 30, "the items moved", lambda: str(waiting()))
+        assert tickets()["low"] == 3  # the old ticket is still there, to be dropped when taken
 
         resumed = client.post("/api/queue/resume").json()
         assert resumed["paused"] is False

@@ -19,7 +19,7 @@ class QueueController(Controller):
 
     @get("/", summary="Paused or not, jobs per status, items waiting per priority, what each worker runs")
     async def get_queue(self, queue: NamedDependency[QueueControl], hub: NamedDependency[JobHub]) -> QueueState:
-        return await queue.state(hub.index.counts())
+        return await queue.state(hub.index.counts(), hub.index.unfinished_items())
 
     @post(
         "/pause",
@@ -36,12 +36,12 @@ class QueueController(Controller):
         now: Annotated[bool, Parameter(description="also stop the running downloads (they resume later)")] = False,
     ) -> QueueState:
         await queue.set_paused(True, now)
-        return await queue.state(hub.index.counts())
+        return await queue.state(hub.index.counts(), hub.index.unfinished_items())
 
     @post("/resume", status_code=200, summary="Resume the queue", responses=error_responses(401))
     async def resume(self, queue: NamedDependency[QueueControl], hub: NamedDependency[JobHub]) -> QueueState:
         await queue.set_paused(False)
-        return await queue.state(hub.index.counts())
+        return await queue.state(hub.index.counts(), hub.index.unfinished_items())
 
 
 ROUTES = [QueueController]
