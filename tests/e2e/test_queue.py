@@ -17,6 +17,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedNats
 from tests.conftest import free_port, spawn_cli, wait_ready
+from tests.support.media import MediaServer
 from tests.support.processes import stop_all, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -177,7 +178,8 @@ def test_priority_pause_hold_start_bulk_and_delete(tmp_path, media):
 
 
 def test_pause_now_stops_running_downloads_and_resume_goes_on(tmp_path, media):
-    with services(tmp_path, downloaders=1) as s:
+    # A media server of its own: its connections are this test's only (the shared one serves other tests' leftovers).
+    with MediaServer(media.root) as media, services(tmp_path, downloaders=1) as s:
         client, log = s["client"], s["log"]
         view = submit(client, media.url(media.fresh("long.mp4"), rate=40_000))
         wait_for(
