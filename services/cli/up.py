@@ -22,12 +22,38 @@ log = logging.getLogger("tubeflow")
 UP_CHILDREN = ("downloader",)
 
 
+# A worker service that stops because NATS did not answer (a cluster still electing its leaders, a node lost) is
+# started again this many times, after 1, 2, 4… s: one such timeout at start stopped all of `tubeflow up --cluster`.
+RESTARTS = 5
+
+
 def _service(name: str, host: str, port: int) -> Callable[[Settings, asyncio.Event], Awaitable[None]]:
     """The ``run(settings, stop)`` of a service's composition root (the API's also takes where to listen)."""
     module = importlib.import_module(SERVICE_MODULES[name])
     if name == "api":
         return functools.partial(module.run, host=host, port=port)
-    return module.run
+    return functools.partial(_restarting, name, module.run)
+
+
+async def _restarting(
+    name: str, run: Callable[[Settings, asyncio.Event], Awaitable[None]], settings: Settings, stop: asyncio.Event
+) -> None:
+    """``run``, started again when it stops because NATS did not answer (each service is built to die and come back:
+    what it had taken is redelivered, what it had folded is read again)."""
+    from services.runtime.nats import NATS_AWAY
+
+    for attempt in range(RESTARTS + 1):
+        try:
+            return await run(settings, stop)
+        except NATS_AWAY as exc:
+            if stop.is_set() or attempt == RESTARTS:
+                raise
+            delay = 2.0**attempt
+            log.warning("service %s stopped: NATS did not answer (%s); starting it again in %g s", name, exc, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                return
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
