@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from services.runtime.settings import PROXY_SCHEMES
+from services.runtime.addresses import PROXY_SCHEMES
 
 SCHEMES = PROXY_SCHEMES
 CONNECT_TIMEOUT = 20.0

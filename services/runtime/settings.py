@@ -7,11 +7,9 @@ from pathlib import Path
 from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.runtime.addresses import AddressPolicy, parse_networks
+from services.runtime.addresses import PROXY_SCHEMES, AddressPolicy, parse_networks
 from services.runtime.nats.connection import NatsAuth
 from services.runtime.sitelimits import parse_limits
-
-PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 
 
 class Settings(BaseSettings):
