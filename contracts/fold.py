@@ -226,11 +226,7 @@ def _(event: ev.ExistingDeletedEvent, view: JobView) -> JobView:
     old = view.items[position]
     if old.download.status != "skipped" or old.download.existing != event.data.file or old.download.existing_deleted:
         return view
-    new = replace(old, {"download": replace(old.download, {"existing_deleted": True})})
-    new.__dict__["seq"] = max(old.seq, event.seq)
-    items = list(view.items)
-    items[position] = new
-    return with_items(view, items, old, new, position)
+    return _put_item(view, event, position, {"download": replace(old.download, {"existing_deleted": True})})
 
 
 @_apply.register
@@ -459,6 +455,12 @@ def _change_step(
     changes = change(old)
     if not changes:
         return view
+    return _put_item(view, event, position, changes)
+
+
+def _put_item(view: JobView, event: ev.Envelope, position: int, changes: dict) -> JobView:
+    """The view with the item at ``position`` changed by ``changes`` (and stamped with the event's sequence)."""
+    old = view.items[position]
     new = replace(old, changes)
     new.__dict__["seq"] = max(old.seq, event.seq)  # `new` was just made here: nobody else holds it yet
     items = list(view.items)

@@ -127,8 +127,8 @@ async def _tell_skips(
     for name in sorted(names):
         if (media_dir / name).exists():
             continue  # still there (a file of another job's, reused here): nothing was lost
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         for key, skip in (await catalog.skips_of(name)).items():
-            digest = hashlib.sha256(name.encode()).hexdigest()[:16]
             await publisher.publish(
                 ev.make_event(
                     "item.existing_deleted",

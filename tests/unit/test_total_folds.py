@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +16,6 @@ from contracts.subscriptions import _ADAPTER as SUBSCRIPTION_ADAPTER
 from contracts.subscriptions import apply_subscription, due, parse_subscription_event
 from services.runtime.nats.views import stored_values
 from tests.support.schema_values import values
-
-pytestmark = pytest.mark.unit
 
 JOB = "01jobtotalfold00000000000000"
 SUBSCRIPTION = "sb01subtotalfold0000000000000"

@@ -64,11 +64,6 @@ async def read_bucket(kv: KeyValue, keys: str = ">", timeout: float = 10.0) -> d
     return out
 
 
-async def bucket_keys(kv: KeyValue, keys: str = ">") -> list[str]:
-    """The current keys matching ``keys`` (complete; see ``read_bucket``), sorted."""
-    return sorted(await read_bucket(kv, keys))
-
-
 async def watch_bucket(
     nc: NATS,
     bucket: str,
