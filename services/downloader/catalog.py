@@ -17,7 +17,7 @@ from pathlib import Path
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from services.downloader.media import Downloaded
+from services.engine.media import Downloaded
 
 log = logging.getLogger("tubeflow.catalog")
 

@@ -22,7 +22,7 @@ from contracts.ids import step_event_id
 from contracts.items import AUDIO_FORMATS, audio_path
 from contracts.views import JobView
 from services.downloader.catalog import MediaCatalog
-from services.downloader.media import Downloaded
+from services.engine.media import Downloaded
 from services.runtime.cancellation import Cancellations
 from services.runtime.clock import utcnow
 from services.runtime.nats import ConsumerSpec, Publisher, read_job_events

@@ -18,8 +18,8 @@ from contracts.options import DownloadOptions
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import adopt
 from services.downloader.disk import DiskLimits
-from services.downloader.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.downloader.reports import ItemReports
+from services.engine.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore

@@ -18,11 +18,11 @@ from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
-from services.downloader.options import operator_params
 from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
 from services.downloader.sites import SiteGate
-from services.downloader.slots import SlotConfig, SlotPool
 from services.downloader.tickets import TicketLoop
+from services.engine.options import operator_params
+from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket

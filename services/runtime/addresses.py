@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-# The proxies TUBEFLOW_PROXY may name: the guard proxy goes on through these (services.downloader.upstream).
+# The proxies TUBEFLOW_PROXY may name: the guard proxy goes on through these (services.engine.upstream).
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address

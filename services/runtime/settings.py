@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     @field_validator("proxy")
     @classmethod
     def _proxy(cls, value: str | None) -> str | None:
-        # The guard proxy speaks to these (services.downloader.upstream): said at start, not in a slot process.
+        # The guard proxy speaks to these (services.engine.upstream): said at start, not in a slot process.
         if value and value.split("://", 1)[0].lower() not in PROXY_SCHEMES and "://" in value:
             raise ValueError(f"TUBEFLOW_PROXY must be one of {', '.join(s + '://' for s in PROXY_SCHEMES)}")
         return value or None

@@ -33,7 +33,7 @@ from contracts.subscriptions import (
     make_subscription_event,
     since_passes,
 )
-from services.downloader.media import Entry, Resolution
+from services.engine.media import Entry, Resolution
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import CancelToken
 from services.runtime.cookies import CookieStore

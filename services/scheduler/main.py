@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from contracts.subscriptions import SubscriptionView, due
-from services.downloader.options import operator_params
-from services.downloader.slots import SlotConfig, SlotPool
+from services.engine.options import operator_params
+from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services.downloader.guard_proxy import GuardProxy
-from services.downloader.slots import SlotConfig, SlotPool
+from services.engine.guard_proxy import GuardProxy
+from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError
 from tests.support.media import MediaServer

@@ -12,7 +12,7 @@ import pytest
 from contracts.fold import fold
 from contracts.ids import new_job_id
 from services.downloader.disk import DiskLimits, sweep
-from services.downloader.slots import SlotConfig, SlotPool
+from services.engine.slots import SlotConfig, SlotPool
 from services.extractor.ffmpeg import extract_audio
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from contracts import events as ev
 from contracts.ids import new_job_id
 from services.downloader.handlers import Downloader
-from services.downloader.media import Downloaded, Entry, Resolution
+from services.engine.media import Downloaded, Entry, Resolution
 from services.runtime.failures import MediaError
 from tests.support.fakes import FakePublisher
 

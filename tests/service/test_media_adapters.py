@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from services.downloader.ytdlp import YtDlp
+from services.engine.ytdlp import YtDlp
 from services.extractor.ffmpeg import audio_path, extract_audio
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.failures import MediaError

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.downloader.slots import SlotConfig, SlotPool
+from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -172,7 +172,7 @@ def test_a_slot_dies_with_its_service_even_in_the_middle_of_a_regex(media, tmp_p
     shutil.copyfile(media.root / "clip1.mp4", media.root / name)
     script = f"""
 import sys, threading, time
-from services.downloader.slots import SlotConfig, SlotPool
+from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.addresses import AddressPolicy, parse_networks
 pool = SlotPool(1, SlotConfig(policy=AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))))
 pool.warm_up()

@@ -12,7 +12,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.subjects import subject
 from contracts.subscriptions import SubscriptionCreatedData, make_subscription_event
-from services.downloader.media import Entry, Resolution
+from services.engine.media import Entry, Resolution
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from contracts.options import DownloadOptions
-from services.downloader.options import OperatorOptionsError, operator_params, signature, ytdlp_params
+from services.engine.options import OperatorOptionsError, operator_params, signature, ytdlp_params
 from services.runtime.jsonfile import SettingsFileError
 
 
@@ -76,7 +76,7 @@ def test_the_operators_params_file(tmp_path):
 
 
 def test_a_pooled_instance_gets_the_operators_params():
-    from services.downloader.ytdlp import YtDlp
+    from services.engine.ytdlp import YtDlp
 
     engine = YtDlp(size=1, operator_params={"socket_timeout": 7, "extractor_args": {"generic": {"x": ["y"]}}})
     ydl = engine._acquire(DownloadOptions(quality="360"))

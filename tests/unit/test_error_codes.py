@@ -16,7 +16,7 @@ from yt_dlp.networking.exceptions import HTTPError
 from yt_dlp.utils import ExtractorError
 
 from contracts.events import ErrorInfo
-from services.downloader.errors import RATE_LIMITED_DELAY, classify
+from services.engine.errors import RATE_LIMITED_DELAY, classify
 
 
 def youtube_reason(reason: str) -> str:

@@ -6,7 +6,7 @@ import pytest
 import yt_dlp
 
 from contracts.options import Output
-from services.downloader.outputs import place
+from services.engine.outputs import place
 from services.runtime.failures import MediaError
 
 OTHER_JOB = "01m83k4jf56nq6vkg3q02xgxav"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.downloader.streams import StreamMeter, plan_of
+from services.engine.streams import StreamMeter, plan_of
 
 INFO = {
     "duration": None,

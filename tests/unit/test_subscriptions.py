@@ -23,7 +23,7 @@ from contracts.subscriptions import (
     parse_interval,
     since_passes,
 )
-from services.downloader.media import Entry
+from services.engine.media import Entry
 from services.scheduler.checks import pick, plain_url
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)

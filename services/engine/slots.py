@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.options import DownloadOptions
-from services.downloader.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
+from services.engine.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -60,7 +60,7 @@ class SlotConfig:
 
 
 def _child_main(conn: Connection, config: SlotConfig) -> None:
-    from services.downloader.slot_process import serve
+    from services.engine.slot_process import serve
 
     serve(conn, config)
 
@@ -208,7 +208,7 @@ class SlotPool:
         self.resolve_timeout = resolve_timeout
         self.download_timeout = download_timeout
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["services.downloader.preload"])
+        context.set_forkserver_preload(["services.engine.preload"])
         self._slots = [_Slot(context, self.config, n) for n in range(1, size + 1)]
         self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()
         # Last in, first out: the slot used last (warm, started) is the next one taken; the rest start only when

@@ -24,13 +24,13 @@ import imageio_ffmpeg
 import yt_dlp
 
 from contracts.options import DownloadOptions
-from services.downloader.errors import classify
-from services.downloader.guard_proxy import FFMPEG_PROTOCOLS
-from services.downloader.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
-from services.downloader.options import signature, ytdlp_params
-from services.downloader.outputs import chosen_format, made_files, place
-from services.downloader.recording import record
-from services.downloader.streams import StreamMeter, StreamPlanPP, check_size
+from services.engine.errors import classify
+from services.engine.guard_proxy import FFMPEG_PROTOCOLS
+from services.engine.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
+from services.engine.options import signature, ytdlp_params
+from services.engine.outputs import chosen_format, made_files, place
+from services.engine.recording import record
+from services.engine.streams import StreamMeter, StreamPlanPP, check_size
 from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.cancellation import CancelToken
 from services.runtime.failures import MediaError
@@ -442,7 +442,7 @@ class YtDlp:
         """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
         ``hook``, which raises when it trips; ``max_bytes``: what the item may take on disk (file_too_large beyond:
         refused before the download when the sizes are known, stopped when the bytes pass it otherwise);
-        ``options``: the job's download options (services/downloader/options.py), ``playlist``: where the item sits
+        ``options``: the job's download options (services/engine/options.py), ``playlist``: where the item sits
         in its playlist (for names)."""
         ydl = self._acquire(options, cookies)
         try:

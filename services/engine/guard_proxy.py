@@ -19,7 +19,7 @@ import socketserver
 import threading
 from urllib.parse import urlsplit
 
-from services.downloader.upstream import Upstream
+from services.engine.upstream import Upstream
 from services.runtime.addresses import AddressPolicy, ForbiddenAddress, resolve_checked
 
 log = logging.getLogger("tubeflow.guard_proxy")

@@ -5,7 +5,7 @@ slot would otherwise write to every one of them and copy the pages the slots sha
 
 import gc
 
-from services.downloader import slot_process, ytdlp  # noqa: F401 - imported to be shared
+from services.engine import slot_process, ytdlp  # noqa: F401 - imported to be shared
 
 slot_process.warm_extractors()
 # A YoutubeDL made and dropped here imports what making one and its generic extractor needs (~25 MB of modules that

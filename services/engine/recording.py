@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import imageio_ffmpeg
 
-from services.downloader.guard_proxy import FFMPEG_PROTOCOLS
+from services.engine.guard_proxy import FFMPEG_PROTOCOLS
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.recording")

@@ -18,10 +18,10 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from services.downloader.guard_proxy import GuardProxy
-from services.downloader.media import plain_report
-from services.downloader.slots import SlotConfig
-from services.downloader.upstream import Upstream
+from services.engine.guard_proxy import GuardProxy
+from services.engine.media import plain_report
+from services.engine.slots import SlotConfig
+from services.engine.upstream import Upstream
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted
 from services.runtime.failures import MediaError
@@ -116,8 +116,8 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     _drop_proxy_environment()
-    from services.downloader.pages import bound_page_reads
-    from services.downloader.ytdlp import YtDlp
+    from services.engine.pages import bound_page_reads
+    from services.engine.ytdlp import YtDlp
 
     bound_page_reads()
 
