@@ -5,7 +5,21 @@ from __future__ import annotations
 HINTS: dict[str, str] = {
     "bot_check": (
         "The site wants proof this is not a bot. Add a cookie profile from a browser that is signed in "
-        "(PUT /api/cookies/{profile}) and name it in the job's `cookies`, or update yt-dlp."
+        "(PUT /api/cookies/{profile}) and name it in the job's `cookies`; for YouTube run a PO-token provider "
+        "(TUBEFLOW_POT_PROVIDER_URL, docs/deploy.md); `tubeflow doctor` says what else is missing."
+    ),
+    "http_403": (
+        "The site refused the request. Behind bot protection, ask for a browser's fingerprint (the job's "
+        "`impersonate: chrome`, or TUBEFLOW_IMPERSONATE for the site); for YouTube, a PO-token provider "
+        "(TUBEFLOW_POT_PROVIDER_URL) and a cookie profile help; `tubeflow doctor` says what is missing."
+    ),
+    "http_401": (
+        "The site wants credentials: add a cookie profile from a browser that is signed in (PUT "
+        "/api/cookies/{profile}) and name it in the job's `cookies`."
+    ),
+    "impersonate_unavailable": (
+        "This downloader can't send that browser's fingerprint: GET /api/info lists the targets it has "
+        "(`engine.impersonate_targets`); `tubeflow doctor` checks curl_cffi."
     ),
     "login_required": "The site wants a signed-in user: add a cookie profile and name it in the job's `cookies`.",
     "private": "The video is private: only an account it was shared with can fetch it (its cookie profile).",
@@ -20,7 +34,10 @@ HINTS: dict[str, str] = {
     "drm": "The video is DRM-protected: no tool may download it, so it is not retried.",
     "forbidden_address": "The address is inside this network, which tubeflow does not fetch (TUBEFLOW_ALLOWED_NETWORKS).",
     "unsupported_url": "yt-dlp has no extractor for this site, and the page holds no video it can find.",
-    "format_unavailable": "No format matches the selector: try a lower quality or no `format`.",
+    "format_unavailable": (
+        "No format matches the selector: try a lower quality or no `format`. On YouTube, formats go missing when "
+        "the downloader has no JavaScript runtime or solver scripts: `tubeflow doctor` says whether it has them."
+    ),
     "page_too_large": "The page (or feed, or manifest) is larger than any real one (16 MiB): not a media page.",
     "page_too_slow": "The page took minutes to arrive; try again later.",
     "file_too_large": "Over TUBEFLOW_MAX_FILESIZE or the job's TUBEFLOW_MAX_JOB_BYTES; pick a lower quality or a clip.",

@@ -47,6 +47,14 @@ _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,2}")
 _TIME = re.compile(r"(?:(\d{1,2}):)?(?:(\d{1,2}):)?(\d{1,5}(?:\.\d{1,3})?)")
 MAX_CLIP_SECONDS = 24 * 3600
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# yt-dlp's impersonation targets: client[-version][:os[-os_version]], e.g. chrome, chrome-131:macos-14, safari.
+IMPERSONATE_TARGET = re.compile(r"[a-z]{2,16}(?:-[0-9][0-9.]{0,15})?(?::[a-z]{2,16}(?:-[0-9][0-9.]{0,15})?)?")
+
+
+def impersonate_client(target: str) -> str:
+    """The browser a target names (``chrome-131:macos-14`` -> ``chrome``)."""
+    return target.split(":", 1)[0].split("-", 1)[0]
+
 
 MAX_FOLDER = 400
 MAX_COMPONENT_BYTES = 200
@@ -236,6 +244,13 @@ class DownloadOptions(BaseModel):
     split_chapters: bool = Field(default=False, description="one file per chapter, besides the whole")
     output: Output | None = None
     cookies: str | None = Field(default=None, max_length=64, description="the name of a stored cookie profile")
+    impersonate: str | None = Field(
+        default=None,
+        max_length=64,
+        description="send a browser's TLS and HTTP fingerprint (yt-dlp's --impersonate, through curl_cffi) for sites "
+        "behind bot protection: a target such as chrome, safari or chrome-131:macos-14; GET /api/info lists the "
+        "targets available (`engine.impersonate_targets`)",
+    )
     skip_downloaded: bool = Field(
         default=False,
         description="skip items an earlier job already downloaded (same media, same options): the item is `skipped` "
@@ -247,6 +262,15 @@ class DownloadOptions(BaseModel):
     def _cookies(cls, value: str | None) -> str | None:
         if value is not None and not PROFILE_NAME.fullmatch(value):
             raise refuse("invalid_cookies", "must be a profile name: a-z, 0-9, '-' and '_', at most 64")
+        return value
+
+    @field_validator("impersonate")
+    @classmethod
+    def _impersonate(cls, value: str | None) -> str | None:
+        if value is not None and not IMPERSONATE_TARGET.fullmatch(value):
+            raise refuse(
+                "invalid_impersonate", "must be an impersonation target: client[-version][:os[-version]], e.g. chrome"
+            )
         return value
 
     def is_default(self) -> bool:

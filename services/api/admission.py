@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from contracts.engine import target_available
+from services.api.engine import EngineBook
 from services.api.errors import ApiError, field_error
 from services.api.presets import PresetBook
 from services.api.requests import JobRequest, error_code
@@ -37,6 +39,7 @@ class Admission:
     address_policy: AddressPolicy
     cookie_store: CookieStore
     presets: PresetBook
+    engines: EngineBook | None = None
 
     async def check(self, data: JobRequest, url_field: str = "url") -> JobRequest:
         """The job as it will run (its preset's fields under its own), or an ApiError naming the field."""
@@ -66,4 +69,17 @@ class Admission:
             raise field_error(
                 422, "cookies", "unknown_cookies", f"no cookie profile {data.cookies!r} (GET /api/cookies lists them)"
             )
+        if data.impersonate and self.engines is not None:
+            targets = await self.engines.impersonate_targets()
+            # Before any downloader has said what it can send, the job is taken (its download fails with
+            # impersonate_unavailable if none can).
+            if targets is not None and not target_available(data.impersonate, targets):
+                clients = sorted({t.split(":")[0].split("-")[0] for t in targets})
+                raise field_error(
+                    422,
+                    "impersonate",
+                    "impersonate_unavailable",
+                    f"no downloader can impersonate {data.impersonate!r} "
+                    f"(available: {', '.join(clients) or 'none: curl_cffi is missing'}; GET /api/info lists them all)",
+                )
         return data

@@ -17,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from services.api.access import EndedSessions, RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
 from services.api.admission import Admission
 from services.api.commands import JobCommands
+from services.api.engine import EngineBook
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.presets import PresetBook, read_only_presets
@@ -68,6 +69,7 @@ _PROVIDED = (
     "webhooks",
     "deliveries",
     "subscriptions",
+    "engines",
 )
 
 
@@ -102,6 +104,7 @@ def _lifespan(
             await followed.start(infra.js)
             await ended.start(infra.nc, await infra.js.key_value(IDEMPOTENCY_BUCKET))
             reads = JobReads(infra.js, kv)
+            app.state.engines.start(infra.js)
             app.state.update(
                 nc=infra.nc,
                 queue=await QueueControl.open(infra.js),
@@ -153,6 +156,7 @@ def create_app(settings: Settings) -> Litestar:
     # Made once: parsing TUBEFLOW_ALLOWED_NETWORKS is not per-request work; one store serves the routes and admission.
     policy, cookies_on_disk = settings.address_policy(), CookieStore(settings.data_dir)
     ended = EndedSessions()
+    engines = EngineBook()
     return Litestar(
         route_handlers=[
             JobsController,
@@ -180,7 +184,8 @@ def create_app(settings: Settings) -> Litestar:
                 "cookie_store": cookies_on_disk,
                 "ended_sessions": ended,
                 "presets": book,
-                "admission": Admission(settings, policy, cookies_on_disk, book),
+                "admission": Admission(settings, policy, cookies_on_disk, book, engines),
+                "engines": engines,
             }
         ),
         guards=[

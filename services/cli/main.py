@@ -36,6 +36,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return cmd_replay(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from services.cli.doctor import cmd_doctor
+
+    return cmd_doctor(args)
+
+
 def cmd_setup(args: argparse.Namespace) -> int:
     from services.cli.setup import cmd_setup
 
@@ -111,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     subscribe.add_argument("--json", action="store_true", help="print the subscription as JSON")
     subscribe.set_defaults(func=cmd_subscribe)
+
+    doctor = sub.add_parser(
+        "doctor", help="what this installation can do on real sites and what is missing (exit 1 on any problem)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the facts and problems as JSON")
+    doctor.set_defaults(func=cmd_doctor)
 
     setup = sub.add_parser("setup", help="create or update streams, buckets and consumers; report what changed")
     setup.set_defaults(func=cmd_setup)

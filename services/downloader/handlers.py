@@ -119,6 +119,7 @@ class Downloader:
                     items=request.playlist_items,
                     token=token,
                     cookies=self._cookie_file(request.options),
+                    impersonate=request.options.impersonate if request.options is not None else None,
                 ),
             )
         except MediaError as exc:
@@ -126,6 +127,7 @@ class Downloader:
                 raise Aborted(token.reason) from exc
             if exc.transient and attempt < self.attempts:
                 raise RetryLater(self._retry_delay(attempt, exc), f"{exc.code}: {exc.message}") from exc
+            log.warning("job %s: resolve of %s failed: %s: %s", job, request.url[:200], exc.code, exc.message[:300])
             await self._emit(
                 "resolve.failed",
                 job,
@@ -348,6 +350,7 @@ class Downloader:
             )
         if exc.transient and attempt < self.attempts:
             delay = self._retry_delay(attempt, exc)
+            log.info("job %s item %s: %s (%s), retrying in %.0f s", job, item, exc.code, exc.message[:200], delay)
             await self._emit(
                 "download.retrying",
                 job,
@@ -362,6 +365,7 @@ class Downloader:
         # lacks a fragment (the server may have it later) and the complete streams of a failed merge.
         if exc.code not in RESUMABLE:
             _remove_partials(self.media_dir / job, item)
+        log.warning("job %s item %s: download failed: %s: %s", job, item, exc.code, exc.message[:300])
         await self._emit(
             "download.failed",
             job,

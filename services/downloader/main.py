@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from contracts.engine import EngineFacts, engine_key
 from contracts.views import JobSummary
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
@@ -22,11 +23,20 @@ from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, 
 from services.downloader.sites import SiteGate
 from services.downloader.tickets import TicketLoop
 from services.engine.options import operator_params
+from services.engine.realsites import RealSites, ping_provider, unavailable_rules
 from services.engine.slots import SlotConfig, SlotPool
+from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
+from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
-from services.runtime.nats.topology import QUEUE_BUCKET, SITES_BUCKET, WORKERS_BUCKET, declare_consumers
+from services.runtime.nats.topology import (
+    ENGINE_BUCKET,
+    QUEUE_BUCKET,
+    SITES_BUCKET,
+    WORKERS_BUCKET,
+    declare_consumers,
+)
 from services.runtime.nats.work import work_subscriber
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import cancellations_for, new_broker, serve_worker
@@ -42,10 +52,13 @@ DISPATCH_CONCURRENCY = 8
 DELETE_CONCURRENCY = 8
 RESOLVE_CONCURRENCY = 2
 SWEEP_EVERY = 3600.0
+# The engine's facts (and whether the PO-token provider answers) are published this often.
+FACTS_EVERY = 60.0
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     concurrency = settings.download_concurrency
+    sites = RealSites.from_settings(settings)
     # Each thread waits on one slot process running yt-dlp (see slots): the threads only pass messages.
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
     media = SlotPool(
@@ -55,16 +68,32 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             max_recording=settings.max_recording,
             proxy=settings.proxy,
             operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+            sites=sites,
         ),
         resolve_timeout=settings.resolve_timeout,
         download_timeout=settings.download_timeout,
     )
-    warm_up = asyncio.get_running_loop().run_in_executor(None, media.warm_up)
+    loop = asyncio.get_running_loop()
+    if any(target for _, target in sites.impersonate):
+        # A target this engine can't send stops the service at start, naming it (a slot says what it can send).
+        await loop.run_in_executor(None, media.warm_up)
+        can_send = (await loop.run_in_executor(None, media.facts))["impersonate_targets"]
+        missing = unavailable_rules(sites, can_send)
+        if missing:
+            media.close()
+            raise ValueError(
+                f"TUBEFLOW_IMPERSONATE: {', '.join(missing)} not available here "
+                f"(clients available: {', '.join(sorted({t.split('-')[0].split(':')[0] for t in can_send})) or 'none'})"
+            )
+    warm_up = loop.run_in_executor(None, media.warm_up)
     warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))
+    engine_state: dict[str, object] = {}
     media_dir = settings.media_dir.resolve()
     media_dir.mkdir(parents=True, exist_ok=True)
 
-    async with open_infrastructure(settings, "downloader", stop=stop) as infra:
+    async with open_infrastructure(
+        settings, "downloader", stop=stop, ready_details=lambda: dict(engine_state)
+    ) as infra:
         cancellations = await cancellations_for(infra)
         worker = worker_identity(settings)
         downloader = Downloader(
@@ -91,6 +120,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ),
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
+        facts = asyncio.create_task(publish_engine_facts(media, sites, infra, worker, stop, engine_state))
         broker = new_broker(settings)
         dispatcher = Dispatcher(infra.js, cancelled=cancellations.heard_cancelled)
         subscriptions = (
@@ -118,7 +148,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             broker,
             cancellations,
             stop,
-            on_stopped=lambda: (executor.shutdown(wait=False, cancel_futures=True), media.close(), sweeper.cancel()),
+            on_stopped=lambda: (
+                executor.shutdown(wait=False, cancel_futures=True),
+                media.close(),
+                sweeper.cancel(),
+                facts.cancel(),
+            ),
             drain=lambda grace: _drain(tickets, (taking, following), grace),
         )
 
@@ -164,6 +199,41 @@ def job_bytes_reader(kv: KeyValue) -> Callable[[str], Awaitable[int]]:
         return JobSummary.model_validate_json(entry.value).download.bytes_done if entry.value else 0
 
     return job_bytes
+
+
+async def publish_engine_facts(media: SlotPool, sites: RealSites, infra, worker: str, stop, state: dict) -> None:  # noqa: ANN001
+    """What this downloader's engine can do on real sites (asked of a slot once), with whether the PO-token provider
+    answers (asked every FACTS_EVERY s), into the engine bucket for the API, the page and the doctor; what a real site
+    needs and is missing is said once at start, in one line. Readiness reports the provider, never fails on it (other
+    sites don't need it)."""
+    try:
+        facts = EngineFacts.model_validate(await asyncio.to_thread(media.facts))
+    except Exception as exc:  # a slot that can't start: the downloads will say so; no facts to publish
+        log.warning("real sites: the engine's facts could not be read: %s", exc)
+        return
+    facts.worker = worker
+    try:
+        kv = await infra.js.key_value(ENGINE_BUCKET)
+    except Exception as exc:  # a deployment set up before the bucket existed: `tubeflow setup` makes it
+        log.warning("real sites: no %s bucket (run `tubeflow setup`): %s", ENGINE_BUCKET, exc)
+        kv = None
+    first = True
+    while not stop.is_set():
+        facts.pot_provider = await asyncio.to_thread(ping_provider, sites.pot_provider_url)
+        facts.checked_at = utcnow()
+        if facts.pot_provider.url:
+            state["pot_provider"] = "answering" if facts.pot_provider.answering else "not answering"
+            POT_PROVIDER_UP.set(1 if facts.pot_provider.answering else 0)
+        if first:
+            problems = facts.problems(facts.checked_at.date())
+            if problems:
+                log.warning("real sites: %s — `tubeflow doctor` says more", " | ".join(problems))
+            first = False
+        if kv is not None:
+            with contextlib.suppress(Exception):
+                await kv.put(engine_key(worker), facts.model_dump_json().encode())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), FACTS_EVERY)
 
 
 async def sweep_media(media_dir: Path, retention_days: float, stop: asyncio.Event) -> None:

@@ -104,6 +104,8 @@ def classify(exc: BaseException) -> MediaError:
         return MediaError("invalid_url", message)
     if isinstance(cause, SyntaxError) or "Invalid format specification" in message:
         return MediaError("bad_format", message)
+    if re.search(r"Impersonate target .* is not available", message):
+        return MediaError("impersonate_unavailable", message)
     if "Requested format is not available" in message:
         return MediaError("format_unavailable", message)
     if isinstance(cause, ExtractorError):

@@ -104,6 +104,7 @@ class MediaTool(Protocol):
         items: str | None = None,
         token: CancelToken | None = None,
         cookies: Path | None = None,
+        impersonate: str | None = None,
     ) -> Resolution: ...
 
     def download(

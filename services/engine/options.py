@@ -91,8 +91,9 @@ def ytdlp_params(options: DownloadOptions | None) -> dict[str, Any]:
     return dict(_params(tuple(ytdlp_args(options))))
 
 
-# What changes nothing about the file made: the cookie profile, and whether an earlier job's file is skipped.
-NOT_IN_SIGNATURE = frozenset({"cookies", "skip_downloaded"})
+# What changes nothing about the file made: the cookie profile, whether an earlier job's file is skipped, the
+# browser fingerprint asked for.
+NOT_IN_SIGNATURE = frozenset({"cookies", "skip_downloaded", "impersonate"})
 
 
 def signature(options: DownloadOptions | None) -> str:
@@ -110,6 +111,7 @@ RESERVED_PARAMS = frozenset(
         "logger", "progress_hooks", "postprocessor_hooks", "paths", "outtmpl", "proxy", "quiet", "noprogress",
         "no_warnings", "noplaylist", "playlistend", "playlist_items", "extract_flat", "cookiefile",
         "cookiesfrombrowser", "ffmpeg_location", "external_downloader_args", "skip_unavailable_fragments",
+        "js_runtimes", "remote_components", "impersonate",
     }
 )  # fmt: skip
 
@@ -128,6 +130,7 @@ def operator_params(path: Path | None) -> dict[str, Any]:
     reserved = sorted(RESERVED_PARAMS & set(loaded))
     if reserved:
         raise OperatorOptionsError(
-            f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: tubeflow sets {', '.join(reserved)} itself (TUBEFLOW_PROXY for a proxy)"
+            f"TUBEFLOW_YTDLP_OPTIONS_FILE {path}: tubeflow sets {', '.join(reserved)} itself (TUBEFLOW_PROXY for a "
+            "proxy, TUBEFLOW_JS_RUNTIME, TUBEFLOW_IMPERSONATE; remote code is never fetched)"
         )
     return loaded

@@ -117,9 +117,11 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     _drop_proxy_environment()
     from services.engine.pages import bound_page_reads
+    from services.engine.realsites import prepare_slot, route_curl
     from services.engine.ytdlp import YtDlp
 
     bound_page_reads()
+    prepare_slot(config.sites)
 
     guard = None
     proxy = config.proxy
@@ -130,6 +132,8 @@ def serve(conn: Connection, config: SlotConfig) -> None:
         upstream = Upstream.parse(config.proxy) if config.proxy else None
         guard = GuardProxy(config.policy, upstream).start()
         os.environ["http_proxy"] = guard.url
+        # curl (impersonated requests) resolves names itself: its requests go through the guard too.
+        route_curl(guard.url)
         if upstream is not None:
             proxy = guard.url
     # yt-dlp's own name lookups are checked unless its requests go to a proxy: then they go to the guard (on
@@ -141,6 +145,7 @@ def serve(conn: Connection, config: SlotConfig) -> None:
         max_recording=config.max_recording,
         proxy=proxy,
         operator_params=dict(config.operator_params),
+        sites=config.sites,
     )
     inbox = _Inbox(conn)
     inbox.start()
@@ -172,6 +177,8 @@ def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple
     try:
         if kind == "resolve":
             return ("done", engine.resolve(**kwargs))
+        if kind == "facts":
+            return ("done", engine.facts(**kwargs))
         return ("done", _download(engine, inbox, seq, kwargs, config.forward_interval))
     except Aborted as exc:
         return ("aborted", exc.reason)

@@ -10,7 +10,7 @@ compiled its extractor patterns once (``preload``), so a new slot is ready in a 
 replaced after a kill or a crash.
 
 This module runs in the service's process and does not import yt-dlp; ``slot_process`` is the child's side.
-Messages on the pipe (pickled tuples), parent -> child: ("resolve" | "download", seq, kwargs), ("stop", seq,
+Messages on the pipe (pickled tuples), parent -> child: ("resolve" | "download" | "facts", seq, kwargs), ("stop", seq,
 reason), ("reused", seq, Downloaded | None); child -> parent: ("ready", pid), ("hook", report), ("reuse", key),
 ("live",), ("done", result), ("failed", (code, message, transient, step)), ("aborted", reason).
 """
@@ -24,13 +24,14 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from contracts.options import DownloadOptions
 from services.engine.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
+from services.engine.realsites import RealSites
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -57,6 +58,8 @@ class SlotConfig:
     forward_interval: float = 0.05
     # The operator's extra YoutubeDL params (TUBEFLOW_YTDLP_OPTIONS_FILE), trusted.
     operator_params: tuple[tuple[str, Any], ...] = ()
+    # What real sites need: the JS runtime, impersonation rules, the PO-token provider, plugins (see realsites).
+    sites: RealSites = field(default_factory=RealSites)
 
 
 def _child_main(conn: Connection, config: SlotConfig) -> None:
@@ -136,7 +139,7 @@ class _Slot:
         self._seq += 1
         seq = self._seq
         conn.send((kind, seq, kwargs))
-        grace = 0.0 if kind == "resolve" else DOWNLOAD_STOP_GRACE
+        grace = DOWNLOAD_STOP_GRACE if kind == "download" else 0.0
         deadline = time.monotonic() + timeout
         stopping: tuple[float, str] | None = None
         while True:
@@ -257,10 +260,11 @@ class SlotPool:
         items: str | None = None,
         token: CancelToken | None = None,
         cookies: Path | None = None,
+        impersonate: str | None = None,
     ) -> Resolution:
         resolution: Resolution = self._run(
             "resolve",
-            {"url": url, "max_items": max_items, "items": items, "cookies": cookies},
+            {"url": url, "max_items": max_items, "items": items, "cookies": cookies, "impersonate": impersonate},
             token=token,
             timeout=self.resolve_timeout,
         )
@@ -295,3 +299,10 @@ class SlotPool:
             "playlist": playlist,
         }
         return self._run("download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse)
+
+    def facts(self, script: str | None = None, po_token_for: str | None = None) -> dict[str, Any]:
+        """What a slot's yt-dlp can do on real sites (``realsites.collect_facts``); ``po_token_for``: also ask the
+        PO-token framework for a token for that visitor (``realsites.request_po_token``)."""
+        return self._run(
+            "facts", {"script": script, "po_token_for": po_token_for}, token=None, timeout=self.resolve_timeout
+        )

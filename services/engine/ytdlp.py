@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from services.engine.guard_proxy import FFMPEG_PROTOCOLS
 from services.engine.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.engine.options import signature, ytdlp_params
 from services.engine.outputs import chosen_format, made_files, place
+from services.engine.realsites import RealSites, collect_facts, merged_params, request_po_token
 from services.engine.recording import record
 from services.engine.streams import StreamMeter, StreamPlanPP, check_size
 from services.runtime.addresses import AddressPolicy, guarded
@@ -115,6 +117,11 @@ def _published(entry: dict[str, Any]) -> float | None:
     return None
 
 
+def _is_youtube(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "youtu.be" or host == "youtube.com" or host.endswith(".youtube.com")
+
+
 class _YoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL without the work of printing nothing.
 
@@ -123,6 +130,26 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
     of a download's CPU (profiled with py-spy in the throughput benchmark). With no template for ``key`` there is
     nothing to print, and the copy is all the callers use.
     """
+
+    def urlopen(self, req):  # noqa: ANN001, ANN201 - yt-dlp's signature
+        """Every request yt-dlp sends: the PO-token provider's (and only those) under a policy that lets them reach
+        it; the rest with the call's impersonation target, unless the extractor asked for one itself."""
+        sites: RealSites | None = getattr(self, "_tubeflow_sites", None)
+        url = req if isinstance(req, str) else getattr(req, "url", "")
+        if sites is not None and sites.is_provider_request(url):
+            with guarded(self._tubeflow_provider_policy):  # type: ignore[attr-defined]
+                return super().urlopen(req)
+        holder = getattr(self, "_tubeflow_hook", None)
+        target = holder.get("impersonate") if holder else None
+        if target:
+            from yt_dlp.networking import Request
+            from yt_dlp.networking.impersonate import ImpersonateTarget
+
+            if isinstance(req, str):
+                req = Request(req)
+            if isinstance(req, Request) and not req.extensions.get("impersonate"):
+                req.extensions["impersonate"] = ImpersonateTarget.from_str(target)
+        return super().urlopen(req)
 
     def _forceprint(self, key, info_dict):  # noqa: ANN001, ANN202 - yt-dlp's signature
         if (
@@ -173,12 +200,17 @@ class YtDlp:
         max_recording: float = 6 * 3600.0,
         proxy: str | None = None,
         operator_params: dict[str, Any] | None = None,
+        sites: RealSites | None = None,
     ) -> None:
         self._size = size
+        self._sites = sites or RealSites()
         self._proxy = proxy
         self._operator = operator_params or {}
         self._max_recording = max_recording
         self._policy = policy or AddressPolicy()
+        endpoint = self._sites.provider_endpoint()
+        # The PO-token provider's requests alone may reach its address (often inside the network).
+        self._provider_policy = replace(self._policy, exempt=frozenset({endpoint})) if endpoint else self._policy
         self._pool: queue.Queue[yt_dlp.YoutubeDL] = queue.Queue()
         # YoutubeDL instances made for other options than the defaults, idle, by options signature (a few kept).
         self._custom: OrderedDict[str, list[yt_dlp.YoutubeDL]] = OrderedDict()
@@ -248,9 +280,19 @@ class YtDlp:
             "fragment_retries": 0,
             "fragmented": False,
             "max_bytes": None,
+            "impersonate": None,
         }
-        ydl = _YoutubeDL({**_base_params(_QuietLogger(holder), self._proxy), **self._operator, **ytdlp_params(options)})
+        ydl = _YoutubeDL(
+            merged_params(
+                _base_params(_QuietLogger(holder), self._proxy),
+                self._sites.params(),
+                self._operator,
+                ytdlp_params(options),
+            )
+        )
         ydl._tubeflow_signature = signature(options)  # type: ignore[attr-defined]
+        ydl._tubeflow_sites = self._sites  # type: ignore[attr-defined]
+        ydl._tubeflow_provider_policy = self._provider_policy  # type: ignore[attr-defined]
 
         def on_progress(d: dict[str, Any], holder: dict[str, Any] = holder) -> None:
             if holder["hook"] is not None:
@@ -281,6 +323,7 @@ class YtDlp:
         holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
         holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
         holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
+        holder["impersonate"] = None
         ydl.format_selector = None
         copy = getattr(ydl, "_tubeflow_cookie_copy", None)
         if copy is not None:
@@ -307,11 +350,13 @@ class YtDlp:
         items: str | None = None,
         token: CancelToken | None = None,
         cookies: Path | None = None,
+        impersonate: str | None = None,
     ) -> Resolution:
         """One video, or a playlist's entries (``items``: yt-dlp's playlist_items syntax, e.g. "1-3,7"); with the
-        cookie profile file ``cookies`` for sites that want a login."""
+        cookie profile file ``cookies`` for sites that want a login, ``impersonate``: the job's browser target."""
         ydl = self._acquire(None, cookies)
         try:
+            ydl._tubeflow_hook["impersonate"] = self._sites.target_for(url, impersonate)  # type: ignore[attr-defined]
             ydl.params["extract_flat"] = "in_playlist"
             ydl.params["noplaylist"] = False
             if items:
@@ -359,6 +404,18 @@ class YtDlp:
             # what was extracted with someone's cookies: another job could take it).
             self._probes.keep(item_url, info)
         return Resolution("video", info.get("title"), [Entry(1, item_url, info.get("title"))], False, probe=info)
+
+    def facts(self, script: str | None = None, po_token_for: str | None = None) -> dict[str, Any]:
+        """What this yt-dlp can do on real sites (see ``realsites``)."""
+        ydl = self._acquire()
+        try:
+            with guarded(self._policy):
+                found = collect_facts(ydl, self._sites, script)
+                if po_token_for is not None:
+                    found["po_token"] = request_po_token(ydl, po_token_for)
+            return found
+        finally:
+            self._release(ydl)
 
     def _record_live(
         self,
@@ -447,6 +504,9 @@ class YtDlp:
         ydl = self._acquire(options, cookies)
         try:
             ydl._tubeflow_hook["max_bytes"] = max_bytes or None  # type: ignore[attr-defined]
+            ydl._tubeflow_hook["impersonate"] = self._sites.target_for(  # type: ignore[attr-defined]
+                url, options.impersonate if options is not None else None
+            )
             ydl.params["paths"] = {"home": str(directory)}
             ydl.params["outtmpl"]["default"] = base = f"{stem}-%(title).60B-%(id).40B"
             ydl.params["outtmpl"]["default"] += ".%(ext)s"
@@ -489,6 +549,10 @@ class YtDlp:
                 error.code = "fragment_missing"
                 error.message = (
                     f"a fragment of the stream could not be fetched: {error.message.removeprefix('[download] ')}"
+                )
+            if error.code == "format_unavailable" and not self._sites.js_runtime and _is_youtube(url):
+                error.message += (
+                    " (this downloader has no JavaScript runtime, which YouTube's formats need: see `tubeflow doctor`)"
                 )
             # A post-processor that started and never finished is the step that failed (e.g. Merger).
             error.step = holder["postprocessor"]

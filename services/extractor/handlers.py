@@ -70,6 +70,7 @@ class Extractor:
             target, size, reused = await self._make_audio(event, source, target, audio_format, on_progress)
         except MediaError as exc:
             await pump.close()
+            log.warning("job %s item %s: audio extraction failed: %s: %s", job, item, exc.code, exc.message[:300])
             await self._emit(
                 "extract.failed",
                 event,

@@ -39,6 +39,7 @@ async def open_infrastructure(
     serve_health_port: bool = True,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    ready_details: Callable[[], dict] | None = None,
 ) -> AsyncIterator[Infrastructure]:
     """Connect as ``tubeflow-<name>``, prepare or wait for the topology, serve health on ``TUBEFLOW_HEALTH_PORT``
     (unless the service answers health checks itself), and on exit close all of it, draining the connection.
@@ -62,7 +63,9 @@ async def open_infrastructure(
         js = nc.jetstream()
         await unless_stopped(prepare(js, settings), stop, name)
         if serve_health_port and settings.health_port:
-            health = await serve_health(settings.health_host, settings.health_port, lambda: nc.is_connected)
+            health = await serve_health(
+                settings.health_host, settings.health_port, lambda: nc.is_connected, ready_details
+            )
         yield Infrastructure(settings, nc, js)
     finally:
         if health is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections import deque
@@ -93,12 +94,20 @@ class LoopLagMonitor:
             self.record(max(0.0, now - started - self.interval), time.monotonic())
 
 
+POT_PROVIDER_UP = Gauge(
+    "tubeflow_pot_provider_up", "1 when the PO-token provider (TUBEFLOW_POT_PROVIDER_URL) answered its last ping"
+)
+
+
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> asyncio.AbstractServer:
-    """GET /healthz (the process runs), /readyz (connected to NATS), /metrics (Prometheus)."""
+async def serve_health(
+    host: str, port: int, ready: Callable[[], bool], details: Callable[[], dict] | None = None
+) -> asyncio.AbstractServer:
+    """GET /healthz (the process runs), /readyz (connected to NATS; ``details`` adds what the service reports without
+    failing on it, e.g. the PO-token provider), /metrics (Prometheus)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -112,7 +121,8 @@ async def serve_health(host: str, port: int, ready: Callable[[], bool]) -> async
             elif path == "/readyz":
                 ok = ready()
                 status = 200 if ok else 503
-                body = b'{"status":"ready"}' if ok else b'{"status":"unavailable","reason":"NATS is not connected"}'
+                answer = {"status": "ready"} if ok else {"status": "unavailable", "reason": "NATS is not connected"}
+                body = json.dumps({**answer, **(details() if details is not None else {})}).encode()
                 kind = "application/json"
             elif path == "/metrics":
                 body, kind = render()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import ByteSize, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.options import IMPERSONATE_TARGET
 from services.runtime.addresses import PROXY_SCHEMES, AddressPolicy, parse_networks
 from services.runtime.nats.connection import NatsAuth
-from services.runtime.sitelimits import parse_limits
+from services.runtime.sitelimits import parse_limits, parse_site_values
 
 
 class Settings(BaseSettings):
@@ -90,6 +93,25 @@ class Settings(BaseSettings):
         default=None,
         description="proxy for every download (yt-dlp's syntax); proxy variables of the environment are ignored",
     )
+    # Real sites (docs/deploy.md: real sites): the JavaScript runtime, impersonation, PO tokens, plugins.
+    js_runtime: str | None = Field(
+        default=None,
+        description="the deno binary yt-dlp solves JavaScript challenges with (default: the one `uv sync` installs; "
+        "`none`: no runtime)",
+    )
+    impersonate: str | None = Field(
+        default=None,
+        description="browser impersonation per site: vimeo.com=chrome,*= (a target per site; empty: none); a job's "
+        "`impersonate` option overrides it",
+    )
+    pot_provider_url: str | None = Field(
+        default=None,
+        description="a PO-token provider's HTTP server (bgutil-ytdlp-pot-provider, e.g. http://bgutil:4416): this "
+        "URL alone is exempt from the address policy",
+    )
+    plugin_dirs: str | None = Field(
+        default=None, description="folders of yt-dlp plugins (os.pathsep-separated) every slot process loads"
+    )
     # Seconds between progress events of one item, unless the item moved by at least `progress_min_step` percent.
     progress_interval: float = Field(default=0.25, ge=0.0)
     progress_min_step: float = Field(default=1.0, ge=0.0)
@@ -139,12 +161,58 @@ class Settings(BaseSettings):
             raise ValueError(f"TUBEFLOW_PROXY must be one of {', '.join(s + '://' for s in PROXY_SCHEMES)}")
         return value or None
 
+    @field_validator("impersonate")
+    @classmethod
+    def _impersonate(cls, value: str | None) -> str | None:
+        impersonate_rules(value)
+        return value or None
+
+    @field_validator("pot_provider_url")
+    @classmethod
+    def _pot_provider_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"TUBEFLOW_POT_PROVIDER_URL must be an http(s) URL (e.g. http://bgutil:4416), not {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("plugin_dirs")
+    @classmethod
+    def _plugin_dirs(cls, value: str | None) -> str | None:
+        for folder in split_paths(value):
+            if not Path(folder).is_dir():
+                raise ValueError(f"TUBEFLOW_PLUGIN_DIRS: {folder} is not a folder")
+        return value or None
+
+    @field_validator("js_runtime")
+    @classmethod
+    def _js_runtime(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if value != "none" and not (Path(value).is_file() and os.access(value, os.X_OK)):
+            raise ValueError(f"TUBEFLOW_JS_RUNTIME: {value} is not an executable file (a deno binary), nor `none`")
+        return value
+
     @field_validator("api_token")
     @classmethod
     def _token_not_empty(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("TUBEFLOW_API_TOKEN is set but empty: unset it for no authentication, or give a token")
         return value
+
+    def plugin_dir_list(self) -> tuple[str, ...]:
+        return tuple(str(Path(folder).resolve()) for folder in split_paths(self.plugin_dirs))
+
+    def js_runtime_path(self) -> str | None:
+        """TUBEFLOW_JS_RUNTIME, else the deno binary of the environment (the `deno` package), else None."""
+        if self.js_runtime == "none":
+            return None
+        if self.js_runtime is not None:
+            return str(Path(self.js_runtime).resolve())
+        return default_js_runtime()
 
     def allowed_host_list(self) -> tuple[str, ...]:
         return tuple(h.strip() for h in (self.allowed_hosts or "").split(",") if h.strip())
@@ -175,6 +243,30 @@ class Settings(BaseSettings):
     def address_policy(self) -> AddressPolicy:
         """Which addresses may be fetched: the API checks literal hosts with it, the downloader every resolved name."""
         return AddressPolicy(self.allow_private_urls, parse_networks(self.allowed_networks))
+
+
+def impersonate_rules(text: str | None) -> dict[str, str]:
+    """TUBEFLOW_IMPERSONATE: ``vimeo.com=chrome,*=`` -> {"vimeo.com": "chrome", "*": ""} (empty: no impersonation)."""
+    return parse_site_values(
+        text,
+        "TUBEFLOW_IMPERSONATE",
+        "vimeo.com=chrome,*=",
+        lambda v: None if not v or IMPERSONATE_TARGET.fullmatch(v) else f"{v!r} is not an impersonation target",
+    )
+
+
+def default_js_runtime() -> str | None:
+    """The deno binary the environment has (the `deno` package's), or None."""
+    try:
+        from deno import find_deno_bin
+
+        return find_deno_bin()
+    except Exception:  # noqa: BLE001 - not installed, or its binary missing: no runtime (the doctor says so)
+        return None
+
+
+def split_paths(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(os.pathsep) if part.strip()]
 
 
 def worker_identity(settings: Settings) -> str:

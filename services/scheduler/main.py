@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from contracts.subscriptions import SubscriptionView, due
 from services.engine.options import operator_params
+from services.engine.realsites import RealSites
 from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
@@ -132,6 +133,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             policy=settings.address_policy(),
             proxy=settings.proxy,
             operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+            sites=RealSites.from_settings(settings),
         ),
         resolve_timeout=min(settings.resolve_timeout, settings.check_timeout),
     )

@@ -1,5 +1,6 @@
 """Versions: tubeflow's, yt-dlp's (and how old it is: sites change, and an old yt-dlp is the usual reason a site
-stops working), ffmpeg's and the NATS server's."""
+stops working), ffmpeg's and the NATS server's; and what the downloaders' engines can do on real sites (the JS
+runtime, the solver scripts, impersonation, the PO-token provider), with the problems `tubeflow doctor` names."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from litestar.di import NamedDependency
 from nats.aio.client import Client as NATS
 from pydantic import BaseModel, Field
 
-# The page warns when yt-dlp is older than this.
-STALE_YTDLP_DAYS = 60
+from contracts.engine import STALE_YTDLP_DAYS, EngineFacts
+from services.api.engine import EngineBook
 
 
 class Info(BaseModel):
@@ -25,6 +26,13 @@ class Info(BaseModel):
     yt_dlp_stale: bool = Field(description=f"older than {STALE_YTDLP_DAYS} days: update it (README: Updating yt-dlp)")
     ffmpeg: str | None
     nats_server: str | None
+    engine: EngineFacts | None = Field(
+        default=None, description="what the downloader that reported last can do on real sites (None: none yet)"
+    )
+    engines: int = Field(default=0, description="downloader processes that reported in the last minutes")
+    problems: list[str] = Field(
+        default_factory=list, description="what real sites need and a downloader lacks, each with what to do"
+    )
 
 
 def _version(package: str) -> str:
@@ -54,12 +62,18 @@ def _ffmpeg() -> str | None:
 
 
 @get("/api/info", summary="Versions of tubeflow, yt-dlp (and its age), ffmpeg and the NATS server", tags=["health"])
-async def info(nc: NamedDependency[NATS]) -> Info:
+async def info(nc: NamedDependency[NATS], engines: NamedDependency[EngineBook]) -> Info:
     ytdlp = _version("yt-dlp")
     day = released(ytdlp)
     age = (datetime.now(timezone.utc).date() - day).days if day else None
     server = getattr(nc, "_server_info", {}) or {}
+    found = await engines.all()
+    today = datetime.now(timezone.utc).date()
+    problems = list(dict.fromkeys(problem for facts in found for problem in facts.problems(today)))
     return Info(
+        engine=found[0] if found else None,
+        engines=len(found),
+        problems=problems,
         tubeflow=_version("tubeflow"),
         yt_dlp=ytdlp,
         yt_dlp_released=day,

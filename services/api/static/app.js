@@ -322,6 +322,7 @@ function jobBody(form) {
   set("video_codec", f("video_codec").value, "any");
   set("thumbnail", f("thumbnail").value, "none");
   set("cookies", f("cookies").value, "");
+  set("impersonate", f("impersonate").value, "");
   set("priority", f("priority").value, "normal");
   if (f("hold").checked) body.start = false;
   const langs = f("sub_langs").value.split(/[\s,]+/).filter(Boolean);
@@ -373,12 +374,33 @@ async function checkVersions() {
   const response = await api("/api/info");
   if (!response.ok) return;
   const info = await response.json();
+  const notice = $("#notice");
   if (info.yt_dlp_stale) {
-    const notice = $("#notice");
     notice.textContent = `yt-dlp ${info.yt_dlp} is ${info.yt_dlp_age_days} days old: sites change, and downloads ` +
       "may fail until it is updated (see the README: Updating yt-dlp).";
     notice.hidden = false;
   }
+  const problems = (info.problems || []).filter((p) => !p.startsWith("yt-dlp "));
+  if (problems.length) {
+    notice.textContent = [notice.hidden ? "" : notice.textContent, ...problems.map((p) => `Real sites: ${p}.`)]
+      .filter(Boolean).join(" ");
+    notice.hidden = false;
+  }
+  const engine = info.engine;
+  if (!engine) return;
+  const facts = [
+    `JavaScript runtime: ${engine.js_runtime ? `${engine.js_runtime.name} ${engine.js_runtime.version}` : "none"}`,
+    `challenge solver: ${engine.solver && engine.solver.version ? `yt-dlp-ejs ${engine.solver.version}` : "none"}`,
+    `impersonation: ${engine.impersonate_targets.length ? `${engine.impersonate_targets.length} targets` : "none"}`,
+    `PO-token provider: ${engine.pot_provider.url ?
+      `${engine.pot_provider.url} (${engine.pot_provider.answering ? "answering" : "not answering"})` : "not set"}`,
+  ];
+  const list = $("#engine ul");
+  list.replaceChildren(...facts.map((text) => Object.assign(document.createElement("li"), {textContent: text})));
+  $("#engine").hidden = false;
+  const select = $("#submit").elements.impersonate;
+  const clients = [...new Set(engine.impersonate_targets.map((t) => t.split(/[-:]/)[0]))].sort();
+  for (const client of clients) select.append(new Option(client, client));
 }
 
 // One URL is a job; several (pasted one per line, or separated by spaces) are one batch with the same options.

@@ -44,6 +44,9 @@ DELIVERIES_BUCKET = "tubeflow_deliveries"
 DELIVERY_TTL = 7 * 24 * 3600.0
 # The scheduler's lease (key `leader`): which scheduler process checks subscriptions now.
 SCHEDULER_BUCKET = "tubeflow_scheduler"
+# What each downloader's engine can do on real sites (contracts.engine.EngineFacts), refreshed every minute.
+ENGINE_BUCKET = "tubeflow_engine"
+ENGINE_TTL = 300.0
 BUCKETS = (
     JOBS_BUCKET,
     IDEMPOTENCY_BUCKET,
@@ -55,6 +58,7 @@ BUCKETS = (
     WEBHOOKS_BUCKET,
     DELIVERIES_BUCKET,
     SCHEDULER_BUCKET,
+    ENGINE_BUCKET,
 )
 # A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
 WORKER_TTL = 30.0
@@ -163,6 +167,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
+        bucket(ENGINE_BUCKET, "downloader process -> what its engine can do on real sites", ttl=ENGINE_TTL),
     ]
 
 

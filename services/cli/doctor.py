@@ -1,0 +1,141 @@
+"""`tubeflow doctor`: what this installation can do on real sites, and what is missing, each with what to do.
+
+It asks a slot process, exactly as the downloader would build one from these settings (TUBEFLOW_JS_RUNTIME,
+TUBEFLOW_IMPERSONATE, TUBEFLOW_POT_PROVIDER_URL, TUBEFLOW_PLUGIN_DIRS…), then checks what surrounds the engine:
+the PO-token provider, ffmpeg, the cookie profiles, the free disk, NATS. Exits 1 with one line per problem."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+
+from contracts.engine import EngineFacts
+from services.runtime.settings import Settings
+
+COOKIES_EXPIRING = timedelta(days=7)
+NATS_TIMEOUT = 3.0
+
+
+def engine_facts(settings: Settings) -> tuple[EngineFacts, list[str]]:
+    """The engine's facts as a slot built from ``settings`` finds them, and TUBEFLOW_IMPERSONATE's rules it can't
+    follow."""
+    from services.engine.options import operator_params
+    from services.engine.realsites import RealSites, ping_provider, unavailable_rules
+    from services.engine.slots import SlotConfig, SlotPool
+
+    sites = RealSites.from_settings(settings)
+    pool = SlotPool(
+        1,
+        SlotConfig(
+            policy=settings.address_policy(),
+            proxy=settings.proxy,
+            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+            sites=sites,
+        ),
+        resolve_timeout=120.0,
+    )
+    try:
+        facts = EngineFacts.model_validate(pool.facts())
+    finally:
+        pool.close()
+    facts.pot_provider = ping_provider(sites.pot_provider_url)
+    return facts, unavailable_rules(sites, facts.impersonate_targets)
+
+
+async def _nats_reachable(settings: Settings) -> str | None:
+    """None when a server answers, else why not."""
+    from services.runtime.nats import connect
+
+    try:
+        nc = await connect(settings.nats_url or "", "tubeflow-doctor", auth=settings.nats_auth(), timeout=NATS_TIMEOUT)
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        return str(exc) or type(exc).__name__
+    await nc.close()
+    return None
+
+
+def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
+    """(what is there, one line each; the problems, one line each with what to do; the engine's facts)."""
+    from services.runtime.cookies import CookieStore
+
+    now = datetime.now(timezone.utc)
+    facts, unavailable = engine_facts(settings)
+    problems = facts.problems(now.date())
+    for rule in unavailable:
+        problems.append(f"TUBEFLOW_IMPERSONATE: {rule} is not available here (see the targets listed above)")
+    seen = [f"yt-dlp {facts.yt_dlp}" + (f" ({facts.age_days(now.date())} days old)" if facts.yt_dlp_released else "")]
+    runtime = facts.js_runtime
+    seen.append(
+        f"JavaScript runtime: {runtime.name} {runtime.version} ({runtime.path})"
+        if runtime
+        else "JavaScript runtime: none"
+    )
+    solver = facts.solver
+    seen.append(
+        f"challenge solver: yt-dlp-ejs {solver.version} ({solver.source})"
+        if solver and solver.version
+        else "challenge solver: none"
+    )
+    clients = sorted({t.split(":")[0].split("-")[0] for t in facts.impersonate_targets})
+    seen.append(
+        f"impersonation: {len(facts.impersonate_targets)} targets ({', '.join(clients)})"
+        if clients
+        else "impersonation: none"
+    )
+    if facts.impersonate_rules:
+        seen.append(
+            "TUBEFLOW_IMPERSONATE: " + ", ".join(f"{k}={v or '(none)'}" for k, v in facts.impersonate_rules.items())
+        )
+    provider = facts.pot_provider
+    if provider.url:
+        state = f"answering, version {provider.version or '?'}" if provider.answering else "not answering"
+        seen.append(f"PO-token provider: {provider.url} ({state})")
+    else:
+        seen.append("PO-token provider: not set (TUBEFLOW_POT_PROVIDER_URL; YouTube may ask for one: docs/deploy.md)")
+    seen.append(f"PO-token providers in yt-dlp: {', '.join(facts.pot_providers) or 'none'}")
+    if facts.plugin_dirs:
+        seen.append(f"plugin folders: {', '.join(facts.plugin_dirs)}")
+    seen.append(f"ffmpeg: {facts.ffmpeg or 'none'}")
+    for profile in CookieStore(settings.data_dir).list():
+        if profile.expires is not None and profile.expires < now + COOKIES_EXPIRING:
+            when = "expired" if profile.expires < now else f"expire {profile.expires:%Y-%m-%d}"
+            problems.append(
+                f"cookie profile {profile.name!r}: its cookies {when}: export them again from a signed-in browser "
+                f"(PUT /api/cookies/{profile.name})"
+            )
+    folder = settings.data_dir if settings.data_dir.exists() else settings.data_dir.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    seen.append(f"free disk: {free / 1024**3:.1f} GiB at {folder}")
+    if settings.min_free_disk and free < int(settings.min_free_disk):
+        problems.append(
+            f"free disk {free / 1024**3:.1f} GiB is under TUBEFLOW_MIN_FREE_DISK: downloads wait; free space or "
+            "lower the setting"
+        )
+    if settings.nats_url:
+        why = asyncio.run(_nats_reachable(settings))
+        if why is None:
+            seen.append(f"NATS: {settings.nats_url} answers")
+        else:
+            problems.append(f"NATS at {settings.nats_url} does not answer ({why}): start it or fix TUBEFLOW_NATS_URL")
+    else:
+        seen.append("NATS: TUBEFLOW_NATS_URL unset (`tubeflow up` starts its own)")
+    return seen, problems, facts
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    settings = Settings()
+    seen, problems, facts = checks(settings)
+    if args.json:
+        print(json.dumps({"facts": facts.model_dump(mode="json"), "seen": seen, "problems": problems}, indent=2))
+    else:
+        for line in seen:
+            print(f"  {line}")
+        for line in problems:
+            print(f"! {line}")
+        print("all good" if not problems else f"{len(problems)} problem{'s' if len(problems) > 1 else ''}")
+    return 1 if problems else 0
