@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import urllib.request
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +35,8 @@ from services.runtime.sitelimits import matching_key, site_of
 log = logging.getLogger("tubeflow.realsites")
 
 POT_EXTRACTOR_ARGS = "youtubepot-bgutilhttp"
+# True while yt-dlp's PO-token framework is asking its providers for a token (see ``prepare_slot``).
+_asking_for_token: ContextVar[bool] = ContextVar("tubeflow_asking_for_token", default=False)
 PING_TIMEOUT = 5.0
 
 
@@ -87,7 +90,14 @@ class RealSites:
         return (parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)
 
     def is_provider_request(self, url: str) -> bool:
-        return bool(self.pot_provider_url) and url.startswith(f"{self.pot_provider_url}/")
+        """A request of the PO-token provider plugin to the provider (its two endpoints), made while yt-dlp's
+        PO-token framework asks for a token: the only requests exempt from the address policy. A job's URL on the
+        provider's host is not (it is never fetched inside the framework)."""
+        return (
+            bool(self.pot_provider_url)
+            and _asking_for_token.get()
+            and url in (f"{self.pot_provider_url}/ping", f"{self.pot_provider_url}/get_pot")
+        )
 
 
 def unavailable_rules(sites: RealSites, targets: list[str]) -> list[str]:
@@ -134,6 +144,7 @@ def prepare_slot(sites: RealSites) -> None:
     os.environ.setdefault("DENO_DIR", os.path.join(tempfile.gettempdir(), f"tubeflow-deno-{os.getuid()}"))
     os.environ["DENO_NO_UPDATE_CHECK"] = "1"
     os.environ["NO_COLOR"] = "1"
+    _mark_token_requests()
     if sites.plugin_dirs:
         import importlib
 
@@ -143,6 +154,25 @@ def prepare_slot(sites: RealSites) -> None:
         plugin_dirs.value = ["default", *sites.plugin_dirs]
         importlib.invalidate_caches()  # yt-dlp's plugin finder forgets the namespace it found before
         load_all_plugins()
+
+
+def _mark_token_requests() -> None:
+    """While yt-dlp's PO-token framework asks for a token, say so (``is_provider_request``)."""
+    from yt_dlp.extractor.youtube.pot._director import PoTokenRequestDirector
+
+    asking = PoTokenRequestDirector.get_po_token
+    if getattr(asking, "_tubeflow_marked", False):
+        return
+
+    def get_po_token(self, request):  # noqa: ANN001, ANN202 - yt-dlp's signature
+        token = _asking_for_token.set(True)
+        try:
+            return asking(self, request)
+        finally:
+            _asking_for_token.reset(token)
+
+    get_po_token._tubeflow_marked = True  # type: ignore[attr-defined]
+    PoTokenRequestDirector.get_po_token = get_po_token  # type: ignore[method-assign]
 
 
 def route_curl(guard_url: str) -> None:
