@@ -36,6 +36,11 @@ def add_job_arguments(get: argparse.ArgumentParser) -> None:
     job.add_argument("--folder", help="a folder under the media root, e.g. music/live")
     job.add_argument("--template", help="a yt-dlp name template, e.g. '%%(title)s [%%(id)s].%%(ext)s'")
     job.add_argument("--cookies", metavar="PROFILE", help="a stored cookie profile (PUT /api/cookies/PROFILE)")
+    job.add_argument(
+        "--impersonate",
+        metavar="TARGET",
+        help="send a browser's fingerprint for sites behind bot protection: chrome, safari… (`tubeflow doctor` lists them)",
+    )
     job.add_argument("--playlist-items", metavar="SPEC", help='which playlist entries, e.g. "1-3,7"')
     job.add_argument("--priority", choices=("high", "normal", "low"), help="waiting items of higher priority go first")
     job.add_argument(
@@ -47,7 +52,7 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"url": args.url}
     for name in (
         "preset", "mode", "audio_format", "format", "quality", "container", "video_codec", "thumbnail", "cookies",
-        "playlist_items", "priority",
+        "impersonate", "playlist_items", "priority",
     ):  # fmt: skip
         if getattr(args, name, None) is not None:
             body[name] = getattr(args, name)

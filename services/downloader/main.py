@@ -234,6 +234,9 @@ async def publish_engine_facts(media: SlotPool, sites: RealSites, infra, worker:
                 await kv.put(engine_key(worker), facts.model_dump_json().encode())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), FACTS_EVERY)
+    if kv is not None:  # a downloader that stops takes its facts along
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(kv.delete(engine_key(worker)), 2.0)
 
 
 async def sweep_media(media_dir: Path, retention_days: float, stop: asyncio.Event) -> None:

@@ -393,3 +393,31 @@ def test_subscribe_from_the_page_see_its_check_and_pause_resume_and_delete_it(pa
     page.once("dialog", lambda dialog: dialog.accept())
     card_.locator("button[data-action=delete]").click()
     card_.wait_for(state="detached", timeout=10_000)
+
+
+def test_the_page_shows_what_real_sites_get_and_sends_an_impersonated_job(browser, stack, media):
+    import httpx
+
+    from tests.e2e.test_real_sites import engine_info
+
+    assert engine_info(stack.base)["engine"] is not None
+    page = browser.new_page()
+    try:
+        page.goto(stack.base)
+        page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+        page.wait_for_selector("#engine:not([hidden])", timeout=10_000)
+        page.click("#engine summary")
+        facts = page.inner_text("#engine")
+        assert "JavaScript runtime: deno" in facts and "challenge solver: yt-dlp-ejs" in facts, facts
+        page.wait_for_selector("select[name=impersonate] option[value=chrome]", state="attached", timeout=10_000)
+        page.fill("[name=url]", media.url(media.fresh("clip1.mp4")))
+        page.click("#options summary")
+        page.select_option("select[name=impersonate]", "chrome")
+        page.click("form#submit button[type=submit]")
+        page.wait_for_selector("#message:has-text('Accepted')", timeout=10_000)
+        job_id = page.inner_text("#message").split()[-1]
+        page.wait_for_selector(f"#job-{job_id}[data-status=completed]", timeout=60_000)
+        assert httpx.get(f"{stack.base}/api/jobs/{job_id}", timeout=10).json()["options"]["impersonate"] == "chrome"
+    finally:
+        page.evaluate("localStorage.clear()")
+        page.close()

@@ -1,0 +1,87 @@
+"""`tubeflow doctor` from a shell: exit 0 on a complete environment (a provider answering), 1 naming each problem
+(the runtime hidden, the provider down, NATS away), 2 with one line for a setting it can't use."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.pot_provider import FakePotProvider
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def closed_port() -> int:
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def doctor(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "doctor", *args],
+        cwd=ROOT,
+        env={**clean, "TUBEFLOW_DATA_DIR": str(tmp_path / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def provider():
+    with FakePotProvider("127.0.0.1") as running:
+        yield running
+
+
+def test_a_complete_environment_is_all_good(tmp_path, provider, nats_url):
+    done = doctor(tmp_path, TUBEFLOW_POT_PROVIDER_URL=provider.url, TUBEFLOW_NATS_URL=nats_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "JavaScript runtime: deno" in out and "challenge solver: yt-dlp-ejs" in out
+    assert "impersonation: " in out and "chrome" in out
+    assert f"PO-token provider: {provider.url} (answering" in out
+    assert "NATS: " in out and "answers" in out
+    assert out.rstrip().endswith("all good")
+
+
+def test_each_problem_is_one_line_and_the_exit_code_says_so(tmp_path):
+    down = f"http://127.0.0.1:{closed_port()}"
+    done = doctor(
+        tmp_path,
+        TUBEFLOW_JS_RUNTIME="none",
+        TUBEFLOW_POT_PROVIDER_URL=down,
+        TUBEFLOW_NATS_URL=f"nats://127.0.0.1:{closed_port()}",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    problems = [line for line in done.stdout.splitlines() if line.startswith("! ")]
+    assert len(problems) == 3, done.stdout
+    assert "no JavaScript runtime" in problems[0]
+    assert f"PO-token provider at {down} does not answer" in problems[1]
+    assert "NATS at nats://127.0.0.1:" in problems[2]
+    assert done.stdout.rstrip().endswith("3 problems")
+
+
+def test_json_and_a_rule_it_cant_follow(tmp_path):
+    done = doctor(tmp_path, "--json", TUBEFLOW_IMPERSONATE="vimeo.com=chrome,example.org=opera")
+    assert done.returncode == 1, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["facts"]["impersonate_rules"] == {"vimeo.com": "chrome", "example.org": "opera"}
+    assert answer["problems"] == [
+        "TUBEFLOW_IMPERSONATE: example.org=opera is not available here (see the targets listed above)"
+    ]
+
+
+def test_a_setting_it_cant_use_is_one_line(tmp_path):
+    done = doctor(tmp_path, TUBEFLOW_POT_PROVIDER_URL="ftp://x")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: TUBEFLOW_POT_PROVIDER_URL must be an http(s) URL (e.g. http://bgutil:4416), not 'ftp://x'"
+    ]
