@@ -108,8 +108,9 @@ def test_prod_takes_the_api_token_from_a_secret_and_commits_none():
 
 
 def pod_workloads(objects: list[dict]) -> dict[str, dict]:
-    """tubeflow's own pods: the four Deployments and the setup Job."""
-    return {**of_kind(objects, "Deployment"), **of_kind(objects, "Job")}
+    """tubeflow's own pods: its Deployments (not the PO-token provider's) and the setup Job."""
+    own = {name: d for name, d in of_kind(objects, "Deployment").items() if name != "pot-provider"}
+    return {**own, **of_kind(objects, "Job")}
 
 
 def test_prod_nats_wants_tls_on_clients_and_routes_and_an_account_login():
@@ -196,6 +197,44 @@ def test_storage_ingress_and_egress_policy(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_po_token_provider_is_reached_by_downloaders_and_the_scheduler_only(overlay):
+    from services.runtime.settings import Settings
+
+    _, objects = render(overlay)
+    config = of_kind(objects, "ConfigMap")["tubeflow"]["data"]
+    assert Settings(pot_provider_url=config["TUBEFLOW_POT_PROVIDER_URL"]).pot_provider_url == "http://pot-provider:4416"
+    provider = of_kind(objects, "Deployment")["pot-provider"]
+    labels = provider["spec"]["template"]["metadata"]["labels"]
+    assert "tubeflow/role" not in labels  # not one of tubeflow's pods: NATS doesn't let it in
+    assert of_kind(objects, "Service")["pot-provider"]["spec"]["ports"][0]["port"] == 4416
+    policies = of_kind(objects, "NetworkPolicy")
+    [rule] = policies["pot-provider"]["spec"]["ingress"]
+    [peer] = rule["from"]
+    roles = peer["podSelector"]["matchExpressions"][0]
+    assert (roles["key"], roles["operator"], set(roles["values"])) == (
+        "tubeflow/role",
+        "In",
+        {"downloader", "scheduler"},
+    )
+    assert rule["ports"] == [{"port": 4416, "protocol": "TCP"}]
+    clients = policies["pot-provider-clients"]["spec"]
+    assert clients["podSelector"]["matchExpressions"] == peer["podSelector"]["matchExpressions"]
+    assert clients["egress"][0]["to"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "pot-provider"}}}]
+    deployments = of_kind(objects, "Deployment")
+    for name in ("downloader", "scheduler"):
+        assert deployments[name]["spec"]["template"]["metadata"]["labels"]["tubeflow/role"] == name
+    for name in ("api", "extractor", "progress", "notifier"):
+        assert deployments[name]["spec"]["template"]["metadata"]["labels"]["tubeflow/role"] not in roles["values"]
+    blocked = [
+        c
+        for r in policies["pot-provider"]["spec"]["egress"]
+        for p in r["to"]
+        for c in p.get("ipBlock", {}).get("except", [])
+    ]
+    assert "10.0.0.0/8" in blocked and "169.254.0.0/16" in blocked
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_scales_workers_on_the_real_consumers(overlay):
     _, objects = render(overlay)
     deployments = of_kind(objects, "Deployment")
@@ -247,3 +286,10 @@ def test_compose_runs_the_same_services_from_one_image():
         assert "media:/data" in services[name]["volumes"]
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
     assert set(compose["volumes"]) == {"nats", "media"}
+    # The optional PO-token provider: on a network of its own with the downloader and the scheduler only.
+    provider = services["pot-provider"]
+    assert provider["profiles"] == ["pot"] and "pot" in provider["networks"]
+    assert compose["networks"]["pot"]["internal"] is True
+    assert {name for name, s in services.items() if "pot" in s.get("networks", [])} == {
+        "downloader", "scheduler", "pot-provider"
+    }
