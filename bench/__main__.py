@@ -17,6 +17,7 @@ BENCHMARKS = {
     "fanout": "bench.fanout",
     "playlist": "bench.playlist",
     "idle": "bench.idle",
+    "slots": "bench.slots",
 }
 
 

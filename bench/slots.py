@@ -1,0 +1,73 @@
+"""Slot start-up: what a downloader pays before its first yt-dlp call — the fork server (imports yt-dlp and
+tubeflow's adapter, compiles the extractors' patterns, makes a YoutubeDL once) and a slot forked from it, then a
+second slot, the first download in a fresh slot, and what the processes hold (PSS). The baseline, in the same run:
+a fresh Python that imports yt-dlp and makes one YoutubeDL (what any yt-dlp program pays once).
+
+Issue 24 added imports every slot pays (curl_cffi, Deno's and the solver's modules, the PO-token plugin, brotli,
+websockets): this is where their cost shows (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.harness import Report, media_server, process_tree, pss_mib
+
+try:  # the engine's package since issue 24; before it, the downloader's (so a worktree of an older commit runs this)
+    from services.engine.slots import SlotConfig, SlotPool
+except ImportError:  # pragma: no cover - older commits
+    from services.downloader.slots import SlotConfig, SlotPool  # type: ignore[no-redef]
+from services.runtime.addresses import AddressPolicy
+
+BARE = "import yt_dlp; yt_dlp.YoutubeDL({'quiet': True})"
+
+
+def bare_start() -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", BARE], check=True)
+    return time.perf_counter() - started
+
+
+def one_round(clip_url: str) -> dict[str, float]:
+    pool = SlotPool(2, SlotConfig(policy=AddressPolicy(allow_private=True)), download_timeout=120)
+    try:
+        started = time.perf_counter()
+        pool.warm_up(1)
+        first = time.perf_counter() - started
+        started = time.perf_counter()
+        pool.warm_up(2)
+        second = time.perf_counter() - started
+        with tempfile.TemporaryDirectory() as directory:
+            started = time.perf_counter()
+            pool.download(clip_url, directory=Path(directory), stem="0001", format=None, hook=lambda d: None)
+            download = time.perf_counter() - started
+        children = [pid for pid in process_tree(os.getpid()) if pid != os.getpid()]
+        pss = sorted(pss_mib(pid) for pid in children)
+        return {"first": first, "second": second, "download": download, "pss": pss}
+    finally:
+        pool.close()
+
+
+def run(quick: bool) -> Report:
+    rounds = 2 if quick else 5
+    report = Report("slots")
+    with media_server() as media:
+        bare = [bare_start() for _ in range(rounds)]
+        results = [one_round(media.url(media.fresh("clip.mp4"))) for _ in range(rounds)]
+    base = statistics.median(bare)
+    for name, label in (
+        ("first", "fork server + first slot ready"),
+        ("second", "a second slot ready"),
+        ("download", "first download in a fresh slot"),
+    ):
+        seconds = statistics.median(r[name] for r in results)
+        report.add(what=label, median_s=round(seconds, 3), ratio_to_bare_start=round(seconds / base, 2))
+    report.add(what="bare: python, import yt_dlp, one YoutubeDL", median_s=round(base, 3), ratio_to_bare_start=1.0)
+    pss = results[-1]["pss"]
+    report.notes.append(f"PSS of the processes after the last round (MiB, fork server and slots): {pss}")
+    return report
