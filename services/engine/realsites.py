@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from contracts.engine import EngineFacts, JsRuntime, PoTokenProvider, SolverScripts, target_available
+from services.runtime.jsruntime import default_js_runtime
 from services.runtime.sitelimits import matching_key, site_of
 
 log = logging.getLogger("tubeflow.realsites")
@@ -40,15 +41,9 @@ _asking_for_token: ContextVar[bool] = ContextVar("tubeflow_asking_for_token", de
 PING_TIMEOUT = 5.0
 
 
-def _default_runtime() -> str | None:
-    from services.runtime.settings import default_js_runtime  # not in a slot: it gets the path it is handed
-
-    return default_js_runtime()
-
-
 @dataclass(frozen=True)
 class RealSites:
-    js_runtime: str | None = field(default_factory=_default_runtime)
+    js_runtime: str | None = field(default_factory=default_js_runtime)
     # TUBEFLOW_IMPERSONATE as (site, target) pairs; an empty target: none.
     impersonate: tuple[tuple[str, str], ...] = ()
     pot_provider_url: str | None = None

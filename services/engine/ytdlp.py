@@ -139,10 +139,14 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
         if sites is not None and sites.is_provider_request(url):
             with guarded(self._tubeflow_provider_policy):  # type: ignore[attr-defined]
                 return super().urlopen(req)
+        from yt_dlp.networking import Request
+
+        if isinstance(req, Request) and req.proxies:
+            # Proxies come from TUBEFLOW_PROXY only (through the guard): a request may not choose its own, nor none.
+            req.proxies = {}
         holder = getattr(self, "_tubeflow_hook", None)
         target = holder.get("impersonate") if holder else None
         if target:
-            from yt_dlp.networking import Request
             from yt_dlp.networking.impersonate import ImpersonateTarget
 
             if isinstance(req, str):

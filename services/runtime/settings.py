@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.options import IMPERSONATE_TARGET
 from services.runtime.addresses import PROXY_SCHEMES, AddressPolicy, parse_networks
+from services.runtime.jsruntime import default_js_runtime
 from services.runtime.nats.connection import NatsAuth
 from services.runtime.sitelimits import parse_limits, parse_site_values
 
@@ -253,16 +254,6 @@ def impersonate_rules(text: str | None) -> dict[str, str]:
         "vimeo.com=chrome,*=",
         lambda v: None if not v or IMPERSONATE_TARGET.fullmatch(v) else f"{v!r} is not an impersonation target",
     )
-
-
-def default_js_runtime() -> str | None:
-    """The deno binary the environment has (the `deno` package's), or None."""
-    try:
-        from deno import find_deno_bin
-
-        return find_deno_bin()
-    except Exception:  # noqa: BLE001 - not installed, or its binary missing: no runtime (the doctor says so)
-        return None
 
 
 def split_paths(text: str | None) -> list[str]:

@@ -85,3 +85,25 @@ def test_a_setting_it_cant_use_is_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "error: TUBEFLOW_POT_PROVIDER_URL must be an http(s) URL (e.g. http://bgutil:4416), not 'ftp://x'"
     ]
+
+
+def test_a_downloader_asked_for_a_target_it_cant_send_refuses_to_start_naming_the_setting(tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "service", "downloader"],
+        cwd=ROOT,
+        env={
+            **clean,
+            "TUBEFLOW_DATA_DIR": str(tmp_path / "data"),
+            # Checked before NATS is asked for: nothing listens here.
+            "TUBEFLOW_NATS_URL": f"nats://127.0.0.1:{closed_port()}",
+            "TUBEFLOW_IMPERSONATE": "vimeo.com=chrome,example.org=opera",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "TUBEFLOW_IMPERSONATE" in line]
+    assert said and "example.org=opera not available here" in said[0], done.stdout + done.stderr
+    assert "vimeo.com=chrome" not in said[0]

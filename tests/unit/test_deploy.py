@@ -291,5 +291,7 @@ def test_compose_runs_the_same_services_from_one_image():
     assert provider["profiles"] == ["pot"] and "pot" in provider["networks"]
     assert compose["networks"]["pot"]["internal"] is True
     assert {name for name, s in services.items() if "pot" in s.get("networks", [])} == {
-        "downloader", "scheduler", "pot-provider"
+        "downloader",
+        "scheduler",
+        "pot-provider",
     }
