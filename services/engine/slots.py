@@ -242,13 +242,18 @@ class SlotPool:
         for slot in self._slots:
             slot.kill()
 
-    def _run(self, kind: str, kwargs: dict[str, Any], **options: Any) -> Any:
+    def _run(self, kind: str, kwargs: dict[str, Any], *, retire: bool = False, **options: Any) -> Any:
+        """One call in an idle slot; ``retire``: that slot's process ends after it (the next call forks a clean one)."""
         slot = self._idle.get()
         try:
             if self._closed:
                 raise Aborted("shutdown")
             with slot.lock:
-                return slot.call(kind, kwargs, live_timeout=self.config.max_recording + 120.0, **options)
+                try:
+                    return slot.call(kind, kwargs, live_timeout=self.config.max_recording + 120.0, **options)
+                finally:
+                    if retire:
+                        slot.kill()
         finally:
             self._idle.put(slot)
 
@@ -302,7 +307,13 @@ class SlotPool:
 
     def facts(self, script: str | None = None, po_token_for: str | None = None) -> dict[str, Any]:
         """What a slot's yt-dlp can do on real sites (``realsites.collect_facts``); ``po_token_for``: also ask the
-        PO-token framework for a token for that visitor (``realsites.request_po_token``)."""
+        PO-token framework for a token for that visitor (``realsites.request_po_token``). The slot is retired after:
+        asking imported YouTube's extractor and the challenge and PO-token machinery into it (~10 MiB, and more
+        objects for every collection), which a download of another site does not need."""
         return self._run(
-            "facts", {"script": script, "po_token_for": po_token_for}, token=None, timeout=self.resolve_timeout
+            "facts",
+            {"script": script, "po_token_for": po_token_for},
+            token=None,
+            timeout=self.resolve_timeout,
+            retire=True,
         )

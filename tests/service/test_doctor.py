@@ -107,3 +107,18 @@ def test_a_downloader_asked_for_a_target_it_cant_send_refuses_to_start_naming_th
     said = [line for line in (done.stdout + done.stderr).splitlines() if "TUBEFLOW_IMPERSONATE" in line]
     assert said and "example.org=opera not available here" in said[0], done.stdout + done.stderr
     assert "vimeo.com=chrome" not in said[0]
+
+
+def test_cookie_profiles_about_to_expire_are_named(tmp_path):
+    import time as clock
+
+    from services.runtime.cookies import CookieStore
+
+    store = CookieStore(tmp_path / "data")
+    soon, later = int(clock.time()) + 2 * 86400, int(clock.time()) + 90 * 86400
+    store.put("youtube", f".youtube.com\tTRUE\t/\tTRUE\t{soon}\tSID\tx\n".encode())
+    store.put("vimeo", f".vimeo.com\tTRUE\t/\tTRUE\t{later}\tsession\ty\n".encode())
+    done = doctor(tmp_path)
+    problems = [line for line in done.stdout.splitlines() if line.startswith("! ")]
+    assert done.returncode == 1 and len(problems) == 1, done.stdout
+    assert "cookie profile 'youtube'" in problems[0] and "PUT /api/cookies/youtube" in problems[0]
