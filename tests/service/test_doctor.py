@@ -87,7 +87,7 @@ def test_a_setting_it_cant_use_is_one_line(tmp_path):
     ]
 
 
-def test_a_downloader_asked_for_a_target_it_cant_send_refuses_to_start_naming_the_setting(tmp_path):
+def test_a_downloader_asked_for_a_target_it_cant_send_refuses_to_start_naming_the_setting(tmp_path, nats_url):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", "service", "downloader"],
@@ -95,8 +95,7 @@ def test_a_downloader_asked_for_a_target_it_cant_send_refuses_to_start_naming_th
         env={
             **clean,
             "TUBEFLOW_DATA_DIR": str(tmp_path / "data"),
-            # Checked before NATS is asked for: nothing listens here.
-            "TUBEFLOW_NATS_URL": f"nats://127.0.0.1:{closed_port()}",
+            "TUBEFLOW_NATS_URL": nats_url,
             "TUBEFLOW_IMPERSONATE": "vimeo.com=chrome,example.org=opera",
         },
         capture_output=True,
