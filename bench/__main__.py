@@ -18,6 +18,7 @@ BENCHMARKS = {
     "playlist": "bench.playlist",
     "idle": "bench.idle",
     "slots": "bench.slots",
+    "breakdown": "bench.breakdown",
 }
 
 
