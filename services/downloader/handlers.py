@@ -18,6 +18,7 @@ from contracts.options import DownloadOptions
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import adopt
 from services.downloader.disk import DiskLimits
+from services.downloader.probes import ProbeCarrier
 from services.downloader.reports import ItemReports
 from services.engine.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
@@ -57,6 +58,8 @@ class Downloader:
     now: Callable[[], datetime] = field(default=utcnow)
     disk: DiskLimits = field(default_factory=DiskLimits)
     cookies: CookieStore | None = None
+    # What a resolve found, carried to the downloader that takes the item (see probes); None: not carried.
+    probes: ProbeCarrier | None = None
 
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
@@ -149,7 +152,19 @@ class Downloader:
             ),
             step_event_id(job, "resolved", round=rnd),
         )
+        self._carry_probe(event, resolution)
         await self._queue_items(event, resolution)
+
+    def _carry_probe(self, event: ev.RequestedEvent, resolution: Resolution) -> None:
+        """A single video's probe, for whichever downloader takes its item (not one extracted with cookies)."""
+        kept = getattr(self.media, "kept_probe", None)
+        options = event.data.options
+        if self.probes is None or kept is None or resolution.kind != "video" or not resolution.entries:
+            return
+        if options is not None and options.cookies:
+            return
+        entry = resolution.entries[0]
+        self.probes.carry(event.job_id, item_id(entry.index), kept(entry.url))
 
     async def _queue_items(self, event: ev.RequestedEvent, resolution: Resolution) -> None:
         """One `item.queued` per entry, ``QUEUE_CHUNK`` at a time; a cancel stops it between chunks."""
@@ -311,6 +326,10 @@ class Downloader:
         directory.mkdir(parents=True, exist_ok=True)
         claimed: list[str] = []
         reuse = self.catalog.reuse_or_claim(loop, claimed, token.raise_if_tripped) if self.catalog else None
+        probe = None
+        kept = getattr(self.media, "kept_probe", None)
+        if self.probes is not None and cookies is None and kept is not None and kept(event.data.url) is None:
+            probe = await self.probes.fetch(job, item)
         try:
             result = await loop.run_in_executor(
                 self.executor,
@@ -328,6 +347,7 @@ class Downloader:
                     if event.data.playlist_title is not None
                     else None,
                     cookies=cookies,
+                    **({"probe": probe} if probe is not None else {}),
                 ),
             )
             if claimed and self.catalog is not None:

@@ -19,6 +19,7 @@ from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import Downloader
+from services.downloader.probes import ProbeCarrier
 from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
 from services.downloader.sites import SiteGate
 from services.downloader.tickets import TicketLoop
@@ -32,6 +33,7 @@ from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
 from services.runtime.nats.topology import (
     ENGINE_BUCKET,
+    PROBES_BUCKET,
     QUEUE_BUCKET,
     SITES_BUCKET,
     WORKERS_BUCKET,
@@ -103,6 +105,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             media_dir=media_dir,
             worker=worker,
             cookies=CookieStore(settings.data_dir),
+            probes=ProbeCarrier(await optional_bucket(infra.js, PROBES_BUCKET)),
             max_items=settings.max_playlist_items,
             progress_interval=settings.progress_interval,
             progress_min_step=settings.progress_min_step,
@@ -201,6 +204,15 @@ def job_bytes_reader(kv: KeyValue) -> Callable[[str], Awaitable[int]]:
     return job_bytes
 
 
+async def optional_bucket(js, name: str) -> KeyValue | None:  # noqa: ANN001
+    """A bucket newer than the deployment's last `tubeflow setup` may be missing: then its feature is off."""
+    try:
+        return await js.key_value(name)
+    except Exception as exc:
+        log.warning("no %s bucket (run `tubeflow setup`): %s", name, exc)
+        return None
+
+
 async def publish_engine_facts(media: SlotPool, sites: RealSites, infra, worker: str, stop, state: dict) -> None:  # noqa: ANN001
     """What this downloader's engine can do on real sites (asked of a slot once), with whether the PO-token provider
     answers (asked every FACTS_EVERY s), into the engine bucket for the API, the page and the doctor; what a real site
@@ -212,11 +224,7 @@ async def publish_engine_facts(media: SlotPool, sites: RealSites, infra, worker:
         log.warning("real sites: the engine's facts could not be read: %s", exc)
         return
     facts.worker = worker
-    try:
-        kv = await infra.js.key_value(ENGINE_BUCKET)
-    except Exception as exc:  # a deployment set up before the bucket existed: `tubeflow setup` makes it
-        log.warning("real sites: no %s bucket (run `tubeflow setup`): %s", ENGINE_BUCKET, exc)
-        kv = None
+    kv = await optional_bucket(infra.js, ENGINE_BUCKET)
     first = True
     while not stop.is_set():
         facts.pot_provider = await asyncio.to_thread(ping_provider, sites.pot_provider_url)

@@ -121,12 +121,66 @@ class MediaTool(Protocol):
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
         cookies: Path | None = None,
+        probe: dict[str, Any] | None = None,
     ) -> Downloaded: ...
 
 
 # A probe older than this is extracted again: signed media URLs expire, and a queue can be long.
 PROBE_TTL = 60.0
 PROBE_CACHE_SIZE = 256
+# A probe carried to another process (services/downloader/probes.py) is at most this large, compressed.
+MAX_CARRIED_PROBE = 1024 * 1024
+
+
+def _portable(value: Any) -> Any:
+    """``value`` as plain JSON data (tuples and sets become lists), or _DROP when it holds something that isn't data
+    (then the probe is not carried: a format without its fragments function would be broken). Only yt-dlp's private
+    helpers (``__post_extractor`` & co., callables kept for options tubeflow never sets) are left out."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return _DROP
+            converted = _portable(item)
+            if converted is _DROP:
+                if key.startswith("__"):
+                    continue
+                return _DROP
+            out[key] = converted
+        return out
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_portable(item) for item in value]
+        return _DROP if any(item is _DROP for item in items) else items
+    return _DROP
+
+
+_DROP = object()
+
+
+def pack_probe(info: dict[str, Any]) -> bytes | None:
+    """A resolve's probe as compressed JSON for another process, or None when it can't travel (too large, or
+    something in a list that isn't data)."""
+    import json
+    import zlib
+
+    portable = _portable(info)
+    if not isinstance(portable, dict):
+        return None
+    packed = zlib.compress(json.dumps(portable, separators=(",", ":"), allow_nan=True).encode(), 3)
+    return packed if len(packed) <= MAX_CARRIED_PROBE else None
+
+
+def unpack_probe(data: bytes) -> dict[str, Any] | None:
+    import json
+    import zlib
+
+    try:
+        found = json.loads(zlib.decompress(data, bufsize=MAX_CARRIED_PROBE))
+    except (ValueError, zlib.error):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 class Probes:
@@ -144,6 +198,12 @@ class Probes:
             self._kept.move_to_end(url)
             while len(self._kept) > PROBE_CACHE_SIZE:
                 self._kept.popitem(last=False)
+
+    def peek(self, url: str) -> dict[str, Any] | None:
+        """The probe kept for ``url`` (fresh), left in place."""
+        with self._lock:
+            kept = self._kept.get(url)
+        return None if kept is None or self._clock() - kept[0] > PROBE_TTL else kept[1]
 
     def take(self, url: str) -> dict[str, Any] | None:
         with self._lock:

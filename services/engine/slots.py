@@ -291,19 +291,25 @@ class SlotPool:
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
         cookies: Path | None = None,
+        probe: dict[str, Any] | None = None,
     ) -> Downloaded:
+        """``probe``: what another process's resolve found (carried with the item), used when none is kept here."""
         kwargs = {
             "cookies": cookies,
             "url": url,
             "directory": directory,
             "stem": stem,
             "format": format,
-            "probe": self._probes.take(url) if cookies is None else None,
+            "probe": (self._probes.take(url) or probe) if cookies is None else None,
             "max_bytes": max_bytes,
             "options": options,
             "playlist": playlist,
         }
         return self._run("download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse)
+
+    def kept_probe(self, url: str) -> dict[str, Any] | None:
+        """The probe a resolve here kept for ``url``'s download (left in place), to carry to another process."""
+        return self._probes.peek(url)
 
     def facts(self, script: str | None = None, po_token_for: str | None = None) -> dict[str, Any]:
         """What a slot's yt-dlp can do on real sites (``realsites.collect_facts``); ``po_token_for``: also ask the

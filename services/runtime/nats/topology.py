@@ -47,6 +47,12 @@ SCHEDULER_BUCKET = "tubeflow_scheduler"
 # What each downloader's engine can do on real sites (contracts.engine.EngineFacts), refreshed every minute.
 ENGINE_BUCKET = "tubeflow_engine"
 ENGINE_TTL = 300.0
+# What a resolve found for a single video (compressed JSON), for the downloader that takes the item's ticket when it
+# is not the one that resolved it: the item is not extracted again (services/downloader/probes.py).
+PROBES_BUCKET = "tubeflow_probes"
+# As services.engine.media's PROBE_TTL and MAX_CARRIED_PROBE (a unit test keeps them equal).
+PROBES_TTL = 60.0
+MAX_PROBE_BYTES = 1024 * 1024
 BUCKETS = (
     JOBS_BUCKET,
     IDEMPOTENCY_BUCKET,
@@ -59,6 +65,7 @@ BUCKETS = (
     DELIVERIES_BUCKET,
     SCHEDULER_BUCKET,
     ENGINE_BUCKET,
+    PROBES_BUCKET,
 )
 # A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
 WORKER_TTL = 30.0
@@ -168,6 +175,12 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
         bucket(ENGINE_BUCKET, "downloader process -> what its engine can do on real sites", ttl=ENGINE_TTL),
+        bucket(
+            PROBES_BUCKET,
+            "job.item -> what its resolve found, for the downloader that takes it",
+            ttl=PROBES_TTL,
+            max_value_size=MAX_PROBE_BYTES,
+        ),
     ]
 
 
