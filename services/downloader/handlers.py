@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
@@ -60,6 +60,9 @@ class Downloader:
     cookies: CookieStore | None = None
     # What a resolve found, carried to the downloader that takes the item (see probes); None: not carried.
     probes: ProbeCarrier | None = None
+    # Issue a single video's ticket right after its `item.queued` (the dispatcher's `dispatch`); None: only the
+    # `item.queued` consumer does.
+    ticket_now: Callable[[ev.ItemQueuedEvent], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
@@ -167,35 +170,39 @@ class Downloader:
         self.probes.carry(event.job_id, item_id(entry.index), kept(entry.url))
 
     async def _queue_items(self, event: ev.RequestedEvent, resolution: Resolution) -> None:
-        """One `item.queued` per entry, ``QUEUE_CHUNK`` at a time; a cancel stops it between chunks."""
+        """One `item.queued` per entry, ``QUEUE_CHUNK`` at a time; a cancel stops it between chunks. A single video's
+        ticket is issued here at once (``ticket_now``), not after the `item.queued` consumer's hop; that consumer
+        issues the same ticket again, which the server drops as a duplicate."""
         job, request = event.job_id, event.data
+        chunk: list[ev.ItemQueuedEvent] = []
         for start in range(0, len(resolution.entries), QUEUE_CHUNK):
             if await self.cancellations.is_cancelled(job):
                 return
-            chunk = resolution.entries[start : start + QUEUE_CHUNK]
-            await asyncio.gather(
-                *(
-                    self.publisher.publish(
-                        ev.item_queued(
-                            job,
-                            item_id(entry.index),
-                            index=entry.index,
-                            url=entry.url,
-                            title=entry.title,
-                            mode=request.mode,
-                            audio_format=request.audio_format,
-                            format=request.format,
-                            round=request.round,
-                            occurred_at=self.now(),
-                            options=request.options,
-                            playlist_title=resolution.title if resolution.kind == "playlist" else None,
-                            priority=request.priority,
-                            held=not request.start,
-                        )
-                    )
-                    for entry in chunk
+            chunk = [
+                ev.item_queued(
+                    job,
+                    item_id(entry.index),
+                    index=entry.index,
+                    url=entry.url,
+                    title=entry.title,
+                    mode=request.mode,
+                    audio_format=request.audio_format,
+                    format=request.format,
+                    round=request.round,
+                    occurred_at=self.now(),
+                    options=request.options,
+                    playlist_title=resolution.title if resolution.kind == "playlist" else None,
+                    priority=request.priority,
+                    held=not request.start,
                 )
-            )
+                for entry in resolution.entries[start : start + QUEUE_CHUNK]
+            ]
+            await asyncio.gather(*(self.publisher.publish(queued) for queued in chunk))
+        if self.ticket_now is not None and resolution.kind == "video" and len(chunk) == 1:
+            try:
+                await self.ticket_now(chunk[0])
+            except Exception as exc:  # the `item.queued` consumer issues it
+                log.debug("ticket of job %s not issued at once: %s", job, exc)
 
     # --- download -----------------------------------------------------------------------------------------------
 

@@ -10,11 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.engine import EngineFacts, engine_key
-from contracts.views import JobSummary
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
@@ -39,6 +37,7 @@ from services.runtime.nats.topology import (
     WORKERS_BUCKET,
     declare_consumers,
 )
+from services.runtime.nats.views import SummaryReader
 from services.runtime.nats.work import work_subscriber
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.worker import cancellations_for, new_broker, serve_worker
@@ -96,7 +95,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     async with open_infrastructure(
         settings, "downloader", stop=stop, ready_details=lambda: dict(engine_state)
     ) as infra:
-        cancellations = await cancellations_for(infra)
+        summaries = SummaryReader(await jobs_bucket(infra.js))
+        cancellations = await cancellations_for(infra, summaries)
         worker = worker_identity(settings)
         downloader = Downloader(
             publisher=EventPublisher(infra.js),
@@ -119,13 +119,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 max_filesize=int(settings.max_filesize),
                 max_job_bytes=int(settings.max_job_bytes),
                 min_free_disk=int(settings.min_free_disk),
-                job_bytes=job_bytes_reader(await jobs_bucket(infra.js)),
+                job_bytes=job_bytes_reader(summaries),
             ),
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         facts = asyncio.create_task(publish_engine_facts(media, sites, infra, worker, stop, engine_state))
         broker = new_broker(settings)
         dispatcher = Dispatcher(infra.js, cancelled=cancellations.heard_cancelled)
+        downloader.ticket_now = dispatcher.dispatch
         subscriptions = (
             (RESOLVE, RESOLVE_CONCURRENCY, downloader.resolve),
             (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),
@@ -191,15 +192,12 @@ async def _drain(tickets: TicketLoop, loops: tuple[asyncio.Task, ...], grace: fl
     await asyncio.gather(*loops, return_exceptions=True)
 
 
-def job_bytes_reader(kv: KeyValue) -> Callable[[str], Awaitable[int]]:
+def job_bytes_reader(summaries: SummaryReader) -> Callable[[str], Awaitable[int]]:
     """Bytes a job's downloads hold so far, from its summary in the read models (0 before it is projected)."""
 
     async def job_bytes(job_id: str) -> int:
-        try:
-            entry = await kv.get(job_id)
-        except KeyNotFoundError:
-            return 0
-        return JobSummary.model_validate_json(entry.value).download.bytes_done if entry.value else 0
+        summary = await summaries.get(job_id)
+        return summary.download.bytes_done if summary is not None else 0
 
     return job_bytes
 

@@ -8,14 +8,14 @@ import logging
 from typing import Awaitable, Callable
 
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError
 
-from contracts.views import VIEW_TOO_LARGE, JobSummary
+from contracts.views import VIEW_TOO_LARGE
 from services.runtime.cancellation import Cancellations
 from services.runtime.infrastructure import STOP_TIMEOUT, Infrastructure
 from services.runtime.metrics import IN_FLIGHT, freeze_startup_objects
 from services.runtime.nats import jobs_bucket
 from services.runtime.nats.connection import servers_of
+from services.runtime.nats.views import SummaryReader
 from services.runtime.settings import Settings
 from services.runtime.tasks import cancel_until_done
 
@@ -32,20 +32,17 @@ def new_broker(settings: Settings) -> NatsBroker:
     )
 
 
-async def cancellations_for(infra: Infrastructure) -> Cancellations:
-    """Cancellations that hear `cancel.requested` at once and look up jobs cancelled while this process was away."""
-    kv = await jobs_bucket(infra.js)
+async def cancellations_for(infra: Infrastructure, summaries: SummaryReader | None = None) -> Cancellations:
+    """Cancellations that hear `cancel.requested` at once and look up jobs cancelled while this process was away
+    (``summaries``: the reader of job summaries to share with the process's other checks)."""
+    reader = summaries or SummaryReader(await jobs_bucket(infra.js))
 
     async def cancelled_in_store(job_id: str) -> bool:
-        try:
-            entry = await kv.get(job_id)
-        except KeyNotFoundError:
-            return False
         # The summary only (the items are skipped, not built): this runs before every download, and a playlist's
         # view can hold a thousand items.
-        if not entry.value:
+        summary = await reader.get(job_id)
+        if summary is None:
             return False
-        summary = JobSummary.model_validate_json(entry.value)
         # A job whose view was cut (too big to store) is stopped like a cancelled one.
         return summary.status == "cancelled" or (summary.error is not None and summary.error.code == VIEW_TOO_LARGE)
 

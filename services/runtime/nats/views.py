@@ -146,3 +146,43 @@ async def put_view(kv: KeyValue, view: JobView) -> None:
     pages, head = stored_values(view)
     await asyncio.gather(*(kv.put(page_key(view.id, page), data) for page, data in pages.items()))
     await kv.put(view.id, head)
+
+
+# A job's summary read by a worker is reused this long: a single video's path reads it two or three times within
+# milliseconds (the cancel lookup before queueing and before the ticket runs, the job's byte budget).
+SUMMARY_MEMO = 1.0
+SUMMARY_MEMO_SIZE = 1024
+
+
+class SummaryReader:
+    """A job's summary (JobSummary, its items not built) from the read models, for the checks workers make before
+    work: reused for SUMMARY_MEMO seconds. Live cancels reach workers through their subscription, not this; what it
+    answers is what happened while they were away, for which a second's reuse changes nothing."""
+
+    def __init__(self, kv, clock=None) -> None:  # noqa: ANN001 - a nats KeyValue, a monotonic clock
+        import time
+        from collections import OrderedDict
+
+        self._kv = kv
+        self._clock = clock or time.monotonic
+        self._memo: OrderedDict[str, tuple[float, object]] = OrderedDict()
+
+    async def get(self, job_id: str):  # noqa: ANN201 - JobSummary | None
+        from nats.js.errors import KeyNotFoundError
+
+        from contracts.views import JobSummary
+
+        now = self._clock()
+        kept = self._memo.get(job_id)
+        if kept is not None and now - kept[0] < SUMMARY_MEMO:
+            return kept[1]
+        try:
+            entry = await self._kv.get(job_id)
+            summary = JobSummary.model_validate_json(entry.value) if entry.value else None
+        except KeyNotFoundError:
+            summary = None
+        self._memo[job_id] = (now, summary)
+        self._memo.move_to_end(job_id)
+        while len(self._memo) > SUMMARY_MEMO_SIZE:
+            self._memo.popitem(last=False)
+        return summary
