@@ -13,7 +13,11 @@ over jobs (or items), in milliseconds:
 - seen: `download.completed` -> the terminal view seen on `GET /api/jobs/stream` (projection, fold, SSE)
 
 Also the requests the media server saw for each item's file, against bare yt-dlp's for the same kind of file (its
-Python API extracting and downloading one URL), and bare yt-dlp's time per clip (sequential, a warm YoutubeDL)."""
+Python API extracting and downloading one URL), and bare yt-dlp's time per clip (sequential, a warm YoutubeDL).
+
+Then side by side, alternating rounds, each against bare yt-dlp doing the same work with the same concurrency (3
+threads, a warm YoutubeDL each): a batch of many URLs (`POST /api/jobs/batch`, one job each) and one playlist job of
+as many entries (bare yt-dlp downloads the same entries' URLs); first POST to the last job seen finished."""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import httpx
 import yt_dlp
 
 from bench.harness import FinishedJobs, Report, media_server, nats_server, tubeflow
+from bench.throughput import BareYtDlp
 from tests.support.media import make_clip
 
 STAGES = (
@@ -115,6 +120,7 @@ def run(quick: bool) -> Report:
         before = len(media.requests)
         bare = bare_per_clip([media.url(n) for n in bare_names])
         bare_requests = [sum(p.endswith(f"/{n}") for p in media.requests[before:]) for n in bare_names[1:]]
+    side = side_by_side(quick)
     total_single = statistics.median(sum(s.values()) for s in singles)
     for name, _, _ in STAGES:
         single = [s[name] for s in singles if name in s]
@@ -132,5 +138,53 @@ def run(quick: bool) -> Report:
         playlist_item_ms=statistics.median(playlist_requests),
         bare=statistics.median(bare_requests),
     )
+    for name, rows in side.items():
+        ratios = [t / b for t, b in rows]
+        report.add(
+            stage=f"side by side: {name} (median of {len(rows)} rounds)",
+            single_ms=round(statistics.median(t for t, _ in rows) * 1000, 1),
+            bare=round(statistics.median(b for _, b in rows) * 1000, 1),
+            ratio=round(statistics.median(ratios), 2),
+            rounds=", ".join(f"{r:.2f}" for r in ratios),
+        )
     report.notes.append(f"{count} single-video jobs one at a time, then one {count}-entry playlist; clip {size} bytes")
     return report
+
+
+def side_by_side(quick: bool) -> dict[str, list[tuple[float, float]]]:
+    """(tubeflow seconds, bare seconds) per round, for a batch and a playlist of small clips."""
+    rounds, batch, playlist = (1, 10, 10) if quick else (3, 100, 300)
+    results: dict[str, list[tuple[float, float]]] = {f"batch of {batch}": [], f"playlist of {playlist}": []}
+    with nats_server() as nats, media_server() as media:
+        make_clip(media.root / "small.mp4", seconds=10, size="640x360", bitrate="200k")
+        bare = BareYtDlp()
+        bare.warm_up([media.url(media.fresh("small.mp4")) for _ in range(3)])
+        with tubeflow(nats.url, ["up"]) as stack, httpx.Client(timeout=60) as client:
+            finished = FinishedJobs(stack.base)
+            try:
+                warm = client.post(f"{stack.base}/api/jobs", json={"url": media.url(media.fresh("small.mp4"))})
+                finished.wait([warm.json()["id"]], timeout=60)
+                for _ in range(rounds):
+                    urls = [media.url(media.fresh("small.mp4")) for _ in range(batch)]
+                    started = time.perf_counter()
+                    jobs = client.post(f"{stack.base}/api/jobs/batch", json={"urls": urls, "metadata": False}).json()
+                    finished.wait([job["id"] for job in jobs["jobs"]], timeout=600)
+                    ours = time.perf_counter() - started
+                    theirs = bare.run([media.url(media.fresh("small.mp4")) for _ in range(batch)])
+                    results[f"batch of {batch}"].append((ours, theirs))
+                    # A feed of N entries of one file, each its own URL (?n=k); a fresh file per round.
+                    name = media.fresh("small.mp4")
+                    started = time.perf_counter()
+                    job = client.post(
+                        f"{stack.base}/api/jobs",
+                        json={"url": f"{media.base}/feed.xml?count={playlist}&name={name}", "metadata": False},
+                    ).json()
+                    finished.wait([job["id"]], timeout=900)
+                    ours = time.perf_counter() - started
+                    other = media.fresh("small.mp4")
+                    theirs = bare.run([f"{media.url(other)}?n={k}" for k in range(1, playlist + 1)])
+                    results[f"playlist of {playlist}"].append((ours, theirs))
+            finally:
+                finished.close()
+                bare.close()
+    return results
