@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from contracts.engine import target_available
+from contracts.options import impersonate_client
 from services.api.engine import EngineBook
 from services.api.errors import ApiError, field_error
 from services.api.presets import PresetBook
@@ -74,7 +75,7 @@ class Admission:
             # Before any downloader has said what it can send, the job is taken (its download fails with
             # impersonate_unavailable if none can).
             if targets is not None and not target_available(data.impersonate, targets):
-                clients = sorted({t.split(":")[0].split("-")[0] for t in targets})
+                clients = sorted({impersonate_client(t) for t in targets})
                 raise field_error(
                     422,
                     "impersonate",

@@ -13,6 +13,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 
 from contracts.engine import EngineFacts
+from contracts.options import impersonate_client
 from services.runtime.settings import Settings
 
 COOKIES_EXPIRING = timedelta(days=7)
@@ -22,19 +23,13 @@ NATS_TIMEOUT = 3.0
 def engine_facts(settings: Settings) -> tuple[EngineFacts, list[str]]:
     """The engine's facts as a slot built from ``settings`` finds them, and TUBEFLOW_IMPERSONATE's rules it can't
     follow."""
-    from services.engine.options import operator_params
     from services.engine.realsites import RealSites, ping_provider, unavailable_rules
     from services.engine.slots import SlotConfig, SlotPool
 
     sites = RealSites.from_settings(settings)
     pool = SlotPool(
         1,
-        SlotConfig(
-            policy=settings.address_policy(),
-            proxy=settings.proxy,
-            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
-            sites=sites,
-        ),
+        SlotConfig.from_settings(settings, sites),
         resolve_timeout=120.0,
     )
     try:
@@ -79,7 +74,7 @@ def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
         if solver and solver.version
         else "challenge solver: none"
     )
-    clients = sorted({t.split(":")[0].split("-")[0] for t in facts.impersonate_targets})
+    clients = sorted({impersonate_client(t) for t in facts.impersonate_targets})
     seen.append(
         f"impersonation: {len(facts.impersonate_targets)} targets ({', '.join(clients)})"
         if clients

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable
 from nats.js.kv import KeyValue
 
 from contracts.engine import EngineFacts, engine_key
+from contracts.options import impersonate_client
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
@@ -21,7 +22,6 @@ from services.downloader.probes import ProbeCarrier
 from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
 from services.downloader.sites import SiteGate
 from services.downloader.tickets import TicketLoop
-from services.engine.options import operator_params
 from services.engine.realsites import RealSites, ping_provider, unavailable_rules
 from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.clock import utcnow
@@ -64,13 +64,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     executor = ThreadPoolExecutor(max_workers=concurrency + RESOLVE_CONCURRENCY, thread_name_prefix="yt-dlp")
     media = SlotPool(
         concurrency + RESOLVE_CONCURRENCY,
-        SlotConfig(
-            policy=settings.address_policy(),
-            max_recording=settings.max_recording,
-            proxy=settings.proxy,
-            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
-            sites=sites,
-        ),
+        SlotConfig.from_settings(settings, sites),
         resolve_timeout=settings.resolve_timeout,
         download_timeout=settings.download_timeout,
     )
@@ -84,7 +78,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             media.close()
             raise ValueError(
                 f"TUBEFLOW_IMPERSONATE: {', '.join(missing)} not available here "
-                f"(clients available: {', '.join(sorted({t.split('-')[0].split(':')[0] for t in can_send})) or 'none'})"
+                f"(clients available: {', '.join(sorted({impersonate_client(t) for t in can_send})) or 'none'})"
             )
     warm_up = loop.run_in_executor(None, media.warm_up)
     warm_up.add_done_callback(lambda f: f.cancelled() or f.exception() and log.warning("warm-up: %s", f.exception()))

@@ -61,6 +61,19 @@ class SlotConfig:
     # What real sites need: the JS runtime, impersonation rules, the PO-token provider, plugins (see realsites).
     sites: RealSites = field(default_factory=RealSites)
 
+    @classmethod
+    def from_settings(cls, settings: Any, sites: RealSites | None = None) -> "SlotConfig":
+        """The slots the operator's settings ask for (the downloader's, the scheduler's, the doctor's)."""
+        from services.engine.options import operator_params
+
+        return cls(
+            policy=settings.address_policy(),
+            max_recording=settings.max_recording,
+            proxy=settings.proxy,
+            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+            sites=sites or RealSites.from_settings(settings),
+        )
+
 
 def _child_main(conn: Connection, config: SlotConfig) -> None:
     from services.engine.slot_process import serve

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 import imageio_ffmpeg
 import yt_dlp
 from yt_dlp.downloader.common import FileDownloader
+from yt_dlp.networking import Request
+from yt_dlp.networking.impersonate import ImpersonateTarget
 
 from contracts.options import DownloadOptions
 from services.engine.errors import classify
@@ -140,16 +142,12 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
         if sites is not None and sites.is_provider_request(url):
             with guarded(self._tubeflow_provider_policy):  # type: ignore[attr-defined]
                 return super().urlopen(req)
-        from yt_dlp.networking import Request
-
         if isinstance(req, Request) and req.proxies:
             # Proxies come from TUBEFLOW_PROXY only (through the guard): a request may not choose its own, nor none.
             req.proxies = {}
         holder = getattr(self, "_tubeflow_hook", None)
         target = holder.get("impersonate") if holder else None
         if target:
-            from yt_dlp.networking.impersonate import ImpersonateTarget
-
             if isinstance(req, str):
                 req = Request(req)
             if isinstance(req, Request) and not req.extensions.get("impersonate"):

@@ -13,8 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 from contracts.subscriptions import SubscriptionView, due
-from services.engine.options import operator_params
-from services.engine.realsites import RealSites
 from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
@@ -129,12 +127,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     executor = ThreadPoolExecutor(max_workers=CHECK_CONCURRENCY, thread_name_prefix="subscription-check")
     media = SlotPool(
         CHECK_CONCURRENCY,
-        SlotConfig(
-            policy=settings.address_policy(),
-            proxy=settings.proxy,
-            operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
-            sites=RealSites.from_settings(settings),
-        ),
+        SlotConfig.from_settings(settings),
         resolve_timeout=min(settings.resolve_timeout, settings.check_timeout),
     )
     worker = worker_identity(settings)
