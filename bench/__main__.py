@@ -19,6 +19,7 @@ BENCHMARKS = {
     "idle": "bench.idle",
     "slots": "bench.slots",
     "breakdown": "bench.breakdown",
+    "memory": "bench.memory",
 }
 
 

@@ -17,6 +17,8 @@ import select
 import socket
 import socketserver
 import threading
+import time
+from collections import deque
 from urllib.parse import urlsplit
 
 from services.engine.upstream import Upstream
@@ -34,13 +36,17 @@ FFMPEG_PROTOCOLS = "http,https,tcp,tls,httpproxy,crypto,data"
 
 
 class GuardProxy:
-    """Started once per slot process; ``url`` goes into ``http_proxy``; ``refusals`` lists what was refused."""
+    """Started once per slot process; ``url`` goes into ``http_proxy``; ``refused_since`` says what was refused.
+
+    One guard serves every lane of its process: a refusal is told to the call that fails after it (a call that
+    fails while another lane's connection was refused could be told of that refusal too; both fail either way)."""
 
     def __init__(self, policy: AddressPolicy, upstream: Upstream | None = None) -> None:
         self.policy = policy
         # TUBEFLOW_PROXY: every checked connection goes on through it (see ``upstream``).
         self.upstream = upstream
-        self.refusals: list[str] = []
+        # (when, why), the latest few.
+        self.refusals: deque[tuple[float, str]] = deque(maxlen=64)
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         guard = self
 
@@ -62,6 +68,10 @@ class GuardProxy:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    def refused_since(self, began: float) -> str | None:
+        """The first refusal since ``began`` (a monotonic time), if any."""
+        return next((why for when, why in list(self.refusals) if when >= began), None)
 
     def start(self) -> "GuardProxy":
         self._thread.start()
@@ -121,7 +131,7 @@ class GuardProxy:
         try:
             results = resolve_checked(self.policy, host, int(port_text))
         except ForbiddenAddress as exc:
-            self.refusals.append(str(exc))
+            self.refusals.append((time.monotonic(), str(exc)))
             log.warning("refused a connection for ffmpeg: %s", exc)
             return _reply(client, 403, str(exc))
         except OSError as exc:

@@ -1,7 +1,7 @@
-"""Imported once by the fork server the slot processes fork from (see ``slots``): yt-dlp and this service's adapter
+"""Imported once by the zygote the slot processes fork from (see ``zygote``): yt-dlp and this service's adapter
 for it, with the URL patterns of its ~1,800 extractors compiled (~0.35 s), so every slot starts with them instead of
 paying for them itself, and the modules a YoutubeDL and the generic extractor import on first use. Then the collector is told to leave these objects alone (``gc.freeze``): a collection in a
-slot would otherwise write to every one of them and copy the pages the slots share with the fork server."""
+slot would otherwise write to every one of them and copy the pages the slots share with the zygote."""
 
 import gc
 

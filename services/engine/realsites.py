@@ -146,7 +146,7 @@ def prepare_slot(sites: RealSites) -> None:
         from yt_dlp.globals import plugin_dirs
         from yt_dlp.plugins import load_all_plugins
 
-        # The default plugins (the PO-token provider's) were loaded by the fork server: only the operator's folders
+        # The default plugins (the PO-token provider's) were loaded by the zygote: only the operator's folders
         # are searched now (loading a plugin twice registers its providers twice, which yt-dlp refuses loudly).
         plugin_dirs.value = list(sites.plugin_dirs)
         importlib.invalidate_caches()  # yt-dlp's plugin finder forgets the namespace it found before

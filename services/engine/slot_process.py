@@ -1,9 +1,13 @@
 """The child's side of a slot (see ``slots``): a process of its own (and its own process group, so a kill takes its
-ffmpeg along) running one yt-dlp call at a time for the service.
+ffmpeg along) running up to ``SlotConfig.lanes`` yt-dlp calls at once for the service, each on a thread of its own
+(a lane), all sharing this process's memory.
 
-A reader thread takes every message off the pipe: a stop for the running call is noted (the call's progress hook
-raises on its next report, a recording's ffmpeg is asked to finish); a reply to a question (may this file be
-reused?) is handed to the waiting call; the pipe closing means the service is gone, and so is this process.
+A reader thread takes every message off the pipe: a new call starts a lane; a stop for a running call is noted (the
+call's progress hook and its next request raise, a recording's ffmpeg is asked to finish); a kill for a call ends the
+programs that call started (ffmpeg, Deno), not the others'; a reply to a question (may this file be reused?) is
+handed to the call waiting for it; the pipe closing means the service is gone, and so is this process. A beat is
+sent twice a second: a process that stops beating holds its interpreter (a regular expression backtracking with the
+lock held), and the service moves its other calls elsewhere (``slots``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import queue
 import signal
+import subprocess
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -31,6 +36,8 @@ log = logging.getLogger("tubeflow.slot")
 # Reports the parent needs; the rest ("starting", "waiting") are only chances to hear a stop.
 FORWARDED = frozenset({"downloading", "finished", "recording", "postprocess"})
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
+# How often the process says it is alive (see ``slots.STALL``).
+BEAT = 0.5
 
 
 def warm_extractors() -> None:
@@ -49,13 +56,18 @@ def _drop_proxy_environment() -> None:
 
 
 class _Inbox(threading.Thread):
+    """The pipe's reader, and what the lanes share: stops asked, the programs each call started, replies awaited."""
+
     def __init__(self, conn: Connection) -> None:
         super().__init__(name="slot-inbox", daemon=True)
         self._conn = conn
         self._send_lock = threading.Lock()
         self.requests: queue.Queue[tuple[str, int, dict[str, Any]]] = queue.Queue()
-        self._replies: queue.Queue[tuple[int, Any]] = queue.Queue()
+        self._replies: dict[int, queue.Queue[Any]] = {}
         self._stops: dict[int, str] = {}
+        self._killed: set[int] = set()
+        self._children: dict[int, list[subprocess.Popen]] = {}
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         while True:
@@ -68,8 +80,12 @@ class _Inbox(threading.Thread):
             kind = message[0]
             if kind == "stop":
                 self._stops[message[1]] = message[2]
+            elif kind == "kill":
+                self._kill_children(message[1])
             elif kind == "reused":
-                self._replies.put((message[1], message[2]))
+                box = self._replies.get(message[1])
+                if box is not None:
+                    box.put(message[2])
             else:
                 self.requests.put(message)
 
@@ -77,37 +93,92 @@ class _Inbox(threading.Thread):
         with self._send_lock:
             self._conn.send(message)
 
+    def beat(self) -> None:
+        while True:
+            time.sleep(BEAT)
+            try:
+                self.send(("beat",))
+            except OSError:
+                return
+
     def stop_reason(self, seq: int) -> str | None:
         return self._stops.get(seq)
 
     def ask(self, seq: int, question: tuple) -> Any:
+        box = self._replies.setdefault(seq, queue.Queue())
         self.send(question)
-        while True:
-            answered, value = self._replies.get()
-            if answered == seq:
-                return value
+        return box.get()
+
+    def adopt(self, seq: int, child: subprocess.Popen) -> None:
+        """A program the call ``seq`` started (ffmpeg, Deno): ended with the call's kill."""
+        with self._lock:
+            self._children.setdefault(seq, []).append(child)
+            killed = seq in self._killed
+        if killed:
+            _end(child)
+
+    def _kill_children(self, seq: int) -> None:
+        with self._lock:
+            self._killed.add(seq)
+            children = list(self._children.get(seq, ()))
+        for child in children:
+            _end(child)
+
+    def forget(self, seq: int) -> None:
+        with self._lock:
+            self._children.pop(seq, None)
+            self._killed.discard(seq)
+        self._stops.pop(seq, None)
+        self._replies.pop(seq, None)
+
+
+def _end(child: subprocess.Popen) -> None:
+    try:
+        child.kill()
+    except OSError:
+        pass
+
+
+# The call a thread of this process works for (a lane's thread; None elsewhere).
+_lane = threading.local()
+
+
+def _follow_lanes(inbox: _Inbox) -> None:
+    """Every program started from a lane is that call's (its kill ends them); every request yt-dlp makes for a call
+    that was asked to stop fails at once (a resolve has no progress hook to hear a stop through)."""
+    from yt_dlp import YoutubeDL
+
+    popen_init = subprocess.Popen.__init__
+
+    def init(self: subprocess.Popen, *args: Any, **kwargs: Any) -> None:
+        popen_init(self, *args, **kwargs)
+        seq = getattr(_lane, "seq", None)
+        if seq is not None:
+            inbox.adopt(seq, self)
+
+    subprocess.Popen.__init__ = init  # type: ignore[method-assign]
+    urlopen = YoutubeDL.urlopen
+
+    def checked_urlopen(self: Any, req: Any) -> Any:
+        seq = getattr(_lane, "seq", None)
+        if seq is not None and (reason := inbox.stop_reason(seq)) is not None:
+            raise Aborted(reason)
+        return urlopen(self, req)
+
+    YoutubeDL.urlopen = checked_urlopen  # type: ignore[method-assign]
 
 
 def _die_with_parent() -> None:
-    """SIGKILL when the fork server (our parent, which exits with the service) goes: the kernel delivers it even
-    while this process is deep in a regular expression holding the GIL, where the inbox thread could not run.
-
-    The fork server exits when every holder of its "alive" pipe is gone, and multiprocessing hands that pipe to each
-    child it forks (so a child could start processes of its own through it). A slot never does: it lets go of it,
-    or a slot stuck in a regex would keep the fork server, and so itself, alive after the service died."""
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver  # noqa: SLF001 - the one place multiprocessing keeps that descriptor
-    if getattr(server, "_forkserver_alive_fd", None) is not None:
-        os.close(server._forkserver_alive_fd)
-        server._forkserver_alive_fd = None
+    """SIGKILL when the zygote (our parent, which ends with the service) goes: the kernel delivers it even while this
+    process is deep in a regular expression holding the GIL, where the inbox thread could not run."""
+    parent = os.getppid()
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-    if os.getppid() == 1:  # the parent went before the line above took effect
+    if os.getppid() != parent:  # the parent went before the line above took effect
         os._exit(1)
 
 
@@ -140,7 +211,7 @@ def serve(conn: Connection, config: SlotConfig) -> None:
     # loopback, which checks each destination) or, with an open policy, to TUBEFLOW_PROXY itself.
     policy = AddressPolicy(allow_private=True) if proxy else config.policy
     engine = YtDlp(
-        size=1,
+        size=config.lanes,
         policy=policy,
         max_recording=config.max_recording,
         proxy=proxy,
@@ -148,32 +219,46 @@ def serve(conn: Connection, config: SlotConfig) -> None:
         sites=config.sites,
     )
     inbox = _Inbox(conn)
+    _follow_lanes(inbox)
     inbox.start()
-    engine.warm_up(extractors=False)
+    # One YoutubeDL now; a lane that finds none idle makes another (up to one per lane).
+    engine.warm_up(extractors=False, instances=1)
+    threading.Thread(target=inbox.beat, name="slot-beat", daemon=True).start()
     inbox.send(("ready", os.getpid()))
     while True:
-        kind, seq, kwargs = inbox.requests.get()
-        if guard is not None:
-            guard.refusals.clear()
-        reply = _answer(engine, inbox, guard, (kind, seq, kwargs), config)
+        request = inbox.requests.get()
+        threading.Thread(
+            target=_lane_main, args=(engine, inbox, guard, request, config), name=f"lane-{request[1]}", daemon=True
+        ).start()
+
+
+def _lane_main(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple, config: SlotConfig) -> None:
+    kind, seq = request[0], request[1]
+    _lane.seq = seq
+    try:
+        reply = _answer(engine, inbox, guard, request, config)
         if reply[0] != "done":
             # A call stopped by an exception leaves yt-dlp's open response in a reference cycle (its traceback's
             # frames): collected now, its connection closes now. A paused download's stayed open, unread, until
             # the next collection (issue 23: seen still open 8 s after the pause).
             gc.collect()
         try:
-            inbox.send(reply)
+            inbox.send((reply[0], seq, reply[1]))
         except Exception:  # e.g. a probe that can't be pickled: the answer without it
             if reply[0] == "done" and getattr(reply[1], "probe", None) is not None:
                 from dataclasses import replace
 
-                inbox.send(("done", replace(reply[1], probe=None)))
+                inbox.send(("done", seq, replace(reply[1], probe=None)))
             else:
-                raise
+                inbox.send(("failed", seq, ("download_error", f"the {kind}'s answer could not be sent", False, None, None)))
+    finally:
+        _lane.seq = None
+        inbox.forget(seq)
 
 
 def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple, config: SlotConfig) -> tuple:
     kind, seq, kwargs = request
+    began = time.monotonic()
     try:
         if kind == "resolve":
             return ("done", engine.resolve(**kwargs))
@@ -186,14 +271,17 @@ def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple
         stopped = inbox.stop_reason(seq)
         if stopped:
             return ("aborted", stopped)
-        if guard is not None and guard.refusals:
+        refused = guard.refused_since(began) if guard is not None else None
+        if refused is not None:
             # ffmpeg's own failure ("Server returned 403 Forbidden") is the guard's refusal: say so.
-            refused = guard.refusals[0].removeprefix("forbidden_address: ")
-            return ("failed", ("forbidden_address", refused, False, None, None))
+            return ("failed", ("forbidden_address", refused.removeprefix("forbidden_address: "), False, None, None))
         return ("failed", (exc.code, exc.message, exc.transient, exc.step, exc.retry_after))
     except Exception as exc:
+        stopped = inbox.stop_reason(seq)
+        if stopped:
+            return ("aborted", stopped)
         log.exception("slot call failed")
-        return ("failed", ("download_error", f"{type(exc).__name__}: {exc}", False, None))
+        return ("failed", ("download_error", f"{type(exc).__name__}: {exc}", False, None, None))
 
 
 def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], interval: float) -> Any:
@@ -205,7 +293,7 @@ def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], inte
             raise Aborted(reason)
         status = d.get("status")
         if status == "live":
-            inbox.send(("live",))
+            inbox.send(("live", seq))
             return
         if status not in FORWARDED:
             return
@@ -214,6 +302,6 @@ def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], inte
             if now - last[0] < interval:
                 return
             last[0] = now
-        inbox.send(("hook", plain_report(d)))
+        inbox.send(("hook", seq, plain_report(d)))
 
-    return engine.download(**kwargs, hook=hook, reuse=lambda key: inbox.ask(seq, ("reuse", key)))
+    return engine.download(**kwargs, hook=hook, reuse=lambda key: inbox.ask(seq, ("reuse", seq, key)))

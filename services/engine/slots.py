@@ -1,22 +1,30 @@
-"""yt-dlp work in slot processes: one child process per job slot, reused from call to call, killed when a call must
-stop and it does not.
+"""yt-dlp work in slot processes: each runs up to ``lanes`` calls at once (threads sharing its memory), is reused
+from call to call, and is killed when a call must stop and does not.
 
 Why processes: a thread running yt-dlp can't be stopped from outside. A resolve blocked on a server that trickles a
 byte every few seconds, a regular expression backtracking with the GIL held, an ffmpeg merge: none of them checks a
-flag. In a child process each call has a wall-clock deadline and a cancel that holds within seconds (ask first, kill
-the process group after a short grace, which closes its connections and stops its ffmpeg), and nothing it does can
-hold the service's event loop or another job. The children fork from a fork server that has imported yt-dlp and
-compiled its extractor patterns once (``preload``), so a new slot is ready in a fraction of a second; a slot is only
-replaced after a kill or a crash.
+flag. Each call has a wall-clock deadline and a cancel that holds within seconds: the call is asked to stop (its
+hook and its next request raise), then what it started (ffmpeg, Deno) is killed, then, if it still runs, its whole
+process (its own process group). The other calls that process ran are not failed for it: they run again in another
+process (a download resumes from its partial file). A process that stops answering (a regex holding the interpreter,
+so not even its beat gets out) is killed and its calls run again each in a process of their own, where the guilty
+one stalls alone until its deadline or cancel. Nothing a call does holds the service's event loop.
+
+Why lanes: a process per call costs ~30 MiB PSS each (issue 25: 50 downloads at once took 53 processes and 1.45 GB);
+calls sharing a process share its interpreter, yt-dlp and their caches. The processes fork from a zygote that has
+yt-dlp imported and its extractors' patterns compiled (``zygote``, ``preload``), so a new one is ready in a fraction
+of a second.
 
 This module runs in the service's process and does not import yt-dlp; ``slot_process`` is the child's side.
 Messages on the pipe (pickled tuples), parent -> child: ("resolve" | "download" | "facts", seq, kwargs), ("stop", seq,
-reason), ("reused", seq, Downloaded | None); child -> parent: ("ready", pid), ("hook", report), ("reuse", key),
-("live",), ("done", result), ("failed", (code, message, transient, step)), ("aborted", reason).
+reason), ("kill", seq), ("reused", seq, Downloaded | None); child -> parent: ("ready", pid), ("beat",), ("hook", seq,
+report), ("reuse", seq, key), ("live", seq), ("done", seq, result), ("failed", seq, (code, message, transient, step,
+retry_after)), ("aborted", seq, reason).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -25,13 +33,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from contracts.options import DownloadOptions
 from services.engine.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.engine.realsites import RealSites
+from services.engine.zygote import zygote
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -40,10 +48,17 @@ log = logging.getLogger("tubeflow.slots")
 
 # How often a waiting call looks at its token and deadline.
 POLL = 0.1
-# After a stop is asked, how long a download may take to wind down by itself (partial files closed, a live
-# recording's ffmpeg finishing its file) before its process is killed. A resolve is killed at once.
-DOWNLOAD_STOP_GRACE = 3.0
+# After a stop is asked, how long a call may take to wind down by itself (partial files closed, a live recording's
+# ffmpeg finishing its file) before what it started (ffmpeg, Deno) is killed, and KILL_GRACE later its process (and
+# the other calls there run again elsewhere). A resolve hears the stop before its next request.
+STOP_GRACE = {"download": 3.0, "resolve": 0.5}
 RECORDING_STOP_GRACE = 15.0
+KILL_GRACE = 1.0
+# A process that has sent nothing (its beat is twice a second) for this long holds its interpreter (see
+# ``slot_process``).
+STALL = 5.0
+# Calls one slot process runs at once unless the settings say (TUBEFLOW_SLOT_LANES).
+LANES = 16
 START_TIMEOUT = 60.0
 
 
@@ -60,6 +75,8 @@ class SlotConfig:
     operator_params: tuple[tuple[str, Any], ...] = ()
     # What real sites need: the JS runtime, impersonation rules, the PO-token provider, plugins (see realsites).
     sites: RealSites = field(default_factory=RealSites)
+    # Calls one process runs at once, on threads sharing its memory (1: a process per call).
+    lanes: int = LANES
 
     @classmethod
     def from_settings(cls, settings: Any, sites: RealSites | None = None) -> "SlotConfig":
@@ -72,145 +89,197 @@ class SlotConfig:
             proxy=settings.proxy,
             operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
             sites=sites or RealSites.from_settings(settings),
+            lanes=settings.slot_lanes,
         )
 
 
-def _child_main(conn: Connection, config: SlotConfig) -> None:
-    from services.engine.slot_process import serve
+class _Lost(Exception):
+    """The process running a call went away on purpose (killed for another call, or for holding its interpreter):
+    the call runs again elsewhere; ``alone``: in a process of its own."""
 
-    serve(conn, config)
+    def __init__(self, alone: bool) -> None:
+        super().__init__("lost")
+        self.alone = alone
 
 
-class _Slot:
-    """One child process and the pipe to it; used by one thread at a time."""
+class _Host:
+    """One slot process and the pipe to it, running up to ``lanes`` calls at once (threads there). A reader thread
+    here takes each message off the pipe and hands it to the call it is for."""
 
-    def __init__(self, context: Any, config: SlotConfig, number: int) -> None:
-        self._context = context
-        self._config = config
-        self._number = number
-        self._process: Any = None
-        self._conn: Connection | None = None
-        self._seq = 0
-        self.started = 0
-        self.lock = threading.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def ensure(self) -> Connection:
-        if self._conn is not None and self._process is not None and self._process.is_alive():
-            return self._conn
-        self.kill()
-        ours, theirs = self._context.Pipe(duplex=True)
-        process = self._context.Process(
-            target=_child_main, args=(theirs, self._config), name=f"tubeflow-slot-{self._number}", daemon=True
-        )
-        process.start()
-        theirs.close()
-        self._process, self._conn = process, ours
-        self.started += 1
+    def __init__(self, config: SlotConfig, number: int, lanes: int) -> None:
+        self.number = number
+        self.lanes = lanes
+        self.taken = 0  # lanes handed out (by the pool, under its lock)
+        self._calls: dict[int, queue.Queue[tuple]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._killed: str | None = None  # why, when killed on purpose
+        self._guilty: int | None = None
+        self.heard = time.monotonic()
+        ours, theirs = multiprocessing.Pipe(duplex=True)
+        try:
+            self._pid = zygote().start(replace(config, lanes=lanes), theirs.fileno())
+        except OSError as exc:
+            raise MediaError("worker_unavailable", f"no yt-dlp slot process could be started: {exc}", transient=True)
+        finally:
+            theirs.close()
+        self._conn = ours
+        self.alive = True
         if not ours.poll(START_TIMEOUT):
-            self.kill()
+            self.kill("crashed")
             raise MediaError("worker_unavailable", "a yt-dlp slot process did not start", transient=True)
         try:
             ours.recv()  # ("ready", pid)
         except (EOFError, OSError) as exc:
-            self.kill()
+            self.kill("crashed")
             raise MediaError("worker_unavailable", "a yt-dlp slot process exited at start", transient=True) from exc
-        return ours
+        self.heard = time.monotonic()
+        threading.Thread(target=self._read, name=f"slot-{number}-reader", daemon=True).start()
 
-    def kill(self) -> None:
-        """Kill the child and everything it started (its own process group: ffmpeg included)."""
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if process is not None:
+    @property
+    def pid(self) -> int | None:
+        return self._pid if self.alive else None
+
+    def _read(self) -> None:
+        conn = self._conn
+        while True:
             try:
-                os.killpg(process.pid, signal.SIGKILL)
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            self.heard = time.monotonic()
+            if message[0] != "beat":
+                box = self._calls.get(message[1])
+                if box is not None:
+                    box.put(message)
+        with self._lock:
+            self.alive = False
+            calls = dict(self._calls)
+        conn.close()
+        reason = self._killed or "crashed"
+        for seq, box in calls.items():
+            if seq != self._guilty:
+                box.put(("lost", seq, reason))
+
+    def kill(self, reason: str, guilty: int | None = None) -> None:
+        """Kill the process and everything it started (its own process group: ffmpeg included). The calls it ran,
+        but ``guilty``, are told why (``reason``): "innocent" or "stall" run again elsewhere, "crashed" fail."""
+        with self._lock:
+            if self._killed is None:
+                self._killed, self._guilty = reason, guilty
+        for kill in (os.killpg, os.kill):  # its group; itself, if it had not made its group yet
+            try:
+                kill(self._pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            try:
-                process.kill()
-            except Exception:
-                pass
-            process.join(5)
-        if conn is not None:
-            conn.close()
+
+    def send(self, message: tuple) -> None:
+        try:
+            with self._send_lock:
+                self._conn.send(message)
+        except OSError:
+            pass  # the process is gone; its reader tells the calls
 
     def call(
         self,
+        seq: int,
         kind: str,
         kwargs: dict[str, Any],
         *,
         token: CancelToken | None,
+        deadline: float,
         timeout: float,
         live_timeout: float,
         hook: ProgressHook | None = None,
         reuse: Reuse | None = None,
     ) -> Any:
-        conn = self.ensure()
-        self._seq += 1
-        seq = self._seq
-        conn.send((kind, seq, kwargs))
-        grace = DOWNLOAD_STOP_GRACE if kind == "download" else 0.0
-        deadline = time.monotonic() + timeout
+        box: queue.Queue[tuple] = queue.Queue()
+        with self._lock:
+            if not self.alive:
+                raise _Lost(alone=False)
+            self._calls[seq] = box
+        try:
+            return self._follow(seq, box, kind, kwargs, token, deadline, timeout, live_timeout, hook, reuse)
+        finally:
+            with self._lock:
+                self._calls.pop(seq, None)
+
+    def _follow(
+        self,
+        seq: int,
+        box: queue.Queue[tuple],
+        kind: str,
+        kwargs: dict[str, Any],
+        token: CancelToken | None,
+        deadline: float,
+        timeout: float,
+        live_timeout: float,
+        hook: ProgressHook | None,
+        reuse: Reuse | None,
+    ) -> Any:
+        self.send((kind, seq, kwargs))
+        grace = STOP_GRACE.get(kind, 0.0)
         stopping: tuple[float, str] | None = None
+        children_killed = False
         while True:
             now = time.monotonic()
             if stopping is None and token is not None and token.reason is not None:
                 stopping = (now, token.reason)
-                self._send(("stop", seq, token.reason))
+                self.send(("stop", seq, token.reason))
             if stopping is not None and now - stopping[0] >= grace:
-                self.kill()
-                raise Aborted(stopping[1])
+                if not children_killed:
+                    # What it started (ffmpeg) goes first; then, if the call still does not end, its process.
+                    self.send(("kill", seq))
+                    children_killed = True
+                elif now - stopping[0] >= grace + KILL_GRACE:
+                    self.kill("innocent", guilty=seq)
+                    raise Aborted(stopping[1])
             if now >= deadline:
-                self.kill()
+                self.kill("innocent", guilty=seq)
                 setting = "TUBEFLOW_RESOLVE_TIMEOUT" if kind == "resolve" else "TUBEFLOW_DOWNLOAD_TIMEOUT"
                 raise MediaError(f"{kind}_timeout", f"the {kind} took longer than {setting} ({timeout:g} s)")
-            if not conn.poll(POLL):
-                continue
+            if self.lanes > 1 and now - self.heard > STALL and len(self._calls) > 1:
+                # The process holds its interpreter (nothing there runs, not even its beat): one of its calls does,
+                # and it can't be told which. Each runs again in a process of its own; the guilty one stalls there
+                # alone until its deadline or a cancel.
+                log.warning("slot %s stopped answering for %.1f s: its calls run again apart", self.number, STALL)
+                self.kill("stall")
             try:
-                message = conn.recv()
-            except (EOFError, OSError) as exc:
-                code = self._process.exitcode if self._process is not None else None
-                self.kill()
-                raise MediaError(
-                    "worker_crashed", f"the yt-dlp process running this {kind} died (exit code {code})", transient=True
-                ) from exc
+                message = box.get(timeout=POLL)
+            except queue.Empty:
+                continue
             what = message[0]
             if what == "hook" and hook is not None:
                 try:
-                    hook(message[1])
+                    hook(message[2])
                 except Aborted:
                     pass  # the token says so too: heard above, on the next turn
             elif what == "reuse":
                 try:
-                    found = reuse(message[1]) if reuse is not None else None
+                    found = reuse(message[2]) if reuse is not None else None
                 except BaseException:
-                    self.kill()
+                    self.kill("innocent", guilty=seq)
                     raise
-                conn.send(("reused", seq, found))
+                self.send(("reused", seq, found))
             elif what == "live":
                 deadline = max(deadline, now + live_timeout)
                 grace = RECORDING_STOP_GRACE
             elif what == "done":
-                return message[1]
+                return message[2]
             elif what == "failed":
-                code, text, transient, step, retry_after = message[1]
+                code, text, transient, step, retry_after = message[2]
                 raise MediaError(code, text, transient=transient, step=step, retry_after=retry_after)
             elif what == "aborted":
-                raise Aborted(message[1])
-
-    def _send(self, message: tuple) -> None:
-        try:
-            if self._conn is not None:
-                self._conn.send(message)
-        except OSError:
-            pass  # the child is gone; the next poll says so
+                raise Aborted(message[2])
+            elif what == "lost":
+                if message[2] == "crashed":
+                    raise MediaError("worker_crashed", f"the yt-dlp process running this {kind} died", transient=True)
+                raise _Lost(alone=message[2] == "stall")
 
 
 class SlotPool:
-    """The MediaTool the downloader uses: ``size`` slot processes, each running one call at a time."""
+    """The MediaTool the downloader uses: ``size`` calls at once, in slot processes of ``lanes`` calls each (a
+    process started when the ones running are full; an idle service keeps one)."""
 
     def __init__(
         self,
@@ -223,14 +292,16 @@ class SlotPool:
         self.config = config or SlotConfig()
         self.resolve_timeout = resolve_timeout
         self.download_timeout = download_timeout
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["services.engine.preload"])
-        self._slots = [_Slot(context, self.config, n) for n in range(1, size + 1)]
-        self._idle: queue.LifoQueue[_Slot] = queue.LifoQueue()
-        # Last in, first out: the slot used last (warm, started) is the next one taken; the rest start only when
-        # that many calls run at once.
-        for slot in reversed(self._slots):
-            self._idle.put(slot)
+        self._size = size
+        self._lanes = max(1, min(self.config.lanes, size))
+        self._calls = threading.BoundedSemaphore(size)
+        # The processes shared by calls, in the order started (the first ones are filled first: warm, and the
+        # later ones idle and end); a call that must run alone gets a process of its own, ended after it.
+        self._slots: list[_Host] = []
+        self._lock = threading.Lock()
+        self._starting = threading.Lock()
+        self._seq = itertools.count(1)
+        self._started = 0
         self._probes = Probes()
         self._closed = False
 
@@ -240,35 +311,92 @@ class SlotPool:
 
     @property
     def processes_started(self) -> int:
-        return sum(slot.started for slot in self._slots)
+        return self._started
 
     def warm_up(self, slots: int = 1) -> None:
-        """Start the fork server and ``slots`` slot processes now (blocking: run on a thread). The others start when
-        first needed (~0.1 s each, forked from the warm fork server): an idle service keeps one."""
-        for slot in self._slots[:slots]:
-            with slot.lock:
-                if not self._closed:
-                    slot.ensure()
+        """Start the zygote and ``slots`` slot processes now (blocking: run on a thread). The others start when
+        first needed (~0.1 s each, forked from the warm zygote)."""
+        with self._starting:
+            while not self._closed and len([h for h in self._slots if h.alive]) < slots:
+                host = self._start(self._lanes)
+                with self._lock:
+                    self._slots.append(host)
 
     def close(self) -> None:
         self._closed = True
-        for slot in self._slots:
-            slot.kill()
+        with self._lock:
+            hosts = list(self._slots)
+        for host in hosts:
+            host.kill("crashed")
 
-    def _run(self, kind: str, kwargs: dict[str, Any], *, retire: bool = False, **options: Any) -> Any:
-        """One call in an idle slot; ``retire``: that slot's process ends after it (the next call forks a clean one)."""
-        slot = self._idle.get()
-        try:
-            if self._closed:
-                raise Aborted("shutdown")
-            with slot.lock:
+    def _start(self, lanes: int) -> _Host:
+        self._started += 1
+        return _Host(self.config, self._started, lanes)
+
+    def _take(self, alone: bool) -> _Host:
+        """A lane: in the first shared process with one free, or a new process (of its own when ``alone``)."""
+        if alone:
+            host = self._start(1)
+            host.taken = 1
+            return host
+        while True:
+            with self._lock:
+                self._slots = [h for h in self._slots if h.alive or h.taken]
+                for host in self._slots:
+                    if host.alive and host.taken < host.lanes:
+                        host.taken += 1
+                        return host
+            with self._starting:
+                with self._lock:
+                    if any(h.alive and h.taken < h.lanes for h in self._slots):
+                        continue
+                host = self._start(self._lanes)
+                with self._lock:
+                    self._slots.append(host)
+
+    def _give(self, host: _Host, alone: bool) -> None:
+        if alone:
+            host.kill("innocent")
+            return
+        with self._lock:
+            host.taken -= 1
+
+    def _run(
+        self,
+        kind: str,
+        kwargs: dict[str, Any],
+        *,
+        timeout: float,
+        alone: bool = False,
+        token: CancelToken | None = None,
+        hook: ProgressHook | None = None,
+        reuse: Reuse | None = None,
+    ) -> Any:
+        """One call in a lane; ``alone``: in a process of its own, ended after it (the next call forks a clean one).
+        A call whose process was killed for another's sake runs again (a download resumes from its partial file)."""
+        deadline = time.monotonic() + timeout
+        with self._calls:
+            while True:
+                if self._closed:
+                    raise Aborted("shutdown")
+                taken_alone = alone
+                host = self._take(alone)
                 try:
-                    return slot.call(kind, kwargs, live_timeout=self.config.max_recording + 120.0, **options)
+                    return host.call(
+                        next(self._seq),
+                        kind,
+                        kwargs,
+                        token=token,
+                        deadline=deadline,
+                        timeout=timeout,
+                        live_timeout=self.config.max_recording + 120.0,
+                        hook=hook,
+                        reuse=reuse,
+                    )
+                except _Lost as lost:
+                    alone = alone or lost.alone
                 finally:
-                    if retire:
-                        slot.kill()
-        finally:
-            self._idle.put(slot)
+                    self._give(host, taken_alone)
 
     def resolve(
         self,
@@ -334,5 +462,5 @@ class SlotPool:
             {"script": script, "po_token_for": po_token_for},
             token=None,
             timeout=self.resolve_timeout,
-            retire=True,
+            alone=True,
         )

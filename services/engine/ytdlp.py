@@ -242,16 +242,19 @@ class YtDlp:
     def probes_reused(self) -> int:
         return self._probes.reused
 
-    def warm_up(self, extractors: bool = True) -> None:
-        """Pay yt-dlp's first-call costs before the first job does: the YoutubeDL instances (~0.2 s each) and the
-        URL patterns of ~1,800 extractors, compiled on first use (~0.35 s), which the first resolve would wait for
-        (unless ``extractors`` is False: a slot process has them from its fork server)."""
+    def warm_up(self, extractors: bool = True, instances: int | None = None) -> None:
+        """Pay yt-dlp's first-call costs before the first job does: the YoutubeDL instances (~0.2 s each; all of
+        them, or ``instances``) and the URL patterns of ~1,800 extractors, compiled on first use (~0.35 s), which the
+        first resolve would wait for (unless ``extractors`` is False: a slot process has them from its zygote)."""
         from yt_dlp.extractor import gen_extractor_classes
 
         for extractor in gen_extractor_classes() if extractors else ():
             extractor.suitable("http://127.0.0.1/warm-up.mp4")
-        while (ydl := self._new_instance()) is not None:
+        made = []
+        while (instances is None or len(made) < instances) and (ydl := self._new_instance()) is not None:
             ydl.get_info_extractor("Generic")
+            made.append(ydl)
+        for ydl in made:
             self._release(ydl)
 
     def _acquire(self, options: DownloadOptions | None = None, cookies: Path | None = None) -> yt_dlp.YoutubeDL:

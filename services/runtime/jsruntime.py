@@ -1,5 +1,5 @@
 """Where the JavaScript runtime yt-dlp solves challenges with is: the `deno` wheel's binary (``uv sync`` installs it
-into the environment's bin). A module of its own, light: the slots' fork server asks it without the settings."""
+into the environment's bin). A module of its own, light: the slots' zygote asks it without the settings."""
 
 from __future__ import annotations
 

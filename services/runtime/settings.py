@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=None, description="JSON of extra YoutubeDL params, trusted (only the operator writes it)"
     )
     download_concurrency: int = Field(default=3, ge=1, le=64)
+    slot_lanes: int = Field(
+        default=16,
+        ge=1,
+        le=64,
+        description="yt-dlp calls one slot process runs at once, on threads sharing its memory (1: a process each)",
+    )
     extract_concurrency: int = Field(default=2, ge=1, le=64)
     allow_private_urls: bool = False
     max_playlist_items: int = Field(default=1000, ge=1)

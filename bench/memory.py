@@ -1,0 +1,126 @@
+"""Memory (issue 25): the PSS of `tubeflow up`'s whole process tree (every service, the zygote and slot processes, the
+embedded NATS server) idle, while 20 small clips download at the default concurrency (3), and while 50 throttled
+downloads run at once (`TUBEFLOW_DOWNLOAD_CONCURRENCY=50`: peak PSS, processes, wall time against the ideal).
+
+The baseline, in the same run: bare yt-dlp as a program of its own (one process, 3 threads with a YoutubeDL each)
+downloading 20 clips of the same kind, its peak PSS — what any tool built on yt-dlp holds at least."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from bench.harness import FinishedJobs, Report, media_server, process_tree, pss_mib, tubeflow
+from tests.support.media import make_clip
+
+BARE = """
+import sys, tempfile, threading, yt_dlp
+from concurrent.futures import ThreadPoolExecutor
+urls = sys.argv[1:]
+local = threading.local()
+out = tempfile.mkdtemp(prefix="bench-bare-")
+yt_dlp.YoutubeDL({"quiet": True})  # plugins loaded once, before the threads (loading them at once registers twice)
+def fetch(url):
+    if not hasattr(local, "ydl"):
+        local.ydl = yt_dlp.YoutubeDL({"quiet": True, "noprogress": True, "paths": {"home": out},
+                                      "outtmpl": "%(id)s.%(ext)s"})
+    local.ydl.download([url])
+with ThreadPoolExecutor(3) as pool:
+    list(pool.map(fetch, urls))
+"""
+
+
+class PeakPss:
+    """The largest PSS of a process tree, sampled every 0.1 s on a thread, and the most processes seen in it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self.processes = pid, 0.0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, pss_mib(self.pid))
+            self.processes = max(self.processes, len(process_tree(self.pid)))
+            time.sleep(0.1)
+
+    def __enter__(self) -> "PeakPss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bare_peak(urls: list[str]) -> float:
+    process = subprocess.Popen([sys.executable, "-c", BARE, *urls])
+    with PeakPss(process.pid) as peak:
+        process.wait(timeout=300)
+    return peak.peak
+
+
+def run_jobs(base: str, finished: FinishedJobs, urls: list[str]) -> tuple[float, int]:
+    """POST every URL at once; the time to the last finished, and how many completed."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        started = time.perf_counter()
+        ids = [client.post("/api/jobs", json={"url": url, "metadata": False}).json()["id"] for url in urls]
+        views = finished.wait(ids, timeout=600)
+        return time.perf_counter() - started, sum(v["status"] == "completed" for v in views.values())
+
+
+def run(quick: bool) -> Report:
+    count = 6 if quick else 20
+    many = 10 if quick else 50
+    report = Report("memory")
+    with media_server() as media:
+        make_clip(media.root / "small.mp4", seconds=10, size="640x360", bitrate="200k")
+        small = [media.url(media.fresh("small.mp4")) for _ in range(count)]
+        bare = bare_peak([media.url(media.fresh("small.mp4")) for _ in range(count)])
+        report.add(what=f"bare yt-dlp, {count} small clips, 3 threads: peak PSS", pss_mib=round(bare, 1), ratio=1.0)
+        with tubeflow("", ["up"]) as stack:
+            up = stack.processes[0].pid
+            finished = FinishedJobs(stack.base)
+            warm = run_jobs(stack.base, finished, [media.url(media.fresh("small.mp4"))])
+            assert warm[1] == 1, "the warm-up job did not complete"
+            time.sleep(1.0)
+            idle = pss_mib(up)
+            report.add(what="tubeflow up, idle after one job", pss_mib=idle, ratio=round(idle / bare, 2))
+            with PeakPss(up) as peak:
+                elapsed, completed = run_jobs(stack.base, finished, small)
+            finished.close()
+            report.add(
+                what=f"tubeflow up, {count} small clips, concurrency 3: peak PSS",
+                pss_mib=peak.peak,
+                ratio=round(peak.peak / bare, 2),
+                processes=peak.processes,
+                completed=completed,
+            )
+        size = (media.root / "clip.mp4").stat().st_size
+        rate = size // (2 if quick else 8)  # each download takes 8 s alone
+        with tubeflow("", ["up"], {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(many)}) as stack:
+            up = stack.processes[0].pid
+            finished = FinishedJobs(stack.base)
+            run_jobs(stack.base, finished, [media.url(media.fresh("clip.mp4"))])
+            throttled = [media.url(media.fresh("clip.mp4"), rate=rate) for _ in range(many)]
+            with PeakPss(up) as peak:
+                elapsed, completed = run_jobs(stack.base, finished, throttled)
+            finished.close()
+            ideal = size / rate
+            report.add(
+                what=f"tubeflow up, {many} throttled downloads at once (concurrency {many}): peak PSS",
+                pss_mib=peak.peak,
+                ratio=round(peak.peak / bare, 2),
+                processes=peak.processes,
+                completed=completed,
+                wall_s=round(elapsed, 2),
+                ideal_s=round(ideal, 2),
+                over_ideal_pct=round(100 * (elapsed / ideal - 1), 1),
+            )
+    report.notes.append("PSS from /proc/<pid>/smaps_rollup over the process tree (shared pages split among sharers)")
+    report.notes.append(f"processes: the most seen at once in the tree (ffmpeg included); python {sys.version.split()[0]}")
+    return report

@@ -1,0 +1,136 @@
+"""Where slot processes come from: a small process that has yt-dlp imported and its extractors' patterns compiled
+(``preload``) and does one thing, fork a slot process when asked. It replaces multiprocessing's fork server, which
+brought a resource tracker process along (~6 MiB PSS) and ran the service's main module again in every slot.
+
+Not forked from the service itself: the service's pages, which a zygote forked from it would share at first, are
+copied as the service writes to them (reference counts, its heap), and the zygote is left holding the originals
+alone (measured: +58 MiB PSS for `tubeflow up` with a zygote forked at its start). A fresh process that only ever
+imports yt-dlp and forks keeps its pages shared with its slots.
+
+A request is one message on a Unix socket (``SOCK_SEQPACKET``): the slot's pickled ``SlotConfig``, and the slot's end
+of its pipe to the service passed along (``SCM_RIGHTS``); the answer is the new process's pid. The slot's parent is
+this process, which reaps it (``SIGCHLD`` ignored) and ends, taking its slots along (their parent-death signal), when
+the service's end of the socket closes, however the service went.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+START_TIMEOUT = 60.0
+MAX_REQUEST = 1024 * 1024
+_PID = struct.Struct("!q")
+
+
+class Zygote:
+    """The service's side of the socket: ``start`` asks for a slot process (thread-safe)."""
+
+    def __init__(self, sock: socket.socket, process: subprocess.Popen) -> None:
+        self._sock = sock
+        self.pid = process.pid
+        self._process = process
+        self._lock = threading.Lock()
+
+    @classmethod
+    def spawn(cls) -> "Zygote":
+        """The zygote as a program of its own (``python -m services.engine.zygote FD``)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        process = subprocess.Popen(
+            [sys.executable, "-B", "-m", "services.engine.zygote", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        ours.settimeout(START_TIMEOUT)
+        try:
+            ready = ours.recv(16)
+        except OSError:
+            ready = b""
+        ours.settimeout(None)
+        if ready != b"ready":
+            process.kill()
+            process.wait()
+            ours.close()
+            raise RuntimeError("the yt-dlp zygote did not start")
+        return cls(ours, process)
+
+    def start(self, config: Any, conn_fd: int) -> int:
+        """A new slot process serving ``conn_fd`` (its end of the pipe; the caller closes its copy) with ``config``;
+        its pid."""
+        payload = pickle.dumps(config)
+        with self._lock:
+            socket.send_fds(self._sock, [payload], [conn_fd])
+            answer = self._sock.recv(_PID.size)
+        if len(answer) != _PID.size:
+            raise OSError("the yt-dlp zygote is gone")
+        return _PID.unpack(answer)[0]
+
+    def close(self) -> None:
+        """The zygote ends (and its slots with it)."""
+        self._sock.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygote
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # slots are reaped by the kernel
+    while True:
+        try:
+            payload, fds, _flags, _address = socket.recv_fds(sock, MAX_REQUEST, 1)
+        except OSError:
+            return
+        if not payload:
+            return  # the service is gone
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sock.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a slot waits for its own ffmpeg
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                from multiprocessing.connection import Connection
+
+                from services.engine.slot_process import serve
+
+                serve(Connection(fds[0]), pickle.loads(payload))
+            finally:
+                os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        try:
+            sock.send(_PID.pack(pid))
+        except OSError:
+            return
+
+
+# This process's zygote, started when a pool first needs one.
+_zygote: Zygote | None = None
+_zygote_lock = threading.Lock()
+
+
+def zygote() -> Zygote:
+    global _zygote
+    with _zygote_lock:
+        if _zygote is None:
+            _zygote = Zygote.spawn()
+        return _zygote
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m services.engine.zygote FD`
+    control = socket.socket(fileno=int(sys.argv[1]))
+    import services.engine.preload  # noqa: F401
+
+    control.send(b"ready")
+    _serve(control)
