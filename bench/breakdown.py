@@ -16,8 +16,9 @@ Also the requests the media server saw for each item's file, against bare yt-dlp
 Python API extracting and downloading one URL), and bare yt-dlp's time per clip (sequential, a warm YoutubeDL).
 
 Then side by side, alternating rounds, each against bare yt-dlp doing the same work with the same concurrency (3
-threads, a warm YoutubeDL each): a batch of many URLs (`POST /api/jobs/batch`, one job each) and one playlist job of
-as many entries (bare yt-dlp downloads the same entries' URLs); first POST to the last job seen finished."""
+threads, a warm YoutubeDL each): 20 single-video jobs sent at once, without metadata and with it (bare yt-dlp with its
+FFmpegMetadata post-processor), a batch of 100 URLs (`POST /api/jobs/batch`, one job each) and one playlist job of
+1,000 entries (bare yt-dlp downloads the same entries' URLs); first POST to the last job seen finished."""
 
 from __future__ import annotations
 
@@ -152,26 +153,49 @@ def run(quick: bool) -> Report:
 
 
 def side_by_side(quick: bool) -> dict[str, list[tuple[float, float]]]:
-    """(tubeflow seconds, bare seconds) per round, for a batch and a playlist of small clips."""
-    rounds, batch, playlist = (1, 10, 10) if quick else (3, 100, 300)
-    results: dict[str, list[tuple[float, float]]] = {f"batch of {batch}": [], f"playlist of {playlist}": []}
+    """(tubeflow seconds, bare seconds) per round, alternating, for the same work on both sides: single-video jobs
+    sent at once (without metadata against bare yt-dlp's defaults; with it, tubeflow's default, against yt-dlp with
+    its FFmpegMetadata post-processor), a batch, and one playlist job against its entries' URLs."""
+    rounds, singles, batch, playlist = (1, 5, 10, 10) if quick else (5, 20, 100, 1000)
+    names = {
+        "plain": f"{singles} single-video jobs, metadata: false",
+        "metadata": f"{singles} single-video jobs, metadata: true (bare: FFmpegMetadata)",
+        "batch": f"batch of {batch}",
+        "playlist": f"playlist of {playlist}",
+    }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in names.values()}
     with nats_server() as nats, media_server() as media:
         make_clip(media.root / "small.mp4", seconds=10, size="640x360", bitrate="200k")
         bare = BareYtDlp()
         bare.warm_up([media.url(media.fresh("small.mp4")) for _ in range(3)])
+        bare_metadata = BareYtDlp(metadata=True)
+        bare_metadata.warm_up([media.url(media.fresh("small.mp4")) for _ in range(3)])
         with tubeflow(nats.url, ["up"]) as stack, httpx.Client(timeout=60) as client:
             finished = FinishedJobs(stack.base)
+
+            def jobs(urls: list[str], metadata: bool) -> float:
+                started = time.perf_counter()
+                ids = [
+                    client.post(f"{stack.base}/api/jobs", json={"url": url, "metadata": metadata}).json()["id"]
+                    for url in urls
+                ]
+                finished.wait(ids, timeout=600)
+                return time.perf_counter() - started
+
+            def fresh(count: int) -> list[str]:
+                return [media.url(media.fresh("small.mp4")) for _ in range(count)]
+
             try:
-                warm = client.post(f"{stack.base}/api/jobs", json={"url": media.url(media.fresh("small.mp4"))})
-                finished.wait([warm.json()["id"]], timeout=60)
+                jobs(fresh(3), True)  # warm: slots started, pooled YoutubeDLs made
                 for _ in range(rounds):
-                    urls = [media.url(media.fresh("small.mp4")) for _ in range(batch)]
+                    results[names["plain"]].append((jobs(fresh(singles), False), bare.run(fresh(singles))))
+                    results[names["metadata"]].append((jobs(fresh(singles), True), bare_metadata.run(fresh(singles))))
+                    urls = fresh(batch)
                     started = time.perf_counter()
-                    jobs = client.post(f"{stack.base}/api/jobs/batch", json={"urls": urls, "metadata": False}).json()
-                    finished.wait([job["id"] for job in jobs["jobs"]], timeout=600)
+                    made = client.post(f"{stack.base}/api/jobs/batch", json={"urls": urls, "metadata": False}).json()
+                    finished.wait([job["id"] for job in made["jobs"]], timeout=600)
                     ours = time.perf_counter() - started
-                    theirs = bare.run([media.url(media.fresh("small.mp4")) for _ in range(batch)])
-                    results[f"batch of {batch}"].append((ours, theirs))
+                    results[names["batch"]].append((ours, bare.run(fresh(batch))))
                     # A feed of N entries of one file, each its own URL (?n=k); a fresh file per round.
                     name = media.fresh("small.mp4")
                     started = time.perf_counter()
@@ -179,12 +203,13 @@ def side_by_side(quick: bool) -> dict[str, list[tuple[float, float]]]:
                         f"{stack.base}/api/jobs",
                         json={"url": f"{media.base}/feed.xml?count={playlist}&name={name}", "metadata": False},
                     ).json()
-                    finished.wait([job["id"]], timeout=900)
+                    finished.wait([job["id"]], timeout=1800)
                     ours = time.perf_counter() - started
                     other = media.fresh("small.mp4")
                     theirs = bare.run([f"{media.url(other)}?n={k}" for k in range(1, playlist + 1)])
-                    results[f"playlist of {playlist}"].append((ours, theirs))
+                    results[names["playlist"]].append((ours, theirs))
             finally:
                 finished.close()
                 bare.close()
+                bare_metadata.close()
     return results

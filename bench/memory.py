@@ -122,5 +122,7 @@ def run(quick: bool) -> Report:
                 over_ideal_pct=round(100 * (elapsed / ideal - 1), 1),
             )
     report.notes.append("PSS from /proc/<pid>/smaps_rollup over the process tree (shared pages split among sharers)")
-    report.notes.append(f"processes: the most seen at once in the tree (ffmpeg included); python {sys.version.split()[0]}")
+    report.notes.append(
+        f"processes: the most seen at once in the tree (ffmpeg included); python {sys.version.split()[0]}"
+    )
     return report

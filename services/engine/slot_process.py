@@ -250,7 +250,9 @@ def _lane_main(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tu
 
                 inbox.send(("done", seq, replace(reply[1], probe=None)))
             else:
-                inbox.send(("failed", seq, ("download_error", f"the {kind}'s answer could not be sent", False, None, None)))
+                inbox.send(
+                    ("failed", seq, ("download_error", f"the {kind}'s answer could not be sent", False, None, None))
+                )
     finally:
         _lane.seq = None
         inbox.forget(seq)

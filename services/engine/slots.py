@@ -119,8 +119,10 @@ class _Host:
         ours, theirs = multiprocessing.Pipe(duplex=True)
         try:
             self._pid = zygote().start(replace(config, lanes=lanes), theirs.fileno())
-        except OSError as exc:
-            raise MediaError("worker_unavailable", f"no yt-dlp slot process could be started: {exc}", transient=True)
+        except (OSError, RuntimeError) as exc:
+            raise MediaError(
+                "worker_unavailable", f"no yt-dlp slot process could be started: {exc}", transient=True
+            ) from exc
         finally:
             theirs.close()
         self._conn = ours
