@@ -1,4 +1,4 @@
-"""Slot start-up: what a downloader pays before its first yt-dlp call — the fork server (imports yt-dlp and
+"""Slot start-up: what a downloader pays before its first yt-dlp call — the zygote (imports yt-dlp and
 tubeflow's adapter, compiles the extractors' patterns, makes a YoutubeDL once) and a slot forked from it, then a
 second slot, the first download in a fresh slot, and what the processes hold (PSS). The baseline, in the same run:
 a fresh Python that imports yt-dlp and makes one YoutubeDL (what any yt-dlp program pays once).
@@ -35,7 +35,7 @@ def bare_start() -> float:
 
 
 def measured_round(clip_url: str) -> dict:
-    """One round in a fresh Python (the fork server is one per process: a round in this one would find it started)."""
+    """One round in a fresh Python (the zygote is one per process: a round in this one would find it started)."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.slots", clip_url], check=True, capture_output=True, text=True, timeout=300
     )
@@ -59,7 +59,7 @@ def one_round(clip_url: str) -> dict:
         slots = {pid for pid in (slot.pid for slot in pool._slots) if pid}
         pss = {
             "slots": round(sum(pss_mib(pid) for pid in slots), 1),
-            "fork server and tracker": round(sum(pss_mib(pid) for pid in children if pid not in slots), 1),
+            "zygote": round(sum(pss_mib(pid) for pid in children if pid not in slots), 1),
         }
         return {"first": first, "second": second, "download": download, "pss": pss}
     finally:
@@ -74,14 +74,14 @@ def run(quick: bool) -> Report:
         results = [measured_round(media.url(media.fresh("clip.mp4"))) for _ in range(rounds)]
     base = statistics.median(bare)
     for name, label in (
-        ("first", "fork server + first slot ready"),
+        ("first", "zygote + first slot ready"),
         ("second", "a second slot ready"),
         ("download", "first download in a fresh slot"),
     ):
         seconds = statistics.median(r[name] for r in results)
         report.add(what=label, median_s=round(seconds, 3), ratio_to_bare_start=round(seconds / base, 2))
     report.add(what="bare: python, import yt_dlp, one YoutubeDL", median_s=round(base, 3), ratio_to_bare_start=1.0)
-    for part in ("slots", "fork server and tracker"):
+    for part in ("slots", "zygote"):
         report.add(
             what=f"PSS MiB after the download: {part}",
             median_s="",

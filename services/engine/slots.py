@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -129,11 +130,13 @@ class _Host:
         self.alive = True
         if not ours.poll(START_TIMEOUT):
             self.kill("crashed")
+            ours.close()
             raise MediaError("worker_unavailable", "a yt-dlp slot process did not start", transient=True)
         try:
             ours.recv()  # ("ready", pid)
         except (EOFError, OSError) as exc:
             self.kill("crashed")
+            ours.close()
             raise MediaError("worker_unavailable", "a yt-dlp slot process exited at start", transient=True) from exc
         self.heard = time.monotonic()
         threading.Thread(target=self._read, name=f"slot-{number}-reader", daemon=True).start()
@@ -158,6 +161,7 @@ class _Host:
             self.alive = False
             calls = dict(self._calls)
         conn.close()
+        self._kill_group()
         reason = self._killed or "crashed"
         for seq, box in calls.items():
             if seq != self._guilty:
@@ -169,11 +173,19 @@ class _Host:
         with self._lock:
             if self._killed is None:
                 self._killed, self._guilty = reason, guilty
-        for kill in (os.killpg, os.kill):  # its group; itself, if it had not made its group yet
+        self._kill_group()
+        if self.alive:  # itself too, if it had not made its group yet (once gone, its pid may be another's)
             try:
-                kill(self._pid, signal.SIGKILL)
+                os.kill(self._pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+    def _kill_group(self) -> None:
+        """The process group stays ours while any of it lives (ffmpeg left behind by a slot that died)."""
+        try:
+            os.killpg(self._pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def send(self, message: tuple) -> None:
         try:
@@ -295,7 +307,12 @@ class SlotPool:
         self.resolve_timeout = resolve_timeout
         self.download_timeout = download_timeout
         self._size = size
-        self._lanes = max(1, min(self.config.lanes, size))
+        # Processes: enough that none runs more than ``config.lanes`` calls, and at least one per CPU (up to one per
+        # call), so calls doing Python work at once (extraction, small files) don't all wait on one interpreter
+        # lock. Measured on 2 CPUs (issue 25): all 5 calls of the default stack in one process cost 5-25 % of
+        # throughput on small clips against a process each; one per CPU keeps it and the memory of fewer processes.
+        self._processes = max(math.ceil(size / max(1, self.config.lanes)), min(size, os.cpu_count() or 1))
+        self._lanes = math.ceil(size / self._processes)
         self._calls = threading.BoundedSemaphore(size)
         # The processes shared by calls, in the order started (the first ones are filled first: warm, and the
         # later ones idle and end); a call that must run alone gets a process of its own, ended after it.
@@ -336,7 +353,8 @@ class SlotPool:
         return _Host(self.config, self._started, lanes)
 
     def _take(self, alone: bool) -> _Host:
-        """A lane: in the first shared process with one free, or a new process (of its own when ``alone``)."""
+        """A lane: in an idle process, else in a new one (up to the pool's count), else in the least busy process
+        with one free; ``alone``: a new process of its own."""
         if alone:
             host = self._start(1)
             host.taken = 1
@@ -344,13 +362,19 @@ class SlotPool:
         while True:
             with self._lock:
                 self._slots = [h for h in self._slots if h.alive or h.taken]
-                for host in self._slots:
-                    if host.alive and host.taken < host.lanes:
-                        host.taken += 1
-                        return host
+                live = [h for h in self._slots if h.alive]
+                # An idle process first (the earliest: warm); else a new one while there may be more; else the
+                # least busy with a lane free.
+                idle = [h for h in live if not h.taken]
+                free = [h for h in live if h.taken < h.lanes]
+                if idle or (free and len(live) >= self._processes):
+                    host = idle[0] if idle else min(free, key=lambda h: h.taken)
+                    host.taken += 1
+                    return host
             with self._starting:
                 with self._lock:
-                    if any(h.alive and h.taken < h.lanes for h in self._slots):
+                    live = [h for h in self._slots if h.alive]
+                    if any(not h.taken for h in live) or len(live) >= self._processes:
                         continue
                 host = self._start(self._lanes)
                 with self._lock:

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -278,11 +279,12 @@ class TubeflowProbeIE(InfoExtractor):
 """
 
 
-def test_plugin_folders_are_loaded_by_every_slot(tmp_path):
+def test_plugin_folders_are_loaded_by_every_slot(tmp_path, monkeypatch):
     folder = tmp_path / "plugins" / "tubeflow-probe" / "yt_dlp_plugins" / "extractor"
     folder.mkdir(parents=True)
     (folder / "tubeflow_probe.py").write_text(PLUGIN)
     sites = RealSites(plugin_dirs=(str(tmp_path / "plugins"),))
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # both resolves in one process
     pool = SlotPool(2, SlotConfig(policy=AddressPolicy(allow_private=True), sites=sites), resolve_timeout=60)
     try:
         assert "TubeflowProbeIE" in pool.facts()["plugins"]

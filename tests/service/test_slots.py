@@ -92,13 +92,14 @@ def test_a_resolve_past_its_deadline_fails_with_a_code(media):
         pool.close()
 
 
-async def test_a_catastrophic_regex_holds_neither_the_loop_nor_another_download(media, tmp_path):
+async def test_a_catastrophic_regex_holds_neither_the_loop_nor_another_download(media, tmp_path, monkeypatch):
     """A format filter whose regex backtracks for minutes with the GIL held (the API refuses these; this is the
     depth below it): the event loop keeps ticking; the other download, sharing the stuck call's process, stalls
     there until the process is seen to stop beating, then runs again in a process of its own and finishes while
     the regex still runs; a cancel ends the stuck one within seconds."""
     name = "a" * 30 + ".mp4"
     shutil.copyfile(media.root / "clip1.mp4", media.root / name)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # both calls in one process
     pool = SlotPool(2, SlotConfig(policy=LOOPBACK_ONLY), download_timeout=120.0)
     executor = ThreadPoolExecutor(2)
     loop = asyncio.get_running_loop()
@@ -146,9 +147,10 @@ async def test_a_catastrophic_regex_holds_neither_the_loop_nor_another_download(
         executor.shutdown()
 
 
-def test_calls_share_a_process_and_a_kill_for_one_runs_the_other_again(media, tmp_path):
+def test_calls_share_a_process_and_a_kill_for_one_runs_the_other_again(media, tmp_path, monkeypatch):
     """Two calls run in one process (lanes); the resolve stuck on a silent server is cancelled, which takes that
     process down: the download beside it runs again in a new process (resuming its partial file) and finishes."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # else a pool spreads its calls over one process per CPU
     pool = SlotPool(2, SlotConfig(policy=LOOPBACK_ONLY), resolve_timeout=60, download_timeout=60)
     try:
         pool.warm_up()
