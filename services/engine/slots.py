@@ -218,19 +218,9 @@ class _Host:
             with self._lock:
                 self._calls.pop(seq, None)
 
-    def _follow(
-        self,
-        seq: int,
-        box: queue.Queue[tuple],
-        kind: str,
-        kwargs: dict[str, Any],
-        token: CancelToken | None,
-        deadline: float,
-        timeout: float,
-        live_timeout: float,
-        hook: ProgressHook | None,
-        reuse: Reuse | None,
-    ) -> Any:
+    def _follow(self, seq: int, box: queue.Queue[tuple], kind: str, kwargs: dict[str, Any], *args: Any) -> Any:
+        """The call ``seq`` sent and followed to its end: its messages, its token, its deadline."""
+        token, deadline, timeout, live_timeout, hook, reuse = args
         self.send((kind, seq, kwargs))
         grace = STOP_GRACE.get(kind, 0.0)
         stopping: tuple[float, str] | None = None
