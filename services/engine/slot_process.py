@@ -67,6 +67,7 @@ class _Inbox(threading.Thread):
         self._stops: dict[int, str] = {}
         self._killed: set[int] = set()
         self._children: dict[int, list[subprocess.Popen]] = {}
+        self._active: set[int] = set()  # calls started and not yet answered (a late stop for another is dropped)
         self._lock = threading.Lock()
 
     def run(self) -> None:
@@ -78,15 +79,21 @@ class _Inbox(threading.Thread):
                 os.killpg(os.getpgrp(), signal.SIGKILL)
                 return
             kind = message[0]
-            if kind == "stop":
-                self._stops[message[1]] = message[2]
-            elif kind == "kill":
-                self._kill_children(message[1])
-            elif kind == "reused":
+            if kind == "reused":
                 box = self._replies.get(message[1])
                 if box is not None:
                     box.put(message[2])
+            elif kind in ("stop", "kill"):
+                with self._lock:
+                    if message[1] not in self._active:
+                        continue
+                if kind == "stop":
+                    self._stops[message[1]] = message[2]
+                else:
+                    self._kill_children(message[1])
             else:
+                with self._lock:
+                    self._active.add(message[1])
                 self.requests.put(message)
 
     def send(self, message: tuple) -> None:
@@ -126,9 +133,10 @@ class _Inbox(threading.Thread):
 
     def forget(self, seq: int) -> None:
         with self._lock:
+            self._active.discard(seq)
             self._children.pop(seq, None)
             self._killed.discard(seq)
-        self._stops.pop(seq, None)
+            self._stops.pop(seq, None)
         self._replies.pop(seq, None)
 
 
