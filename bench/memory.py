@@ -11,8 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-
-import httpx
+from dataclasses import dataclass
 
 from bench.harness import FinishedJobs, Report, media_server, process_tree, pss_mib, tubeflow
 from tests.support.media import make_clip
@@ -64,13 +63,35 @@ def bare_peak(urls: list[str]) -> float:
     return peak.peak
 
 
-def run_jobs(base: str, finished: FinishedJobs, urls: list[str]) -> tuple[float, int]:
-    """POST every URL at once; the time to the last finished, and how many completed."""
-    with httpx.Client(base_url=base, timeout=30) as client:
-        started = time.perf_counter()
-        ids = [client.post("/api/jobs", json={"url": url, "metadata": False}).json()["id"] for url in urls]
-        views = finished.wait(ids, timeout=600)
-        return time.perf_counter() - started, sum(v["status"] == "completed" for v in views.values())
+def run_jobs(finished: FinishedJobs, urls: list[str]) -> tuple[float, int]:
+    """Every URL sent at once (without metadata); the time to the last finished, and how many completed."""
+    elapsed, views = finished.post_all(urls, metadata=False)
+    return elapsed, sum(v["status"] == "completed" for v in views.values())
+
+
+@dataclass
+class Measured:
+    idle: float
+    peak: float
+    processes: int
+    elapsed: float
+    completed: int
+
+
+def measured(warm_url: str, urls: list[str], env: dict[str, str] | None = None) -> Measured:
+    """A fresh `tubeflow up`: one job to warm it, its idle PSS, then ``urls`` sent at once under a PSS sampler."""
+    with tubeflow("", ["up"], env) as stack:
+        up = stack.processes[0].pid
+        finished = FinishedJobs(stack.base)
+        try:
+            assert run_jobs(finished, [warm_url])[1] == 1, "the warm-up job did not complete"
+            time.sleep(1.0)
+            idle = pss_mib(up)
+            with PeakPss(up) as peak:
+                elapsed, completed = run_jobs(finished, urls)
+        finally:
+            finished.close()
+    return Measured(idle, peak.peak, peak.processes, elapsed, completed)
 
 
 def run(quick: bool) -> Report:
@@ -79,48 +100,37 @@ def run(quick: bool) -> Report:
     report = Report("memory")
     with media_server() as media:
         make_clip(media.root / "small.mp4", seconds=10, size="640x360", bitrate="200k")
-        small = [media.url(media.fresh("small.mp4")) for _ in range(count)]
         bare = bare_peak([media.url(media.fresh("small.mp4")) for _ in range(count)])
         report.add(what=f"bare yt-dlp, {count} small clips, 3 threads: peak PSS", pss_mib=round(bare, 1), ratio=1.0)
-        with tubeflow("", ["up"]) as stack:
-            up = stack.processes[0].pid
-            finished = FinishedJobs(stack.base)
-            warm = run_jobs(stack.base, finished, [media.url(media.fresh("small.mp4"))])
-            assert warm[1] == 1, "the warm-up job did not complete"
-            time.sleep(1.0)
-            idle = pss_mib(up)
-            report.add(what="tubeflow up, idle after one job", pss_mib=idle, ratio=round(idle / bare, 2))
-            with PeakPss(up) as peak:
-                elapsed, completed = run_jobs(stack.base, finished, small)
-            finished.close()
-            report.add(
-                what=f"tubeflow up, {count} small clips, concurrency 3: peak PSS",
-                pss_mib=peak.peak,
-                ratio=round(peak.peak / bare, 2),
-                processes=peak.processes,
-                completed=completed,
-            )
+        small = measured(
+            media.url(media.fresh("small.mp4")), [media.url(media.fresh("small.mp4")) for _ in range(count)]
+        )
+        report.add(what="tubeflow up, idle after one job", pss_mib=small.idle, ratio=round(small.idle / bare, 2))
+        report.add(
+            what=f"tubeflow up, {count} small clips, concurrency 3: peak PSS",
+            pss_mib=small.peak,
+            ratio=round(small.peak / bare, 2),
+            processes=small.processes,
+            completed=small.completed,
+        )
         size = (media.root / "clip.mp4").stat().st_size
         rate = size // (2 if quick else 8)  # each download takes 8 s alone
-        with tubeflow("", ["up"], {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(many)}) as stack:
-            up = stack.processes[0].pid
-            finished = FinishedJobs(stack.base)
-            run_jobs(stack.base, finished, [media.url(media.fresh("clip.mp4"))])
-            throttled = [media.url(media.fresh("clip.mp4"), rate=rate) for _ in range(many)]
-            with PeakPss(up) as peak:
-                elapsed, completed = run_jobs(stack.base, finished, throttled)
-            finished.close()
-            ideal = size / rate
-            report.add(
-                what=f"tubeflow up, {many} throttled downloads at once (concurrency {many}): peak PSS",
-                pss_mib=peak.peak,
-                ratio=round(peak.peak / bare, 2),
-                processes=peak.processes,
-                completed=completed,
-                wall_s=round(elapsed, 2),
-                ideal_s=round(ideal, 2),
-                over_ideal_pct=round(100 * (elapsed / ideal - 1), 1),
-            )
+        throttled = measured(
+            media.url(media.fresh("clip.mp4")),
+            [media.url(media.fresh("clip.mp4"), rate=rate) for _ in range(many)],
+            {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(many)},
+        )
+        ideal = size / rate
+        report.add(
+            what=f"tubeflow up, {many} throttled downloads at once (concurrency {many}): peak PSS",
+            pss_mib=throttled.peak,
+            ratio=round(throttled.peak / bare, 2),
+            processes=throttled.processes,
+            completed=throttled.completed,
+            wall_s=round(throttled.elapsed, 2),
+            ideal_s=round(ideal, 2),
+            over_ideal_pct=round(100 * (throttled.elapsed / ideal - 1), 1),
+        )
     report.notes.append("PSS from /proc/<pid>/smaps_rollup over the process tree (shared pages split among sharers)")
     report.notes.append(
         f"processes: the most seen at once in the tree (ffmpeg included); python {sys.version.split()[0]}"

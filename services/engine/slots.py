@@ -213,72 +213,70 @@ class _Host:
                 raise _Lost(alone=False)
             self._calls[seq] = box
         try:
-            return self._follow(seq, box, kind, kwargs, token, deadline, timeout, live_timeout, hook, reuse)
+            self.send((kind, seq, kwargs))
+            grace = STOP_GRACE.get(kind, 0.0)
+            stopping: tuple[float, str] | None = None
+            children_killed = False
+            while True:
+                now = time.monotonic()
+                if stopping is None and token is not None and token.reason is not None:
+                    stopping = (now, token.reason)
+                    self.send(("stop", seq, token.reason))
+                if stopping is not None and now - stopping[0] >= grace:
+                    if not children_killed:
+                        # What it started (ffmpeg) goes first; then, if the call still does not end, its process.
+                        self.send(("kill", seq))
+                        children_killed = True
+                    elif now - stopping[0] >= grace + KILL_GRACE:
+                        self.kill("innocent", guilty=seq)
+                        raise Aborted(stopping[1])
+                if now >= deadline:
+                    self.kill("innocent", guilty=seq)
+                    setting = "TUBEFLOW_RESOLVE_TIMEOUT" if kind == "resolve" else "TUBEFLOW_DOWNLOAD_TIMEOUT"
+                    raise MediaError(f"{kind}_timeout", f"the {kind} took longer than {setting} ({timeout:g} s)")
+                if self.lanes > 1 and now - self.heard > STALL and len(self._calls) > 1:
+                    # The process holds its interpreter (nothing there runs, not even its beat): one of its calls does,
+                    # and it can't be told which. Each runs again in a process of its own; the guilty one stalls there
+                    # alone until its deadline or a cancel.
+                    log.warning("slot %s stopped answering for %.1f s: its calls run again apart", self.number, STALL)
+                    self.kill("stall")
+                try:
+                    message = box.get(timeout=POLL)
+                except queue.Empty:
+                    continue
+                what = message[0]
+                if what == "hook" and hook is not None:
+                    try:
+                        hook(message[2])
+                    except Aborted:
+                        pass  # the token says so too: heard above, on the next turn
+                elif what == "reuse":
+                    try:
+                        found = reuse(message[2]) if reuse is not None else None
+                    except BaseException:
+                        self.kill("innocent", guilty=seq)
+                        raise
+                    self.send(("reused", seq, found))
+                elif what == "live":
+                    deadline = max(deadline, now + live_timeout)
+                    grace = RECORDING_STOP_GRACE
+                elif what == "done":
+                    return message[2]
+                elif what == "failed":
+                    code, text, transient, step, retry_after = message[2]
+                    raise MediaError(code, text, transient=transient, step=step, retry_after=retry_after)
+                elif what == "aborted":
+                    raise Aborted(message[2])
+                elif what == "lost":
+                    if message[2] == "crashed":
+                        raise MediaError(
+                            "worker_crashed", f"the yt-dlp process running this {kind} died", transient=True
+                        )
+                    raise _Lost(alone=message[2] == "stall")
+
         finally:
             with self._lock:
                 self._calls.pop(seq, None)
-
-    def _follow(self, seq: int, box: queue.Queue[tuple], kind: str, kwargs: dict[str, Any], *args: Any) -> Any:
-        """The call ``seq`` sent and followed to its end: its messages, its token, its deadline."""
-        token, deadline, timeout, live_timeout, hook, reuse = args
-        self.send((kind, seq, kwargs))
-        grace = STOP_GRACE.get(kind, 0.0)
-        stopping: tuple[float, str] | None = None
-        children_killed = False
-        while True:
-            now = time.monotonic()
-            if stopping is None and token is not None and token.reason is not None:
-                stopping = (now, token.reason)
-                self.send(("stop", seq, token.reason))
-            if stopping is not None and now - stopping[0] >= grace:
-                if not children_killed:
-                    # What it started (ffmpeg) goes first; then, if the call still does not end, its process.
-                    self.send(("kill", seq))
-                    children_killed = True
-                elif now - stopping[0] >= grace + KILL_GRACE:
-                    self.kill("innocent", guilty=seq)
-                    raise Aborted(stopping[1])
-            if now >= deadline:
-                self.kill("innocent", guilty=seq)
-                setting = "TUBEFLOW_RESOLVE_TIMEOUT" if kind == "resolve" else "TUBEFLOW_DOWNLOAD_TIMEOUT"
-                raise MediaError(f"{kind}_timeout", f"the {kind} took longer than {setting} ({timeout:g} s)")
-            if self.lanes > 1 and now - self.heard > STALL and len(self._calls) > 1:
-                # The process holds its interpreter (nothing there runs, not even its beat): one of its calls does,
-                # and it can't be told which. Each runs again in a process of its own; the guilty one stalls there
-                # alone until its deadline or a cancel.
-                log.warning("slot %s stopped answering for %.1f s: its calls run again apart", self.number, STALL)
-                self.kill("stall")
-            try:
-                message = box.get(timeout=POLL)
-            except queue.Empty:
-                continue
-            what = message[0]
-            if what == "hook" and hook is not None:
-                try:
-                    hook(message[2])
-                except Aborted:
-                    pass  # the token says so too: heard above, on the next turn
-            elif what == "reuse":
-                try:
-                    found = reuse(message[2]) if reuse is not None else None
-                except BaseException:
-                    self.kill("innocent", guilty=seq)
-                    raise
-                self.send(("reused", seq, found))
-            elif what == "live":
-                deadline = max(deadline, now + live_timeout)
-                grace = RECORDING_STOP_GRACE
-            elif what == "done":
-                return message[2]
-            elif what == "failed":
-                code, text, transient, step, retry_after = message[2]
-                raise MediaError(code, text, transient=transient, step=step, retry_after=retry_after)
-            elif what == "aborted":
-                raise Aborted(message[2])
-            elif what == "lost":
-                if message[2] == "crashed":
-                    raise MediaError("worker_crashed", f"the yt-dlp process running this {kind} died", transient=True)
-                raise _Lost(alone=message[2] == "stall")
 
 
 class SlotPool:

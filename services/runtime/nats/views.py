@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -159,19 +162,12 @@ class SummaryReader:
     work: reused for SUMMARY_MEMO seconds. Live cancels reach workers through their subscription, not this; what it
     answers is what happened while they were away, for which a second's reuse changes nothing."""
 
-    def __init__(self, kv, clock=None) -> None:  # noqa: ANN001 - a nats KeyValue, a monotonic clock
-        import time
-        from collections import OrderedDict
-
+    def __init__(self, kv: KeyValue, clock: Callable[[], float] = time.monotonic) -> None:
         self._kv = kv
-        self._clock = clock or time.monotonic
-        self._memo: OrderedDict[str, tuple[float, object]] = OrderedDict()
+        self._clock = clock
+        self._memo: OrderedDict[str, tuple[float, JobSummary | None]] = OrderedDict()
 
-    async def get(self, job_id: str):  # noqa: ANN201 - JobSummary | None
-        from nats.js.errors import KeyNotFoundError
-
-        from contracts.views import JobSummary
-
+    async def get(self, job_id: str) -> JobSummary | None:
         now = self._clock()
         kept = self._memo.get(job_id)
         if kept is not None and now - kept[0] < SUMMARY_MEMO:
