@@ -39,6 +39,7 @@ from contracts.payloads import (  # noqa: F401 - re-exported: the wire's names, 
     Payload,
     PostprocessCompleted,
     PostprocessFailed,
+    PostprocessProgress,
     PostprocessStarted,
     Priority,
     PriorityChanged,
@@ -164,6 +165,11 @@ class PostprocessStartedEvent(Envelope):
     data: PostprocessStarted
 
 
+class PostprocessProgressEvent(Envelope):
+    type: Literal["postprocess.progress"]
+    data: PostprocessProgress
+
+
 class PostprocessCompletedEvent(Envelope):
     type: Literal["postprocess.completed"]
     data: PostprocessCompleted
@@ -214,6 +220,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
         DownloadCompletedEvent,
         DownloadFailedEvent,
         PostprocessStartedEvent,
+        PostprocessProgressEvent,
         PostprocessCompletedEvent,
         PostprocessFailedEvent,
         ExtractStartedEvent,

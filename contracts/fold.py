@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Literal
 from contracts import events as ev
 from contracts.derive import derive, stamp
 from contracts.fold_controls import CONTROLS, stopped
-from contracts.items import STEP_DONE, download_percent, wants_audio
+from contracts.items import STEP_DONE, download_percent, postprocess_label, postprocess_overall, wants_audio
 from contracts.totals import replace, with_items
 from contracts.views import (
     ExtractSummary,
@@ -353,13 +353,59 @@ def _(event: ev.DownloadFailedEvent, view: JobView) -> JobView:
 
 @_apply.register
 def _(event: ev.PostprocessStartedEvent, view: JobView) -> JobView:
+    data = event.data
+
     def started(item: ItemView) -> dict:
+        postprocess = item.postprocess
         return {
             "status": "processing",
-            "postprocess": replace(item.postprocess, {"status": "running", "name": event.data.name}),
+            "postprocess": replace(
+                postprocess,
+                {
+                    "status": "running",
+                    "name": data.name,
+                    "label": postprocess_label(data.name),
+                    "percent": None,
+                    "seconds": None,
+                    "total_seconds": None,
+                    "speed": None,
+                    "step": data.step,
+                    "steps": data.steps,
+                    "overall": postprocess_overall(postprocess.overall, data.step, data.steps, None),
+                },
+            ),
         }
 
     return _change_step(view, event, "download", started)
+
+
+@_apply.register
+def _(event: ev.PostprocessProgressEvent, view: JobView) -> JobView:
+    """The running post-processor's ffmpeg moved on: its percent never goes back while it runs (a report that
+    arrives late, or for a step already over, changes nothing)."""
+    data = event.data
+
+    def progressed(item: ItemView) -> dict:
+        postprocess = item.postprocess
+        if postprocess.status != "running" or postprocess.name != data.name or postprocess.step != data.step:
+            return {}
+        percent = postprocess.percent
+        if data.seconds is not None and data.total_seconds:
+            percent = max(percent or 0.0, min(99.9, round(100.0 * data.seconds / data.total_seconds, 1)))
+        return {
+            "postprocess": replace(
+                postprocess,
+                {
+                    "percent": percent,
+                    "seconds": data.seconds,
+                    "total_seconds": data.total_seconds,
+                    "speed": data.speed,
+                    "overall": postprocess_overall(postprocess.overall, data.step, data.steps, percent),
+                },
+            )
+        }
+
+    return _change_step(view, event, "download", progressed)
 
 
 @_apply.register
@@ -368,7 +414,11 @@ def _(event: ev.PostprocessCompletedEvent, view: JobView) -> JobView:
         postprocess = item.postprocess
         if postprocess.status != "running":  # a repeat of the report: counted already
             return {}
-        return {"postprocess": replace(postprocess, {"status": "completed", "completed": postprocess.completed + 1})}
+        changes: dict = {"status": "completed", "completed": postprocess.completed + 1, "speed": None}
+        if postprocess.percent is not None:
+            changes["percent"] = 100.0
+        changes["overall"] = postprocess_overall(postprocess.overall, postprocess.step, postprocess.steps, 100.0)
+        return {"postprocess": replace(postprocess, changes)}
 
     return _change_step(view, event, "download", completed)
 

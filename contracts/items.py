@@ -63,7 +63,47 @@ def download_fraction(item: ItemView) -> float:
     percent = item.download.percent
     if percent is None:  # a live recording: no share of the bar until it is a file
         return 0.0
-    return (1.0 - POSTPROCESS_SHARE) * percent / 100.0
+    return ((1.0 - POSTPROCESS_SHARE) * percent + POSTPROCESS_SHARE * item.postprocess.overall) / 100.0
+
+
+def postprocess_overall(before: float, step: int | None, steps: int | None, percent: float | None) -> float:
+    """All of the item's post-processing, 0..100, with ``step`` of ``steps`` at ``percent`` (None: just begun):
+    the steps planned share the bar equally. Never lower than ``before``, 100 only when the download completes."""
+    if not step or not steps:
+        return before
+    done = (min(step, steps) - 1 + (percent or 0.0) / 100.0) / steps
+    return max(before, min(99.9, round(100.0 * done, 1)))
+
+
+# What yt-dlp's post-processors (by their own names) do, in the words a page shows: "merging video and audio · 63 %".
+POSTPROCESS_LABELS = {
+    "Merger": "merging video and audio",
+    "Metadata": "writing metadata",
+    "ModifyChapters": "cutting segments",
+    "SponsorBlock": "fetching SponsorBlock segments",
+    "EmbedSubtitle": "embedding subtitles",
+    "EmbedThumbnail": "embedding thumbnail",
+    "ThumbnailsConvertor": "converting thumbnail",
+    "SubtitlesConvertor": "converting subtitles",
+    "VideoRemuxer": "remuxing",
+    "VideoConvertor": "converting video",
+    "ExtractAudio": "extracting audio",
+    "SplitChapters": "splitting chapters",
+    "Concat": "joining parts",
+    "CopyStream": "copying streams",
+    "FixupM3u8": "fixing the container",
+    "FixupM4a": "fixing the container",
+    "FixupStretched": "fixing the aspect ratio",
+    "FixupTimestamp": "fixing timestamps",
+    "FixupDuration": "fixing the duration",
+    "FixupDuplicateMoov": "fixing the container",
+}
+
+
+def postprocess_label(name: str | None) -> str | None:
+    if name is None:
+        return None
+    return POSTPROCESS_LABELS.get(name, f"post-processing ({name})")
 
 
 def download_percent(data: DownloadProgress, before: float | None) -> float:

@@ -179,10 +179,27 @@ class DownloadCompleted(Payload):
 
 class PostprocessStarted(Payload):
     """yt-dlp began a post-processor on the downloaded streams: ``name`` is its own (Merger, FixupM3u8, Metadata,
-    EmbedThumbnail, SponsorBlock, …)."""
+    EmbedThumbnail, SponsorBlock, …). ``step`` of ``steps``: its place among the post-processors planned after the
+    download (absent for the ones before it, and in events older than these fields)."""
 
     worker: Short
     name: str = Field(max_length=100)
+    step: int | None = Field(default=None, ge=1, le=1000)
+    steps: int | None = Field(default=None, ge=1, le=1000)
+
+
+class PostprocessProgress(Payload):
+    """How far the ffmpeg of the running post-processor is: ``seconds`` of media written of ``total_seconds`` (None
+    when the length is not known, e.g. a picture), ``bytes`` written, ``speed`` as a multiple of real time."""
+
+    worker: Short
+    name: str = Field(max_length=100)
+    seconds: float | None = Field(default=None, ge=0)
+    total_seconds: float | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    speed: float | None = Field(default=None, ge=0)
+    step: int | None = Field(default=None, ge=1, le=1000)
+    steps: int | None = Field(default=None, ge=1, le=1000)
 
 
 class PostprocessCompleted(Payload):

@@ -63,10 +63,21 @@ class ItemPostprocess(View):
     """yt-dlp's post-processors on the downloaded streams (the merge of video and audio, fixups, metadata, …)."""
 
     status: StepStatus = "none"
-    # The one running now, or the last one that ran.
+    # The one running now, or the last one that ran, and what it does in words ("merging video and audio").
     name: str | None = None
+    label: str | None = None
     # How many have finished.
     completed: int = 0
+    # The running one's ffmpeg: percent of its media written (None while not known), seconds of it, its length,
+    # speed as a multiple of real time; ``step`` of ``steps`` planned after the download.
+    percent: float | None = None
+    seconds: float | None = None
+    total_seconds: float | None = None
+    speed: float | None = None
+    step: int | None = None
+    steps: int | None = None
+    # All of the item's post-processing after its download, 0..100: never lower than before in a run.
+    overall: float = 0.0
 
 
 class ItemExtract(View):

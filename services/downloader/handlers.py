@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
@@ -284,10 +284,8 @@ class Downloader:
             report, when = observed
             await self._emit("download.progress", job, report, random_event_id(), item, occurred_at=when)
 
-        async def send_step(status: str, name: str) -> None:
-            kind = ev.PostprocessStarted if status == "started" else ev.PostprocessCompleted
-            event_type = "postprocess.started" if status == "started" else "postprocess.completed"
-            await self._emit(event_type, job, kind(worker=self.worker, name=name[:100]), random_event_id(), item)
+        async def send_step(report: dict[str, Any]) -> None:
+            await self._emit(*_postprocess_event(report, self.worker), random_event_id(), item)
 
         pump: ProgressPump[tuple[ev.DownloadProgress, datetime]] = ProgressPump(
             send_progress,
@@ -296,7 +294,14 @@ class Downloader:
             min_step=self.progress_min_step,
         ).start()
         return ItemReports(
-            pump, send_step, token, self.worker, self.now, HandoffGate(self.progress_interval, self.progress_min_step)
+            pump,
+            send_step,
+            token,
+            self.worker,
+            self.now,
+            HandoffGate(self.progress_interval, self.progress_min_step),
+            # ffmpeg's progress has no pump after it: at most one report per interval, or per min_step moved.
+            HandoffGate(4 * self.progress_interval, self.progress_min_step),
         )
 
     async def _wait_for_disk(self, job: str, item: str, attempt: int, rnd: int, token: CancelToken) -> None:
@@ -427,6 +432,25 @@ class Downloader:
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,
         )
+
+
+def _postprocess_event(report: dict[str, Any], worker: str) -> tuple[str, ev.Payload]:
+    """A post-processing report from yt-dlp's thread (see services/engine/media.py) as the event that tells it."""
+    name = str(report.get("postprocessor"))[:100]
+    place = {"step": report.get("pp_step"), "steps": report.get("pp_steps")}
+    if report["status"] == "postprocessing":
+        return "postprocess.progress", ev.PostprocessProgress(
+            worker=worker,
+            name=name,
+            seconds=report.get("pp_seconds"),
+            total_seconds=report.get("pp_total_seconds"),
+            bytes=report.get("pp_bytes"),
+            speed=report.get("pp_speed"),
+            **place,
+        )
+    if report.get("pp_status") == "started":
+        return "postprocess.started", ev.PostprocessStarted(worker=worker, name=name, **place)
+    return "postprocess.completed", ev.PostprocessCompleted(worker=worker, name=name)
 
 
 def _skips(event: ev.ItemQueuedEvent, result: Downloaded) -> bool:

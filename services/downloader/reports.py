@@ -18,16 +18,18 @@ log = logging.getLogger("tubeflow.downloader")
 
 class ItemReports:
     """Hands an item's reports from yt-dlp's thread to the event loop: progress through the throttling pump, and
-    post-processing steps each after a flush of the pump, so a step's event never precedes the bytes before it."""
+    post-processing steps (and their ffmpeg's progress, throttled like the bytes') each after a flush of the pump,
+    in order, so a step's event never precedes the bytes before it."""
 
     def __init__(
         self,
         pump: ProgressPump[tuple[ev.DownloadProgress, datetime]],
-        send_step: Callable[[str, str], Awaitable[None]],
+        send_step: Callable[[dict[str, Any]], Awaitable[None]],
         token: CancelToken,
         worker: str,
         now: Callable[[], datetime],
         gate: HandoffGate,
+        pp_gate: HandoffGate,
     ) -> None:
         self._pump = pump
         self._send_step = send_step
@@ -35,6 +37,7 @@ class ItemReports:
         self._worker = worker
         self._now = now
         self._gate = gate
+        self._pp_gate = pp_gate
         self._loop = asyncio.get_running_loop()
         self._steps: list[concurrent.futures.Future[None]] = []
         self._order = asyncio.Lock()
@@ -48,8 +51,8 @@ class ItemReports:
         # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
         self._token.raise_if_tripped()
         status = d.get("status")
-        if status == "postprocess":
-            step = self._step(d.get("pp_status") or "", str(d.get("postprocessor")))
+        if status == "postprocess" or (status == "postprocessing" and self._pp_gate.open(_pp_percent(d))):
+            step = self._step(d)
             self._steps.append(asyncio.run_coroutine_threadsafe(self._in_context(step), self._loop))
             return
         if status == "recording":
@@ -88,10 +91,10 @@ class ItemReports:
         )
         self._loop.call_soon_threadsafe(self._pump.offer, (report, self._now()))
 
-    async def _step(self, status: str, name: str) -> None:
+    async def _step(self, report: dict[str, Any]) -> None:
         async with self._order:
             await self._pump.flush()
-            await self._send_step(status, name)
+            await self._send_step(report)
 
     async def close(self) -> None:
         """Publish what is still pending: the steps reported, then the last progress report."""
@@ -101,6 +104,11 @@ class ItemReports:
             except Exception as exc:  # advisory, like progress: the download's outcome is what counts
                 log.warning("post-processing step not reported: %s", exc)
         await self._pump.close()
+
+
+def _pp_percent(d: dict[str, Any]) -> float | None:
+    seconds, total = d.get("pp_seconds"), d.get("pp_total_seconds")
+    return 100.0 * seconds / total if seconds is not None and total else None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -13,8 +13,10 @@ from typing import Any, Callable, Protocol
 from contracts.options import DownloadOptions
 from services.runtime.cancellation import CancelToken
 
-# Called with progress dicts (bytes over all of the item's streams, see StreamMeter), and with
-# {"status": "postprocess", "postprocessor": name, "pp_status": "started" | "finished"} around each post-processor.
+# Called with progress dicts (bytes over all of the item's streams, see StreamMeter), with
+# {"status": "postprocess", "postprocessor": name, "pp_status": "started" | "finished", "pp_step", "pp_steps"} around
+# each post-processor, and {"status": "postprocessing", "postprocessor", "pp_seconds", "pp_total_seconds", "pp_bytes",
+# "pp_speed", "pp_step", "pp_steps"} while its ffmpeg runs (see ``postprocess``).
 ProgressHook = Callable[[dict[str, Any]], None]
 
 # The keys of a progress dict the handlers read: a report crossing a process boundary carries only these (yt-dlp's
@@ -38,6 +40,12 @@ REPORT_KEYS = (
     "recorded_seconds",
     "postprocessor",
     "pp_status",
+    "pp_step",
+    "pp_steps",
+    "pp_seconds",
+    "pp_total_seconds",
+    "pp_bytes",
+    "pp_speed",
 )
 
 

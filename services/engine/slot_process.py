@@ -34,7 +34,7 @@ from services.runtime.failures import MediaError
 log = logging.getLogger("tubeflow.slot")
 
 # Reports the parent needs; the rest ("starting", "waiting") are only chances to hear a stop.
-FORWARDED = frozenset({"downloading", "finished", "recording", "postprocess"})
+FORWARDED = frozenset({"downloading", "finished", "recording", "postprocess", "postprocessing"})
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy")
 # How often the process says it is alive (see ``slots.STALL``).
 BEAT = 0.5
@@ -307,7 +307,7 @@ def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], inte
             return
         if status not in FORWARDED:
             return
-        if status in ("downloading", "recording"):
+        if status in ("downloading", "recording", "postprocessing"):
             now = time.monotonic()
             if now - last[0] < interval:
                 return

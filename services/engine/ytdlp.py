@@ -28,6 +28,7 @@ from yt_dlp.networking import Request
 from yt_dlp.networking.impersonate import ImpersonateTarget
 
 from contracts.options import DownloadOptions
+from services.engine import postprocess
 from services.engine.errors import classify
 from services.engine.guard_proxy import FFMPEG_PROTOCOLS
 from services.engine.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
@@ -64,6 +65,7 @@ def ffmpeg_on_path() -> None:
 
 
 ffmpeg_on_path()
+postprocess.install()
 
 # yt-dlp's own bookkeeping steps, instant and of no interest to a user.
 QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
@@ -153,6 +155,20 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
             if isinstance(req, Request) and not req.extensions.get("impersonate"):
                 req.extensions["impersonate"] = ImpersonateTarget.from_str(target)
         return super().urlopen(req)
+
+    def post_process(self, filename, info, files_to_move=None):  # noqa: ANN001, ANN201 - yt-dlp's signature
+        """The post-processors after the download, planned first: each one's place among them (``step`` of
+        ``steps``) and the media's length go with its reports (see ``postprocess``)."""
+        holder = getattr(self, "_tubeflow_hook", None)
+        if holder is None or holder["hook"] is None:
+            return super().post_process(filename, info, files_to_move)
+        planned = (info.get("__postprocessors") or []) + self._pps["post_process"] + self._pps["after_move"]
+        steps = sum(1 for pp in planned if pp.pp_key() not in QUIET_POSTPROCESSORS)
+        holder["pp_plan"] = {"steps": steps or None, "step": 0, "duration": info.get("duration"), "done_seconds": 0.0}
+        try:
+            return super().post_process(filename, info, files_to_move)
+        finally:
+            holder["pp_plan"] = None
 
     def _forceprint(self, key, info_dict):  # noqa: ANN001, ANN202 - yt-dlp's signature
         if (
@@ -298,6 +314,7 @@ class YtDlp:
             "hook": None,
             "meter": StreamMeter(),
             "postprocessor": None,
+            "pp_plan": None,
             "fragment_retries": 0,
             "fragmented": False,
             "max_bytes": None,
@@ -331,8 +348,16 @@ class YtDlp:
             name = d.get("postprocessor")
             if holder["hook"] is None or name in QUIET_POSTPROCESSORS or d.get("status") == "processing":
                 return
-            holder["postprocessor"] = name if d.get("status") == "started" else None
-            holder["hook"]({"status": "postprocess", "postprocessor": name, "pp_status": d.get("status")})
+            started = d.get("status") == "started"
+            holder["postprocessor"] = name if started else None
+            report = {"status": "postprocess", "postprocessor": name, "pp_status": d.get("status")}
+            plan = holder["pp_plan"]
+            if plan is not None:
+                if started:
+                    plan["step"] += 1
+                    plan["done_seconds"] = 0.0
+                report.update(pp_step=plan["step"], pp_steps=max(plan["steps"] or 0, plan["step"]))
+            holder["hook"](report)
 
         ydl.add_progress_hook(on_progress)
         ydl.add_postprocessor_hook(on_postprocess)
@@ -342,7 +367,7 @@ class YtDlp:
 
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
         holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
-        holder["hook"], holder["meter"], holder["postprocessor"] = None, StreamMeter(), None
+        holder["hook"], holder["meter"], holder["postprocessor"], holder["pp_plan"] = None, StreamMeter(), None, None
         holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
         holder["impersonate"] = None
         ydl.format_selector = None
