@@ -16,7 +16,7 @@ import pytest
 
 from services.cli.up import _die_with_parent
 from services.runtime.embedded import EmbeddedNats
-from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_source
+from tests.support.media import MediaServer, make_clip, make_dash, make_hls, make_long_dash, make_source
 from tests.support.option_media import make_ladder, make_pages
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +125,13 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MediaServer]:
     with MediaServer(root) as server:
         make_pages(source, root / "pages", server.base)
         yield server
+
+
+@pytest.fixture(scope="session")
+def long_merge(media: MediaServer) -> str:
+    """The name of a DASH source under ``media`` whose merge takes seconds (made the first time a test asks)."""
+    make_long_dash(media.root / "longmerge")
+    return "longmerge"
 
 
 class Stack:

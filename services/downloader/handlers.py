@@ -285,7 +285,8 @@ class Downloader:
             await self._emit("download.progress", job, report, random_event_id(), item, occurred_at=when)
 
         async def send_step(report: dict[str, Any]) -> None:
-            await self._emit(*_postprocess_event(report, self.worker), random_event_id(), item)
+            event_type, data = _postprocess_event(report, self.worker)
+            await self._emit(event_type, job, data, random_event_id(), item)
 
         pump: ProgressPump[tuple[ev.DownloadProgress, datetime]] = ProgressPump(
             send_progress,

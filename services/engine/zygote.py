@@ -9,8 +9,9 @@ imports yt-dlp and forks keeps its pages shared with its slots.
 
 A request is one message on a Unix socket (``SOCK_SEQPACKET``): the slot's pickled ``SlotConfig``, and the slot's end
 of its pipe to the service passed along (``SCM_RIGHTS``); the answer is the new process's pid. The slot's parent is
-this process, which reaps it (``SIGCHLD`` ignored) and ends, taking its slots along (their parent-death signal), when
-the service's end of the socket closes, however the service went.
+this process, which reaps it (``SIGCHLD`` ignored) and ends, taking its slots and their ffmpeg along (each slot's
+process group is killed, and the slots have a parent-death signal), when the service's end of the socket closes,
+however the service went.
 """
 
 from __future__ import annotations
@@ -87,6 +88,20 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # slots are reaped by the kernel
+    slots: list[int] = []
+    try:
+        _fork_slots(sock, slots)
+    finally:
+        # The service is gone: so are its slots and what they run. Each slot leads a process group of its own
+        # with its ffmpeg in it; the slot's parent-death signal alone would leave an ffmpeg merging (issue 26).
+        for pid in slots:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _fork_slots(sock: socket.socket, slots: list[int]) -> None:  # pragma: no cover - runs in the zygote
     while True:
         try:
             payload, fds, _flags, _address = socket.recv_fds(sock, MAX_REQUEST, 1)
@@ -94,6 +109,7 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
             return
         if not payload:
             return  # the service is gone
+        slots[:] = [pid for pid in slots if _alive(pid)]
         pid = os.fork()
         if pid == 0:
             try:
@@ -107,12 +123,22 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
                 serve(Connection(fds[0]), pickle.loads(payload))
             finally:
                 os._exit(0)
+        slots.append(pid)
         for fd in fds:
             os.close(fd)
         try:
             sock.send(_PID.pack(pid))
         except OSError:
             return
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process group ``pid`` still has a process (a slot, or an ffmpeg it left)."""
+    try:
+        os.killpg(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 # This process's zygote, started when a pool first needs one.

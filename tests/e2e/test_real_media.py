@@ -139,7 +139,9 @@ def test_a_merge_that_fails_names_the_step_and_keeps_the_streams(stack, media):
     assert view["status"] == "failed"
     (item,) = view["items"]
     assert item["error"]["code"] == "merge_failed", item["error"]
-    assert item["postprocess"] == {"status": "failed", "name": "Merger", "completed": 0}
+    postprocess = item["postprocess"]
+    assert (postprocess["status"], postprocess["name"], postprocess["completed"]) == ("failed", "Merger", 0)
+    assert postprocess["label"] == "merging video and audio"
     events = httpx.get(f"{stack.base}/api/jobs/{job['id']}/events", timeout=10).json()
     failed = [e for e in events if e["type"] == "postprocess.failed"]
     assert len(failed) == 1 and failed[0]["data"]["name"] == "Merger" and failed[0]["data"]["code"] == "merge_failed"

@@ -250,3 +250,55 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _ffmpeg_writing_in(directory: Path) -> list[int]:
+    """The ffmpeg processes whose command line names a file in ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (
+            command
+            and b"ffmpeg" in Path(command[0].decode(errors="replace")).name.encode()
+            and str(directory).encode() in b" ".join(command)
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_merge_reports_its_progress_and_a_cancel_ends_its_ffmpeg_within_a_second(pool, media, long_merge, tmp_path):
+    url = media.stream_url(long_merge, "manifest.mpd")
+    reports: list[dict] = []
+    done = pool.download(url, directory=tmp_path / "a", stem="0001", format=None, hook=reports.append)
+    assert done.path.is_file()
+    merge = [r for r in reports if r["status"] == "postprocessing" and r["postprocessor"] == "Merger"]
+    seconds = [r["pp_seconds"] for r in merge]
+    assert len(set(seconds)) >= 3 and seconds == sorted(seconds), seconds
+    assert all(r["pp_total_seconds"] == pytest.approx(3 * 3600, abs=2) for r in merge)
+    assert merge[0]["pp_step"] == 1 and merge[0]["pp_steps"] >= 1
+    finished = next(i for i, r in enumerate(reports) if r.get("pp_status") == "finished")
+    assert reports.index(merge[-1]) < finished
+
+    # Again, cancelled while ffmpeg merges: the call ends, its ffmpeg is gone, and so is what ffmpeg was writing.
+    token = CancelToken("job")
+    tripped: list[float] = []
+
+    def hook(d: dict) -> None:
+        if d["status"] == "postprocessing" and not tripped and d["pp_seconds"] > 600:
+            tripped.append(time.monotonic())
+            token.trip("cancelled")
+
+    target = tmp_path / "b"
+    with pytest.raises(Aborted):
+        pool.download(url, directory=target, stem="0001", format=None, hook=hook, token=token)
+    assert tripped, "the merge never reported"
+    assert time.monotonic() - tripped[0] < 1.0
+    assert not _ffmpeg_writing_in(target)
+    assert not [p.name for p in target.iterdir() if ".temp." in p.name or p.name.endswith("manifest.mp4")]
+    # The streams stay for a retry: downloaded, not merged.
+    assert len([p for p in target.iterdir() if ".f" in p.name]) == 2

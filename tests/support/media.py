@@ -106,6 +106,38 @@ def make_dash(source: Path, directory: Path) -> Path:
     return manifest
 
 
+def make_long_dash(directory: Path, *, hours: float = 3.0) -> Path:
+    """DASH of a long, tiny video (16x16 at 60 fps) with separate audio: a few MB to download, but hundreds of
+    thousands of packets, so yt-dlp's merge (and each remux after it) takes seconds on these machines."""
+    manifest = directory / "manifest.mpd"
+    if manifest.exists():
+        return manifest
+    directory.mkdir(parents=True, exist_ok=True)
+    seconds = int(hours * 3600)
+    source = directory.parent / f"{directory.name}-source.mp4"
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"color=c=black:size=16x16:rate=60:duration={seconds}",
+            "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", str(seconds),
+            "-c:v", "libx264", "-preset", "ultrafast", "-g", "600", "-c:a", "aac", "-b:a", "8k", "-shortest",
+            str(source),
+        ],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), "-map", "0:v", "-map", "0:a",
+            "-c", "copy", "-f", "dash", "-seg_duration", "600", "-adaptation_sets", "id=0,streams=v id=1,streams=a",
+            str(directory / "manifest.tmp.mpd"),
+        ],
+        check=True,
+    )  # fmt: skip
+    source.unlink()
+    (directory / "manifest.tmp.mpd").rename(manifest)
+    return manifest
+
+
 def make_hls(source: Path, directory: Path, *, split: bool) -> Path:
     """HLS: with ``split``, a video rendition and a separate audio rendition group (a master playlist); otherwise
     one muxed stream."""

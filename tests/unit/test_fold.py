@@ -239,9 +239,7 @@ def test_post_processing_progress_moves_the_bar_through_its_share():
                 _event("requested", ev.Requested(url="http://example.com/v")),
                 _event("resolved", ev.Resolved(kind="video", item_count=1, worker=WORKER)),
                 _event("item.queued", ev.ItemQueued(index=1, url="u", mode="video", audio_format="mp3"), iid),
-                _event(
-                    "download.progress", ev.DownloadProgress(worker=WORKER, downloaded_bytes=9, total_bytes=9), iid
-                ),
+                _event("download.progress", ev.DownloadProgress(worker=WORKER, downloaded_bytes=9, total_bytes=9), iid),
             ]
         )
     )
