@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from contracts.items import postprocess_label
 from services.cli.get_options import job_body
 
 TERMINAL = {"completed", "partial", "failed", "cancelled"}
@@ -47,7 +48,8 @@ def phase_of(item: dict[str, Any]) -> str:
     if item["status"] == "queued" and item.get("waiting"):
         return f"waiting: {item['waiting']['code']}"
     if item["status"] == "processing":
-        return "merging video and audio" if pp.get("name") == "Merger" else f"post-processing: {pp.get('name')}"
+        label = pp.get("label") or postprocess_label(pp.get("name"))
+        return f"{label} · {int(pp['percent'])} %" if pp.get("percent") is not None else label
     if item["status"] in ("recording", "stopping"):
         recorded = dl.get("recorded_seconds") or 0
         return f"{'recording live' if item['status'] == 'recording' else 'stopping'} {recorded:.0f} s"

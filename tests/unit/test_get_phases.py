@@ -21,8 +21,14 @@ def test_phases_in_words():
         phase_of(item("processing", postprocess={"status": "running", "name": "Merger"})) == "merging video and audio"
     )
     assert phase_of(item("processing", postprocess={"status": "running", "name": "FixupM3u8"})) == (
-        "post-processing: FixupM3u8"
+        "fixing the container"
     )
+    assert phase_of(item("processing", postprocess={"status": "running", "name": "SomethingNew"})) == (
+        "post-processing (SomethingNew)"
+    )
+    # With the ffmpeg's progress (issue 26): the step in words and how far it is.
+    merging = {"status": "running", "name": "Merger", "label": "merging video and audio", "percent": 63.4}
+    assert phase_of(item("processing", postprocess=merging)) == "merging video and audio · 63 %"
     assert phase_of(item("extracting", {"status": "completed"})) == "extracting audio"
     assert phase_of(item("recording", {"recorded_seconds": 12.4, "percent": None})) == "recording live 12 s"
     assert phase_of(item("stopping", {"recorded_seconds": 30.0, "percent": None})) == "stopping 30 s"

@@ -72,7 +72,10 @@ function duration(seconds) {
 // What an item is doing now, in words: "video 1/2", "merging video and audio", "extracting audio", …
 function phase(item) {
   const dl = item.download, pp = item.postprocess || {};
-  if (item.status === "processing") return pp.name === "Merger" ? "merging video and audio" : `post-processing: ${pp.name}`;
+  if (item.status === "processing") {
+    const label = pp.label || `post-processing: ${pp.name}`;
+    return pp.percent != null ? `${label} · ${Math.floor(pp.percent)} %` : label;
+  }
   if (item.status === "recording") return "recording live";
   if (item.status === "stopping") return "stopping the recording";
   if (dl.status === "running" && dl.stream_count) return `${dl.stream_kind || "stream"} ${dl.stream_index}/${dl.stream_count}`;
