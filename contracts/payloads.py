@@ -156,6 +156,10 @@ class ChosenFormat(Payload):
     fps: float | None = None
     vcodec: Short | None = None
     acodec: Short | None = None
+    # The file's length in seconds and its bitrate in kbit/s. Whatever yt-dlp did not know (a direct file, a video
+    # in a page) is measured on the file made (issue 26).
+    duration: float | None = Field(default=None, ge=0)
+    bitrate: float | None = Field(default=None, ge=0)
 
 
 class DownloadCompleted(Payload):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from contracts.ids import is_job_id
 from contracts.options import DEFAULT_TEMPLATE, PLAYLIST_TEMPLATE, Output
@@ -31,15 +31,24 @@ def made_files(info: dict[str, Any], main: Path) -> list[Path]:
     return unique
 
 
-def chosen_format(info: dict[str, Any]) -> dict[str, Any]:
-    """What yt-dlp picked: the format id(s), container, and the video and audio streams' properties."""
+def chosen_format(info: dict[str, Any], measure: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What yt-dlp picked: the format id(s), container, the video and audio streams' properties, the length and the
+    bitrate. What yt-dlp did not know is taken from ``measure`` (the file made, probed), if given: called only then.
+    A "none" codec is yt-dlp knowing there is no such stream, and stays."""
     picked = {key: info.get(key) for key in ("format_id", "ext", "height", "width", "fps", "vcodec", "acodec")}
+    picked.update(duration=info.get("duration"), bitrate=info.get("tbr"))
     for fmt in info.get("requested_formats") or []:
         for key in ("height", "width", "fps", "vcodec"):
             if fmt.get("vcodec") not in (None, "none") and picked.get(key) in (None, "none"):
                 picked[key] = fmt.get(key)
         if fmt.get("acodec") not in (None, "none") and picked.get("acodec") in (None, "none"):
             picked["acodec"] = fmt.get("acodec")
+    video = picked["vcodec"] != "none"
+    wanted = ("vcodec", "acodec", "duration", "bitrate", *(("height", "width") if video else ()))
+    if measure is not None and any(picked.get(key) in (None, "") for key in wanted):
+        for key, value in measure().items():
+            if picked.get(key) in (None, "") and (video or key not in ("height", "width", "fps")):
+                picked[key] = value
     return {key: value for key, value in picked.items() if value not in (None, "none", "")}
 
 

@@ -523,7 +523,7 @@ class YtDlp:
             info.get("title"),
             info.get("duration"),
             files=tuple(others),
-            chosen=chosen_format(info),
+            chosen=chosen_format(info, lambda: postprocess.measured(postprocess.probe(str(path)))),
         )
 
     def download(

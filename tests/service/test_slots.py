@@ -302,3 +302,15 @@ def test_a_merge_reports_its_progress_and_a_cancel_ends_its_ffmpeg_within_a_seco
     assert not [p.name for p in target.iterdir() if ".temp." in p.name or p.name.endswith("manifest.mp4")]
     # The streams stay for a retry: downloaded, not merged.
     assert len([p for p in target.iterdir() if ".f" in p.name]) == 2
+
+
+@pytest.mark.parametrize("page", [False, True], ids=["direct-mp4", "html5-video-page"])
+def test_what_came_out_is_measured_when_ytdlp_did_not_know_it(pool, media, tmp_path, page):
+    # A direct file and a page's <video>: yt-dlp knows neither the height nor the codecs (the generic extractor).
+    url = f"{media.base}/streams/pages/html5.html" if page else media.url(media.fresh("clip2.mp4"))
+    done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None, options=as_served())
+    chosen = done.chosen
+    assert (chosen["width"], chosen["height"]) == ((320, 240) if page else (160, 120)), chosen
+    assert chosen["vcodec"] == "h264" and chosen["acodec"] == "aac", chosen
+    assert chosen["duration"] == pytest.approx(6.0 if page else 2.0, abs=0.2), chosen
+    assert chosen["bitrate"] > 0, chosen
