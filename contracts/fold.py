@@ -456,7 +456,7 @@ def _(event: ev.ExtractProgressEvent, view: JobView) -> JobView:
 @_apply.register
 def _(event: ev.ExtractCompletedEvent, view: JobView) -> JobView:
     def completed(item: ItemView) -> dict:
-        return {
+        changes: dict = {
             "status": "completed",
             "extract": ItemExtract(
                 status="completed",
@@ -466,6 +466,9 @@ def _(event: ev.ExtractCompletedEvent, view: JobView) -> JobView:
                 reused=event.data.reused,
             ),
         }
+        if event.data.source_removed:  # an audio job: the download is gone, the audio is the item's file
+            changes["download"] = replace(item.download, {"file": None})
+        return changes
 
     return _change_step(view, event, "extract", completed)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import get_args
 
-from contracts.events import AudioFormat, DownloadProgress
+from contracts.events import AudioFormat, DownloadProgress, ItemQueued
 from contracts.views import ItemView, JobView
 
 # Share of an item's progress that belongs to the download when audio is asked for; the rest is extraction.
@@ -26,6 +26,16 @@ def audio_path(source: Path, audio_format: str) -> Path:
 
 def wants_audio(mode: str) -> bool:
     return mode in ("audio", "both")
+
+
+# yt-dlp's format for a job that wants the audio alone: the best audio stream where the source offers one apart (no
+# video downloaded to be thrown away), else the best file with both.
+AUDIO_ONLY_FORMAT = "bestaudio/best"
+
+
+def download_format(item: ItemQueued) -> str | None:
+    """The yt-dlp format an item is downloaded in: the job's own, else the audio alone for an audio job."""
+    return item.format or (AUDIO_ONLY_FORMAT if item.mode == "audio" else None)
 
 
 def item_done(item: ItemView, audio: bool) -> bool:

@@ -179,6 +179,8 @@ class DownloadCompleted(Payload):
     # A live recording stopped before the stream ended (a cancel, a shutdown, the time limit): the file holds what
     # was recorded; no audio is extracted from it.
     stopped_early: bool = False
+    # The job asked for the audio alone (mode "audio"): the extractor removes this file once the audio is made.
+    audio_only: bool = False
 
 
 class PostprocessStarted(Payload):
@@ -241,6 +243,8 @@ class ExtractCompleted(Payload):
     file: str
     size: int
     reused: bool = False
+    # The download was only the way to the audio (``audio_only``) and is deleted now that the audio is made.
+    source_removed: bool = False
 
 
 class ExtractFailed(Payload):

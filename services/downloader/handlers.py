@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from contracts import events as ev
 from contracts.ids import item_id, random_event_id, step_event_id
-from contracts.items import wants_audio
+from contracts.items import download_format, wants_audio
 from contracts.options import DownloadOptions
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import adopt
@@ -350,7 +350,7 @@ class Downloader:
                     event.data.url,
                     directory=directory,
                     stem=item,
-                    format=event.data.format,
+                    format=download_format(event.data),
                     hook=hook,
                     reuse=reuse,
                     token=token,
@@ -429,6 +429,7 @@ class Downloader:
                 round=event.data.round,
                 reused=result.reused,
                 stopped_early=result.stopped_early,
+                audio_only=event.data.mode == "audio" and not result.stopped_early,
             ),
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,

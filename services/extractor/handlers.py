@@ -82,14 +82,23 @@ class Extractor:
             await pump.close()
             raise
         await pump.close()
+        # An audio job's download was only the way to its audio: removed once the audio's completion is told (a
+        # crash in between leaves it on disk, never an item without its file).
+        remove = event.data.audio_only and source != target and source.is_file()
         await self._emit(
             "extract.completed",
             event,
             ev.ExtractCompleted(
-                worker=self.worker, file=target.relative_to(media_dir).as_posix(), size=size, reused=reused
+                worker=self.worker,
+                file=target.relative_to(media_dir).as_posix(),
+                size=size,
+                reused=reused,
+                source_removed=remove,
             ),
             step_event_id(job, "extract.completed", item, round=event.data.round),
         )
+        if remove:
+            source.unlink(missing_ok=True)
 
     def _progress_reports(
         self, event: ev.DownloadCompletedEvent
@@ -127,7 +136,12 @@ class Extractor:
         same download (another job's that reused it, or this item's own before a redelivery). A name taken by any
         other file gets " (2)", " (3)", … as downloads do."""
         media_dir = self.media_dir.resolve()
-        if not source.is_relative_to(media_dir) or not source.is_file():
+        if not source.is_relative_to(media_dir):
+            raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
+        if not source.is_file():
+            if event.data.audio_only and target.is_file() and target.stat().st_size > 0:
+                # A redelivery after the audio was made and its download removed: the audio (written atomically).
+                return target, target.stat().st_size, True
             raise MediaError("missing_file", f"the downloaded file {event.data.file} is not there")
         key = source_identity(source)
         for n in range(1, 100):

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_crash import cluster  # noqa: F401 - the fixture
-from tests.e2e.test_e2e import follow, submit, wait_finished
+from tests.e2e.test_e2e import decodes_as_audio, follow, submit, wait_finished
 from tests.service.test_slots import _ffmpeg_writing_in
 
 pytestmark = pytest.mark.e2e
@@ -128,3 +128,21 @@ def test_a_downloader_killed_mid_merge_hands_the_item_over_and_the_streams_are_n
     ]
     assert merges == ["dl-a", "dl-b"], merges
     assert [e["data"]["worker"] for e in events if e["type"] == "download.completed"] == ["dl-b"]
+
+
+@pytest.mark.parametrize("source", ["dash", "direct-mp4"])
+def test_an_audio_job_keeps_only_the_audio_and_fetches_only_the_audio_stream(stack, media, source):
+    url = media.fresh_stream("dash", "manifest.mpd") if source == "dash" else media.url(media.fresh("clip3.mp4"))
+    job = submit(stack, url=url, mode="audio", audio_format="mp3")
+    view = wait_finished(stack, job["id"], timeout=90)
+    assert view["status"] == "completed", view
+    (item,) = view["items"]
+    assert item["download"]["file"] is None and item["extract"]["file"].endswith(".mp3")
+    assert sorted(p.name for p in (stack.media_dir / job["id"]).iterdir()) == [Path(item["extract"]["file"]).name]
+    assert decodes_as_audio(stack.media_dir / item["extract"]["file"])
+    if source == "dash":
+        # The best audio stream alone: no video segment was fetched (stream0 is the video adaptation set).
+        directory = url.rsplit("/", 2)[-2]
+        fetched = [p for p in media.requests if f"/{directory}/" in p and p.endswith(".m4s")]
+        assert fetched and all("stream1" in p for p in fetched), fetched
+        assert item["download"]["chosen"].get("height") is None and item["download"]["chosen"]["acodec"]
