@@ -74,7 +74,17 @@ def _relative_name(ydl: Any, template: str, info: dict[str, Any]) -> list[str]:
     parts = [part for part in expanded.replace("\\", "_").split("/") if part not in ("", ".")]
     if not parts or any(part == ".." for part in parts):
         raise MediaError("invalid_template", f"the name template gave {expanded[:200]!r}, not a file name")
-    return [_fit(part.replace("\x00", "_")) for part in parts]
+    return [_fit(_visible(part.replace("\x00", "_"), file=n == len(parts) - 1)) for n, part in enumerate(parts)]
+
+
+def _visible(part: str, file: bool) -> str:
+    """A value that starts with a dot (a title such as ".hack//SIGN") would make a hidden file or folder, which
+    people and media servers do not see: the leading dots go (yt-dlp keeps them). A file name that was nothing but
+    dots before its extension keeps the extension."""
+    visible = part.lstrip(".")
+    if file and visible != part and "." not in visible:
+        return f"_.{visible}" if visible else "_"
+    return visible or "_"
 
 
 def _link_free(source: Path, target: Path) -> bool:

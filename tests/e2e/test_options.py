@@ -5,6 +5,7 @@ written, metadata and chapters are in the file, a clip has the asked length, nam
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import uuid
 from pathlib import Path
@@ -131,6 +132,16 @@ def test_folder_and_template_name_the_file_and_never_overwrite(stack, media):
     second = run(stack, url=media.url("clip2.mp4"), output={"folder": folder, "template": "same.%(ext)s"})
     assert the_file(stack, first)[0].name == "same.mp4" and the_file(stack, second)[0].name == "same (2).mp4"
     assert the_file(stack, first)[0].stat().st_size != the_file(stack, second)[0].stat().st_size
+
+
+def test_a_title_starting_with_a_dot_names_a_visible_file(stack, media):
+    # A direct file's title is its name: ".hack-SIGN" would have made a hidden ".hack-SIGN.mp4".
+    shutil.copyfile(media.root / "clip1.mp4", media.root / ".hack-SIGN.mp4")
+    folder = f"anime-{uuid.uuid4().hex[:8]}"
+    view = run(stack, url=media.url(".hack-SIGN.mp4"), output={"folder": folder, "template": "%(title)s.%(ext)s"})
+    path, _ = the_file(stack, view)
+    assert path == media_root(stack) / folder / "hack-SIGN.mp4", path
+    assert view["items"][0]["title"] == ".hack-SIGN"
 
 
 def test_a_playlist_with_a_folder_gets_the_playlist_layout(stack, media):

@@ -26,3 +26,23 @@ def test_a_title_that_spells_a_job_id_never_places_into_that_jobs_folder(tmp_pat
     # In a folder of its own, the same title is just a name.
     placed, _ = place(ydl, info, main, [], Output(folder="mine", template="%(title)s/ok.%(ext)s"), root, False)
     assert placed == root / "mine" / OTHER_JOB / "ok.mp4" and placed.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    ("title", "uploader", "template", "expected"),
+    [
+        (".hack//SIGN", "Bandai", "%(title)s.%(ext)s", "hack⧸⧸SIGN.mp4"),
+        ("Episode 1", "..hidden", "%(uploader)s/%(title)s.%(ext)s", "hidden/Episode 1.mp4"),
+        ("...", "x", "%(title)s.%(ext)s", "_.mp4"),
+    ],
+)
+def test_names_from_a_sites_values_are_never_hidden_files(tmp_path, title, uploader, template, expected):
+    root = tmp_path / "media"
+    main = root / "01m83k4jf56nq6vkg3q02xgxaw" / "v.mp4"
+    main.parent.mkdir(parents=True)
+    main.write_bytes(b"x")
+    ydl = yt_dlp.YoutubeDL({"quiet": True})
+    info = {"id": "v", "title": title, "uploader": uploader, "ext": "mp4"}
+    placed, _ = place(ydl, info, main, [], Output(folder="library", template=template), root, False)
+    assert placed.relative_to(root / "library").as_posix() == expected
+    assert not any(part.startswith(".") for part in placed.relative_to(root).parts)
