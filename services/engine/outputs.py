@@ -36,7 +36,7 @@ def chosen_format(info: dict[str, Any], measure: Callable[[], dict[str, Any]] | 
     bitrate. What yt-dlp did not know is taken from ``measure`` (the file made, probed), if given: called only then.
     A "none" codec is yt-dlp knowing there is no such stream, and stays."""
     picked = {key: info.get(key) for key in ("format_id", "ext", "height", "width", "fps", "vcodec", "acodec")}
-    picked.update(duration=info.get("duration"), bitrate=info.get("tbr"))
+    picked.update(duration=media_length(info), bitrate=info.get("tbr"))
     for fmt in info.get("requested_formats") or []:
         for key in ("height", "width", "fps", "vcodec"):
             if fmt.get("vcodec") not in (None, "none") and picked.get(key) in (None, "none"):
@@ -50,6 +50,19 @@ def chosen_format(info: dict[str, Any], measure: Callable[[], dict[str, Any]] | 
             if picked.get(key) in (None, "") and (video or key not in ("height", "width", "fps")):
                 picked[key] = value
     return {key: value for key, value in picked.items() if value not in (None, "none", "")}
+
+
+def media_length(info: dict[str, Any]) -> float | None:
+    """The media's length in seconds: as the site says, else summed over a stream's fragments (a DASH or HLS
+    manifest says how long each is; the longest stream counts)."""
+    if info.get("duration"):
+        return info["duration"]
+    lengths = [
+        sum(fragment.get("duration") or 0.0 for fragment in fmt.get("fragments") or [] if isinstance(fragment, dict))
+        for fmt in info.get("requested_formats") or [info]
+    ]
+    longest = max(lengths, default=0.0)
+    return round(longest, 3) if longest else None
 
 
 def _fit(name: str, limit: int = MAX_NAME_BYTES) -> str:

@@ -33,7 +33,7 @@ from services.engine.errors import classify
 from services.engine.guard_proxy import FFMPEG_PROTOCOLS
 from services.engine.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.engine.options import signature, ytdlp_params
-from services.engine.outputs import chosen_format, made_files, place
+from services.engine.outputs import chosen_format, made_files, media_length, place
 from services.engine.realsites import RealSites, collect_facts, merged_params, request_po_token
 from services.engine.recording import record
 from services.engine.streams import StreamMeter, StreamPlanPP, check_size
@@ -164,7 +164,7 @@ class _YoutubeDL(yt_dlp.YoutubeDL):
             return super().post_process(filename, info, files_to_move)
         planned = (info.get("__postprocessors") or []) + self._pps["post_process"] + self._pps["after_move"]
         steps = sum(1 for pp in planned if pp.pp_key() not in QUIET_POSTPROCESSORS)
-        holder["pp_plan"] = {"steps": steps or None, "step": 0, "duration": info.get("duration"), "done_seconds": 0.0}
+        holder["pp_plan"] = {"steps": steps or None, "step": 0, "duration": media_length(info), "done_seconds": 0.0}
         try:
             return super().post_process(filename, info, files_to_move)
         finally:
@@ -521,7 +521,7 @@ class YtDlp:
             path,
             path.stat().st_size,
             info.get("title"),
-            info.get("duration"),
+            media_length(info),
             files=tuple(others),
             chosen=chosen_format(info, lambda: postprocess.measured(postprocess.probe(str(path)))),
         )
