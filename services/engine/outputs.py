@@ -31,9 +31,12 @@ def made_files(info: dict[str, Any], main: Path) -> list[Path]:
     return unique
 
 
-def chosen_format(info: dict[str, Any], measure: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+def chosen_format(
+    info: dict[str, Any], measure: Callable[[], dict[str, Any]] | None = None, size: int | None = None
+) -> dict[str, Any]:
     """What yt-dlp picked: the format id(s), container, the video and audio streams' properties, the length and the
-    bitrate. What yt-dlp did not know is taken from ``measure`` (the file made, probed), if given: called only then.
+    bitrate (``size`` over the length, when yt-dlp gave no bitrate). What yt-dlp did not know is taken from
+    ``measure`` (the file made, probed), if given: called only then.
     A "none" codec is yt-dlp knowing there is no such stream, and stays."""
     picked = {key: info.get(key) for key in ("format_id", "ext", "height", "width", "fps", "vcodec", "acodec")}
     picked.update(duration=media_length(info), bitrate=info.get("tbr"))
@@ -43,6 +46,8 @@ def chosen_format(info: dict[str, Any], measure: Callable[[], dict[str, Any]] | 
                 picked[key] = fmt.get(key)
         if fmt.get("acodec") not in (None, "none") and picked.get("acodec") in (None, "none"):
             picked["acodec"] = fmt.get("acodec")
+    if picked["bitrate"] is None and picked["duration"] and size:
+        picked["bitrate"] = round(size * 8 / picked["duration"] / 1000, 1)  # over the whole file
     video = picked["vcodec"] != "none"
     wanted = ("vcodec", "acodec", "duration", "bitrate", *(("height", "width") if video else ()))
     if measure is not None and any(picked.get(key) in (None, "") for key in wanted):

@@ -5,8 +5,8 @@ remuxing, fixups, chapter splits) through one method, ``FFmpegPostProcessor.real
 until it ends. Here, at that one place:
 
 - the ffmpeg gets ``-progress`` on a pipe of its own; a thread reads it and hands the call's hook a report every
-  ``PERIOD`` (seconds of media written, of how many, bytes, speed), so the bar moves through post-processing;
-- the same thread asks the hook between reports, so a stop is heard within ``PERIOD``: the ffmpeg is killed then,
+  quarter of a second (seconds of media written, of how many, bytes, speed), so the bar moves through post-processing;
+- the same thread asks the hook between reports, so a stop is heard within ``ffmpeg_progress.PERIOD``: the ffmpeg is killed then,
   the output it was writing is removed, and the stop goes on up as it would from a download's hook;
 - without ffprobe (imageio-ffmpeg ships ffmpeg alone), what yt-dlp would ask ffprobe (a file's duration, its
   streams) is read from ffmpeg's own description of its input, so SponsorBlock's cuts and the post-processors that
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -29,13 +28,12 @@ from yt_dlp.postprocessor import ffmpeg as ytdlp_ffmpeg
 from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 from yt_dlp.utils import Popen
 
-# How often ffmpeg writes its progress, and how often a stop is listened for (a cancel ends the ffmpeg within this).
-PERIOD = 0.25
+from services.runtime import ffmpeg_progress
+from services.runtime.ffmpeg_progress import number
+
 # What a probe may read of ffmpeg's description, and how long it may take.
 PROBE_MAX_BYTES = 1 << 20
 PROBE_TIMEOUT = 30.0
-# A progress line longer than this is not ffmpeg's: dropped.
-LINE_MAX = 4096
 
 
 @dataclass
@@ -53,6 +51,11 @@ class _Run:
     stopped: BaseException | None = None
     seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Where the length is learnt when nobody said it: the plan (kept for the steps after), by probing the first input
+    # once the step turns out to take a while (a quick step never pays for a probe).
+    plan: dict[str, Any] = field(default_factory=dict)
+    first_input: str | None = None
+    executable: str | None = None
 
     def tell(self, block: dict[str, str] | None) -> None:
         """Report a progress block to the hook (None: nothing new, only a chance to hear a stop); a hook that raises
@@ -60,17 +63,29 @@ class _Run:
         if self.stopped is not None:
             return
         report: dict[str, Any] = {"status": "waiting"}
+        if (
+            block is not None
+            and block.get("progress") == "continue"  # still running after a quarter of a second
+            and self.total is None
+            and self.first_input
+            and "length_probed" not in self.plan
+        ):
+            # The site did not say how long the media is (a direct file): ffmpeg's description of the input does,
+            # once for all the steps.
+            self.plan["length_probed"] = True
+            length = number((probe(self.first_input, self.executable) or {}).get("format", {}).get("duration"))
+            self.total = self.plan["duration"] = length
         if block is not None:
-            out = _number(block.get("out_time_us"))
+            out = ffmpeg_progress.out_seconds(block)
             if out is not None:
-                self.seconds = max(self.seconds, out / 1e6)
+                self.seconds = max(self.seconds, out)
             report = {
                 "status": "postprocessing",
                 "postprocessor": self.name,
                 "pp_seconds": round(self.offset + self.seconds, 3),
                 "pp_total_seconds": self.total,
                 "pp_bytes": _int(block.get("total_size")),
-                "pp_speed": _number((block.get("speed") or "").rstrip("x")),
+                "pp_speed": number((block.get("speed") or "").rstrip("x")),
                 "pp_step": self.step,
                 "pp_steps": self.steps,
             }
@@ -96,7 +111,7 @@ class _ReportingPopen(Popen):
             super().__init__(args, *remaining, **kwargs)
             return
         read, write = os.pipe()
-        args = [args[0], "-progress", f"pipe:{write}", "-stats_period", str(PERIOD), "-nostats", *args[1:]]
+        args = [args[0], *ffmpeg_progress.progress_args(f"pipe:{write}"), *args[1:]]
         kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), write)
         try:
             super().__init__(args, *remaining, **kwargs)
@@ -114,32 +129,10 @@ class _ReportingPopen(Popen):
 
 
 def _follow(run: _Run, fd: int) -> None:
-    """Read ffmpeg's ``key=value`` progress blocks (each ends with ``progress=continue|end``) until it closes the
-    pipe; between blocks, listen for a stop."""
-    pending = b""
-    block: dict[str, str] = {}
+    """Hand each progress block to the run until ffmpeg closes the pipe; between blocks, listen for a stop."""
     try:
-        while True:
-            ready, _, _ = select.select([fd], [], [], PERIOD)
-            if not ready:
-                run.tell(None)
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return
-            *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > LINE_MAX:
-                pending = b""
-            told = False
-            for line in lines:
-                key, _, value = line.decode("ascii", "replace").strip().partition("=")
-                if len(block) < 64:
-                    block[key] = value
-                if key == "progress":
-                    run.tell(block)
-                    told, block = True, {}
-            if not told:
-                run.tell(None)
+        for block in ffmpeg_progress.blocks(fd):
+            run.tell(block)
     finally:
         os.close(fd)
 
@@ -151,16 +144,8 @@ def _kill(proc: subprocess.Popen) -> None:
         pass
 
 
-def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text not in (None, "", "N/A") else None
-    except ValueError:
-        return None
-    return value if value is not None and value >= 0 and value == value else None
-
-
 def _int(text: str | None) -> int | None:
-    value = _number(text)
+    value = number(text)
     return int(value) if value is not None else None
 
 
@@ -178,12 +163,6 @@ def _reporting_run(self: FFmpegPostProcessor, input_path_opts: list, output_path
     inputs = {path for path, _ in input_path_opts if path}
     outputs = [path for path, _ in output_path_opts if path and path != "-" and path not in inputs]
     plan = holder.get("pp_plan") or {}
-    if plan and not plan.get("duration") and input_path_opts and input_path_opts[0][0]:
-        # The site did not say how long the media is (a bare manifest, a direct file): ffmpeg's description of the
-        # first input does, once for all the steps.
-        plan["duration"] = _number(
-            (probe(input_path_opts[0][0], self.executable) or {}).get("format", {}).get("duration")
-        )
     run = _Run(
         name=self.pp_key(),
         hook=hook,
@@ -193,6 +172,9 @@ def _reporting_run(self: FFmpegPostProcessor, input_path_opts: list, output_path
         offset=plan.get("done_seconds", 0.0),
         step=plan.get("step"),
         steps=plan.get("steps"),
+        plan=plan,
+        first_input=input_path_opts[0][0] if input_path_opts else None,
+        executable=self.executable,
     )
     _current.run = run
     try:
@@ -214,6 +196,10 @@ def _reporting_run(self: FFmpegPostProcessor, input_path_opts: list, output_path
         raise run.stopped
     if plan:
         plan["done_seconds"] = run.offset + run.seconds
+    if outputs and isinstance(stderr, str):
+        # What ffmpeg said of the file it made: the download's facts without probing it again, when it is the file
+        # the download ends with (written as NAME.temp.EXT, then renamed).
+        holder["last_output"] = (os.path.basename(outputs[-1]).replace(".temp.", ".", 1), stderr[-PROBE_MAX_BYTES:])
     return stderr
 
 
@@ -222,7 +208,7 @@ def _length(input_path_opts: list) -> float | None:
     for _, opts in input_path_opts[:1]:
         opts = list(opts or ())
         if "-t" in opts[:-1]:
-            return _number(str(opts[opts.index("-t") + 1]))
+            return number(str(opts[opts.index("-t") + 1]))
     return None
 
 
@@ -255,7 +241,7 @@ def install() -> None:
 # --- what a file is -------------------------------------------------------------------------------------------
 
 _SECTION = re.compile(r"^(Input|Output) #(\d+), ([^,]+(?:,[^,\s]+)*), (?:from|to) ")
-_DURATION = re.compile(r"^\s+Duration: (?:(\d+):(\d+):(\d+(?:\.\d+)?)|N/A)(?:.*?bitrate: (\d+(?:\.\d+)?) kb/s)?")
+_DURATION = re.compile(r"^\s+Duration: (?:\d+:\d+:\d+(?:\.\d+)?|N/A)(?:.*?bitrate: (\d+(?:\.\d+)?) kb/s)?")
 _STREAM = re.compile(r"^\s+Stream #\d+:(\d+)(?:\[[^\]]*\])?(?:\(([^)]*)\))?: (\w+): (.*)$")
 _SIZE = re.compile(r"(?:^|[ ,])(\d{1,5})x(\d{1,5})(?:[ ,\[]|$)")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
@@ -281,13 +267,13 @@ def describe(text: str, section: str = "Input") -> dict[str, Any] | None:
             continue
         if not line.startswith(" "):
             break
-        duration = _DURATION.match(line)
-        if duration:
-            if duration.group(1) is not None:
-                hours, minutes, seconds = duration.group(1, 2, 3)
-                found["format"]["duration"] = f"{int(hours) * 3600 + int(minutes) * 60 + float(seconds):.6f}"
-            if duration.group(4):
-                found["format"]["bit_rate"] = str(int(float(duration.group(4)) * 1000))
+        head_line = _DURATION.match(line)
+        if head_line:
+            length = ffmpeg_progress.duration_of(line)
+            if length is not None:
+                found["format"]["duration"] = f"{length:.6f}"
+            if head_line.group(1):
+                found["format"]["bit_rate"] = str(int(float(head_line.group(1)) * 1000))
             continue
         described = _STREAM.match(line)
         if described:
@@ -334,6 +320,18 @@ def probe(path: str, executable: str | None = None) -> dict[str, Any] | None:
     return describe(done.stderr[-PROBE_MAX_BYTES:].decode("utf-8", "replace"))
 
 
+def measured_run(stderr: str) -> dict[str, Any]:
+    """The facts of a file ffmpeg just made, from what it said while making it: the streams it wrote, and the length
+    of its first input."""
+    written = describe(stderr, "Output")
+    read = describe(stderr, "Input")
+    if written is None:
+        return {}
+    if read is not None and "duration" in read["format"]:
+        written["format"]["duration"] = read["format"]["duration"]
+    return measured(written)
+
+
 def measured(described: dict[str, Any] | None) -> dict[str, Any]:
     """The facts of a ``download.chosen`` that a probe gives: height, width, fps, codecs, duration, bitrate (kb/s)."""
     if not described:
@@ -346,8 +344,8 @@ def measured(described: dict[str, Any] | None) -> dict[str, Any]:
         facts["fps"] = video.get("r_frame_rate")
     if audio is not None:
         facts["acodec"] = audio["codec_name"]
-    duration = _number(described["format"].get("duration"))
-    bitrate = _number(described["format"].get("bit_rate"))
+    duration = number(described["format"].get("duration"))
+    bitrate = number(described["format"].get("bit_rate"))
     facts["duration"] = duration
     facts["bitrate"] = round(bitrate / 1000, 1) if bitrate else None
     return {key: value for key, value in facts.items() if value is not None}

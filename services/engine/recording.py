@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import select
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import imageio_ffmpeg
 
 from services.engine.guard_proxy import FFMPEG_PROTOCOLS
+from services.runtime import ffmpeg_progress
 from services.runtime.failures import MediaError
 
 log = logging.getLogger("tubeflow.recording")
@@ -48,42 +48,31 @@ def record(
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *header_args,
         "-protocol_whitelist", FFMPEG_PROTOCOLS, "-i", url, "-map", "0", "-c", "copy", "-t", str(int(max_seconds)), *(["-fs", str(max_bytes)] if max_bytes else []),
         "-f", "matroska",
-        "-progress", "pipe:1", "-stats_period", "0.25", "-nostats", str(partial),
+        *ffmpeg_progress.progress_args("pipe:1"), str(partial),
     ]  # fmt: skip
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     size, seconds, started, stopped = 0, 0.0, time.monotonic(), False
     try:
         assert process.stdout is not None
-        fd, buffer, ended = process.stdout.fileno(), b"", False
-        while not ended:
-            # A live stream can go quiet for a while (ffmpeg waits for the next segment): ask the hook anyway, so a
-            # cancel is heard within a quarter of a second.
-            if not select.select([fd], [], [], 0.25)[0]:
-                if process.poll() is not None:
-                    break
+        # A live stream can go quiet for a while (ffmpeg waits for the next segment): the hook is asked anyway, so a
+        # cancel is heard within a quarter of a second.
+        for block in ffmpeg_progress.blocks(process.stdout.fileno(), ended=lambda: process.poll() is not None):
+            if block is None:
                 hook({"status": "waiting"})
                 continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
+            size = int(ffmpeg_progress.number(block.get("total_size")) or size)
+            seconds = ffmpeg_progress.out_seconds(block) or seconds
+            elapsed = time.monotonic() - started
+            hook(
+                {
+                    "status": "recording",
+                    "downloaded_bytes": size,
+                    "recorded_seconds": round(seconds, 2),
+                    "speed": size / elapsed if elapsed > 0 else None,
+                }
+            )
+            if block.get("progress") == "end":
                 break
-            *lines, buffer = (buffer + chunk).split(b"\n")
-            for raw in lines:
-                key, _, value = raw.decode(errors="replace").strip().partition("=")
-                if key == "total_size" and value.isdigit():
-                    size = int(value)
-                elif key == "out_time_us" and value.lstrip("-").isdigit():
-                    seconds = max(0, int(value)) / 1_000_000
-                elif key == "progress":
-                    elapsed = time.monotonic() - started
-                    hook(
-                        {
-                            "status": "recording",
-                            "downloaded_bytes": size,
-                            "recorded_seconds": round(seconds, 2),
-                            "speed": size / elapsed if elapsed > 0 else None,
-                        }
-                    )
-                    ended = value == "end"
     except BaseException:
         stopped = True
         _stop(process)

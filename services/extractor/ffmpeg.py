@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import secrets
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,7 @@ import imageio_ffmpeg
 
 from contracts.items import audio_path  # noqa: F401 - where it always was imported from
 from services.runtime.failures import MediaError
+from services.runtime.ffmpeg_progress import duration_of, out_seconds, progress_args, split_line
 
 # format -> (ffmpeg muxer, codec arguments)
 AUDIO_FORMATS: dict[str, tuple[str, list[str]]] = {
@@ -24,7 +24,6 @@ AUDIO_FORMATS: dict[str, tuple[str, list[str]]] = {
     "wav": ("wav", ["-c:a", "pcm_s16le"]),
 }
 
-_DURATION = re.compile(rb"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 
 # Which download an audio file was made from, kept on the file itself (a user extended attribute): an existing audio
 # file is reused only when it was made from the same download (issue 23: another job's `song.mp3`, placed by its
@@ -111,11 +110,7 @@ def _command(source: Path, output: Path, audio_format: str, max_bytes: int | Non
         "-map",
         "0:a:0?",
         *codec,
-        "-progress",
-        "pipe:1",
-        "-stats_period",
-        "0.25",
-        "-nostats",
+        *progress_args("pipe:1"),
         "-f",
         muxer,
         str(output),
@@ -133,9 +128,8 @@ class _Run:
     async def read_stderr(self, stream: asyncio.StreamReader | None) -> None:
         assert stream is not None
         async for line in stream:
-            if self.duration is None and (m := _DURATION.search(line)):
-                h, mi, s = m.groups()
-                self.duration = int(h) * 3600 + int(mi) * 60 + float(s)
+            if self.duration is None:
+                self.duration = duration_of(line.decode("utf-8", "replace"))
             self.stderr_tail.append(line.rstrip())
             del self.stderr_tail[:-20]
 
@@ -143,9 +137,8 @@ class _Run:
         """``-progress pipe:1`` blocks: ``out_time_us=…`` lines, and ``progress=end`` when done."""
         assert stream is not None
         async for raw in stream:
-            key, _, value = raw.decode(errors="replace").strip().partition("=")
-            if key == "out_time_us" and value.lstrip("-").isdigit():
-                seconds = max(0, int(value)) / 1_000_000
+            key, value = split_line(raw)
+            if key == "out_time_us" and (seconds := out_seconds({key: value})) is not None:
                 whole = self.duration
                 self.on_progress(min(100.0, 100.0 * seconds / whole) if whole else 0.0, seconds)
             elif key == "progress" and value == "end":

@@ -111,6 +111,15 @@ def test_the_metadata_remux_and_a_container_remux_report_progress(long_file, tmp
     assert (tmp_path / "video.mkv").is_file()
 
 
+def test_a_step_of_unknown_length_learns_it_once_it_takes_a_while(long_file, tmp_path):
+    # A direct file: nobody said how long it is. The step's first report is a quarter of a second in; from then on
+    # the length is known (ffmpeg's description of its input), so the bar has a percent.
+    path = _copy(long_file, tmp_path)
+    reports = _run(FFmpegMetadataPP, {"filepath": str(path), "ext": "mp4", "title": "A title", "id": "x"}, tmp_path)
+    assert len(reports) >= 2, reports
+    assert reports[-1]["pp_total_seconds"] == pytest.approx(HOURS * 3600, abs=2)
+
+
 def test_ffmpegs_description_reads_like_ffprobe():
     text = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'file:v.mp4':
   Metadata:

@@ -304,11 +304,17 @@ def test_a_merge_reports_its_progress_and_a_cancel_ends_its_ffmpeg_within_a_seco
     assert len([p for p in target.iterdir() if ".f" in p.name]) == 2
 
 
-@pytest.mark.parametrize("page", [False, True], ids=["direct-mp4", "html5-video-page"])
-def test_what_came_out_is_measured_when_ytdlp_did_not_know_it(pool, media, tmp_path, page):
+@pytest.mark.parametrize(
+    ("page", "metadata"),
+    [(False, False), (True, False), (False, True)],
+    ids=["direct-mp4", "html5-video-page", "direct-mp4-metadata-remuxed"],
+)
+def test_what_came_out_is_measured_when_ytdlp_did_not_know_it(pool, media, tmp_path, page, metadata):
     # A direct file and a page's <video>: yt-dlp knows neither the height nor the codecs (the generic extractor).
+    # Probed after the download; with the metadata remux, read from what that ffmpeg said of the file it wrote.
     url = f"{media.base}/streams/pages/html5.html" if page else media.url(media.fresh("clip2.mp4"))
-    done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None, options=as_served())
+    options = None if metadata else as_served()
+    done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None, options=options)
     chosen = done.chosen
     assert (chosen["width"], chosen["height"]) == ((320, 240) if page else (160, 120)), chosen
     assert chosen["vcodec"] == "h264" and chosen["acodec"] == "aac", chosen
