@@ -6,8 +6,8 @@ until it ends. Here, at that one place:
 
 - the ffmpeg gets ``-progress`` on a pipe of its own; a thread reads it and hands the call's hook a report every
   quarter of a second (seconds of media written, of how many, bytes, speed), so the bar moves through post-processing;
-- the same thread asks the hook between reports, so a stop is heard within ``ffmpeg_progress.PERIOD``: the ffmpeg is killed then,
-  the output it was writing is removed, and the stop goes on up as it would from a download's hook;
+- the same thread asks the hook between reports, so a stop is heard within a quarter of a second: the ffmpeg is
+  killed then, the output it was writing is removed, and the stop goes on up as it would from a download's hook;
 - without ffprobe (imageio-ffmpeg ships ffmpeg alone), what yt-dlp would ask ffprobe (a file's duration, its
   streams) is read from ffmpeg's own description of its input, so SponsorBlock's cuts and the post-processors that
   look at streams work, and a finished download is measured the same way (``probe``).
@@ -62,33 +62,7 @@ class _Run:
         (the call was stopped) ends the ffmpeg."""
         if self.stopped is not None:
             return
-        report: dict[str, Any] = {"status": "waiting"}
-        if (
-            block is not None
-            and block.get("progress") == "continue"  # still running after a quarter of a second
-            and self.total is None
-            and self.first_input
-            and "length_probed" not in self.plan
-        ):
-            # The site did not say how long the media is (a direct file): ffmpeg's description of the input does,
-            # once for all the steps.
-            self.plan["length_probed"] = True
-            length = number((probe(self.first_input, self.executable) or {}).get("format", {}).get("duration"))
-            self.total = self.plan["duration"] = length
-        if block is not None:
-            out = ffmpeg_progress.out_seconds(block)
-            if out is not None:
-                self.seconds = max(self.seconds, out)
-            report = {
-                "status": "postprocessing",
-                "postprocessor": self.name,
-                "pp_seconds": round(self.offset + self.seconds, 3),
-                "pp_total_seconds": self.total,
-                "pp_bytes": _int(block.get("total_size")),
-                "pp_speed": number((block.get("speed") or "").rstrip("x")),
-                "pp_step": self.step,
-                "pp_steps": self.steps,
-            }
+        report = {"status": "waiting"} if block is None else self._report(block)
         try:
             self.hook(report)
         except BaseException as exc:  # noqa: BLE001 - a stop, handed on once the ffmpeg is gone
@@ -96,6 +70,31 @@ class _Run:
                 self.stopped = exc
                 if self.proc is not None:
                     _kill(self.proc)
+
+    def _report(self, block: dict[str, str]) -> dict[str, Any]:
+        if block.get("progress") == "continue" and self.total is None:  # running for a quarter of a second already
+            self._learn_length()
+        out = ffmpeg_progress.out_seconds(block)
+        if out is not None:
+            self.seconds = max(self.seconds, out)
+        return {
+            "status": "postprocessing",
+            "postprocessor": self.name,
+            "pp_seconds": round(self.offset + self.seconds, 3),
+            "pp_total_seconds": self.total,
+            "pp_bytes": _int(block.get("total_size")),
+            "pp_speed": number((block.get("speed") or "").rstrip("x")),
+            "pp_step": self.step,
+            "pp_steps": self.steps,
+        }
+
+    def _learn_length(self) -> None:
+        """Nobody said how long the media is (a direct file): ffmpeg's description of the input does, once for all
+        the steps after this one too."""
+        if self.first_input and "length_probed" not in self.plan:
+            self.plan["length_probed"] = True
+            length = number((probe(self.first_input, self.executable) or {}).get("format", {}).get("duration"))
+            self.total = self.plan["duration"] = length
 
 
 _current = threading.local()
@@ -246,6 +245,7 @@ _STREAM = re.compile(r"^\s+Stream #\d+:(\d+)(?:\[[^\]]*\])?(?:\(([^)]*)\))?: (\w
 _SIZE = re.compile(r"(?:^|[ ,])(\d{1,5})x(\d{1,5})(?:[ ,\[]|$)")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
 _KBPS = re.compile(r"(\d+(?:\.\d+)?) kb/s")
+_TAG_CODE = re.compile(r"\(([0-9A-Za-z]{4}) / 0x[0-9A-Fa-f]+\)")
 _TAG = re.compile(r"^\s{4,}(\w[\w-]*)\s*: (.*)$")
 
 
@@ -295,6 +295,9 @@ def _stream(index: str, language: str | None, kind: str, rest: str) -> dict[str,
         "disposition": {"default": int("(default)" in rest), "attached_pic": int("(attached pic)" in rest)},
         "tags": {"language": language} if language else {},
     }
+    tag = _TAG_CODE.search(rest)
+    if tag:
+        stream["codec_tag_string"] = tag.group(1)
     size = _SIZE.search(rest)
     if kind == "Video" and size:
         stream["width"], stream["height"] = int(size.group(1)), int(size.group(2))
@@ -339,16 +342,22 @@ def measured(described: dict[str, Any] | None) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     video = next((s for s in described["streams"] if s["codec_type"] == "video" and not _picture(s)), None)
     audio = next((s for s in described["streams"] if s["codec_type"] == "audio"), None)
+    # Codecs named as yt-dlp (and an MP4's boxes, see ``mp4info``) name them: the container's code where it has one
+    # (avc1, mp4a), else ffmpeg's name (vp9, opus).
     if video is not None:
-        facts.update(vcodec=video["codec_name"], width=video.get("width"), height=video.get("height"))
+        facts.update(vcodec=_codec(video), width=video.get("width"), height=video.get("height"))
         facts["fps"] = video.get("r_frame_rate")
     if audio is not None:
-        facts["acodec"] = audio["codec_name"]
+        facts["acodec"] = _codec(audio)
     duration = number(described["format"].get("duration"))
     bitrate = number(described["format"].get("bit_rate"))
     facts["duration"] = duration
     facts["bitrate"] = round(bitrate / 1000, 1) if bitrate else None
     return {key: value for key, value in facts.items() if value is not None}
+
+
+def _codec(stream: dict[str, Any]) -> str:
+    return stream.get("codec_tag_string") or stream["codec_name"]
 
 
 def _picture(stream: dict[str, Any]) -> bool:

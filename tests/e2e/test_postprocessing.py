@@ -88,10 +88,12 @@ def test_a_cancel_mid_merge_ends_ffmpeg_within_a_second_and_leaves_no_output(sta
     assert not [name for name in left if ".temp." in name or not Path(name).stem.split(".")[-1].startswith("f")], left
 
 
-def test_a_downloader_killed_mid_merge_hands_the_item_over_and_the_streams_are_not_fetched_again(
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_a_downloader_gone_mid_merge_hands_the_item_over_and_the_streams_are_not_fetched_again(
     cluster,  # noqa: F811 - the fixture
     media,
     long_merge,
+    stop,
 ):
     dl_a = cluster.start("dl-a", "downloader", TUBEFLOW_WORKER_NAME="dl-a")
     for service in ("progress", "api"):
@@ -111,13 +113,13 @@ def test_a_downloader_killed_mid_merge_hands_the_item_over_and_the_streams_are_n
     )
     fetched = _segments_fetched(media, directory)
     assert fetched and set(fetched.values()) == {1}, fetched
-    dl_a.send_signal(signal.SIGKILL)
-    dl_a.wait()
+    dl_a.send_signal(stop)
+    dl_a.wait(30)
     folder = Path(cluster.env["TUBEFLOW_DATA_DIR"]) / "media" / job["id"]
     deadline = time.monotonic() + 5
     while _ffmpeg_writing_in(folder) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _ffmpeg_writing_in(folder), "the killed downloader's ffmpeg goes on merging"
+    assert not _ffmpeg_writing_in(folder), "the gone downloader's ffmpeg goes on merging"
     cluster.start("dl-b", "downloader", TUBEFLOW_WORKER_NAME="dl-b")
     view = cluster.wait(job["id"], lambda v: v["status"] not in ("queued", "resolving", "running"), timeout=180)
     assert view["status"] == "completed", view

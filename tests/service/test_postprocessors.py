@@ -142,6 +142,7 @@ At least one output file must be specified
     }
     video, audio, picture = described["streams"]
     assert (video["codec_name"], video["width"], video["height"], video["r_frame_rate"]) == ("h264", 1920, 1080, 29.97)
+    assert video["codec_tag_string"] == "avc1" and "codec_tag_string" not in audio
     assert (audio["codec_type"], audio["codec_name"], audio["tags"]) == ("audio", "opus", {"language": "eng"})
     assert picture["disposition"]["attached_pic"] == 1 and picture["tags"]["mimetype"] == "image/jpeg"
     assert describe("garbage\nmore garbage") is None

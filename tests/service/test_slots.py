@@ -317,6 +317,6 @@ def test_what_came_out_is_measured_when_ytdlp_did_not_know_it(pool, media, tmp_p
     done = pool.download(url, directory=tmp_path, stem="0001", format=None, hook=lambda d: None, options=options)
     chosen = done.chosen
     assert (chosen["width"], chosen["height"]) == ((320, 240) if page else (160, 120)), chosen
-    assert chosen["vcodec"] == "h264" and chosen["acodec"] == "aac", chosen
+    assert chosen["vcodec"] == "avc1" and chosen["acodec"] == "mp4a", chosen  # as yt-dlp names them
     assert chosen["duration"] == pytest.approx(6.0 if page else 2.0, abs=0.2), chosen
     assert chosen["bitrate"] > 0, chosen
