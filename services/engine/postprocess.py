@@ -63,6 +63,10 @@ class _Run:
         if self.stopped is not None:
             return
         report = {"status": "waiting"} if block is None else self._report(block)
+        if block is not None and block.get("progress") == "end":
+            # ffmpeg's last word: the step's completion says it right after (and a step quicker than a report
+            # period makes no event of its own).
+            report = {"status": "waiting"}
         try:
             self.hook(report)
         except BaseException as exc:  # noqa: BLE001 - a stop, handed on once the ffmpeg is gone
