@@ -15,22 +15,9 @@ import pytest
 
 from bench.harness import process_tree
 from tests.conftest import free_port, start_stack, stop_stack, wait_ready
+from tests.support.processes import processes_mentioning
 
 pytestmark = pytest.mark.e2e
-
-
-def processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def children_of(pid: int) -> list[int]:

@@ -21,6 +21,7 @@ from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
 from tests.support.media import as_served
+from tests.support.processes import processes_mentioning
 
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
 
@@ -254,21 +255,7 @@ def running(pid: int) -> bool:
 
 def _ffmpeg_writing_in(directory: Path) -> list[int]:
     """The ffmpeg processes whose command line names a file in ``directory``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            command
-            and b"ffmpeg" in Path(command[0].decode(errors="replace")).name.encode()
-            and str(directory).encode() in b" ".join(command)
-        ):
-            found.append(int(entry.name))
-    return found
+    return processes_mentioning(str(directory), program="ffmpeg")
 
 
 def test_a_merge_reports_its_progress_and_a_cancel_ends_its_ffmpeg_within_a_second(pool, media, long_merge, tmp_path):

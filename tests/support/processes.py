@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -30,3 +31,21 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, explain: Calla
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}: {explain()}"
         time.sleep(0.1)
+
+
+def processes_mentioning(text: str, program: str | None = None) -> list[int]:
+    """The pids of processes whose command line contains ``text`` (and whose program's name contains ``program``:
+    imageio-ffmpeg's is ``ffmpeg-linux-x86_64-v…``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if program is not None and program not in Path(command[0].decode(errors="replace")).name:
+            continue
+        if text in b" ".join(command).decode(errors="replace"):
+            found.append(int(entry.name))
+    return found
