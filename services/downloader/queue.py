@@ -26,6 +26,7 @@ from contracts import events as ev
 from contracts.fold import fold
 from contracts.subjects import subject
 from services.runtime.nats import STREAM, ConsumerSpec, read_job_events
+from services.runtime.nats.publish import publish_once
 from services.runtime.nats.topology import PAUSED_KEY, TICKET_DURABLES, WORK_PREFIX, WORK_STREAM
 from services.runtime.tracing import inject
 
@@ -100,20 +101,17 @@ class Dispatcher:
             PRIORITY_SEQ: str(controls.priority_seq),
         }
         inject(headers)  # the item's trace goes on through its ticket
-        await self.js.publish(
-            ticket_subject(controls.priority, event.job_id),
-            ev.encode_event(event),
-            stream=WORK_STREAM,
+        await publish_once(
+            self.js, ticket_subject(controls.priority, event.job_id), ev.encode_event(event), stream=WORK_STREAM,
             headers=headers,
-            timeout=5.0,
-        )
+        )  # fmt: skip
 
     async def reissue(self, subject_: str, event: ev.ItemQueuedEvent, headers: dict[str, str], old_seq: int) -> int:
         """A new ticket in place of ``old_seq`` (same subject, data and priority), for work handed back by a pause:
         at the end of its priority's queue, with a delivery count of its own. Returns its stream sequence."""
         out = {PRIORITY_SEQ: headers.get(PRIORITY_SEQ, "0"), "Nats-Msg-Id": f"ticket:{event.event_id}:after:{old_seq}"}
         inject(out)
-        ack = await self.js.publish(subject_, ev.encode_event(event), stream=WORK_STREAM, headers=out, timeout=5.0)
+        ack = await publish_once(self.js, subject_, ev.encode_event(event), stream=WORK_STREAM, headers=out)
         return ack.seq
 
     async def redispatch(self, event: ev.Envelope, attempt: int = 1) -> None:

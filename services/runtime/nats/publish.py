@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
 
 from contracts.events import Envelope, encode_event, subject
 from services.runtime.nats.topology import DLQ_PREFIX, DLQ_STREAM, STREAM
 from services.runtime.tracing import inject
+
+# JetStream's answer while a message with the same Nats-Msg-Id is still being stored (a publish retried across a
+# leader change in a cluster): the first may yet succeed or fail, so the publish is asked again shortly; once stored,
+# the repeat is acknowledged as a duplicate.
+DUPLICATE_IN_PROCESS = 10158
+IN_PROCESS_RETRIES = 10
+
+
+async def publish_once(
+    js: JetStreamContext, subject_: str, data: bytes, *, stream: str, headers: dict[str, str], timeout: float = 5.0
+) -> api.PubAck:
+    """``js.publish`` for a message with a Nats-Msg-Id, asked again while the server says the same id is in
+    process."""
+    for attempt in range(IN_PROCESS_RETRIES):
+        try:
+            return await js.publish(subject_, data, timeout=timeout, stream=stream, headers=headers)
+        except APIError as exc:
+            if exc.err_code != DUPLICATE_IN_PROCESS or attempt == IN_PROCESS_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class Publisher(Protocol):
@@ -25,13 +48,10 @@ class EventPublisher:
     async def publish(self, event: Envelope) -> api.PubAck:
         headers = {"Nats-Msg-Id": event.event_id}
         inject(headers)
-        return await self._js.publish(
-            subject(event.job_id, event.type),
-            encode_event(event),
-            timeout=self._timeout,
-            stream=STREAM,
+        return await publish_once(
+            self._js, subject(event.job_id, event.type), encode_event(event), timeout=self._timeout, stream=STREAM,
             headers=headers,
-        )
+        )  # fmt: skip
 
 
 class DeadLetters:
@@ -57,7 +77,7 @@ class DeadLetters:
                 "Tubeflow-Dlq-Reason": reason.replace("\r", " ").replace("\n", " ")[:2000],
             }
         )
-        await self._js.publish(f"{DLQ_PREFIX}.{self._consumer}", data, stream=DLQ_STREAM, headers=out, timeout=5.0)
+        await publish_once(self._js, f"{DLQ_PREFIX}.{self._consumer}", data, stream=DLQ_STREAM, headers=out)
         from services.runtime.metrics import DEAD_LETTERS
 
         DEAD_LETTERS.labels(self._consumer).inc()
