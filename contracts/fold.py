@@ -326,6 +326,10 @@ def _(event: ev.DownloadCompletedEvent, view: JobView) -> JobView:
                 files=data.files,
                 chosen=data.chosen,
             ),
+            # Post-processing is over with the download (all of its share counted).
+            "postprocess": replace(item.postprocess, {"overall": 100.0})
+            if item.postprocess.steps
+            else item.postprocess,
             # What was recorded of a live stream that was stopped is kept as it is: no audio is made of it.
             **({"extract": ItemExtract(status="skipped")} if audio and stopped else {}),
         }
