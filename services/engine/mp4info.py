@@ -33,25 +33,33 @@ def mp4_facts(path: str) -> dict[str, Any] | None:
         return None
 
 
+def _header(header: bytes, room: int) -> tuple[int, bytes, int] | None:
+    """A box's (length, type, header size) from its first bytes (at most 16), ``room`` bytes from its start to the
+    end of what holds it; None when the header is cut short or lies about the length."""
+    if len(header) < 8:
+        return None
+    length, kind = struct.unpack_from(">I4s", header)
+    skip = 8
+    if length == 1:  # a 64-bit length follows
+        if len(header) < 16:
+            return None
+        length, skip = struct.unpack_from(">Q", header, 8)[0], 16
+    elif length == 0:  # to the end
+        length = room
+    if length < skip or length > room:
+        return None
+    return length, kind, skip
+
+
 def _moov(file: BinaryIO, size: int) -> bytes | None:
     """The ``moov`` box's payload, found among the top-level boxes (before the media or after it)."""
-    offset, seen = 0, 0
-    while offset + 8 <= size and seen < MAX_BOXES:
-        seen += 1
+    offset = 0
+    for _ in range(MAX_BOXES):
         file.seek(offset)
-        header = file.read(16)
-        if len(header) < 8:
+        box = _header(file.read(16), size - offset)
+        if box is None:
             return None
-        length, kind = struct.unpack(">I4s", header[:8])
-        skip = 8
-        if length == 1:
-            if len(header) < 16:
-                return None
-            length, skip = struct.unpack(">Q", header[8:16])[0], 16
-        elif length == 0:
-            length = size - offset
-        if length < skip:
-            return None
+        length, kind, skip = box
         if kind == b"moov":
             if length - skip > MAX_MOOV:
                 return None
@@ -62,17 +70,12 @@ def _moov(file: BinaryIO, size: int) -> bytes | None:
 
 
 def _boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    offset, seen = 0, 0
-    while offset + 8 <= len(data) and seen < MAX_BOXES:
-        seen += 1
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        skip = 8
-        if length == 1:
-            length, skip = struct.unpack_from(">Q", data, offset + 8)[0], 16
-        elif length == 0:
-            length = len(data) - offset
-        if length < skip or offset + length > len(data):
+    offset = 0
+    for _ in range(MAX_BOXES):
+        box = _header(data[offset : offset + 16], len(data) - offset)
+        if box is None:
             return
+        length, kind, skip = box
         yield kind, data[offset + skip : offset + length]
         offset += length
 

@@ -244,7 +244,6 @@ def install() -> None:
 # --- what a file is -------------------------------------------------------------------------------------------
 
 _SECTION = re.compile(r"^(Input|Output) #(\d+), ([^,]+(?:,[^,\s]+)*), (?:from|to) ")
-_DURATION = re.compile(r"^\s+Duration: (?:\d+:\d+:\d+(?:\.\d+)?|N/A)(?:.*?bitrate: (\d+(?:\.\d+)?) kb/s)?")
 _STREAM = re.compile(r"^\s+Stream #\d+:(\d+)(?:\[[^\]]*\])?(?:\(([^)]*)\))?: (\w+): (.*)$")
 _SIZE = re.compile(r"(?:^|[ ,])(\d{1,5})x(\d{1,5})(?:[ ,\[]|$)")
 _FPS = re.compile(r"(\d+(?:\.\d+)?) fps")
@@ -271,13 +270,13 @@ def describe(text: str, section: str = "Input") -> dict[str, Any] | None:
             continue
         if not line.startswith(" "):
             break
-        head_line = _DURATION.match(line)
-        if head_line:
+        if line.lstrip().startswith("Duration: "):
             length = ffmpeg_progress.duration_of(line)
             if length is not None:
                 found["format"]["duration"] = f"{length:.6f}"
-            if head_line.group(1):
-                found["format"]["bit_rate"] = str(int(float(head_line.group(1)) * 1000))
+            kbps = _KBPS.search(line)
+            if kbps:
+                found["format"]["bit_rate"] = str(int(float(kbps.group(1)) * 1000))
             continue
         described = _STREAM.match(line)
         if described:
