@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from contracts.bounds import Instant
 from contracts.hints import hint_for
 from contracts.options import DownloadOptions
 from contracts.text import Message, Short, Title
@@ -139,11 +140,13 @@ class DownloadRetrying(Payload):
 
 class DownloadWaiting(Payload):
     """The item can't start yet for a reason outside it (``code`` ``disk_low``: the disk is below
-    TUBEFLOW_MIN_FREE_DISK); it starts by itself when that changes."""
+    TUBEFLOW_MIN_FREE_DISK); it starts by itself when that changes. ``until``: when it starts, where that is known
+    (``site_pacing``)."""
 
     worker: Short
     code: Short
     message: Message
+    until: Instant | None = None
 
 
 class ChosenFormat(Payload):

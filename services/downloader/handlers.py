@@ -82,12 +82,15 @@ class Downloader:
         delay = self.retry_delay * (2 ** (attempt - 1))
         return max(delay, exc.retry_after * attempt) if exc is not None and exc.retry_after else delay
 
-    async def announce_waiting(self, event: ev.ItemQueuedEvent, code: str, message: str) -> None:
-        """`download.waiting`: the item can't start yet for a reason outside it (e.g. its site's limit)."""
+    async def announce_waiting(
+        self, event: ev.ItemQueuedEvent, code: str, message: str, until: datetime | None = None
+    ) -> None:
+        """`download.waiting`: the item can't start yet for a reason outside it (e.g. its site's limit), until a
+        known time (``until``) or a change."""
         await self._emit(
             "download.waiting",
             event.job_id,
-            ev.DownloadWaiting(worker=self.worker, code=code, message=message),
+            ev.DownloadWaiting(worker=self.worker, code=code, message=message, until=until),
             random_event_id(),
             event.item_id,
         )

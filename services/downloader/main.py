@@ -31,6 +31,7 @@ from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
 from services.runtime.nats.topology import (
     ENGINE_BUCKET,
+    PACING_BUCKET,
     PROBES_BUCKET,
     QUEUE_BUCKET,
     SITES_BUCKET,
@@ -175,7 +176,13 @@ async def ticket_loop(settings: Settings, infra, worker: str, dispatcher, downlo
         work=downloader.download,
         ack_wait=settings.ack_wait,
         cancellations=cancellations,
-        gate=SiteGate.from_settings(settings, await infra.js.key_value(SITES_BUCKET), worker, downloader),
+        gate=SiteGate.from_settings(
+            settings,
+            await infra.js.key_value(SITES_BUCKET),
+            worker,
+            downloader,
+            await infra.js.key_value(PACING_BUCKET) if settings.site_pacing else None,
+        ),
     )
 
 

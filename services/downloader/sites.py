@@ -1,5 +1,6 @@
 """Per-site limits shared by every downloader process: TUBEFLOW_SITE_CONCURRENCY (downloads at a time) and
-TUBEFLOW_SITE_RATE (downloads started per minute), e.g. ``youtube.com=2,*=6``.
+TUBEFLOW_SITE_RATE (downloads started per minute), e.g. ``youtube.com=2,*=6``, and TUBEFLOW_SITE_PACING's gap between
+downloads started from one site (``youtube.com=downloads:5-30s``: the next start is claimed in the pacing bucket).
 
 A site is the URL's host without ``www.``; a setting's key matches its host and every subdomain of it, ``*`` every
 other site (each on its own). Concurrency is a set of leases in the sites bucket (``lease.<site>.<n>``, n < the
@@ -15,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -24,11 +27,13 @@ from nats.js.kv import KeyValue
 
 from contracts import events as ev
 from services.runtime.nats.topology import SITE_LEASE_TTL
-from services.runtime.sitelimits import limit_for, parse_limits, site_of
+from services.runtime.sitelimits import Pacing, limit_for, pacing_for, parse_limits, parse_pacing, site_of
 
 log = logging.getLogger("tubeflow.sites")
 
 CHECK_EVERY = 1.0
+# A paced item looks again at least this often (another downloader may have taken the turn it waits for).
+PACING_LOOK = 5.0
 Release = Callable[[], Awaitable[None]]
 
 
@@ -42,38 +47,82 @@ class SiteGate:
     worker: str
     concurrency: dict[str, int]
     rate: dict[str, int]
-    # Says once per wait why an item waits: (event, code, message).
-    announce: Callable[[ev.ItemQueuedEvent, str, str], Awaitable[None]]
+    # Says once per wait why an item waits: (event, code, message, until).
+    announce: Callable[[ev.ItemQueuedEvent, str, str, datetime | None], Awaitable[None]]
     check_every: float = CHECK_EVERY
+    pacing: dict[str, Pacing] = field(default_factory=dict)
+    # When each paced site may next start a download (the pacing bucket); None without TUBEFLOW_SITE_PACING.
+    pace_kv: KeyValue | None = None
 
     @classmethod
-    def from_settings(cls, settings, kv: KeyValue, worker: str, downloader) -> "SiteGate | None":  # noqa: ANN001
+    def from_settings(  # noqa: ANN206
+        cls,
+        settings,
+        kv: KeyValue,
+        worker: str,
+        downloader,
+        pace_kv: KeyValue | None = None,  # noqa: ANN001
+    ) -> "SiteGate | None":
         concurrency = parse_limits(settings.site_concurrency, "TUBEFLOW_SITE_CONCURRENCY")
         rate = parse_limits(settings.site_rate, "TUBEFLOW_SITE_RATE")
-        if not concurrency and not rate:
+        pacing = {site: p for site, p in parse_pacing(settings.site_pacing).items() if p.downloads}
+        if not concurrency and not rate and not pacing:
             return None
-        return cls(kv, worker, concurrency, rate, downloader.announce_waiting)
+        return cls(kv, worker, concurrency, rate, downloader.announce_waiting, pacing=pacing, pace_kv=pace_kv)
 
     async def __call__(self, event: ev.ItemQueuedEvent) -> Release:
         """Wait until the item's site has room; returns what gives the room back."""
         site = site_of(event.data.url)
-        said = False
+        said: set[tuple[str, datetime | None]] = set()
         while True:
-            reason = None
             lease = await self._lease(site)
             if isinstance(lease, str):
-                reason = lease
+                code, reason, until = "site_limit", lease, None
             else:
-                counted = await self._count(site)
-                if counted is None:
+                paced = await self._pace(site)
+                counted = await self._count(site) if paced is None else None
+                if paced is None and counted is None:
                     return lease
                 await lease()
-                reason = counted
-            if not said:
+                code, reason, until = ("site_limit", counted, None) if paced is None else ("site_pacing", *paced)
+            if (code, until) not in said:  # said once per reason (and per start time), not on every look
                 log.info("item %s of job %s waits: %s", event.item_id, event.job_id, reason)
-                await self.announce(event, "site_limit", reason)
-                said = True
-            await asyncio.sleep(self.check_every)
+                await self.announce(event, code, reason, until)
+                said.add((code, until))
+            pause = self.check_every if until is None else (until - datetime.now(timezone.utc)).total_seconds()
+            await asyncio.sleep(min(max(pause, 0.01), PACING_LOOK))
+
+    async def _pace(self, site: str) -> tuple[str, datetime] | None:
+        """Claim the site's next download start (None: claimed, start now), or say until when it must wait. The next
+        start is put a random gap in the site's range after this one, by compare-and-set: two downloaders never
+        take the same turn."""
+        paced = pacing_for(site, self.pacing)
+        if paced is None or self.pace_kv is None:
+            return None
+        key, pacing = paced
+        assert pacing.downloads is not None
+        name = f"pace.{_kv_safe(key)}"
+        for _ in range(20):
+            try:
+                entry = await self.pace_kv.get(name)
+            except KeyNotFoundError:
+                entry = None
+            now = time.time()
+            next_at = float(entry.value or b"0") if entry is not None else 0.0
+            if now < next_at:
+                until = datetime.fromtimestamp(next_at, timezone.utc)
+                gap = f"{pacing.downloads[0]:g}-{pacing.downloads[1]:g} s"
+                return f"{key} is paced: its next download starts at {until:%H:%M:%S} UTC ({gap} apart)", until
+            claim = str(now + random.uniform(*pacing.downloads)).encode()
+            try:
+                if entry is None:
+                    await self.pace_kv.create(name, claim)
+                else:
+                    await self.pace_kv.update(name, claim, last=entry.revision)
+                return None
+            except KeyWrongLastSequenceError:
+                continue  # another downloader took this turn: look again
+        return f"{key}: too many downloads starting at once; trying again", datetime.now(timezone.utc)
 
     async def _lease(self, site: str) -> Release | str:
         limit = limit_for(site, self.concurrency)

@@ -225,6 +225,7 @@ def serve(conn: Connection, config: SlotConfig) -> None:
         proxy=proxy,
         operator_params=dict(config.operator_params),
         sites=config.sites,
+        request_sleeps=dict(config.request_sleeps),
     )
     inbox = _Inbox(conn)
     _follow_lanes(inbox)

@@ -78,17 +78,25 @@ class SlotConfig:
     sites: RealSites = field(default_factory=RealSites)
     # Calls one process runs at once, on threads sharing its memory (1: a process per call).
     lanes: int = LANES
+    # Seconds yt-dlp sleeps between its requests for a download from a site (TUBEFLOW_SITE_PACING's requests:…).
+    request_sleeps: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Any, sites: RealSites | None = None) -> "SlotConfig":
         """The slots the operator's settings ask for (the downloader's, the scheduler's, the doctor's)."""
         from services.engine.options import operator_params
+        from services.runtime.sitelimits import parse_pacing
 
         return cls(
             policy=settings.address_policy(),
             max_recording=settings.max_recording,
             proxy=settings.proxy,
             operator_params=tuple(operator_params(settings.ytdlp_options_file).items()),
+            request_sleeps=tuple(
+                (site, pacing.requests)
+                for site, pacing in parse_pacing(getattr(settings, "site_pacing", None)).items()
+                if pacing.requests
+            ),
             sites=sites or RealSites.from_settings(settings),
             lanes=settings.slot_lanes,
         )

@@ -41,6 +41,7 @@ from services.engine.streams import StreamMeter, StreamPlanPP, check_size
 from services.runtime.addresses import AddressPolicy, guarded
 from services.runtime.cancellation import CancelToken
 from services.runtime.failures import MediaError
+from services.runtime.sitelimits import matching_key, site_of
 
 log = logging.getLogger("tubeflow.ytdlp")
 
@@ -251,9 +252,12 @@ class YtDlp:
         proxy: str | None = None,
         operator_params: dict[str, Any] | None = None,
         sites: RealSites | None = None,
+        request_sleeps: dict[str, float] | None = None,
     ) -> None:
         self._size = size
         self._sites = sites or RealSites()
+        # TUBEFLOW_SITE_PACING's requests:…: site key -> seconds between yt-dlp's requests for its downloads.
+        self._request_sleeps = request_sleeps or {}
         self._proxy = proxy
         self._operator = operator_params or {}
         self._max_recording = max_recording
@@ -382,10 +386,21 @@ class YtDlp:
         ydl._tubeflow_hook = holder  # type: ignore[attr-defined]
         return ydl
 
+    def _pace_requests(self, ydl: yt_dlp.YoutubeDL, url: str) -> None:
+        """TUBEFLOW_SITE_PACING's ``requests:…`` for the URL's site: yt-dlp sleeps that long between its requests
+        (a playlist's pages, a video's extraction). The instance's own value (the operator's, if any) comes back at
+        release."""
+        key = matching_key(site_of(url), self._request_sleeps)
+        if key is not None:
+            ydl._tubeflow_hook["sleep_before"] = ydl.params.get("sleep_interval_requests")  # type: ignore[attr-defined]
+            ydl.params["sleep_interval_requests"] = self._request_sleeps[key]
+
     def _release(self, ydl: yt_dlp.YoutubeDL) -> None:
         holder = ydl._tubeflow_hook  # type: ignore[attr-defined]
         holder["hook"], holder["meter"], holder["postprocessor"], holder["pp_plan"] = None, StreamMeter(), None, None
         holder["last_output"] = None
+        if "sleep_before" in holder:
+            ydl.params["sleep_interval_requests"] = holder.pop("sleep_before")
         holder["fragment_retries"], holder["fragmented"], holder["max_bytes"] = 0, False, None
         holder["impersonate"] = None
         ydl.format_selector = None
@@ -421,6 +436,7 @@ class YtDlp:
         ydl = self._acquire(None, cookies)
         try:
             ydl._tubeflow_hook["impersonate"] = self._sites.target_for(url, impersonate)  # type: ignore[attr-defined]
+            self._pace_requests(ydl, url)
             ydl.params["extract_flat"] = "in_playlist"
             ydl.params["noplaylist"] = False
             if items:
@@ -572,6 +588,7 @@ class YtDlp:
             ydl._tubeflow_hook["impersonate"] = self._sites.target_for(  # type: ignore[attr-defined]
                 url, options.impersonate if options is not None else None
             )
+            self._pace_requests(ydl, url)
             ydl.params["paths"] = {"home": str(directory)}
             ydl.params["outtmpl"]["default"] = base = f"{stem}-%(title).60B-%(id).40B"
             ydl.params["outtmpl"]["default"] += ".%(ext)s"

@@ -13,7 +13,7 @@ from contracts.options import IMPERSONATE_TARGET
 from services.runtime.addresses import PROXY_SCHEMES, AddressPolicy, parse_networks
 from services.runtime.jsruntime import default_js_runtime
 from services.runtime.nats.connection import NatsAuth
-from services.runtime.sitelimits import parse_limits, parse_site_values
+from services.runtime.sitelimits import parse_limits, parse_pacing, parse_site_values
 
 
 class Settings(BaseSettings):
@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default=None, description="downloads at a time per site, over all downloaders: youtube.com=2,*=6"
     )
     site_rate: str | None = Field(default=None, description="downloads started per minute per site: youtube.com=30")
+    site_pacing: str | None = Field(
+        default=None,
+        description="per site, yt-dlp's sleep between requests and a random gap between downloads started, over all "
+        "downloaders: youtube.com=requests:1s,downloads:5-30s;*=downloads:2s",
+    )
     job_retention_days: float = Field(
         default=0.0, ge=0.0, description="finished jobs are deleted this many days after they finished (0: kept)"
     )
@@ -159,6 +164,12 @@ class Settings(BaseSettings):
     def _site_limits(cls, value: str | None, info) -> str | None:  # noqa: ANN001
         parse_limits(value, f"TUBEFLOW_{info.field_name.upper()}")
         return value
+
+    @field_validator("site_pacing")
+    @classmethod
+    def _site_pacing(cls, value: str | None) -> str | None:
+        parse_pacing(value)
+        return value or None
 
     @field_validator("proxy")
     @classmethod

@@ -133,3 +133,19 @@ def test_a_resolved_single_video_is_downloaded_without_extracting_it_again(media
     ytdlp.download(url, directory=tmp_path / "again", stem="0001", format=None, hook=lambda d: None)
     assert ytdlp.probes_reused == 1
     assert len(media.requests) - before >= 2
+
+
+def test_a_paced_sites_requests_are_spaced_and_another_sites_are_not(media):
+    # TUBEFLOW_SITE_PACING's requests:…: yt-dlp sleeps between its requests to the site (its first request in an
+    # instance's life excepted, as yt-dlp does); the same server under another name is not paced.
+    import time
+
+    engine = YtDlp(size=1, policy=AddressPolicy(allow_private=True), request_sleeps={"127.0.0.1": 0.8})
+    page = "/streams/pages/html5.html"
+    engine.resolve(media.base.replace("127.0.0.1", "localhost") + page, max_items=5)  # the instance's first request
+    took = []
+    for base in (media.base, media.base.replace("127.0.0.1", "localhost")):
+        began = time.monotonic()
+        engine.resolve(base + page, max_items=5)
+        took.append(time.monotonic() - began)
+    assert took[0] >= 0.8 and took[1] < 0.8, took

@@ -182,6 +182,8 @@ class MediaServer:
     port: int = 0
     requests: list[str] = field(default_factory=list)
     ranges: list[tuple[str, str | None]] = field(default_factory=list)
+    # (time.monotonic(), Host header, path) of every request, in order.
+    arrivals: list[tuple[float, str, str]] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # media bytes written per file name
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -277,6 +279,7 @@ class _MediaHandler(BaseHTTPRequestHandler):
     def handle_request(self, head: bool) -> None:
         self.media.requests.append(self.path)
         self.media.ranges.append((self.path, self.headers.get("Range")))
+        self.media.arrivals.append((time.monotonic(), self.headers.get("Host") or "", self.path))
         path, _, query = self.path.partition("?")
         if path == "/feed.xml":
             return self.send_feed(query, head)

@@ -71,3 +71,24 @@ def test_delete_cancels_a_running_job_first_and_a_deleted_job_stays_deleted():
     assert later.deleted_at == T and later.status == view.status and later.seq == 9
     finished = plan_priority(view, "high", T, "p1")
     assert isinstance(finished, Refusal) and finished.code == "already_finished"
+
+
+def test_site_pacing_reads_durations_and_ranges_and_refuses_what_it_cannot_read():
+    import pytest
+
+    from services.runtime.settings import Settings
+    from services.runtime.sitelimits import Pacing, pacing_for, parse_pacing
+
+    paced = parse_pacing("youtube.com=requests:1s,downloads:5-30s;*=downloads:500ms")
+    assert paced == {"youtube.com": Pacing(1.0, (5.0, 30.0)), "*": Pacing(None, (0.5, 0.5))}
+    assert parse_pacing("a.com=downloads:2-3s,b.com=requests:2m") == {
+        "a.com": Pacing(None, (2.0, 3.0)),
+        "b.com": Pacing(120.0, None),
+    }
+    assert pacing_for("music.youtube.com", paced) == ("youtube.com", paced["youtube.com"])
+    assert pacing_for("vimeo.com", paced) == ("vimeo.com", paced["*"])  # under * each site alone
+    for bad in ("youtube.com", "a.com=sleep:1s", "a.com=downloads:3-2s", "a.com=downloads:soon", "a.com=downloads:2d"):
+        with pytest.raises(ValueError, match="TUBEFLOW_SITE_PACING"):
+            parse_pacing(bad)
+    with pytest.raises(ValueError, match="TUBEFLOW_SITE_PACING"):
+        Settings(site_pacing="youtube.com=downloads:x")

@@ -38,6 +38,8 @@ TICKET_DURABLES = {priority: f"downloader-work-{priority}-v1" for priority in ("
 WORKERS_BUCKET = "tubeflow_workers"
 # Per-site leases (TUBEFLOW_SITE_CONCURRENCY) and request counts (TUBEFLOW_SITE_RATE), shared by all downloaders.
 SITES_BUCKET = "tubeflow_sites"
+# When each paced site may next start a download (TUBEFLOW_SITE_PACING): kept without a TTL, as gaps may be long.
+PACING_BUCKET = "tubeflow_pacing"
 # Webhooks (id -> target, events, secret) and their deliveries (webhook.delivery -> record, kept a week).
 WEBHOOKS_BUCKET = "tubeflow_webhooks"
 DELIVERIES_BUCKET = "tubeflow_deliveries"
@@ -61,6 +63,7 @@ BUCKETS = (
     QUEUE_BUCKET,
     WORKERS_BUCKET,
     SITES_BUCKET,
+    PACING_BUCKET,
     WEBHOOKS_BUCKET,
     DELIVERIES_BUCKET,
     SCHEDULER_BUCKET,
@@ -171,6 +174,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(QUEUE_BUCKET, "queue controls: paused or not"),
         bucket(WORKERS_BUCKET, "downloader process -> what it runs now", ttl=WORKER_TTL),
         bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
+        bucket(PACING_BUCKET, "when each paced site may next start a download (TUBEFLOW_SITE_PACING)"),
         bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
