@@ -50,6 +50,7 @@ from contracts.payloads import (  # noqa: F401 - re-exported: the wire's names, 
     RetryRequested,
     StartRequested,
     StreamKind,
+    WaitingInfo,
 )
 from contracts.subjects import ALL_EVENTS, SUBJECT_PREFIX, job_filter, job_id_of, subject, subject_filter
 from contracts.text import MESSAGE_MAX, SHORT_MAX, TITLE_MAX, TRUNCATED, Message, Short, Title

@@ -190,12 +190,15 @@ def _(event: ev.DownloadWaitingEvent, view: JobView) -> JobView:
             return {
                 "status": "queued",
                 "worker": data.worker,
-                "waiting": ev.ErrorInfo(code=data.code, message=data.message),
+                "waiting": ev.WaitingInfo(code=data.code, message=data.message, until=data.until),
                 "download": replace(item.download, {"status": "queued", "speed": None, "eta": None}),
             }
         if item.download.status != "queued":
             return {}
-        return {"worker": data.worker, "waiting": ev.ErrorInfo(code=data.code, message=data.message)}
+        return {
+            "worker": data.worker,
+            "waiting": ev.WaitingInfo(code=data.code, message=data.message, until=data.until),
+        }
 
     return _change_step(view, event, "download", waiting)
 

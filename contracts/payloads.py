@@ -138,6 +138,12 @@ class DownloadRetrying(Payload):
     delay: float
 
 
+class WaitingInfo(ErrorInfo):
+    """Why an item waits (a view's ``waiting``), and until when where that is known."""
+
+    until: Instant | None = None
+
+
 class DownloadWaiting(Payload):
     """The item can't start yet for a reason outside it (``code`` ``disk_low``: the disk is below
     TUBEFLOW_MIN_FREE_DISK); it starts by itself when that changes. ``until``: when it starts, where that is known

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
-from contracts.events import AudioFormat, ChosenFormat, ErrorInfo, Mode, Priority
+from contracts.events import AudioFormat, ChosenFormat, ErrorInfo, Mode, Priority, WaitingInfo
 from contracts.options import DownloadOptions
 
 # `held`: resolved, its items waiting for `POST /api/jobs/{id}/start` (the job was created with `start: false`).
@@ -97,7 +97,7 @@ class ItemView(View):
     attempts: int = 0
     error: ErrorInfo | None = None
     # Why a queued item is not starting yet (e.g. `disk_low`); cleared when it starts.
-    waiting: ErrorInfo | None = None
+    waiting: WaitingInfo | None = None
     worker: str | None = None
     download: ItemDownload = ItemDownload()
     postprocess: ItemPostprocess = ItemPostprocess()

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -46,7 +47,9 @@ def phase_of(item: dict[str, Any]) -> str:
     """What an item is doing now, in words: "video 1/2", "merging video and audio", "extracting audio", …"""
     dl, pp = item["download"], item.get("postprocess") or {}
     if item["status"] == "queued" and item.get("waiting"):
-        return f"waiting: {item['waiting']['code']}"
+        until = item["waiting"].get("until")
+        at = f" until {datetime.fromisoformat(until).astimezone():%H:%M:%S}" if until else ""
+        return f"waiting: {item['waiting']['code']}{at}"
     if item["status"] == "processing":
         label = pp.get("label") or postprocess_label(pp.get("name"))
         return f"{label} · {int(pp['percent'])} %" if pp.get("percent") is not None else label

@@ -20,6 +20,7 @@ from services.downloader.deletion import adopt
 from services.downloader.disk import DiskLimits
 from services.downloader.probes import ProbeCarrier
 from services.downloader.reports import ItemReports
+from services.downloader.sites import current_turn
 from services.engine.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
@@ -306,6 +307,7 @@ class Downloader:
             HandoffGate(self.progress_interval, self.progress_min_step),
             # ffmpeg's progress has no pump after it: at most one report per interval, or per min_step moved.
             HandoffGate(4 * self.progress_interval, self.progress_min_step),
+            began=turn.began if (turn := current_turn.get()) is not None else None,
         )
 
     async def _wait_for_disk(self, job: str, item: str, attempt: int, rnd: int, token: CancelToken) -> None:

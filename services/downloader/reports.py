@@ -30,6 +30,7 @@ class ItemReports:
         now: Callable[[], datetime],
         gate: HandoffGate,
         pp_gate: HandoffGate,
+        began: Callable[[], None] | None = None,
     ) -> None:
         self._pump = pump
         self._send_step = send_step
@@ -38,6 +39,8 @@ class ItemReports:
         self._now = now
         self._gate = gate
         self._pp_gate = pp_gate
+        # Told (on the loop) when the first bytes come: a paced site's next turn counts from then.
+        self._began = began
         self._loop = asyncio.get_running_loop()
         self._steps: list[concurrent.futures.Future[None]] = []
         self._order = asyncio.Lock()
@@ -51,6 +54,9 @@ class ItemReports:
         # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
         self._token.raise_if_tripped()
         status = d.get("status")
+        if self._began is not None and status in ("downloading", "recording", "finished"):
+            self._loop.call_soon_threadsafe(self._began)
+            self._began = None
         if status == "postprocess" or (status == "postprocessing" and self._pp_gate.open(_pp_percent(d))):
             step = self._step(d)
             self._steps.append(asyncio.run_coroutine_threadsafe(self._in_context(step), self._loop))

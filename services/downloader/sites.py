@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
@@ -34,7 +35,14 @@ log = logging.getLogger("tubeflow.sites")
 CHECK_EVERY = 1.0
 # A paced item looks again at least this often (another downloader may have taken the turn it waits for).
 PACING_LOOK = 5.0
+# ... and this often while a turn is pending (its download's start decides when the next one may go).
+PENDING_LOOK = 0.25
+# A turn whose download has not begun within this long no longer holds the site (its process died, or its
+# extraction is that slow).
+PENDING_MOST = 120.0
 Release = Callable[[], Awaitable[None]]
+# The paced turn of the download running in this task (set by the ticket loop), told when its first bytes come.
+current_turn: ContextVar["PacedTurn | None"] = ContextVar("current_turn", default=None)
 
 
 def _kv_safe(site: str) -> str:
@@ -71,7 +79,7 @@ class SiteGate:
         return cls(kv, worker, concurrency, rate, downloader.announce_waiting, pacing=pacing, pace_kv=pace_kv)
 
     async def __call__(self, event: ev.ItemQueuedEvent) -> Release:
-        """Wait until the item's site has room; returns what gives the room back."""
+        """Wait until the item's site has room; returns what gives the room back (a `PacedTurn` on a paced site)."""
         site = site_of(event.data.url)
         said: set[tuple[str, datetime | None]] = set()
         while True:
@@ -80,46 +88,51 @@ class SiteGate:
                 code, reason, until = "site_limit", lease, None
             else:
                 paced = await self._pace(site)
-                counted = await self._count(site) if paced is None else None
-                if paced is None and counted is None:
-                    return lease
+                counted = await self._count(site) if isinstance(paced, PacedTurn) or paced is None else None
+                if counted is None and not isinstance(paced, tuple):
+                    return lease if paced is None else paced.holding(lease)
+                if isinstance(paced, PacedTurn):
+                    await paced.give_back()  # the rate said no: nothing started
                 await lease()
-                code, reason, until = ("site_limit", counted, None) if paced is None else ("site_pacing", *paced)
+                code, reason, until = ("site_limit", counted, None) if counted is not None else ("site_pacing", *paced)
             if (code, until) not in said:  # said once per reason (and per start time), not on every look
                 log.info("item %s of job %s waits: %s", event.item_id, event.job_id, reason)
                 await self.announce(event, code, reason, until)
                 said.add((code, until))
             pause = self.check_every if until is None else (until - datetime.now(timezone.utc)).total_seconds()
-            await asyncio.sleep(min(max(pause, 0.01), PACING_LOOK))
+            await asyncio.sleep(min(max(pause, 0.01), PACING_LOOK if until is not None else PENDING_LOOK))
 
-    async def _pace(self, site: str) -> tuple[str, datetime] | None:
-        """Claim the site's next download start (None: claimed, start now), or say until when it must wait. The next
-        start is put a random gap in the site's range after this one, by compare-and-set: two downloaders never
-        take the same turn."""
+    async def _pace(self, site: str) -> "PacedTurn | tuple[str, datetime | None] | None":
+        """Take the site's turn to start a download (a `PacedTurn`; None: the site is not paced), or say why it must
+        wait and until when (None: until the download starting now has begun). A turn is pending in the pacing
+        bucket until its download's first bytes come (`PacedTurn.began`); the next turn is then a random gap in the
+        site's range after that moment. Taken by compare-and-set: two downloaders never take the same turn."""
         paced = pacing_for(site, self.pacing)
         if paced is None or self.pace_kv is None:
             return None
         key, pacing = paced
         assert pacing.downloads is not None
         name = f"pace.{_kv_safe(key)}"
+        gap = f"{pacing.downloads[0]:g}-{pacing.downloads[1]:g} s"
         for _ in range(20):
             try:
                 entry = await self.pace_kv.get(name)
             except KeyNotFoundError:
                 entry = None
             now = time.time()
-            next_at = float(entry.value or b"0") if entry is not None else 0.0
+            next_at, pending = _turn(entry.value if entry is not None else None)
             if now < next_at:
+                if pending:
+                    return f"{key} is paced: a download from it is starting; the next starts {gap} after it", None
                 until = datetime.fromtimestamp(next_at, timezone.utc)
-                gap = f"{pacing.downloads[0]:g}-{pacing.downloads[1]:g} s"
                 return f"{key} is paced: its next download starts at {until:%H:%M:%S} UTC ({gap} apart)", until
-            claim = str(now + random.uniform(*pacing.downloads)).encode()
+            claim = f"pending {now + PENDING_MOST}".encode()
             try:
                 if entry is None:
-                    await self.pace_kv.create(name, claim)
+                    revision = await self.pace_kv.create(name, claim)
                 else:
-                    await self.pace_kv.update(name, claim, last=entry.revision)
-                return None
+                    revision = await self.pace_kv.update(name, claim, last=entry.revision)
+                return PacedTurn(self.pace_kv, name, revision, pacing.downloads)
             except KeyWrongLastSequenceError:
                 continue  # another downloader took this turn: look again
         return f"{key}: too many downloads starting at once; trying again", datetime.now(timezone.utc)
@@ -188,3 +201,50 @@ class SiteGate:
 
 async def _nothing() -> None:
     return None
+
+
+def _turn(value: bytes | None) -> tuple[float, bool]:
+    """A pacing entry: (when the next turn may be taken, whether a download is still starting)."""
+    text = (value or b"0").decode(errors="replace")
+    pending = text.startswith("pending ")
+    try:
+        return float(text.removeprefix("pending ")), pending
+    except ValueError:
+        return 0.0, False
+
+
+class PacedTurn:
+    """A download's turn on a paced site. ``began()`` (on the loop, when the first bytes come) puts the site's next
+    turn a random gap after now; awaiting the turn (its release) does so if the download never began. Only this turn's
+    own entry is changed: a turn that outlived PENDING_MOST and was taken over leaves the new one alone."""
+
+    def __init__(self, kv: KeyValue, name: str, revision: int, gap: tuple[float, float]) -> None:
+        self._kv, self._name, self._revision, self._gap = kv, name, revision, gap
+        self._setting: asyncio.Task | None = None
+        self._lease: Release = _nothing
+
+    def holding(self, lease: Release) -> "PacedTurn":
+        """This turn, also giving back the site's concurrency lease at release."""
+        self._lease = lease
+        return self
+
+    def began(self) -> None:
+        if self._setting is None:
+            self._setting = asyncio.ensure_future(self._set_next())
+
+    async def _set_next(self) -> None:
+        with contextlib.suppress(Exception):  # taken over meanwhile, or NATS away: the pending claim expires
+            await self._kv.update(
+                self._name, str(time.time() + random.uniform(*self._gap)).encode(), last=self._revision
+            )
+
+    async def give_back(self) -> None:
+        """Nothing started on this turn: the next may be taken at once."""
+        with contextlib.suppress(Exception):
+            await self._kv.update(self._name, b"0", last=self._revision)
+
+    async def __call__(self) -> None:
+        self.began()
+        assert self._setting is not None
+        await self._setting
+        await self._lease()

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from contracts import events as ev
 from services.downloader.queue import PRIORITY_SEQ, Dispatcher, QueueState, RunMarkers
+from services.downloader.sites import PacedTurn, current_turn
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.nats.priority import Delivery, PriorityFeed
@@ -153,6 +154,8 @@ class TicketLoop:
                 release = await self._wait_for_site(event) if self.gate is not None else None
                 if self.gate is not None and release is None:
                     return
+                # The download tells a paced site's turn when its first bytes come (sites.PacedTurn).
+                current_turn.set(release if isinstance(release, PacedTurn) else None)
                 try:
                     await self.work(event, attempt)
                 except HandedBack:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from services.cli.get import phase_of
 
 
@@ -34,3 +36,7 @@ def test_phases_in_words():
     assert phase_of(item("stopping", {"recorded_seconds": 30.0, "percent": None})) == "stopping 30 s"
     waiting = {**item("queued", {"status": "queued"}), "waiting": {"code": "disk_low", "message": "12 MiB free"}}
     assert phase_of(waiting) == "waiting: disk_low"
+    # A paced site's turn (issue 27): the local time the item starts.
+    paced = {**waiting, "waiting": {"code": "site_pacing", "message": "…", "until": "2026-12-03T07:29:09Z"}}
+    local = datetime.fromisoformat("2026-12-03T07:29:09+00:00").astimezone()
+    assert phase_of(paced) == f"waiting: site_pacing until {local:%H:%M:%S}"

@@ -154,7 +154,8 @@ function render(id) {
     const exText = ex.status === "none" ? "" : (ex.status === "running" ? `${ex.percent.toFixed(1)}%` : ex.status);
     const error = item.error ? errorText(item.error, "span") : "";
     const chosen = dl.chosen ? `<span class="chosen" data-col="chosen">${esc(formatText(dl.chosen))}</span>` : "";
-    const waiting = item.waiting ? `<span class="waiting" data-code="${esc(item.waiting.code)}">waiting: ${esc(item.waiting.message)}</span>` : "";
+    const until = item.waiting && item.waiting.until ? ` (starts at ${new Date(item.waiting.until).toLocaleTimeString()})` : "";
+    const waiting = item.waiting ? `<span class="waiting" data-code="${esc(item.waiting.code)}">waiting: ${esc(item.waiting.message)}${esc(until)}</span>` : "";
     return `<tr data-item="${esc(item.id)}" data-status="${esc(item.status)}"><td class="num">${item.index}</td>` +
       `<td>${esc(item.title || item.url)}<br>${chosen}${error}${waiting}</td>` +
       `<td class="num" data-col="download">${now ? `<span class="phase" data-col="phase">${esc(now)}</span> · ` : ""}${esc(dlText)}</td>` +
