@@ -28,9 +28,14 @@ HINTS: dict[str, str] = {
     "geo_blocked": "Not available from this server's country: set TUBEFLOW_PROXY to a proxy in a country it is.",
     "unavailable": "The site says the video is gone or was never there; check the URL.",
     "site_rate_limited": (
-        "The site is limiting how often we ask: tubeflow waits several minutes between tries. Fewer parallel "
-        "downloads from this site help."
+        "The site is limiting how often we ask: the whole site cools down (no requests to it from any downloader, "
+        "TUBEFLOW_SITE_COOLDOWN) and this is tried again after. TUBEFLOW_SITE_PACING spaces its downloads out."
     ),
+    "site_cooldown": (
+        "The site pushed back (429, a bot check or a burst of 403s), so nothing is sent to it until the time shown; "
+        'the queue bar\'s "Resume now" (POST /api/queue/cooldowns/{site}/resume) ends it early.'
+    ),
+    "site_pacing": "The site is paced (TUBEFLOW_SITE_PACING): its downloads start apart; this one starts at its turn.",
     "drm": "The video is DRM-protected: no tool may download it, so it is not retried.",
     "forbidden_address": "The address is inside this network, which tubeflow does not fetch (TUBEFLOW_ALLOWED_NETWORKS).",
     "unsupported_url": "yt-dlp has no extractor for this site, and the page holds no video it can find.",

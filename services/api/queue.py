@@ -14,9 +14,18 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from contracts import events as ev
+from contracts.system import SiteCooldown
 from services.runtime.clock import utcnow
+from services.runtime.cooldown import Cooldowns, read_cooldowns
 from services.runtime.nats.kv import read_bucket
-from services.runtime.nats.topology import PAUSED_KEY, QUEUE_BUCKET, TICKET_DURABLES, WORK_STREAM, WORKERS_BUCKET
+from services.runtime.nats.topology import (
+    PACING_BUCKET,
+    PAUSED_KEY,
+    QUEUE_BUCKET,
+    TICKET_DURABLES,
+    WORK_STREAM,
+    WORKERS_BUCKET,
+)
 
 log = logging.getLogger("tubeflow.api.queue")
 
@@ -50,17 +59,31 @@ class QueueState(BaseModel):
     jobs: dict[str, int] = Field(description="jobs per status")
     items: list[Waiting]
     workers: list[WorkerState]
+    cooldowns: list[SiteCooldown] = Field(
+        default_factory=list,
+        description="sites that pushed back (429, a bot check, a burst of 403s): no requests go to them until `until` "
+        "(ended ones stay listed until downloads from them went well again, for their `level`)",
+    )
 
 
 class QueueControl:
-    def __init__(self, js: JetStreamContext, queue: KeyValue, workers: KeyValue) -> None:
+    def __init__(self, js: JetStreamContext, queue: KeyValue, workers: KeyValue, pacing: KeyValue, worker: str) -> None:
         self._js = js
         self._queue = queue
         self._workers = workers
+        self._pacing = pacing
+        # Ends a cool-down on request (the API never starts one).
+        self.cooldowns = Cooldowns(js, pacing, 0.0, worker)
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> "QueueControl":
-        return cls(js, await js.key_value(QUEUE_BUCKET), await js.key_value(WORKERS_BUCKET))
+    async def open(cls, js: JetStreamContext, worker: str = "api") -> "QueueControl":
+        return cls(
+            js,
+            await js.key_value(QUEUE_BUCKET),
+            await js.key_value(WORKERS_BUCKET),
+            await js.key_value(PACING_BUCKET),
+            worker,
+        )
 
     async def set_paused(self, paused: bool, now: bool = False) -> None:
         value = {"paused": paused, "now": now and paused, "at": utcnow().isoformat()}
@@ -96,8 +119,11 @@ class QueueControl:
     async def state(self, jobs: dict[str, int], unfinished: dict[str, int] | None = None) -> QueueState:
         """``unfinished``: items not downloaded yet per priority (``JobIndex.unfinished_items``): the waiting count
         is those less the running ones (tickets counted dropped ones as waiting, issue 23)."""
-        paused, tickets, workers = await asyncio.gather(
-            self.paused(), asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)), self._worker_states()
+        paused, tickets, workers, cooldowns = await asyncio.gather(
+            self.paused(),
+            asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)),
+            self._worker_states(),
+            read_cooldowns(self._pacing),
         )
         items = list(tickets)
         if unfinished is not None:
@@ -122,4 +148,5 @@ class QueueControl:
             jobs=jobs,
             items=items,
             workers=workers,
+            cooldowns=cooldowns,
         )

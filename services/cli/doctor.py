@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 from contracts.engine import EngineFacts
 from contracts.options import impersonate_client
+from contracts.system import SiteCooldown
 from services.runtime.settings import Settings
 
 COOKIES_EXPIRING = timedelta(days=7)
@@ -40,16 +41,22 @@ def engine_facts(settings: Settings) -> tuple[EngineFacts, list[str]]:
     return facts, unavailable_rules(sites, facts.impersonate_targets)
 
 
-async def _nats_reachable(settings: Settings) -> str | None:
-    """None when a server answers, else why not."""
+async def _nats_state(settings: Settings) -> tuple[str | None, list[SiteCooldown]]:
+    """(None when a server answers, else why not; the sites' cool-downs it holds)."""
+    from services.runtime.cooldown import read_cooldowns
     from services.runtime.nats import connect
+    from services.runtime.nats.topology import PACING_BUCKET
 
     try:
         nc = await connect(settings.nats_url or "", "tubeflow-doctor", auth=settings.nats_auth(), timeout=NATS_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        return str(exc) or type(exc).__name__
+        return str(exc) or type(exc).__name__, []
+    try:
+        cooldowns = await read_cooldowns(await nc.jetstream().key_value(PACING_BUCKET))
+    except Exception:  # noqa: BLE001 - not set up yet: nothing cools down
+        cooldowns = []
     await nc.close()
-    return None
+    return None, cooldowns
 
 
 def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
@@ -112,9 +119,15 @@ def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
             "lower the setting"
         )
     if settings.nats_url:
-        why = asyncio.run(_nats_reachable(settings))
+        why, cooldowns = asyncio.run(_nats_state(settings))
         if why is None:
             seen.append(f"NATS: {settings.nats_url} answers")
+            for cooling in (c for c in cooldowns if c.in_force(now)):
+                problems.append(
+                    f"{cooling.site} cools down until {cooling.until:%Y-%m-%d %H:%M:%S} UTC (it answered {cooling.code}, "
+                    f"cool-down {cooling.level} in a row): nothing is sent to it meanwhile; end it early with POST "
+                    f"/api/queue/cooldowns/{cooling.site}/resume or the page's queue bar"
+                )
         else:
             problems.append(f"NATS at {settings.nats_url} does not answer ({why}): start it or fix TUBEFLOW_NATS_URL")
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from services.engine.media import Downloaded, MediaTool, PlaylistPlace, Progress
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
+from services.runtime.cooldown import Cooldowns
 from services.runtime.failures import MediaError
 from services.runtime.metrics import DOWNLOADED_BYTES, REUSED
 from services.runtime.nats import Publisher
@@ -40,6 +42,10 @@ RESUMABLE = frozenset({"fragment_missing", "merge_failed"})
 PAUSED_MESSAGE = "the queue was paused: the item goes on from its partial file when the queue is resumed"
 # Items are announced this many at a time: each is its own small event, published concurrently.
 QUEUE_CHUNK = 64
+# Resolves of sites cooling down that wait in one process (more come back when the cool-down is due to end), and
+# how often they look whether it is over (it may be ended on request).
+MAX_PARKED_RESOLVES = 4
+COOLDOWN_LOOK = 5.0
 
 
 @dataclass
@@ -64,9 +70,16 @@ class Downloader:
     # Issue a single video's ticket right after its `item.queued` (the dispatcher's `dispatch`); None: only the
     # `item.queued` consumer does.
     ticket_now: Callable[[ev.ItemQueuedEvent], Awaitable[None]] | None = None
+    # Sites cooling down after they pushed back (TUBEFLOW_SITE_COOLDOWN); None: no cool-downs.
+    cooldowns: Cooldowns | None = None
+
+    # Resolves running at once (the resolve consumer takes more messages: those waiting for a cool-down).
+    resolve_concurrency: int = 2
 
     def __post_init__(self) -> None:
         self._emit = Emitter(self.publisher, self.now).emit
+        self._resolving = asyncio.Semaphore(self.resolve_concurrency)
+        self._parked_resolves = 0
 
     def _cookie_file(self, options: DownloadOptions | None) -> Path | None:
         """The file of the cookie profile the job names (read at download time: a profile replaced meanwhile counts);
@@ -110,6 +123,31 @@ class Downloader:
         )
 
     async def _resolve(self, event: ev.RequestedEvent, attempt: int, token: CancelToken) -> None:
+        await self._wait_for_cooldown(event.job_id, event.data.url, token)
+        async with self._resolving:
+            await self._resolve_now(event, token, attempt)
+
+    async def _wait_for_cooldown(self, job: str, url: str, token: CancelToken) -> None:
+        """No request goes to a site cooling down: its resolve waits here (without one of the resolve slots, so other
+        sites' resolves go on) until the cool-down is over or ended on request. Past MAX_PARKED_RESOLVES waiting in
+        this process, the resolve comes back when the cool-down is due to end (one delivery)."""
+        cooling = self.cooldowns.cooling(url) if self.cooldowns is not None else None
+        if cooling is None:
+            return
+        if self._parked_resolves >= MAX_PARKED_RESOLVES:
+            left = max((cooling.until - self.now()).total_seconds(), 0.0)
+            raise RetryLater(left + random.uniform(0.1, 1.0), f"{cooling.site} cools down ({cooling.code})")
+        log.info("job %s: resolve waits: %s cools down until %s", job, cooling.site, cooling.until)
+        self._parked_resolves += 1
+        try:
+            while cooling is not None:
+                left = (cooling.until - self.now()).total_seconds()
+                await until_tripped(token, asyncio.sleep(min(max(left, 0.01), COOLDOWN_LOOK)))
+                cooling = self.cooldowns.cooling(url) if self.cooldowns is not None else None
+        finally:
+            self._parked_resolves -= 1
+
+    async def _resolve_now(self, event: ev.RequestedEvent, token: CancelToken, attempt: int) -> None:
         job = event.job_id
         request = event.data
         rnd = request.round
@@ -135,8 +173,9 @@ class Downloader:
         except MediaError as exc:
             if token.reason is not None:
                 raise Aborted(token.reason) from exc
-            if exc.transient and attempt < self.attempts:
-                raise RetryLater(self._retry_delay(attempt, exc), f"{exc.code}: {exc.message}") from exc
+            delay = await self._retry_after(exc, attempt, request.url)
+            if delay is not None:
+                raise RetryLater(delay, f"{exc.code}: {exc.message}") from exc
             log.warning("job %s: resolve of %s failed: %s: %s", job, request.url[:200], exc.code, exc.message[:300])
             await self._emit(
                 "resolve.failed",
@@ -252,7 +291,7 @@ class Downloader:
             await reports.close()
             if token.reason is not None:
                 raise Aborted(token.reason) from exc
-            await self._fail_or_retry(exc, job, item, attempt, rnd)
+            await self._fail_or_retry(exc, job, item, attempt, rnd, event.data.url)
             return
         except BaseException:
             await reports.close()
@@ -278,6 +317,8 @@ class Downloader:
             return
         # A live recording that was stopped completes with what it recorded, whatever stopped it.
         await self._completed(event, job, item, result)
+        if self.cooldowns is not None and not result.reused:
+            await self.cooldowns.succeeded(event.data.url)
 
     def _progress_reports(self, job: str, item: str, token: CancelToken) -> "ItemReports":
         """The yt-dlp hook for this item, and what publishes what it reports: throttled `download.progress`, and
@@ -375,7 +416,20 @@ class Downloader:
             if claimed and self.catalog is not None:
                 await self.catalog.release(claimed[0])
 
-    async def _fail_or_retry(self, exc: MediaError, job: str, item: str, attempt: int, rnd: int) -> None:
+    async def _retry_after(self, exc: MediaError, attempt: int, url: str | None) -> float | None:
+        """Seconds until a failed try is tried again (None: it is not). A site that pushed back (429, a bot check, a
+        burst of 403s) cools down, and what it refused is tried again when the cool-down is over."""
+        cooling = await self.cooldowns.strike(url, exc.code, exc.message) if self.cooldowns and url else None
+        if attempt >= self.attempts or not (exc.transient or cooling is not None):
+            return None
+        if cooling is not None:
+            # Back soon, to wait for the cool-down's end at the site gate (or at the resolve): it may be ended early.
+            return min(max((cooling.until - self.now()).total_seconds(), 0.0), COOLDOWN_LOOK) + random.uniform(0.1, 1)
+        return self._retry_delay(attempt, exc)
+
+    async def _fail_or_retry(
+        self, exc: MediaError, job: str, item: str, attempt: int, rnd: int, url: str | None = None
+    ) -> None:
         """A transient error with tries left: `download.retrying` and a redelivery later; otherwise `download.failed`.
         A failed post-processing step is named first (`postprocess.failed`); the downloaded streams stay for a retry."""
         if exc.step:
@@ -386,8 +440,8 @@ class Downloader:
                 step_event_id(job, "postprocess.failed", item, attempt, round=rnd),
                 item,
             )
-        if exc.transient and attempt < self.attempts:
-            delay = self._retry_delay(attempt, exc)
+        delay = await self._retry_after(exc, attempt, url)
+        if delay is not None:
             log.info("job %s item %s: %s (%s), retrying in %.0f s", job, item, exc.code, exc.message[:200], delay)
             await self._emit(
                 "download.retrying",

@@ -17,7 +17,7 @@ from contracts.options import impersonate_client
 from services.downloader.catalog import MediaCatalog
 from services.downloader.deletion import DELETED, delete_files
 from services.downloader.disk import DiskLimits, sweep
-from services.downloader.handlers import Downloader
+from services.downloader.handlers import MAX_PARKED_RESOLVES, Downloader
 from services.downloader.probes import ProbeCarrier
 from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
 from services.downloader.sites import SiteGate
@@ -26,6 +26,7 @@ from services.engine.realsites import RealSites, ping_provider, unavailable_rule
 from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
+from services.runtime.cooldown import Cooldowns
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
@@ -102,6 +103,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             cookies=CookieStore(settings.data_dir),
             probes=ProbeCarrier(await optional_bucket(infra.js, PROBES_BUCKET)),
             max_items=settings.max_playlist_items,
+            resolve_concurrency=RESOLVE_CONCURRENCY,
             progress_interval=settings.progress_interval,
             progress_min_step=settings.progress_min_step,
             attempts=settings.download_attempts,
@@ -116,6 +118,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 min_free_disk=int(settings.min_free_disk),
                 job_bytes=job_bytes_reader(summaries),
             ),
+            cooldowns=await Cooldowns(
+                infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
+            ).start(infra.nc),
         )
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         facts = asyncio.create_task(publish_engine_facts(media, sites, infra, worker, stop, engine_state))
@@ -123,7 +128,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         dispatcher = Dispatcher(infra.js, cancelled=cancellations.heard_cancelled)
         downloader.ticket_now = dispatcher.dispatch
         subscriptions = (
-            (RESOLVE, RESOLVE_CONCURRENCY, downloader.resolve),
+            (RESOLVE, RESOLVE_CONCURRENCY + MAX_PARKED_RESOLVES, downloader.resolve),
             (ITEMS, DISPATCH_CONCURRENCY, dispatcher.dispatch),
             (START, 1, dispatcher.redispatch),
             (REPRIORITIZE, 1, dispatcher.redispatch),
@@ -181,7 +186,7 @@ async def ticket_loop(settings: Settings, infra, worker: str, dispatcher, downlo
             await infra.js.key_value(SITES_BUCKET),
             worker,
             downloader,
-            await infra.js.key_value(PACING_BUCKET) if settings.site_pacing else None,
+            await infra.js.key_value(PACING_BUCKET),
         ),
     )
 

@@ -27,6 +27,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts import events as ev
+from contracts.system import SiteCooldown
+from services.runtime.cooldown import Cooldowns
 from services.runtime.nats.topology import SITE_LEASE_TTL
 from services.runtime.sitelimits import Pacing, limit_for, pacing_for, parse_limits, parse_pacing, site_of
 
@@ -61,6 +63,8 @@ class SiteGate:
     pacing: dict[str, Pacing] = field(default_factory=dict)
     # When each paced site may next start a download (the pacing bucket); None without TUBEFLOW_SITE_PACING.
     pace_kv: KeyValue | None = None
+    # Sites cooling down (TUBEFLOW_SITE_COOLDOWN): none of their items starts until the cool-down is over.
+    cooldowns: Cooldowns | None = None
 
     @classmethod
     def from_settings(  # noqa: ANN206
@@ -74,17 +78,41 @@ class SiteGate:
         concurrency = parse_limits(settings.site_concurrency, "TUBEFLOW_SITE_CONCURRENCY")
         rate = parse_limits(settings.site_rate, "TUBEFLOW_SITE_RATE")
         pacing = {site: p for site, p in parse_pacing(settings.site_pacing).items() if p.downloads}
-        if not concurrency and not rate and not pacing:
+        cooldowns = downloader.cooldowns
+        if not concurrency and not rate and not pacing and cooldowns is None:
             return None
-        return cls(kv, worker, concurrency, rate, downloader.announce_waiting, pacing=pacing, pace_kv=pace_kv)
+        return cls(
+            kv,
+            worker,
+            concurrency,
+            rate,
+            downloader.announce_waiting,
+            pacing=pacing,
+            pace_kv=pace_kv,
+            cooldowns=cooldowns,
+        )
+
+    def free(self, event: ev.ItemQueuedEvent) -> bool:
+        """The item's site has no limit, pace or cool-down: it starts without the gate (no round trip to NATS)."""
+        if self.cooldowns is not None and self.cooldowns.cooling(event.data.url) is not None:
+            return False
+        if not self.concurrency and not self.rate and not self.pacing:
+            return True
+        site = site_of(event.data.url)
+        return all(limit_for(site, limits) is None for limits in (self.concurrency, self.rate)) and (
+            pacing_for(site, self.pacing) is None
+        )
 
     async def __call__(self, event: ev.ItemQueuedEvent) -> Release:
         """Wait until the item's site has room; returns what gives the room back (a `PacedTurn` on a paced site)."""
         site = site_of(event.data.url)
         said: set[tuple[str, datetime | None]] = set()
         while True:
-            lease = await self._lease(site)
-            if isinstance(lease, str):
+            cooling = self.cooldowns.cooling(site) if self.cooldowns is not None else None
+            lease = await self._lease(site) if cooling is None else ""
+            if cooling is not None:
+                code, reason, until = "site_cooldown", _cooling_reason(cooling), cooling.until
+            elif isinstance(lease, str):
                 code, reason, until = "site_limit", lease, None
             else:
                 paced = await self._pace(site)
@@ -201,6 +229,13 @@ class SiteGate:
 
 async def _nothing() -> None:
     return None
+
+
+def _cooling_reason(cooling: SiteCooldown) -> str:
+    return (
+        f"{cooling.site} cools down until {cooling.until:%H:%M:%S} UTC: it answered {cooling.code} "
+        f"({cooling.message[:160]}); no requests go to it meanwhile"
+    )
 
 
 def _turn(value: bytes | None) -> tuple[float, bool]:

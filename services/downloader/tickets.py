@@ -22,7 +22,7 @@ from nats.js.kv import KeyValue
 
 from contracts import events as ev
 from services.downloader.queue import PRIORITY_SEQ, Dispatcher, QueueState, RunMarkers
-from services.downloader.sites import PacedTurn, current_turn
+from services.downloader.sites import PacedTurn, SiteGate, current_turn
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
 from services.runtime.nats.priority import Delivery, PriorityFeed
@@ -58,7 +58,7 @@ class TicketLoop:
     ack_wait: float
     cancellations: Cancellations
     # Before the download: wait for the item's site (TUBEFLOW_SITE_CONCURRENCY / _RATE); returns a release.
-    gate: Callable[[ev.ItemQueuedEvent], Awaitable[Callable[[], Awaitable[None]]]] | None = None
+    gate: SiteGate | None = None
     running: dict[str, dict] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     # Jobs whose tickets this process purged from the queue (the newest few hundred).
@@ -151,8 +151,9 @@ class TicketLoop:
             key = f"{event.job_id}/{event.item_id}"
             self.running[key] = {"job_id": event.job_id, "item_id": event.item_id, "priority": priority}
             try:
-                release = await self._wait_for_site(event) if self.gate is not None else None
-                if self.gate is not None and release is None:
+                gated = self.gate is not None and not self.gate.free(event)
+                release = await self._wait_for_site(event) if gated else None
+                if gated and release is None:
                     return
                 # The download tells a paced site's turn when its first bytes come (sites.PacedTurn).
                 current_turn.set(release if isinstance(release, PacedTurn) else None)

@@ -13,7 +13,7 @@ from contracts.options import IMPERSONATE_TARGET
 from services.runtime.addresses import PROXY_SCHEMES, AddressPolicy, parse_networks
 from services.runtime.jsruntime import default_js_runtime
 from services.runtime.nats.connection import NatsAuth
-from services.runtime.sitelimits import parse_limits, parse_pacing, parse_site_values
+from services.runtime.sitelimits import parse_duration, parse_limits, parse_pacing, parse_site_values
 
 
 class Settings(BaseSettings):
@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         default=None,
         description="per site, yt-dlp's sleep between requests and a random gap between downloads started, over all "
         "downloaders: youtube.com=requests:1s,downloads:5-30s;*=downloads:2s",
+    )
+    site_cooldown: str = Field(
+        default="10m",
+        description="how long a site that answered 429, a bot check or a burst of 403s gets no requests from any "
+        "downloader or subscription check, doubling on repeat (off: never)",
     )
     job_retention_days: float = Field(
         default=0.0, ge=0.0, description="finished jobs are deleted this many days after they finished (0: kept)"
@@ -170,6 +175,15 @@ class Settings(BaseSettings):
     def _site_pacing(cls, value: str | None) -> str | None:
         parse_pacing(value)
         return value or None
+
+    @field_validator("site_cooldown")
+    @classmethod
+    def _site_cooldown(cls, value: str) -> str:
+        parse_duration(value, "TUBEFLOW_SITE_COOLDOWN")
+        return value
+
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.site_cooldown, "TUBEFLOW_SITE_COOLDOWN")
 
     @field_validator("proxy")
     @classmethod

@@ -80,16 +80,27 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_GAP = 86_400.0
 
 
-def _span(text: str, name: str) -> tuple[float, float]:
+def _span(text: str, name: str, setting: str = "TUBEFLOW_SITE_PACING") -> tuple[float, float]:
     found = _SPAN.match(text.strip().lower())
     if found is None:
-        raise ValueError(f"TUBEFLOW_SITE_PACING: {name} {text!r} is not a duration or a range (e.g. 1s, 500ms, 5-30s)")
+        raise ValueError(f"{setting}: {name} {text!r} is not a duration or a range (e.g. 1s, 500ms, 5-30s)")
     low, high, unit = found.groups()
     lo = float(low) * _UNITS[unit]
     hi = float(high) * _UNITS[unit] if high is not None else lo
     if hi < lo or hi > MAX_GAP:
-        raise ValueError(f"TUBEFLOW_SITE_PACING: {name} {text!r} must go from low to high, at most a day")
+        raise ValueError(f"{setting}: {name} {text!r} must go from low to high, at most a day")
     return lo, hi
+
+
+def parse_duration(text: str, setting: str) -> float:
+    """``"10m"``, ``"30s"``, ``"1h"`` (at most a day) -> seconds; ``"off"`` or 0 -> 0; a ValueError naming the setting
+    otherwise."""
+    if text.strip().lower() in ("off", "0", ""):
+        return 0.0
+    low, high = _span(text, "value", setting)
+    if low != high:
+        raise ValueError(f"{setting}: {text!r} is a range; give one duration (e.g. 10m)")
+    return low
 
 
 def parse_pacing(text: str | None) -> dict[str, Pacing]:

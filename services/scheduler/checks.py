@@ -37,6 +37,7 @@ from services.engine.media import Entry, Resolution
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import CancelToken
 from services.runtime.cookies import CookieStore
+from services.runtime.cooldown import Cooldowns
 from services.runtime.failures import MediaError
 from services.runtime.nats import STREAM, Publisher
 from services.runtime.subscriptions import SubscriptionBook
@@ -118,8 +119,11 @@ class Checker:
         worker: str,
         now: Callable[[], datetime],
         policy: AddressPolicy | None = None,
+        cooldowns: Cooldowns | None = None,
     ) -> None:
         self._policy = policy or AddressPolicy()
+        # A source that pushes back (429, a bot check) cools its site down for the downloaders too.
+        self.cooldowns = cooldowns
         self._book, self._js, self._publisher, self._keys = book, js, publisher, keys
         self._resolve, self._executor, self._cookies = resolve, executor, cookies
         self._max_items, self._worker, self._now = max_items, worker, now
@@ -135,6 +139,8 @@ class Checker:
             if token.reason is not None:
                 raise
             log.info("subscription %s: check failed: %s: %s", view.id, exc.code, exc.message)
+            if self.cooldowns is not None:
+                await self.cooldowns.strike(view.settings.url, exc.code, exc.message)
             return await self._checked(
                 view, started, SubscriptionCheckedData(error=ErrorInfo(code=exc.code, message=exc.message))
             )

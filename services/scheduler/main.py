@@ -17,11 +17,12 @@ from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
+from services.runtime.cooldown import Cooldowns
 from services.runtime.failures import MediaError
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher
 from services.runtime.nats.lease import Lease
-from services.runtime.nats.topology import SCHEDULER_BUCKET
+from services.runtime.nats.topology import PACING_BUCKET, SCHEDULER_BUCKET
 from services.runtime.settings import Settings, worker_identity
 from services.runtime.subscriptions import Conflict, SubscriptionBook
 from services.runtime.tasks import cancel_until_done
@@ -84,8 +85,11 @@ class Scheduler:
                 await cancel_until_done(task)
 
     def _may_start(self, view: SubscriptionView) -> bool:
-        """One check at a time per host, and the slow ones never all the slots."""
+        """One check at a time per host, none of a site cooling down, and the slow ones never all the slots."""
         if _host(view) in self._hosts.values():
+            return False
+        cooldowns = self._checker.cooldowns
+        if cooldowns is not None and cooldowns.cooling(view.settings.url) is not None:
             return False
         if view.id in self._slow and self._concurrency > 1:
             return sum(sid in self._slow for sid in self._running) < self._concurrency - 1
@@ -148,6 +152,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 worker=worker,
                 now=utcnow,
                 policy=settings.address_policy(),
+                cooldowns=await Cooldowns(
+                    infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
+                ).start(infra.nc),
             )
             done = asyncio.Event()
             keeping = asyncio.create_task(lease.keep(done))

@@ -121,3 +121,35 @@ def test_cookie_profiles_about_to_expire_are_named(tmp_path):
     problems = [line for line in done.stdout.splitlines() if line.startswith("! ")]
     assert done.returncode == 1 and len(problems) == 1, done.stdout
     assert "cookie profile 'youtube'" in problems[0] and "PUT /api/cookies/youtube" in problems[0]
+
+
+def test_a_site_cooling_down_is_named_with_how_to_end_it(tmp_path, provider):
+    import asyncio
+
+    from services.runtime.cooldown import Cooldowns
+    from services.runtime.embedded import EmbeddedNats
+    from services.runtime.nats import connect, ensure_topology
+    from services.runtime.nats.topology import PACING_BUCKET
+
+    server = EmbeddedNats(tmp_path / "nats")
+    url = server.start()
+
+    async def cool() -> None:
+        nc = await connect(url, "test")
+        js = nc.jetstream()
+        await ensure_topology(js)
+        await Cooldowns(js, await js.key_value(PACING_BUCKET), 600.0, "test").strike(
+            "https://www.youtube.com/watch?v=x", "bot_check", "Sign in to confirm you're not a bot"
+        )
+        await nc.close()
+
+    try:
+        asyncio.run(cool())
+        done = doctor(tmp_path, TUBEFLOW_POT_PROVIDER_URL=provider.url, TUBEFLOW_NATS_URL=url)
+    finally:
+        server.stop()
+    problems = [line for line in done.stdout.splitlines() if line.startswith("! ")]
+    assert done.returncode == 1 and len(problems) == 1, done.stdout + done.stderr
+    assert "youtube.com cools down until" in problems[0] and "bot_check" in problems[0], problems
+    assert "POST /api/queue/cooldowns/youtube.com/resume" in problems[0]
+    assert "  yt-dlp 20" in done.stdout  # the engine's version, as ever

@@ -185,6 +185,13 @@ class MediaServer:
     # (time.monotonic(), Host header, path) of every request, in order.
     arrivals: list[tuple[float, str, str]] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # media bytes written per file name
+    # /limited/<name>: after this many requests (over all of them), a site that answers 429 for limit_seconds
+    # (then serves again); when each 429 went out (time.monotonic()) is in ``refusals``.
+    limit_after: int | None = None
+    limit_seconds: float = 1.0
+    refusals: list[float] = field(default_factory=list)
+    _limited: int = 0
+    _limited_until: float = 0.0
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _copies: int = 0
@@ -234,6 +241,10 @@ class MediaServer:
 
     def embed_url(self, directory: str, manifest: str) -> str:
         return f"{self.base}/embed/{directory}/{manifest}.html"
+
+    def limited_url(self, name: str) -> str:
+        """Served like /media/, but answers 429 once ``limit_after`` requests to /limited/ came (see there)."""
+        return f"{self.base}/limited/{name}"
 
     def feed_url(self, names: str | None = None) -> str:
         return f"{self.base}/feed.xml" + (f"?items={names}" if names else "")
@@ -325,6 +336,20 @@ class _MediaHandler(BaseHTTPRequestHandler):
                 f'<video controls><source src="{source}" type="{kind}"></video></body></html>'
             ).encode()
             return self.send_body(body, "text/html; charset=utf-8", head)
+        limited = re.fullmatch(r"/limited/([\w.-]+)", path)
+        if limited:
+            with self.media._lock:
+                now = time.monotonic()
+                self.media._limited += 1
+                after = self.media.limit_after
+                if after is not None and self.media._limited == after + 1:
+                    self.media._limited_until = now + self.media.limit_seconds
+                refuse = now < self.media._limited_until
+                if refuse:
+                    self.media.refusals.append(now)
+            if refuse:
+                return self.send_body(b"Too Many Requests", "text/plain", head, status=429)
+            path = f"/media/{limited.group(1)}"
         private = re.fullmatch(r"/private/([\w.-]+)", path)
         if private:  # a site that wants a login: 403 without the session cookie
             if f"{PRIVATE_COOKIE[0]}={PRIVATE_COOKIE[1]}" not in (self.headers.get("Cookie") or ""):

@@ -59,6 +59,27 @@ export function initControls({api, say, upsertJob, forget}) {
       ` · ${running}/${slots} downloading · ${waiting} waiting` + (state.jobs.held ? ` · ${state.jobs.held} held` : "");
     $("#queue-pause").hidden = state.paused;
     $("#queue-resume").hidden = !state.paused;
+    // Sites cooling down after they pushed back: until when, why, and "resume now".
+    const cooling = (state.cooldowns || []).filter((c) => new Date(c.until) > new Date());
+    const list = $("#queue-cooldowns");
+    list.hidden = cooling.length === 0;
+    list.replaceChildren(...cooling.map((c) => {
+      const li = document.createElement("li");
+      li.dataset.site = c.site;
+      li.textContent = `${c.site} cooling down until ${new Date(c.until).toLocaleTimeString()} (${c.code}: ${c.message.slice(0, 120)}) `;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "cooldown-resume";
+      button.textContent = "Resume now";
+      button.addEventListener("click", async () => {
+        const response = await api(`/api/queue/cooldowns/${encodeURIComponent(c.site)}/resume`, {method: "POST"});
+        const answer = await response.json().catch(() => ({}));
+        if (!response.ok) return say(answer.detail || `HTTP ${response.status}`, true);
+        showQueue(answer);
+      });
+      li.append(button);
+      return li;
+    }));
   }
 
   async function loadQueue() {

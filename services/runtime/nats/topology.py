@@ -15,6 +15,7 @@ from nats.js.errors import Error as JetStreamError
 from contracts.events import ALL_EVENTS, subject_filter
 from contracts.presets import ALL_PRESETS
 from contracts.subscriptions import ALL_SUBSCRIPTIONS
+from contracts.system import ALL_SYSTEM
 
 log = logging.getLogger("tubeflow.topology")
 
@@ -22,6 +23,8 @@ STREAM = "TUBEFLOW_EVENTS"
 DLQ_STREAM = "TUBEFLOW_DLQ"
 PRESETS_STREAM = "TUBEFLOW_PRESETS"
 SUBSCRIPTIONS_STREAM = "TUBEFLOW_SUBSCRIPTIONS"
+# Facts about the installation rather than a job: sites cooling down (contracts/system.py).
+SYSTEM_STREAM = "TUBEFLOW_SYSTEM"
 DLQ_PREFIX = "tubeflow.dlq"
 JOBS_BUCKET = "tubeflow_jobs"
 IDEMPOTENCY_BUCKET = "tubeflow_idempotency"
@@ -156,6 +159,33 @@ def subscriptions_stream_config(replicas: int = 1) -> api.StreamConfig:
     )
 
 
+def system_stream_config(replicas: int = 1) -> api.StreamConfig:
+    return api.StreamConfig(
+        num_replicas=replicas,
+        name=SYSTEM_STREAM,
+        description="tubeflow installation facts: sites cooling down and resumed (contracts/system.py)",
+        subjects=[ALL_SYSTEM],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW,
+        # A year of them, bounded however often sites push back.
+        max_age=365 * 86_400.0,
+        max_msgs=100_000,
+        max_msg_size=64 * 1024,
+    )
+
+
+def stream_configs(replicas: int = 1) -> list[api.StreamConfig]:
+    return [
+        stream_config(replicas),
+        dlq_stream_config(replicas),
+        presets_stream_config(replicas),
+        work_stream_config(replicas),
+        subscriptions_stream_config(replicas),
+        system_stream_config(replicas),
+    ]
+
+
 def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
     def bucket(name: str, description: str, **extra: Any) -> api.KeyValueConfig:
         return api.KeyValueConfig(
@@ -191,13 +221,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
 async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
     """Create the streams and buckets that are missing. Idempotent; returns what it created."""
     created = []
-    for config in (
-        stream_config(replicas),
-        dlq_stream_config(replicas),
-        presets_stream_config(replicas),
-        work_stream_config(replicas),
-        subscriptions_stream_config(replicas),
-    ):
+    for config in stream_configs(replicas):
         try:
             await js.stream_info(config.name)
         except NotFoundError:
@@ -214,7 +238,7 @@ async def ensure_topology(js: JetStreamContext, replicas: int = 1) -> list[str]:
 
 async def missing_topology(js: JetStreamContext) -> list[str]:
     missing = []
-    for name in (STREAM, DLQ_STREAM, PRESETS_STREAM, WORK_STREAM, SUBSCRIPTIONS_STREAM):
+    for name in (config.name for config in stream_configs()):
         try:
             await js.stream_info(name)
         except NotFoundError:
