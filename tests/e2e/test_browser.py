@@ -421,3 +421,37 @@ def test_the_page_shows_what_real_sites_get_and_sends_an_impersonated_job(browse
     finally:
         page.evaluate("localStorage.clear()")
         page.close()
+
+
+def test_a_site_cooling_down_shows_in_the_queue_bar_and_resume_now_ends_it(page, stack, nats_url):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime, timezone
+
+    import httpx
+
+    from services.runtime.cooldown import Cooldowns
+    from services.runtime.nats import connect
+    from services.runtime.nats.topology import PACING_BUCKET
+
+    async def cool() -> None:  # as a downloader does when the site answers 429
+        nc = await connect(nats_url, "test")
+        js = nc.jetstream()
+        await Cooldowns(js, await js.key_value(PACING_BUCKET), 600.0, "test").strike(
+            "https://cooling.example.net/v/1", "site_rate_limited", "HTTP Error 429: Too Many Requests"
+        )
+        await nc.close()
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's loop runs in this one
+        thread.submit(asyncio.run, cool()).result()
+    page.reload()
+    row = "#queue-cooldowns li[data-site='cooling.example.net']"
+    page.wait_for_selector(row, timeout=10_000)
+    assert "cooling down until" in page.inner_text(row) and "site_rate_limited" in page.inner_text(row)
+    page.screenshot(path=str(ARTIFACTS / "browser-cooldown.png"), full_page=True)
+    page.click(f"{row} button.cooldown-resume")
+    page.wait_for_selector("#queue-cooldowns", state="hidden", timeout=10_000)
+    (ended,) = [
+        c for c in httpx.get(f"{stack.base}/api/queue").json()["cooldowns"] if c["site"] == "cooling.example.net"
+    ]
+    assert datetime.fromisoformat(ended["until"]) <= datetime.now(timezone.utc)
