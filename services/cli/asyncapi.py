@@ -16,8 +16,22 @@ from faststream.specification import AsyncAPI
 import contracts
 from contracts import events as ev
 from contracts.subscriptions import SUBSCRIPTION_EVENT_CLASSES, subscription_subject
+from contracts.system import SYSTEM_EVENT_CLASSES, system_subject
 
 DOCUMENT = Path(contracts.__file__).with_name("asyncapi.json")
+
+
+def _publishers(broker: NatsBroker, classes: tuple, subject_of, stream: str) -> None:  # noqa: ANN001
+    """One publisher per event class of a stream other than the jobs' (its `type` names it, its `data` says it)."""
+    for cls in classes:
+        event_type = cls.model_fields["type"].annotation.__args__[0]
+        data = cls.model_fields["data"].annotation
+        broker.publisher(
+            subject_of(event_type),
+            schema=cls,
+            title=event_type,
+            description=(data.__doc__ or "").strip() or f"`{event_type}` event (stream {stream})",
+        )
 
 
 def build_document() -> dict:
@@ -30,15 +44,13 @@ def build_document() -> dict:
             title=event_type,
             description=(payload.__doc__ or "").strip() or f"`{event_type}` event",
         )
-    for cls in SUBSCRIPTION_EVENT_CLASSES:
-        event_type = cls.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-        data = cls.model_fields["data"].annotation
-        broker.publisher(
-            subscription_subject("{subscription_id}", event_type.removeprefix("subscription.")),
-            schema=cls,
-            title=event_type,
-            description=(data.__doc__ or "").strip() or f"`{event_type}` event (stream TUBEFLOW_SUBSCRIPTIONS)",
-        )
+    _publishers(
+        broker,
+        SUBSCRIPTION_EVENT_CLASSES,
+        lambda t: subscription_subject("{subscription_id}", t.removeprefix("subscription.")),
+        "TUBEFLOW_SUBSCRIPTIONS",
+    )
+    _publishers(broker, SYSTEM_EVENT_CLASSES, system_subject, "TUBEFLOW_SYSTEM")
     spec = AsyncAPI(
         broker,
         title="tubeflow events",
@@ -49,7 +61,9 @@ def build_document() -> dict:
             "item_id, occurred_at, data. Subscriptions are events on stream TUBEFLOW_SUBSCRIPTIONS, subject "
             "tubeflow.subscription.<subscription_id>.<type without its prefix>, envelope event_id, type, version, "
             "subscription_id, occurred_at, data; each is published expecting the subscription's last sequence "
-            "(Nats-Expected-Last-Subject-Sequence over tubeflow.subscription.<id>.>)."
+            "(Nats-Expected-Last-Subject-Sequence over tubeflow.subscription.<id>.>). Facts about the installation "
+            "(a site cooling down, resumed) are events on stream TUBEFLOW_SYSTEM, subject tubeflow.system.<type>, "
+            "envelope event_id, type, version, occurred_at, data."
         ),
     )
     return json.loads(spec.to_specification().to_json())

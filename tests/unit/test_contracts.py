@@ -10,6 +10,7 @@ import pytest
 from contracts import events as ev
 from contracts.ids import is_job_id, new_job_id
 from contracts.subscriptions import SUBSCRIPTION_EVENT_CLASSES
+from contracts.system import SYSTEM_EVENT_CLASSES
 from services.cli import asyncapi
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)
@@ -78,7 +79,9 @@ def test_committed_asyncapi_document_is_current():
     channels = json.loads(committed)["channels"]
     subscriptions = {c.model_fields["type"].annotation.__args__[0] for c in SUBSCRIPTION_EVENT_CLASSES}
     assert {"subscription.created", "subscription.checked"} <= subscriptions
-    assert set(channels) == set(ev.EVENT_CLASSES) | subscriptions
+    system = {c.model_fields["type"].annotation.__args__[0] for c in SYSTEM_EVENT_CLASSES}
+    assert system == {"site.cooling", "site.resumed"}
+    assert set(channels) == set(ev.EVENT_CLASSES) | subscriptions | system
 
 
 def test_job_ids_of_one_process_keep_increasing_within_a_millisecond():
