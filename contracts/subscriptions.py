@@ -215,6 +215,9 @@ class SubscriptionCheckedData(BaseModel):
     found: int = 0
     filtered: int = 0
     remaining: int = 0
+    # A paced site's backlog (TUBEFLOW_SITE_PACING): the next batch of the remaining entries is taken then, not at
+    # the interval.
+    next_batch_at: Instant | None = None
     source_title: Title | None = None
     error: ErrorInfo | None = None
     started_at: Instant | None = None
@@ -327,6 +330,7 @@ class SubscriptionView(BaseModel):
     new_items: int = 0
     last_new: list[NewEntry] = []
     remaining: int = 0
+    next_batch_at: datetime | None = None
     # Entry ids that became jobs: never again.
     seen: frozenset[str] = frozenset()
     # Stream sequence of the subscription's last event: a writer publishes expecting it (optimistic concurrency).
@@ -345,6 +349,8 @@ class SubscriptionView(BaseModel):
         if self.failures:
             delay = min(max(MAX_BACKOFF, delay), delay * 2 ** min(self.failures - 1, 32))
         scheduled = later(self.last_check_at, delay)
+        if self.remaining and self.next_batch_at is not None and not self.failures:
+            scheduled = min(scheduled, self.next_batch_at)
         if self.check_requested_at is not None and self.check_requested_at < scheduled:
             return self.check_requested_at
         return scheduled
@@ -376,7 +382,14 @@ class SubscriptionInfo(SubscriptionSettings):
     check_requested_at: datetime | None
     new_items: int = Field(description="jobs its checks have made")
     last_new: list[NewEntry] = Field(description="what the last check made jobs of")
-    remaining: int = Field(description="new entries the last check left for the next (max_items_per_check)")
+    remaining: int = Field(
+        description="new entries the last check left for the next (max_items_per_check, or a paced site's batch)"
+    )
+    next_batch_at: datetime | None = Field(
+        default=None,
+        description="a paced site's backlog (TUBEFLOW_SITE_PACING): when the next batch of the remaining entries is "
+        "taken (null: at the next check)",
+    )
     seen: int = Field(description="entries that became jobs, never again")
     next_check_at: datetime | None = Field(description="null while paused")
 
@@ -423,6 +436,7 @@ def apply_subscription(view: SubscriptionView | None, event: Any) -> Subscriptio
                 new_items=view.new_items + len(data.new),
                 last_new=list(data.new),
                 remaining=data.remaining,
+                next_batch_at=data.next_batch_at if data.remaining else None,
                 seen=view.seen | {entry.entry_id for entry in data.new},
                 source_title=data.source_title or view.source_title,
             )

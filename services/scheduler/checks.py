@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 from concurrent.futures import Executor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -40,12 +40,15 @@ from services.runtime.cookies import CookieStore
 from services.runtime.cooldown import Cooldowns
 from services.runtime.failures import MediaError
 from services.runtime.nats import STREAM, Publisher
+from services.runtime.sitelimits import Pacing, pacing_for, site_of
 from services.runtime.subscriptions import SubscriptionBook
 
 log = logging.getLogger("tubeflow.scheduler")
 
 NOT_A_PLAYLIST = "not_a_playlist"
 TOO_MANY_ENTRIES = "too_many_entries"
+# A paced site's backlog becomes this many jobs per check, the next batch once they have started at its pace.
+PACED_BATCH = 10
 
 
 def entry_identity(entry: Entry) -> str:
@@ -80,9 +83,17 @@ def entry_key(subscription_id: str, identity: str) -> str:
     return hashlib.sha256(f"subscription:{subscription_id}:{identity}".encode()).hexdigest()
 
 
-def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int, int]:
+def _next_batch(now: datetime, taken: int, pacing: Pacing) -> datetime:
+    """When a paced site's next batch is due: once this one's downloads have started at the site's pace (the mean
+    of its gap, per job made)."""
+    assert pacing.downloads is not None
+    low, high = pacing.downloads
+    return now + timedelta(seconds=max(taken, 1) * (low + high) / 2)
+
+
+def pick(view: SubscriptionView, entries: list[Entry], most: int | None = None) -> tuple[list[Entry], int, int]:
     """(the entries to make jobs of now, how many the filters left out, how many new ones wait for the next check):
-    at most max_items_per_check, and no more than one `checked` event holds (CHECKED_BUDGET)."""
+    at most max_items_per_check (and ``most``), and no more than one `checked` event holds (CHECKED_BUDGET)."""
     settings = view.settings
     fresh, filtered = [], 0
     for entry in entries:
@@ -96,7 +107,7 @@ def pick(view: SubscriptionView, entries: list[Entry]) -> tuple[list[Entry], int
         fresh.append(entry)
     take: list[Entry] = []
     size = 0
-    for entry in fresh[: settings.max_items_per_check]:
+    for entry in fresh[: min(settings.max_items_per_check, most or settings.max_items_per_check)]:
         size += len(entry.url) + len(entry_identity(entry)) + len(entry.title or "") + 200
         if take and size > CHECKED_BUDGET:
             break
@@ -120,10 +131,13 @@ class Checker:
         now: Callable[[], datetime],
         policy: AddressPolicy | None = None,
         cooldowns: Cooldowns | None = None,
+        pacing: dict[str, Pacing] | None = None,
     ) -> None:
         self._policy = policy or AddressPolicy()
         # A source that pushes back (429, a bot check) cools its site down for the downloaders too.
         self.cooldowns = cooldowns
+        # TUBEFLOW_SITE_PACING: a paced site's backlog becomes jobs a batch at a time, at the site's pace.
+        self._pacing = {site: p for site, p in (pacing or {}).items() if p.downloads}
         self._book, self._js, self._publisher, self._keys = book, js, publisher, keys
         self._resolve, self._executor, self._cookies = resolve, executor, cookies
         self._max_items, self._worker, self._now = max_items, worker, now
@@ -150,7 +164,8 @@ class Checker:
         # A feed names what it likes: an entry that is not an http(s) URL, or whose host the address policy refuses,
         # never becomes a job (the downloader would refuse it too, after a job had been made of it).
         entries = [e for e in resolution.entries if self._acceptable(e.url)]
-        take, filtered, remaining = pick(view, entries)
+        paced = pacing_for(site_of(view.settings.url), self._pacing)
+        take, filtered, remaining = pick(view, entries, PACED_BATCH if paced is not None else None)
         filtered += len(resolution.entries) - len(entries)
         if take and len(view.seen) + len(take) > MAX_SEEN:
             message = f"the source listed more than {MAX_SEEN} entries over time: the subscription paused itself"
@@ -172,6 +187,7 @@ class Checker:
             found=len(resolution.entries),
             filtered=filtered,
             remaining=remaining,
+            next_batch_at=_next_batch(self._now(), len(new), paced[1]) if paced is not None and remaining else None,
             source_title=resolution.title,
         )
         if new:

@@ -24,6 +24,7 @@ from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher
 from services.runtime.nats.lease import Lease
 from services.runtime.nats.topology import PACING_BUCKET, SCHEDULER_BUCKET
 from services.runtime.settings import Settings, worker_identity
+from services.runtime.sitelimits import parse_pacing
 from services.runtime.subscriptions import Conflict, SubscriptionBook
 from services.runtime.tasks import cancel_until_done
 from services.scheduler.checks import Checker
@@ -152,6 +153,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 worker=worker,
                 now=utcnow,
                 policy=settings.address_policy(),
+                pacing=parse_pacing(settings.site_pacing),
                 cooldowns=await Cooldowns(
                     infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
                 ).start(infra.nc),

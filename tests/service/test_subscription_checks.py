@@ -18,8 +18,9 @@ from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.nats import IDEMPOTENCY_BUCKET, STREAM, EventPublisher
+from services.runtime.sitelimits import parse_pacing
 from services.runtime.subscriptions import Conflict, SubscriptionBook
-from services.scheduler.checks import Checker
+from services.scheduler.checks import PACED_BATCH, Checker
 
 ENTRIES = [Entry(n, f"http://127.0.0.1/media/{n}.mp4", f"Episode {n}", id=f"ep{n}") for n in (1, 2, 3)]
 # What a hostile feed may list besides: never a job.
@@ -30,7 +31,14 @@ REFUSED = [
 ]
 
 
-async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) -> tuple[Checker, SubscriptionBook]:  # noqa: ANN001
+async def checker(  # noqa: ANN201
+    js,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+    name: str,
+    gate: asyncio.Event | None = None,
+    entries: list[Entry] | None = None,
+    pacing: str | None = None,
+) -> tuple[Checker, SubscriptionBook]:
     book = SubscriptionBook()
     await book.start(js)
     loop = asyncio.get_running_loop()
@@ -38,7 +46,7 @@ async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) ->
     def resolve(url: str, **_: object) -> Resolution:
         if gate is not None:
             asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
-        return Resolution("playlist", "A feed", [*ENTRIES, *REFUSED], False)
+        return Resolution("playlist", "A feed", entries or [*ENTRIES, *REFUSED], False)
 
     made = Checker(
         book=book,
@@ -52,6 +60,7 @@ async def checker(js, tmp_path, name: str, gate: asyncio.Event | None = None) ->
         worker=name,
         now=utcnow,
         policy=AddressPolicy(False, parse_networks("127.0.0.0/8")),
+        pacing=parse_pacing(pacing),
     )
     return made, book
 
@@ -122,4 +131,38 @@ async def test_a_check_redone_after_its_scheduler_died_finds_the_same_jobs(js, t
     with pytest.raises(Conflict):
         await dead.check(view, CancelToken(sid))
     await book.stop()
+    await book2.stop()
+
+
+async def test_a_paced_sites_backlog_becomes_jobs_a_batch_at_a_time_at_its_pace(js, tmp_path):
+    """Issue 27: a first check of a large channel on a paced site queues a batch, says how many remain and when the
+    next batch comes (the mean gap per job made), and the next check takes the next batch; unpaced, all at once."""
+    backlog = [Entry(n, f"http://127.0.0.1/media/{n}.mp4", f"Episode {n}", id=f"ep{n}") for n in range(1, 26)]
+    paced, book = await checker(js, tmp_path, "a", entries=backlog, pacing="127.0.0.1=downloads:1-3s")
+    sid = await created(book)
+    before = utcnow()
+    view = await paced.check(book.get(sid), CancelToken(sid))
+    assert len(view.last_new) == PACED_BATCH and view.remaining == 25 - PACED_BATCH
+    wait = (view.next_batch_at - before).total_seconds()
+    assert PACED_BATCH * 2.0 <= wait <= PACED_BATCH * 2.0 + 5, wait  # 10 jobs x 2 s, not the 600 s interval
+    assert view.next_check_at == view.next_batch_at
+    public = view.public()
+    assert public.remaining == 15 and public.next_batch_at == view.next_batch_at
+    view = await paced.check(view, CancelToken(sid))
+    view = await paced.check(view, CancelToken(sid))
+    assert view.new_items == 25 and view.remaining == 0 and view.next_batch_at is None
+    assert (view.next_check_at - view.last_check_at).total_seconds() == 600  # the interval again
+    await book.stop()
+    # Another site, not paced: the backlog at once (up to max_items_per_check).
+    unpaced, book2 = await checker(js, tmp_path, "b", entries=backlog, pacing="example.com=downloads:1-3s")
+    other = make_subscription_event(
+        "created",
+        "sb" + "2" * 26,
+        utcnow(),
+        "c2",
+        SubscriptionCreatedData(url="http://127.0.0.1/other.xml", interval=600),
+    )
+    made = await book2.publish(other, None)
+    view = await unpaced.check(made, CancelToken(made.id))
+    assert len(view.last_new) == 25 and view.next_batch_at is None
     await book2.stop()

@@ -33,6 +33,11 @@ export function initSubscriptions({api, say}) {
       const line = element("div", "meta sub-state");
       line.textContent = `${state} · every ${Math.round(s.interval / 60)} min · last check ${when(s.last_check_at)} · next ${s.paused ? "—" : when(s.next_check_at)} · ${s.new_items} new item(s)`;
       card.append(line);
+      if (s.remaining) {
+        // A backlog (a paced site's, or over max_items_per_check): how much is left and when the next batch comes.
+        const next = s.next_batch_at ? ` · next batch ${when(s.next_batch_at)}` : " · taken at the next check";
+        card.append(element("div", "meta backlog", `${s.remaining} more waiting${next}`));
+      }
       if (s.last_error) card.append(element("div", "error", `${s.last_error.code}: ${s.last_error.message}`));
       if (s.last_new && s.last_new.length) {
         card.append(element("div", "meta", "last new: " + s.last_new.map((e) => e.title || e.url).slice(0, 5).join(", ")));
