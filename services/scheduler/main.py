@@ -44,8 +44,16 @@ PAUSE_AFTER_TROUBLE = 5.0
 
 
 class Scheduler:
-    def __init__(self, book: SubscriptionBook, lease: Lease, checker: Checker, concurrency: int = CHECK_CONCURRENCY):
+    def __init__(
+        self,
+        book: SubscriptionBook,
+        lease: Lease,
+        checker: Checker,
+        concurrency: int = CHECK_CONCURRENCY,
+        cooldowns: Cooldowns | None = None,
+    ):
         self._book, self._lease, self._checker = book, lease, checker
+        self._cooldowns = cooldowns
         self._concurrency = concurrency
         self._running: dict[str, asyncio.Task] = {}
         self._hosts: dict[str, str] = {}  # running check -> its source's host
@@ -89,8 +97,7 @@ class Scheduler:
         """One check at a time per host, none of a site cooling down, and the slow ones never all the slots."""
         if _host(view) in self._hosts.values():
             return False
-        cooldowns = self._checker.cooldowns
-        if cooldowns is not None and cooldowns.cooling(view.settings.url) is not None:
+        if self._cooldowns is not None and self._cooldowns.cooling(view.settings.url) is not None:
             return False
         if view.id in self._slow and self._concurrency > 1:
             return sum(sid in self._slow for sid in self._running) < self._concurrency - 1
@@ -161,7 +168,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             done = asyncio.Event()
             keeping = asyncio.create_task(lease.keep(done))
             try:
-                await Scheduler(book, lease, checker).run(stop)
+                await Scheduler(book, lease, checker, cooldowns=checker.cooldowns).run(stop)
             finally:
                 done.set()  # the lease is handed over at once, not left to expire
                 with contextlib.suppress(Exception):
