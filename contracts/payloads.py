@@ -190,6 +190,8 @@ class DownloadCompleted(Payload):
     stopped_early: bool = False
     # The job asked for the audio alone (mode "audio"): the extractor removes this file once the audio is made.
     audio_only: bool = False
+    # The yt-dlp version that downloaded it (an update at run time, issue 27); None when reused.
+    engine: Short | None = None
 
 
 class PostprocessStarted(Payload):

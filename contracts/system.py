@@ -1,5 +1,5 @@
 """Facts about the installation rather than one job: a site cooling down after it pushed back (issue 27), and what
-ended it. Stored as events on ``tubeflow.system.<type>`` (stream TUBEFLOW_SYSTEM), so replay shows when and why the
+ended it; the yt-dlp every downloader and scheduler runs, updated or rolled back at run time. Stored as events on ``tubeflow.system.<type>`` (stream TUBEFLOW_SYSTEM), so replay shows when and why the
 downloaders held back; what is in force now is in the pacing bucket (``cool.<site>``), which every process watches.
 Pure."""
 
@@ -48,6 +48,29 @@ class SiteResumedData(BaseModel):
     )
 
 
+class EngineUpdatedData(BaseModel):
+    """The yt-dlp version every downloader and scheduler switches to at its next idle moment (new slot processes
+    run it; items already running finish on the one they started with). The last of these says which one is in
+    force; ``previous`` is what a rollback returns to."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: Short
+    previous: Short | None = None
+    rollback: bool = False
+    worker: Short | None = Field(default=None, description="the process that installed and checked it")
+
+
+class EngineUpdateFailedData(BaseModel):
+    """An update that did not happen: the version asked (null: the newest), and why. Nothing changed."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: Short | None = None
+    reason: Message
+    worker: Short | None = None
+
+
 class _SystemEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -67,7 +90,17 @@ class SiteResumed(_SystemEnvelope):
     data: SiteResumedData
 
 
-SYSTEM_EVENT_CLASSES = (SiteCooling, SiteResumed)
+class EngineUpdated(_SystemEnvelope):
+    type: Literal["engine.updated"]
+    data: EngineUpdatedData
+
+
+class EngineUpdateFailed(_SystemEnvelope):
+    type: Literal["engine.update_failed"]
+    data: EngineUpdateFailedData
+
+
+SYSTEM_EVENT_CLASSES = (SiteCooling, SiteResumed, EngineUpdated, EngineUpdateFailed)
 SystemEvent = Annotated[Union[SYSTEM_EVENT_CLASSES], Field(discriminator="type")]  # type: ignore[valid-type]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(SystemEvent)
 

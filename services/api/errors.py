@@ -33,8 +33,9 @@ class ErrorBody(BaseModel):
 _MEANING = {
     400: "malformed request (e.g. JSON that does not parse)",
     401: "a bearer token is required (TUBEFLOW_API_TOKEN)",
+    403: "not allowed from here (e.g. updating yt-dlp without a token, from another machine)",
     404: "no such job or file",
-    409: "the job is not in a state that allows this",
+    409: "the job (or the engine) is not in a state that allows this",
     413: "request body too large (64 KiB; a cookie profile 1 MiB)",
     415: "the body's Content-Type is not one this route takes",
     416: "requested range not satisfiable",

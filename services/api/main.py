@@ -36,6 +36,7 @@ from services.api.routes import (
     subscriptions,
     webhooks,
 )
+from services.api.routes import engine as engine_routes
 from services.api.routes import queue as queue_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
@@ -173,6 +174,7 @@ def create_app(settings: Settings) -> Litestar:
             *queue_routes.ROUTES,
             *webhooks.ROUTES,
             *subscriptions.ROUTES,
+            *engine_routes.ROUTES,
         ],
         lifespan=[_lifespan(settings, book, ended)],
         state=State(

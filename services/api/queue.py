@@ -49,6 +49,7 @@ class WorkerState(BaseModel):
     running: list[dict]
     paused: bool = False
     at: datetime | None = None
+    engine: str | None = Field(default=None, description="the yt-dlp version its new downloads run")
 
 
 class QueueState(BaseModel):
@@ -68,7 +69,7 @@ class QueueState(BaseModel):
 
 class QueueControl:
     def __init__(self, js: JetStreamContext, queue: KeyValue, workers: KeyValue, pacing: KeyValue, worker: str) -> None:
-        self._js = js
+        self.js = self._js = js
         self._queue = queue
         self._workers = workers
         self._pacing = pacing
@@ -107,7 +108,7 @@ class QueueControl:
             return Waiting(priority=priority, waiting=0, taken=0)  # type: ignore[arg-type]
         return Waiting(priority=priority, waiting=info.num_pending or 0, taken=info.num_ack_pending or 0)  # type: ignore[arg-type]
 
-    async def _worker_states(self) -> list[WorkerState]:
+    async def worker_states(self) -> list[WorkerState]:
         states = []
         for key, value in sorted((await read_bucket(self._workers)).items())[:MAX_WORKERS_LISTED]:
             try:
@@ -122,7 +123,7 @@ class QueueControl:
         paused, tickets, workers, cooldowns = await asyncio.gather(
             self.paused(),
             asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)),
-            self._worker_states(),
+            self.worker_states(),
             read_cooldowns(self._pacing),
         )
         items = list(tickets)

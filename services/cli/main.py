@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from services.cli.engine import add_engine_parser
 from services.cli.get_options import add_job_arguments
 from services.cli.setup import SERVICE_MODULES
 from services.cli.subscribe import add_subscribe_arguments
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     subscribe.add_argument("--json", action="store_true", help="print the subscription as JSON")
     subscribe.set_defaults(func=cmd_subscribe)
+
+    add_engine_parser(sub)
 
     doctor = sub.add_parser(
         "doctor", help="what this installation can do on real sites and what is missing (exit 1 on any problem)"

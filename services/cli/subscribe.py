@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import httpx
 
+from services.cli.api import api_base, api_headers, print_errors
 from services.cli.get_options import job_body
 
 
@@ -48,24 +48,16 @@ def subscription_body(args: argparse.Namespace) -> dict:
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    base = (args.api or os.environ.get("TUBEFLOW_API") or "http://127.0.0.1:8000").rstrip("/")
-    token = os.environ.get("TUBEFLOW_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    base = api_base(args)
     try:
-        answer = httpx.post(f"{base}/api/subscriptions", json=subscription_body(args), headers=headers, timeout=30)
+        answer = httpx.post(
+            f"{base}/api/subscriptions", json=subscription_body(args), headers=api_headers(), timeout=30
+        )
     except httpx.HTTPError as exc:
         print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
         return 1
     if answer.status_code != 201:
-        try:
-            errors = answer.json().get("errors") or [{"field": "", "message": answer.json().get("detail")}]
-        except ValueError:
-            errors = [{"field": "", "message": answer.text[:300]}]
-        for error in errors:
-            print(
-                f"error: {error.get('field')}: {error.get('message')}".replace("error: : ", "error: "), file=sys.stderr
-            )
-        return 2 if answer.status_code == 422 else 1
+        return print_errors(answer)
     view = answer.json()
     if args.json:
         print(json.dumps(view))

@@ -81,6 +81,7 @@ class MediaCatalog:
             reused=True,
             files=tuple(f for f in files if f.is_file()),
             chosen=record.get("chosen"),
+            engine=None,
         )
 
     # Skipped items that point at a file (`skip_downloaded`): ``skip.<file hash>.<job>.<item>``, so the deletion of

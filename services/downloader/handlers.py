@@ -489,6 +489,7 @@ class Downloader:
                 reused=result.reused,
                 stopped_early=result.stopped_early,
                 audio_only=event.data.mode == "audio" and not result.stopped_early,
+                engine=result.engine,
             ),
             step_event_id(job, "download.completed", item, round=event.data.round),
             item,

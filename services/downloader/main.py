@@ -27,6 +27,7 @@ from services.engine.slots import SlotConfig, SlotPool
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.cooldown import Cooldowns
+from services.runtime.engines import EngineFollower
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket
@@ -122,6 +123,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
             ).start(infra.nc),
         )
+        # The yt-dlp in force (an update at run time, issue 27): new slots run it, running items finish on theirs.
+        engines = await EngineFollower(infra.js, settings.data_dir, [media], worker).start(infra.nc)
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         facts = asyncio.create_task(publish_engine_facts(media, sites, infra, worker, stop, engine_state))
         broker = new_broker(settings)
@@ -143,6 +146,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         for spec, workers, work in subscriptions:
             work_subscriber(broker, infra.js, spec, max_workers=workers, ack_wait=settings.ack_wait, work=work)
         tickets = await ticket_loop(settings, infra, worker, dispatcher, downloader, cancellations)
+        tickets.engine = lambda: engines.running.version
         queue_kv = await infra.js.key_value(QUEUE_BUCKET)
         following = asyncio.create_task(tickets.state.follow(queue_kv, stop))
         taking = asyncio.create_task(tickets.run(stop, await infra.js.key_value(WORKERS_BUCKET)))

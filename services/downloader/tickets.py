@@ -60,6 +60,8 @@ class TicketLoop:
     # Before the download: wait for the item's site (TUBEFLOW_SITE_CONCURRENCY / _RATE); returns a release.
     gate: SiteGate | None = None
     running: dict[str, dict] = field(default_factory=dict)
+    # The yt-dlp version this process's new slots run (said in its heartbeat).
+    engine: Callable[[], str] | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
     # Jobs whose tickets this process purged from the queue (the newest few hundred).
     _purged: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -199,6 +201,7 @@ class TicketLoop:
             "running": list(self.running.values()),
             "paused": self.state.paused,
             "at": utcnow().isoformat(),
+            "engine": self.engine() if self.engine is not None else None,
         }
 
     async def _heartbeat(self, workers: KeyValue, stop: asyncio.Event) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -82,6 +82,12 @@ class PlaylistPlace:
     index: int
 
 
+def _running_ytdlp() -> str | None:
+    from yt_dlp.version import __version__
+
+    return __version__
+
+
 @dataclass(frozen=True)
 class Downloaded:
     path: Path
@@ -94,6 +100,8 @@ class Downloaded:
     # The other files the download made (subtitles, thumbnail, chapters), and what yt-dlp picked (outputs.py).
     files: tuple[Path, ...] = ()
     chosen: dict[str, Any] | None = None
+    # The yt-dlp version that made it (the slot's own: an update at run time may differ from the service's).
+    engine: str | None = field(default_factory=_running_ytdlp)
 
 
 # Given the media key of what is about to be downloaded, return a file to use instead, or None to download.

@@ -80,6 +80,9 @@ class SlotConfig:
     lanes: int = LANES
     # Seconds yt-dlp sleeps between its requests for a download from a site (TUBEFLOW_SITE_PACING's requests:…).
     request_sleeps: tuple[tuple[str, float], ...] = ()
+    # The yt-dlp the slots run: a folder put first on their sys.path (an update, services.engine.updates); None:
+    # the bundled one.
+    engine_path: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, sites: RealSites | None = None) -> "SlotConfig":
@@ -119,6 +122,8 @@ class _Host:
         self.number = number
         self.lanes = lanes
         self.taken = 0  # lanes handed out (by the pool, under its lock)
+        # Runs a yt-dlp the pool no longer starts calls on (it switched): ended once its calls are done.
+        self.retired = False
         self._calls: dict[int, queue.Queue[tuple]] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -127,7 +132,7 @@ class _Host:
         self.heard = time.monotonic()
         ours, theirs = multiprocessing.Pipe(duplex=True)
         try:
-            self._pid = zygote().start(replace(config, lanes=lanes), theirs.fileno())
+            self._pid = zygote(config.engine_path).start(replace(config, lanes=lanes), theirs.fileno())
         except (OSError, RuntimeError) as exc:
             raise MediaError(
                 "worker_unavailable", f"no yt-dlp slot process could be started: {exc}", transient=True
@@ -313,6 +318,8 @@ class SlotPool:
         # The processes shared by calls, in the order started (the first ones are filled first: warm, and the
         # later ones idle and end); a call that must run alone gets a process of its own, ended after it.
         self._slots: list[_Host] = []
+        # Processes of a yt-dlp switched away from, finishing their calls.
+        self._retired: list[_Host] = []
         self._lock = threading.Lock()
         self._starting = threading.Lock()
         self._seq = itertools.count(1)
@@ -340,13 +347,28 @@ class SlotPool:
     def close(self) -> None:
         self._closed = True
         with self._lock:
-            hosts = list(self._slots)
+            hosts = list(self._slots) + list(self._retired)
         for host in hosts:
             host.kill("crashed")
 
     def _start(self, lanes: int) -> _Host:
         self._started += 1
         return _Host(self.config, self._started, lanes)
+
+    def switch(self, engine_path: str | None) -> None:
+        """New calls run on the yt-dlp in ``engine_path`` (None: the bundled one), in slot processes forked from a
+        zygote of its own; the calls running finish where they are, their processes ending after them."""
+        with self._lock:
+            if engine_path == self.config.engine_path:
+                return
+            self.config = replace(self.config, engine_path=engine_path)
+            idle = [h for h in self._slots if not h.taken]
+            for host in self._slots:
+                host.retired = True
+            self._retired = [h for h in (*self._retired, *self._slots) if h.taken and h.alive]
+            self._slots = []
+        for host in idle:
+            host.kill("innocent")
 
     def _take(self, alone: bool) -> _Host:
         """A lane: in an idle process, else in a new one (up to the pool's count), else in the least busy process
@@ -382,6 +404,9 @@ class SlotPool:
             return
         with self._lock:
             host.taken -= 1
+            done = host.retired and not host.taken
+        if done:
+            host.kill("innocent")
 
     def _run(
         self,

@@ -41,13 +41,22 @@ class Zygote:
         self._lock = threading.Lock()
 
     @classmethod
-    def spawn(cls) -> "Zygote":
-        """The zygote as a program of its own (``python -m services.engine.zygote FD``)."""
+    def spawn(cls, engine_path: str | None = None) -> "Zygote":
+        """The zygote as a program of its own (``python -m services.engine.zygote FD``); ``engine_path``: a folder
+        holding another yt-dlp, put first on its ``sys.path`` (an update installed at run time, services.engine.
+        updates)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = None
+        if engine_path is not None:
+            env = {
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(p for p in (engine_path, os.environ.get("PYTHONPATH")) if p),
+            }
         process = subprocess.Popen(
             [sys.executable, "-B", "-m", "services.engine.zygote", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            env=env,
         )
         theirs.close()
         ours.settimeout(START_TIMEOUT)
@@ -141,17 +150,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# This process's zygote, started when a pool first needs one.
-_zygote: Zygote | None = None
+# This process's zygotes, one per yt-dlp it runs (None: the bundled one), each started when a pool first needs it.
+# One replaced by an update stays until the process ends: slots forked from it may still be running.
+_zygotes: dict[str | None, Zygote] = {}
 _zygote_lock = threading.Lock()
 
 
-def zygote() -> Zygote:
-    global _zygote
+def zygote(engine_path: str | None = None) -> Zygote:
     with _zygote_lock:
-        if _zygote is None:
-            _zygote = Zygote.spawn()
-        return _zygote
+        if engine_path not in _zygotes:
+            _zygotes[engine_path] = Zygote.spawn(engine_path)
+        return _zygotes[engine_path]
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m services.engine.zygote FD`

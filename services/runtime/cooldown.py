@@ -22,10 +22,10 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from contracts.system import SiteCooldown, SiteCooling, SiteResumed, SiteResumedData, system_subject
+from contracts.system import SiteCooldown, SiteCooling, SiteResumed, SiteResumedData
 from services.runtime.nats.kv import read_bucket, watch_bucket
-from services.runtime.nats.publish import publish_once
-from services.runtime.nats.topology import PACING_BUCKET, SYSTEM_STREAM
+from services.runtime.nats.publish import publish_system
+from services.runtime.nats.topology import PACING_BUCKET
 from services.runtime.sitelimits import site_of
 
 log = logging.getLogger("tubeflow.cooldown")
@@ -250,13 +250,7 @@ class Cooldowns:
 
     async def _record(self, event: SiteCooling | SiteResumed) -> None:
         try:
-            await publish_once(
-                self._js,
-                system_subject(event.type),
-                event.model_dump_json().encode(),
-                stream=SYSTEM_STREAM,
-                headers={"Nats-Msg-Id": event.event_id},
-            )
+            await publish_system(self._js, event)
         except Exception as exc:  # the cool-down itself is in force; its record is what is missing
             log.warning("%s not recorded: %s", event.type, exc)
 

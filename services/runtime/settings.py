@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import ByteSize, Field, SecretStr, field_validator
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
         default=None,
         description="per site, yt-dlp's sleep between requests and a random gap between downloads started, over all "
         "downloaders: youtube.com=requests:1s,downloads:5-30s;*=downloads:2s",
+    )
+    ytdlp_auto_update: Literal["off", "daily", "nightly"] = Field(
+        default="off",
+        description="install the newest yt-dlp on a schedule (one scheduler does it): daily (24 h after the last "
+        "look) or nightly (around 03:00 local time)",
     )
     site_cooldown: str = Field(
         default="10m",

@@ -18,6 +18,7 @@ from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.cooldown import Cooldowns
+from services.runtime.engines import EngineFollower, auto_update
 from services.runtime.failures import MediaError
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher
@@ -165,8 +166,20 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
                 ).start(infra.nc),
             )
+            engines = await EngineFollower(infra.js, settings.data_dir, [media], worker).start(infra.nc)
             done = asyncio.Event()
             keeping = asyncio.create_task(lease.keep(done))
+            updating = asyncio.create_task(
+                auto_update(
+                    infra.js,
+                    await infra.js.key_value(SCHEDULER_BUCKET),
+                    settings.data_dir,
+                    worker,
+                    settings.ytdlp_auto_update,
+                    lambda: lease.held,
+                    stop,
+                )
+            )
             try:
                 await Scheduler(book, lease, checker, cooldowns=checker.cooldowns).run(stop)
             finally:
@@ -174,6 +187,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(keeping, 5.0)
                 await book.stop()
+                await engines.stop()
+                await cancel_until_done(updating)
     finally:
         media.close()
         executor.shutdown(wait=False, cancel_futures=True)

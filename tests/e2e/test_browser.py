@@ -455,3 +455,28 @@ def test_a_site_cooling_down_shows_in_the_queue_bar_and_resume_now_ends_it(page,
         c for c in httpx.get(f"{stack.base}/api/queue").json()["cooldowns"] if c["site"] == "cooling.example.net"
     ]
     assert datetime.fromisoformat(ended["until"]) <= datetime.now(timezone.utc)
+
+
+def test_update_yt_dlp_from_the_page_and_roll_it_back(browser, tmp_path):
+    from bench.harness import nats_server, tubeflow
+    from services.engine.updates import bundled_version
+    from tests.support.wheels import package_index, ytdlp_wheel
+
+    ytdlp_wheel(tmp_path, "2099.01.01")
+    with package_index(tmp_path) as index, nats_server() as server:
+        with tubeflow(server.url, ["api"], {"UV_INDEX_URL": index}) as stack:
+            page = browser.new_page()
+            try:
+                page.goto(stack.base)
+                page.click("#engine summary")
+                page.wait_for_selector(f"#engine-version:has-text('yt-dlp {bundled_version()}')", timeout=10_000)
+                assert page.is_hidden("#engine-rollback")
+                page.click("#engine-update")
+                page.wait_for_selector("#message:has-text('yt-dlp 2099.01.01 in force')", timeout=120_000)
+                page.wait_for_selector("#engine-version:has-text('yt-dlp 2099.01.01')", timeout=10_000)
+                page.screenshot(path=str(ARTIFACTS / "browser-engine-updated.png"), full_page=True)
+                page.click("#engine-rollback")
+                page.wait_for_selector(f"#message:has-text('yt-dlp {bundled_version()} in force')", timeout=60_000)
+                page.wait_for_selector("#engine-rollback", state="hidden", timeout=10_000)
+            finally:
+                page.close()

@@ -16,11 +16,17 @@ from pydantic import BaseModel, Field
 
 from contracts.engine import STALE_YTDLP_DAYS, EngineFacts
 from services.api.engine import EngineBook
+from services.api.queue import QueueControl
+from services.runtime.engines import in_force
 
 
 class Info(BaseModel):
     tubeflow: str
-    yt_dlp: str
+    yt_dlp: str = Field(description="the yt-dlp version in force (an update at run time, else the bundled one)")
+    yt_dlp_bundled: str | None = Field(default=None, description="the yt-dlp tubeflow was installed with")
+    yt_dlp_running: dict[str, str] = Field(
+        default_factory=dict, description="the version each downloader process runs new downloads on (heartbeats)"
+    )
     yt_dlp_released: date | None = Field(description="the date in yt-dlp's version (they are dated releases)")
     yt_dlp_age_days: int | None
     yt_dlp_stale: bool = Field(description=f"older than {STALE_YTDLP_DAYS} days: update it (README: Updating yt-dlp)")
@@ -62,8 +68,13 @@ def _ffmpeg() -> str | None:
 
 
 @get("/api/info", summary="Versions of tubeflow, yt-dlp (and its age), ffmpeg and the NATS server", tags=["health"])
-async def info(nc: NamedDependency[NATS], engines: NamedDependency[EngineBook]) -> Info:
-    ytdlp = _version("yt-dlp")
+async def info(
+    nc: NamedDependency[NATS], engines: NamedDependency[EngineBook], queue: NamedDependency[QueueControl]
+) -> Info:
+    bundled = _version("yt-dlp")
+    current = await in_force(queue.js)
+    ytdlp = current.version if current is not None else bundled
+    running = {w.worker: w.engine for w in await queue.worker_states() if w.engine}
     day = released(ytdlp)
     age = (datetime.now(timezone.utc).date() - day).days if day else None
     server = getattr(nc, "_server_info", {}) or {}
@@ -76,6 +87,8 @@ async def info(nc: NamedDependency[NATS], engines: NamedDependency[EngineBook]) 
         problems=problems,
         tubeflow=_version("tubeflow"),
         yt_dlp=ytdlp,
+        yt_dlp_bundled=bundled,
+        yt_dlp_running=running,
         yt_dlp_released=day,
         yt_dlp_age_days=age,
         yt_dlp_stale=age is not None and age > STALE_YTDLP_DAYS,

@@ -374,6 +374,15 @@ async function loadChoices() {
   recall($("#submit"));
 }
 
+// The yt-dlp in force, what the downloaders run (they switch when idle), and whether a rollback has somewhere to go.
+function showEngineVersion(info) {
+  const running = [...new Set(Object.values(info.yt_dlp_running || {}))];
+  $("#engine-version").textContent = `yt-dlp ${info.yt_dlp}` +
+    (running.length && (running.length > 1 || running[0] !== info.yt_dlp) ? ` (downloaders run ${running.join(", ")})` : "") +
+    (info.yt_dlp !== info.yt_dlp_bundled ? ` · installed with ${info.yt_dlp_bundled}` : "");
+  $("#engine-rollback").hidden = info.yt_dlp === info.yt_dlp_bundled;
+}
+
 async function checkVersions() {
   const response = await api("/api/info");
   if (!response.ok) return;
@@ -390,6 +399,8 @@ async function checkVersions() {
       .filter(Boolean).join(" ");
     notice.hidden = false;
   }
+  showEngineVersion(info);
+  $("#engine").hidden = false;
   const engine = info.engine;
   if (!engine) return;
   const facts = [
@@ -405,6 +416,21 @@ async function checkVersions() {
   const select = $("#submit").elements.impersonate;
   const clients = [...new Set(engine.impersonate_targets.map((t) => t.split(/[-:]/)[0]))].sort();
   for (const client of clients) select.append(new Option(client, client));
+}
+
+// Update yt-dlp (or roll it back) at run time: the API installs and checks it; every downloader switches when idle.
+for (const [id, action, doing] of [["#engine-update", "update", "installing and checking the newest yt-dlp…"],
+  ["#engine-rollback", "rollback", "rolling yt-dlp back…"]]) {
+  $(id).addEventListener("click", async () => {
+    say(doing);
+    const response = await api(`/api/engine/${action}`, {method: "POST"});
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) return say(answer.detail || `HTTP ${response.status}`, true);
+    say(`yt-dlp ${answer.version} in force` + (answer.previous ? ` (was ${answer.previous})` : "") +
+      ": new downloads run on it");
+    const info = await api("/api/info");
+    if (info.ok) showEngineVersion(await info.json());
+  });
 }
 
 // One URL is a job; several (pasted one per line, or separated by spaces) are one batch with the same options.

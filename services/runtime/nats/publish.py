@@ -34,6 +34,20 @@ async def publish_once(
     raise AssertionError("unreachable")
 
 
+async def publish_system(js: JetStreamContext, event: Any) -> api.PubAck:
+    """A fact about the installation (contracts.system: a site cooling down, an engine update) on TUBEFLOW_SYSTEM."""
+    from contracts.system import system_subject
+    from services.runtime.nats.topology import SYSTEM_STREAM
+
+    return await publish_once(
+        js,
+        system_subject(event.type),
+        event.model_dump_json().encode(),
+        stream=SYSTEM_STREAM,
+        headers={"Nats-Msg-Id": event.event_id},
+    )
+
+
 class Publisher(Protocol):
     async def publish(self, event: Envelope) -> Any: ...
 

@@ -1,0 +1,119 @@
+"""yt-dlp at run time (issue 27): which version is in force and which each downloader runs, an update to the newest
+(or a named) version from the operator's package index, and a rollback. An update needs the API token; without one
+configured it is taken from loopback only."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.system import EngineUpdatedData, EngineUpdateFailedData
+from services.api.errors import error_responses, field_error
+from services.api.queue import QueueControl
+from services.engine.updates import VERSION, UpdateFailed, bundled_version, installed
+from services.runtime.engines import NothingToRollBack, in_force, last_failure, rollback, update
+from services.runtime.settings import Settings, worker_identity
+
+
+class ProcessEngine(BaseModel):
+    worker: str
+    engine: str | None = Field(description="the yt-dlp version its new downloads run (its heartbeat)")
+
+
+class EngineState(BaseModel):
+    in_force: str = Field(description="the yt-dlp version every downloader and scheduler runs new work on")
+    previous: str | None = Field(description="what POST /api/engine/rollback returns to (null: nothing)")
+    bundled: str = Field(description="the yt-dlp this tubeflow was installed with")
+    installed: list[str] = Field(description="versions installed under this API's data dir")
+    processes: list[ProcessEngine] = Field(description="each downloader process and the version it runs")
+    last_failure: EngineUpdateFailedData | None = None
+    auto_update: str = Field(description="TUBEFLOW_YTDLP_AUTO_UPDATE")
+
+
+class UpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str | None = Field(
+        default=None, pattern=VERSION.pattern, description="the version to install (null: the newest on the index)"
+    )
+
+
+def _may_update(request: Request, settings: Settings) -> None:
+    """With a token the guard has checked it; without one, only a request from this machine may change the engine."""
+    if settings.api_token:
+        return
+    host = request.client.host if request.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise field_error(
+            403, "client", "forbidden", "updating yt-dlp needs TUBEFLOW_API_TOKEN, or a request from this machine"
+        )
+
+
+class EngineController(Controller):
+    path = "/api/engine"
+    tags = ["engine"]
+
+    @get("/", summary="The yt-dlp version in force, the one each downloader runs, and the last failed update")
+    async def state(self, queue: NamedDependency[QueueControl], settings: NamedDependency[Settings]) -> EngineState:
+        current = await in_force(queue.js)
+        workers = await queue.worker_states()
+        return EngineState(
+            in_force=current.version if current is not None else bundled_version(),
+            previous=current.previous if current is not None else None,
+            bundled=bundled_version(),
+            installed=sorted(installed(settings.data_dir)),
+            processes=[ProcessEngine(worker=w.worker, engine=w.engine) for w in workers],
+            last_failure=await last_failure(queue.js),
+            auto_update=settings.ytdlp_auto_update,
+        )
+
+    @post(
+        "/update",
+        status_code=200,
+        summary="Install yt-dlp (the newest, or `version`) from the package index, check it, and put it in force",
+        description="The install goes into a folder of its own under the data dir and is checked (its version, a "
+        "resolve and a download of a clip served on loopback) before anything runs it; every downloader and "
+        "scheduler then switches at its next idle moment (items running finish on their version). A failure is "
+        "recorded as `engine.update_failed` and answered 422 naming it; nothing changes.",
+        responses=error_responses(401, 403, 422),
+    )
+    async def update(
+        self,
+        request: Request,
+        queue: NamedDependency[QueueControl],
+        settings: NamedDependency[Settings],
+        data: UpdateRequest | None = None,
+    ) -> EngineUpdatedData:
+        _may_update(request, settings)
+        version = data.version if data is not None else None
+        try:
+            return await update(queue.js, settings.data_dir, worker_identity(settings), version)
+        except UpdateFailed as exc:
+            raise field_error(422, "version", "update_failed", str(exc)[:1500]) from exc
+
+    @post(
+        "/rollback",
+        status_code=200,
+        summary="Put the version before the one in force back in force",
+        responses=error_responses(401, 403, 409, 422),
+    )
+    async def rollback(
+        self, request: Request, queue: NamedDependency[QueueControl], settings: NamedDependency[Settings]
+    ) -> EngineUpdatedData:
+        _may_update(request, settings)
+        try:
+            return await rollback(queue.js, settings.data_dir, worker_identity(settings))
+        except NothingToRollBack as exc:
+            raise field_error(409, "version", "nothing_to_roll_back", str(exc)) from exc
+        except UpdateFailed as exc:
+            raise field_error(422, "version", "update_failed", str(exc)[:1500]) from exc
+
+
+ROUTES = [EngineController]
