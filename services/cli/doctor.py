@@ -41,22 +41,28 @@ def engine_facts(settings: Settings) -> tuple[EngineFacts, list[str]]:
     return facts, unavailable_rules(sites, facts.impersonate_targets)
 
 
-async def _nats_state(settings: Settings) -> tuple[str | None, list[SiteCooldown]]:
-    """(None when a server answers, else why not; the sites' cool-downs it holds)."""
+async def _nats_state(settings: Settings) -> tuple[str | None, list[SiteCooldown], str | None]:
+    """(None when a server answers, else why not; the sites' cool-downs it holds; the yt-dlp version in force when
+    one was updated at run time)."""
     from services.runtime.cooldown import read_cooldowns
+    from services.runtime.engines import in_force
     from services.runtime.nats import connect
     from services.runtime.nats.topology import PACING_BUCKET
 
     try:
         nc = await connect(settings.nats_url or "", "tubeflow-doctor", auth=settings.nats_auth(), timeout=NATS_TIMEOUT)
     except Exception as exc:  # noqa: BLE001 - any failure is the answer
-        return str(exc) or type(exc).__name__, []
+        return str(exc) or type(exc).__name__, [], None
     try:
         cooldowns = await read_cooldowns(await nc.jetstream().key_value(PACING_BUCKET))
     except Exception:  # noqa: BLE001 - not set up yet: nothing cools down
         cooldowns = []
+    try:
+        current = await in_force(nc.jetstream())
+    except Exception:  # noqa: BLE001 - not set up yet: the bundled one runs
+        current = None
     await nc.close()
-    return None, cooldowns
+    return None, cooldowns, current.version if current is not None else None
 
 
 def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
@@ -119,9 +125,11 @@ def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
             "lower the setting"
         )
     if settings.nats_url:
-        why, cooldowns = asyncio.run(_nats_state(settings))
+        why, cooldowns, updated = asyncio.run(_nats_state(settings))
         if why is None:
             seen.append(f"NATS: {settings.nats_url} answers")
+            if updated is not None and updated != facts.yt_dlp:
+                seen.append(f"yt-dlp in force: {updated} (updated at run time; `tubeflow engine rollback` undoes it)")
             for cooling in (c for c in cooldowns if c.in_force(now)):
                 problems.append(
                     f"{cooling.site} cools down until {cooling.until:%Y-%m-%d %H:%M:%S} UTC (it answered {cooling.code}, "

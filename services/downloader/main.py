@@ -124,7 +124,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ).start(infra.nc),
         )
         # The yt-dlp in force (an update at run time, issue 27): new slots run it, running items finish on theirs.
-        engines = await EngineFollower(infra.js, settings.data_dir, [media], worker).start(infra.nc)
+        engines = await EngineFollower(infra.js, settings.engine_root(), [media], worker).start(infra.nc)
         sweeper = asyncio.create_task(sweep_media(media_dir, settings.media_retention_days, stop))
         facts = asyncio.create_task(publish_engine_facts(media, sites, infra, worker, stop, engine_state))
         broker = new_broker(settings)

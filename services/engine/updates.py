@@ -1,5 +1,5 @@
 """yt-dlp updated at run time (issue 27): a version installed from the configured package index into a folder of its
-own under the data dir (``<data>/engine/<version>/``), checked before anyone uses it, then run by new slot processes
+own (``<TUBEFLOW_ENGINE_DIR>/<version>/``, by default under the data dir), checked before anyone uses it, then run by new slot processes
 from a zygote whose ``sys.path`` starts with that folder (``SlotConfig.engine_path``).
 
 The install is ``uv pip install`` (or pip) ``--target`` a temporary folder with ``--no-deps`` (yt-dlp's optional
@@ -55,23 +55,19 @@ def bundled_version() -> str:
     return __version__
 
 
-def engines_dir(data_dir: Path) -> Path:
-    return Path(data_dir) / "engine"
-
-
-def installed(data_dir: Path) -> dict[str, Path]:
-    """The versions installed under the data dir (folders that passed their check)."""
-    folder = engines_dir(data_dir)
+def installed(root: Path) -> dict[str, Path]:
+    """The versions installed in ``root`` (TUBEFLOW_ENGINE_DIR: folders that passed their check)."""
+    folder = Path(root)
     if not folder.is_dir():
         return {}
     return {p.name: p for p in folder.iterdir() if p.is_dir() and VERSION.match(p.name) and (p / "yt_dlp").is_dir()}
 
 
-def engine_for(data_dir: Path, version: str) -> Engine | None:
-    """The engine of ``version`` on this machine: the bundled one, or one installed here (None: not here)."""
+def engine_for(root: Path, version: str) -> Engine | None:
+    """The engine of ``version`` on this machine: the bundled one, or one installed in ``root`` (None: not here)."""
     if version == bundled_version():
         return Engine(version)
-    path = installed(data_dir).get(version)
+    path = installed(root).get(version)
     return Engine(version, str(path)) if path is not None else None
 
 
@@ -110,14 +106,14 @@ def _run_install(target: Path, specs: list[str], timeout: float) -> subprocess.C
         raise UpdateFailed(f"installing {' '.join(specs)} took over {timeout:.0f} s") from exc
 
 
-def install(data_dir: Path, version: str | None = None, timeout: float = INSTALL_TIMEOUT) -> Engine:
-    """Install yt-dlp ``version`` (None: the newest on the index) under the data dir and check it; the engine, or
-    UpdateFailed naming what went wrong (nothing of it left behind)."""
+def install(root: Path, version: str | None = None, timeout: float = INSTALL_TIMEOUT) -> Engine:
+    """Install yt-dlp ``version`` (None: the newest on the index) in ``root`` (TUBEFLOW_ENGINE_DIR) and check it;
+    the engine, or UpdateFailed naming what went wrong (nothing of it left behind)."""
     if version is not None and not VERSION.match(version):
         raise UpdateFailed(f"{version[:60]!r} is not a version")
-    if version is not None and (known := engine_for(data_dir, version)) is not None:
+    if version is not None and (known := engine_for(root, version)) is not None:
         return known
-    root = engines_dir(data_dir)
+    root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     target = root / f".installing-{uuid.uuid4().hex[:12]}"
     try:

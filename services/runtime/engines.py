@@ -1,7 +1,7 @@
 """Which yt-dlp runs, across every process (issue 27): the last `engine.updated` on TUBEFLOW_SYSTEM says which version
 is in force. ``update`` and ``rollback`` install and check a version here and record it (or `engine.update_failed`);
 an ``EngineFollower`` in each downloader and scheduler hears it, installs that version into its own data dir if it
-is not there (each Kubernetes pod has its own volume: no shared writable code), and switches its slot pools, so new
+is not there (TUBEFLOW_ENGINE_DIR: in Kubernetes each pod's own volume, no shared writable code), and switches its slot pools, so new
 calls run on it and running ones finish where they are.
 """
 
@@ -78,14 +78,14 @@ async def _record(js: JetStreamContext, data: EngineUpdatedData) -> None:
     )
 
 
-async def update(js: JetStreamContext, data_dir: Path, worker: str, version: str | None = None) -> EngineUpdatedData:
+async def update(js: JetStreamContext, engine_dir: Path, worker: str, version: str | None = None) -> EngineUpdatedData:
     """Install and check yt-dlp ``version`` (None: the newest on the index) and put it in force everywhere; the
     `engine.updated` recorded (not recorded again when that version is in force already). UpdateFailed after
     recording `engine.update_failed` otherwise."""
     current = await in_force(js)
     active = current.version if current is not None else bundled_version()
     try:
-        engine = await asyncio.to_thread(install, data_dir, version)
+        engine = await asyncio.to_thread(install, engine_dir, version)
     except UpdateFailed as exc:
         log.warning("yt-dlp update to %s failed: %s", version or "the newest", exc)
         await _failed(js, version, str(exc), worker)
@@ -102,14 +102,14 @@ class NothingToRollBack(Exception):
     pass
 
 
-async def rollback(js: JetStreamContext, data_dir: Path, worker: str) -> EngineUpdatedData:
+async def rollback(js: JetStreamContext, engine_dir: Path, worker: str) -> EngineUpdatedData:
     """Put the version before the one in force back in force (installed here again if it is not)."""
     current = await in_force(js)
     if current is None or not current.previous:
         raise NothingToRollBack("the bundled yt-dlp runs: there is nothing to roll back to")
-    if engine_for(data_dir, current.previous) is None:
+    if engine_for(engine_dir, current.previous) is None:
         try:
-            await asyncio.to_thread(install, data_dir, current.previous)
+            await asyncio.to_thread(install, engine_dir, current.previous)
         except UpdateFailed as exc:
             await _failed(js, current.previous, f"rollback: {exc}", worker)
             raise
@@ -122,8 +122,8 @@ async def rollback(js: JetStreamContext, data_dir: Path, worker: str) -> EngineU
 class EngineFollower:
     """Keeps this process's slot pools on the yt-dlp in force: at start, and on each `engine.updated`."""
 
-    def __init__(self, js: JetStreamContext, data_dir: Path, pools: list[Any], worker: str) -> None:
-        self._js, self._data_dir, self._pools, self._worker = js, Path(data_dir), pools, worker
+    def __init__(self, js: JetStreamContext, engine_dir: Path, pools: list[Any], worker: str) -> None:
+        self._js, self._engine_dir, self._pools, self._worker = js, Path(engine_dir), pools, worker
         self.running = Engine(bundled_version())
         self._lock = asyncio.Lock()
         self._sub: Any = None
@@ -159,10 +159,10 @@ class EngineFollower:
         async with self._lock:
             if data.version == self.running.version:
                 return
-            engine = engine_for(self._data_dir, data.version)
+            engine = engine_for(self._engine_dir, data.version)
             if engine is None:
                 try:
-                    engine = await asyncio.to_thread(install, self._data_dir, data.version)
+                    engine = await asyncio.to_thread(install, self._engine_dir, data.version)
                 except UpdateFailed as exc:
                     log.error("yt-dlp %s is in force but could not be installed here: %s", data.version, exc)
                     await _failed(self._js, data.version, f"{self._worker}: {exc}", self._worker)
@@ -193,7 +193,7 @@ def next_auto_update(mode: str, last: datetime | None, now: datetime) -> datetim
 
 
 async def auto_update(
-    js: JetStreamContext, kv: Any, data_dir: Path, worker: str, mode: str, holding: Any, stop: asyncio.Event
+    js: JetStreamContext, kv: Any, engine_dir: Path, worker: str, mode: str, holding: Any, stop: asyncio.Event
 ) -> None:
     """Look for a newer yt-dlp on the schedule, while this process holds the scheduler's lease (one looks across
     replicas); the time of the last look is kept in the scheduler bucket, so a restart does not look again."""
@@ -209,7 +209,7 @@ async def auto_update(
             with contextlib.suppress(Exception):
                 await kv.put(AUTO_KEY, _now().isoformat().encode())
             try:
-                await update(js, data_dir, worker)
+                await update(js, engine_dir, worker)
             except UpdateFailed:
                 pass  # recorded as engine.update_failed; the next look is on schedule
             except Exception as exc:  # NATS away: tried at the next look

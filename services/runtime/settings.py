@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="per site, yt-dlp's sleep between requests and a random gap between downloads started, over all "
         "downloaders: youtube.com=requests:1s,downloads:5-30s;*=downloads:2s",
     )
+    engine_dir: Path | None = Field(
+        default=None,
+        description="where yt-dlp versions updated at run time are installed (default: <data dir>/engine); in "
+        "Kubernetes a volume of each pod's own",
+    )
     ytdlp_auto_update: Literal["off", "daily", "nightly"] = Field(
         default="off",
         description="install the newest yt-dlp on a schedule (one scheduler does it): daily (24 h after the last "
@@ -187,6 +192,9 @@ class Settings(BaseSettings):
     def _site_cooldown(cls, value: str) -> str:
         parse_duration(value, "TUBEFLOW_SITE_COOLDOWN")
         return value
+
+    def engine_root(self) -> Path:
+        return self.engine_dir or self.data_dir / "engine"
 
     def cooldown_seconds(self) -> float:
         return parse_duration(self.site_cooldown, "TUBEFLOW_SITE_COOLDOWN")

@@ -166,14 +166,14 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     infra.js, await infra.js.key_value(PACING_BUCKET), settings.cooldown_seconds(), worker
                 ).start(infra.nc),
             )
-            engines = await EngineFollower(infra.js, settings.data_dir, [media], worker).start(infra.nc)
+            engines = await EngineFollower(infra.js, settings.engine_root(), [media], worker).start(infra.nc)
             done = asyncio.Event()
             keeping = asyncio.create_task(lease.keep(done))
             updating = asyncio.create_task(
                 auto_update(
                     infra.js,
                     await infra.js.key_value(SCHEDULER_BUCKET),
-                    settings.data_dir,
+                    settings.engine_root(),
                     worker,
                     settings.ytdlp_auto_update,
                     lambda: lease.held,

@@ -123,12 +123,15 @@ def test_cookie_profiles_about_to_expire_are_named(tmp_path):
     assert "cookie profile 'youtube'" in problems[0] and "PUT /api/cookies/youtube" in problems[0]
 
 
-def test_a_site_cooling_down_is_named_with_how_to_end_it(tmp_path, provider):
+def test_a_site_cooling_down_is_named_with_how_to_end_it_and_an_updated_yt_dlp_is_said(tmp_path, provider):
     import asyncio
+    from datetime import datetime, timezone
 
+    from contracts.system import EngineUpdated, EngineUpdatedData
     from services.runtime.cooldown import Cooldowns
     from services.runtime.embedded import EmbeddedNats
     from services.runtime.nats import connect, ensure_topology
+    from services.runtime.nats.publish import publish_system
     from services.runtime.nats.topology import PACING_BUCKET
 
     server = EmbeddedNats(tmp_path / "nats")
@@ -141,6 +144,16 @@ def test_a_site_cooling_down_is_named_with_how_to_end_it(tmp_path, provider):
         await Cooldowns(js, await js.key_value(PACING_BUCKET), 600.0, "test").strike(
             "https://www.youtube.com/watch?v=x", "bot_check", "Sign in to confirm you're not a bot"
         )
+        # And a yt-dlp updated at run time (as `engine.updated` says).
+        await publish_system(
+            js,
+            EngineUpdated(
+                event_id="e1",
+                type="engine.updated",
+                occurred_at=datetime.now(timezone.utc),
+                data=EngineUpdatedData(version="2099.01.01", previous="2026.10.26"),
+            ),
+        )
         await nc.close()
 
     try:
@@ -152,4 +165,5 @@ def test_a_site_cooling_down_is_named_with_how_to_end_it(tmp_path, provider):
     assert done.returncode == 1 and len(problems) == 1, done.stdout + done.stderr
     assert "youtube.com cools down until" in problems[0] and "bot_check" in problems[0], problems
     assert "POST /api/queue/cooldowns/youtube.com/resume" in problems[0]
-    assert "  yt-dlp 20" in done.stdout  # the engine's version, as ever
+    assert "  yt-dlp 20" in done.stdout  # the bundled engine's version, as ever
+    assert "yt-dlp in force: 2099.01.01 (updated at run time" in done.stdout

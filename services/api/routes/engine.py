@@ -27,7 +27,7 @@ class EngineState(BaseModel):
     in_force: str = Field(description="the yt-dlp version every downloader and scheduler runs new work on")
     previous: str | None = Field(description="what POST /api/engine/rollback returns to (null: nothing)")
     bundled: str = Field(description="the yt-dlp this tubeflow was installed with")
-    installed: list[str] = Field(description="versions installed under this API's data dir")
+    installed: list[str] = Field(description="versions installed in this API's TUBEFLOW_ENGINE_DIR")
     processes: list[ProcessEngine] = Field(description="each downloader process and the version it runs")
     last_failure: EngineUpdateFailedData | None = None
     auto_update: str = Field(description="TUBEFLOW_YTDLP_AUTO_UPDATE")
@@ -68,7 +68,7 @@ class EngineController(Controller):
             in_force=current.version if current is not None else bundled_version(),
             previous=current.previous if current is not None else None,
             bundled=bundled_version(),
-            installed=sorted(installed(settings.data_dir)),
+            installed=sorted(installed(settings.engine_root())),
             processes=[ProcessEngine(worker=w.worker, engine=w.engine) for w in workers],
             last_failure=await last_failure(queue.js),
             auto_update=settings.ytdlp_auto_update,
@@ -94,7 +94,7 @@ class EngineController(Controller):
         _may_update(request, settings)
         version = data.version if data is not None else None
         try:
-            return await update(queue.js, settings.data_dir, worker_identity(settings), version)
+            return await update(queue.js, settings.engine_root(), worker_identity(settings), version)
         except UpdateFailed as exc:
             raise field_error(422, "version", "update_failed", str(exc)[:1500]) from exc
 
@@ -109,7 +109,7 @@ class EngineController(Controller):
     ) -> EngineUpdatedData:
         _may_update(request, settings)
         try:
-            return await rollback(queue.js, settings.data_dir, worker_identity(settings))
+            return await rollback(queue.js, settings.engine_root(), worker_identity(settings))
         except NothingToRollBack as exc:
             raise field_error(409, "version", "nothing_to_roll_back", str(exc)) from exc
         except UpdateFailed as exc:
