@@ -28,3 +28,13 @@ def print_errors(answer: httpx.Response) -> int:
     for error in errors:
         print(f"error: {error.get('field')}: {error.get('message')}".replace("error: : ", "error: "), file=sys.stderr)
     return 2 if answer.status_code == 422 else 1
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> tuple:
+    """(the answer, None), or (None, the exit code) when the API did not answer (said on stderr)."""
+    base = api_base(args)
+    try:
+        return httpx.request(method, f"{base}{path}", json=body, headers=api_headers(), timeout=timeout), None
+    except httpx.HTTPError as exc:
+        print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
+        return None, 1

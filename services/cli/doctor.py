@@ -44,8 +44,8 @@ def engine_facts(settings: Settings) -> tuple[EngineFacts, list[str]]:
 async def _nats_state(settings: Settings) -> tuple[str | None, list[SiteCooldown], str | None]:
     """(None when a server answers, else why not; the sites' cool-downs it holds; the yt-dlp version in force when
     one was updated at run time)."""
+    from services.engine.versions import in_force
     from services.runtime.cooldown import read_cooldowns
-    from services.runtime.engines import in_force
     from services.runtime.nats import connect
     from services.runtime.nats.topology import PACING_BUCKET
 

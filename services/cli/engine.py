@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-import httpx
-
-from services.cli.api import api_base, api_headers, print_errors
+from services.cli.api import call, print_errors
 
 # An install and its self-test may take a while on a slow index.
 TIMEOUT = 600.0
@@ -25,16 +22,13 @@ def add_engine_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    base = api_base(args)
-    try:
-        if args.action == "show":
-            answer = httpx.get(f"{base}/api/engine", headers=api_headers(), timeout=30)
-        else:
-            body = {"version": args.version} if args.action == "update" and args.version else None
-            answer = httpx.post(f"{base}/api/engine/{args.action}", json=body, headers=api_headers(), timeout=TIMEOUT)
-    except httpx.HTTPError as exc:
-        print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
-        return 1
+    if args.action == "show":
+        answer, failed = call(args, "GET", "/api/engine")
+    else:
+        body = {"version": args.version} if args.action == "update" and args.version else None
+        answer, failed = call(args, "POST", f"/api/engine/{args.action}", body, TIMEOUT)
+    if answer is None:
+        return failed
     if answer.status_code != 200:
         return print_errors(answer)
     found = answer.json()

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-import httpx
-
-from services.cli.api import api_base, api_headers, print_errors
+from services.cli.api import api_base, call, print_errors
 from services.cli.get_options import job_body
 
 
@@ -48,14 +45,9 @@ def subscription_body(args: argparse.Namespace) -> dict:
 
 
 def run_subscribe(args: argparse.Namespace) -> int:
-    base = api_base(args)
-    try:
-        answer = httpx.post(
-            f"{base}/api/subscriptions", json=subscription_body(args), headers=api_headers(), timeout=30
-        )
-    except httpx.HTTPError as exc:
-        print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
-        return 1
+    answer, failed = call(args, "POST", "/api/subscriptions", subscription_body(args))
+    if answer is None:
+        return failed
     if answer.status_code != 201:
         return print_errors(answer)
     view = answer.json()
@@ -63,5 +55,5 @@ def run_subscribe(args: argparse.Namespace) -> int:
         print(json.dumps(view))
     else:
         state = "paused" if view["paused"] else f"checking every {view['interval']:g} s, first check now"
-        print(f"subscribed: {view['id']} ({state})\n  {base}/api/subscriptions/{view['id']}")
+        print(f"subscribed: {view['id']} ({state})\n  {api_base(args)}/api/subscriptions/{view['id']}")
     return 0

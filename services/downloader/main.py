@@ -24,10 +24,10 @@ from services.downloader.sites import SiteGate
 from services.downloader.tickets import TicketLoop
 from services.engine.realsites import RealSites, ping_provider, unavailable_rules
 from services.engine.slots import SlotConfig, SlotPool
+from services.engine.versions import EngineFollower
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.cooldown import Cooldowns
-from services.runtime.engines import EngineFollower
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import POT_PROVIDER_UP
 from services.runtime.nats import CLAIMS_BUCKET, MEDIA_BUCKET, ConsumerSpec, EventPublisher, jobs_bucket

@@ -200,18 +200,26 @@ def _served_clip(scratch: Path):  # noqa: ANN202
     if made.returncode != 0 or not clip.exists():
         raise UpdateFailed(f"no test clip for the self-test: {made.stderr.decode(errors='replace')[-200:]}")
 
+    with serve_folder(scratch) as base:
+        yield f"{base}/{clip.name}"
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):  # noqa: ANN201
+    """``folder``'s files over HTTP on 127.0.0.1 for as long as the block runs; the base URL."""
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-            super().__init__(*args, directory=str(scratch), **kwargs)
+            super().__init__(*args, directory=str(folder), **kwargs)
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="engine-self-test", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name="serve-folder", daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

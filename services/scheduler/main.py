@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 
 from contracts.subscriptions import SubscriptionView, due
 from services.engine.slots import SlotConfig, SlotPool
+from services.engine.versions import EngineFollower, auto_update
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.cookies import CookieStore
 from services.runtime.cooldown import Cooldowns
-from services.runtime.engines import EngineFollower, auto_update
 from services.runtime.failures import MediaError
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher

@@ -15,20 +15,11 @@ import pytest
 from bench.harness import FinishedJobs, nats_server, tubeflow
 from contracts.system import parse_system_event
 from services.runtime.nats.topology import SYSTEM_STREAM
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
 COOLDOWN = 8.0
-
-
-def _wait(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 async def _system_events(url: str) -> list:
@@ -59,8 +50,8 @@ def test_a_site_answering_429_cools_down_for_every_process_while_another_site_go
                 with httpx.Client(timeout=30) as client:
                     post = lambda url: client.post(f"{stack.base}/api/jobs", json={"url": url, "metadata": False})  # noqa: E731
                     ids = [post(url).json()["id"] for url in limited]
-                    refused_at = _wait(lambda: media.refusals[:1], 60, "429")[0]
-                    queue = _wait(
+                    refused_at = wait_for(lambda: media.refusals[:1], 60, "429")[0]
+                    queue = wait_for(
                         lambda: (q := client.get(f"{stack.base}/api/queue").json())["cooldowns"] and q, 10, "cool-down"
                     )
                     (cooling,) = queue["cooldowns"]
@@ -76,7 +67,7 @@ def test_a_site_answering_429_cools_down_for_every_process_while_another_site_go
                     finished.wait(other_ids, timeout=60)
                     others_done = time.monotonic()
                     subscription = made.json()["id"]
-                    sub = _wait(
+                    sub = wait_for(
                         lambda: (
                             (s := client.get(f"{stack.base}/api/subscriptions/{subscription}").json())["new_items"]
                             and s
@@ -119,14 +110,14 @@ def test_a_cool_down_ended_from_the_queue_lets_its_items_start_at_once(media):
                 with httpx.Client(timeout=30) as client:
                     post = lambda url: client.post(f"{stack.base}/api/jobs", json={"url": url, "metadata": False})  # noqa: E731
                     ids = [post(media.limited_url(media.fresh("clip1.mp4"))).json()["id"] for _ in range(2)]
-                    _wait(lambda: client.get(f"{stack.base}/api/queue").json()["cooldowns"], 60, "cool-down")
+                    wait_for(lambda: client.get(f"{stack.base}/api/queue").json()["cooldowns"], 60, "cool-down")
 
                     def waits() -> bool:
                         items = client.get(f"{stack.base}/api/jobs/{ids[0]}").json()["items"]
                         return bool(items) and (items[0].get("waiting") or {}).get("code") == "site_cooldown"
 
                     # The first job's item waits for the cool-down's end (the view says so); nothing more is refused.
-                    _wait(waits, 30, "an item waiting for the cool-down")
+                    wait_for(waits, 30, "an item waiting for the cool-down")
                     assert time.monotonic() - media.refusals[-1] > 1.0
                     unknown = client.post(f"{stack.base}/api/queue/cooldowns/example.org/resume")
                     assert unknown.status_code == 404 and unknown.json()["errors"][0]["field"] == "site", unknown.text

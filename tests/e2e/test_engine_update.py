@@ -6,13 +6,12 @@ nothing."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from bench.harness import FinishedJobs, nats_server, tubeflow
 from services.engine.updates import bundled_version
+from tests.support.processes import wait_for
 from tests.support.wheels import package_index, ytdlp_wheel
 
 pytestmark = pytest.mark.e2e
@@ -28,16 +27,6 @@ def index(tmp_path_factory):
     ytdlp_wheel(root, BROKEN, broken=True)
     with package_index(root) as url:
         yield url
-
-
-def _wait(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} within {timeout} s")
 
 
 def test_update_switches_every_downloader_at_its_next_idle_moment_and_rollback_returns(media, index):
@@ -59,7 +48,7 @@ def test_update_switches_every_downloader_at_its_next_idle_moment_and_rollback_r
             def completed(events: list[dict]) -> dict:
                 return next(e["data"] for e in events if e["type"] == "download.completed")
 
-            _wait(lambda: len(engines()) == 2 and set(engines().values()) == {bundled}, 30, "two heartbeats")
+            wait_for(lambda: len(engines()) == 2 and set(engines().values()) == {bundled}, 30, "two heartbeats")
             state = client.get("/api/engine").json()
             assert state["in_force"] == bundled and state["previous"] is None
 
@@ -67,14 +56,14 @@ def test_update_switches_every_downloader_at_its_next_idle_moment_and_rollback_r
             before = client.post(
                 "/api/jobs", json={"url": media.url(media.fresh("long.mp4"), rate=400_000), "metadata": False}
             ).json()["id"]
-            _wait(lambda: client.get(f"/api/jobs/{before}").json()["status"] == "running", 30, "a running download")
+            wait_for(lambda: client.get(f"/api/jobs/{before}").json()["status"] == "running", 30, "a running download")
             updated = client.post("/api/engine/update", json={"version": NEW})
             assert updated.status_code == 200, updated.text
             assert updated.json()["version"] == NEW and updated.json()["previous"] == bundled
             finished.wait([before], timeout=120)
             assert client.get(f"/api/jobs/{before}").json()["status"] == "completed"
 
-            _wait(lambda: set(engines().values()) == {NEW}, 30, "both downloaders on the new version")
+            wait_for(lambda: set(engines().values()) == {NEW}, 30, "both downloaders on the new version")
             after = run([media.url(media.fresh("clip1.mp4")) for _ in range(4)])
             assert {completed(events)["engine"] for events in after} == {NEW}
             info = client.get("/api/info").json()
@@ -96,7 +85,7 @@ def test_update_switches_every_downloader_at_its_next_idle_moment_and_rollback_r
             # Rollback: both back on the bundled version.
             back = client.post("/api/engine/rollback")
             assert back.status_code == 200 and back.json()["version"] == bundled and back.json()["rollback"]
-            _wait(lambda: set(engines().values()) == {bundled}, 30, "both downloaders back")
+            wait_for(lambda: set(engines().values()) == {bundled}, 30, "both downloaders back")
             again = run([media.url(media.fresh("clip1.mp4")) for _ in range(2)])
             assert {completed(events)["engine"] for events in again} == {bundled}
         finally:

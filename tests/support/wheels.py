@@ -6,12 +6,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import http.server
 import re
-import threading
 import zipfile
 from pathlib import Path
 from typing import Iterator
+
+from services.engine.updates import serve_folder
 
 
 def _record_line(name: str, data: bytes) -> str:
@@ -58,13 +58,6 @@ def ytdlp_wheel(folder: Path, version: str, *, broken: bool = False) -> Path:
 def package_index(root: Path) -> Iterator[str]:
     """Serve ``root`` (its wheels listed under ``simple/<project>/``) on 127.0.0.1; the index URL."""
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     for wheel in root.glob("*.whl"):
         project = wheel.name.split("-")[0].replace("_", "-").lower()
         page = root / "simple" / project
@@ -73,11 +66,5 @@ def package_index(root: Path) -> Iterator[str]:
             f'<a href="../../{w.name}">{w.name}</a>\n' for w in sorted(root.glob(f"{wheel.name.split('-')[0]}-*.whl"))
         )
         (page / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="package-index", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_folder(root) as base:
+        yield f"{base}/simple/"

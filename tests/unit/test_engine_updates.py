@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException
 from pydantic import ValidationError
 
 from services.api.routes.engine import UpdateRequest, _may_update
-from services.runtime.engines import NIGHTLY_HOUR, next_auto_update
+from services.engine.versions import NIGHTLY_HOUR, next_auto_update
 
 
 def test_the_automatic_look_is_due_daily_or_nightly_and_never_when_off():

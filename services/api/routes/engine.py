@@ -14,7 +14,7 @@ from contracts.system import EngineUpdatedData, EngineUpdateFailedData
 from services.api.errors import error_responses, field_error
 from services.api.queue import QueueControl
 from services.engine.updates import VERSION, UpdateFailed, bundled_version, installed
-from services.runtime.engines import NothingToRollBack, in_force, last_failure, rollback, update
+from services.engine.versions import NothingToRollBack, in_force, last_failure, rollback, update
 from services.runtime.settings import Settings, worker_identity
 
 

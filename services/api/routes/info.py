@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from contracts.engine import STALE_YTDLP_DAYS, EngineFacts
 from services.api.engine import EngineBook
 from services.api.queue import QueueControl
-from services.runtime.engines import in_force
+from services.engine.versions import in_force
 
 
 class Info(BaseModel):
