@@ -1,14 +1,18 @@
 """Per-site limits shared by every downloader process: TUBEFLOW_SITE_CONCURRENCY (downloads at a time) and
-TUBEFLOW_SITE_RATE (downloads started per minute), e.g. ``youtube.com=2,*=6``, and TUBEFLOW_SITE_PACING's gap between
-downloads started from one site (``youtube.com=downloads:5-30s``: the next start is claimed in the pacing bucket).
+TUBEFLOW_SITE_RATE (downloads started per minute), e.g. ``youtube.com=2,*=6``; TUBEFLOW_SITE_PACING's gap between
+downloads from one site (``youtube.com=downloads:5-30s``); and the sites cooling down (services.runtime.cooldown).
 
 A site is the URL's host without ``www.``; a setting's key matches its host and every subdomain of it, ``*`` every
 other site (each on its own). Concurrency is a set of leases in the sites bucket (``lease.<site>.<n>``, n < the
 limit), each created by the download that holds it, refreshed while it runs and deleted after; a dead worker's lease
-expires with the bucket's TTL. The rate is a count per site and minute, raised by compare-and-set.
+expires with the bucket's TTL. The rate is a count per site and minute, raised by compare-and-set. A paced site's turn
+is one key in the pacing bucket, taken by compare-and-set and pending until the download's first bytes come; the
+next turn is then a random gap in the site's range after that moment (a turn left pending by a dead process lapses
+after PENDING_MOST).
 
-An item whose site is at its limit waits (`download.waiting`, code `site_limit`, saying which limit) without holding
-a download slot, so items of other sites go on meanwhile.
+An item whose site is at its limit, paced or cooling down waits (`download.waiting`, code `site_limit`,
+`site_pacing` or `site_cooldown`, saying why and, where known, until when) without holding a download slot, so items
+of other sites go on meanwhile.
 """
 
 from __future__ import annotations

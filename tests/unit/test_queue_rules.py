@@ -92,3 +92,16 @@ def test_site_pacing_reads_durations_and_ranges_and_refuses_what_it_cannot_read(
             parse_pacing(bad)
     with pytest.raises(ValueError, match="TUBEFLOW_SITE_PACING"):
         Settings(site_pacing="youtube.com=downloads:x")
+
+
+def test_the_cool_down_setting_is_a_duration_or_off():
+    import pytest
+
+    from services.runtime.settings import Settings
+
+    assert Settings().cooldown_seconds() == 600.0  # on by default: 10 minutes
+    assert Settings(site_cooldown="90s").cooldown_seconds() == 90.0
+    assert Settings(site_cooldown="off").cooldown_seconds() == 0.0
+    for bad in ("soon", "5-10m", "2d", "-1s"):
+        with pytest.raises(ValueError, match="TUBEFLOW_SITE_COOLDOWN"):
+            Settings(site_cooldown=bad)
