@@ -22,6 +22,11 @@ from tests.support.option_media import make_ladder, make_pages
 ROOT = Path(__file__).resolve().parent.parent
 _NATS_SOURCE = {"kind": "not started"}
 
+# Tests talk to loopback only: an engine update a test sets off (the fuzzer's POST /api/engine/update among them)
+# goes to a package index on a closed loopback port unless the test serves one itself (tests/support/wheels.py).
+for _index in ("UV_INDEX_URL", "PIP_INDEX_URL"):
+    os.environ[_index] = "http://127.0.0.1:9/simple/"
+
 
 def free_port() -> int:
     """A free port below Linux's ephemeral range (32768+), so an outgoing connection can't take it before use."""

@@ -102,6 +102,22 @@ class NothingToRollBack(Exception):
     pass
 
 
+class UpdateRunning(Exception):
+    """Another update or rollback runs in this process: one at a time."""
+
+
+_changing = asyncio.Lock()
+
+
+async def one_at_a_time(change: Any) -> EngineUpdatedData:
+    """Run an update or rollback unless one runs already here (UpdateRunning)."""
+    if _changing.locked():
+        change.close()  # never started
+        raise UpdateRunning("an update of yt-dlp is running: try again when it is done")
+    async with _changing:
+        return await change
+
+
 async def rollback(js: JetStreamContext, engine_dir: Path, worker: str) -> EngineUpdatedData:
     """Put the version before the one in force back in force (installed here again if it is not)."""
     current = await in_force(js)

@@ -49,7 +49,11 @@ def api_base(tmp_path_factory):
 
 def test_api_has_no_server_errors_and_keeps_its_schema(api_base):
     # Schemathesis' pytest plugin does not load under pytest 9 here, so its strategies run under plain hypothesis.
-    schema = schemathesis.openapi.from_url(f"{api_base}/schema/openapi.json").exclude(path_regex=r".*/stream$")
+    # Not an engine update: each schema-valid one installs from a package index (here a closed loopback port, ~11 s
+    # of retries each); tests/e2e/test_engine_update.py and tests/unit/test_engine_updates.py cover its input.
+    schema = schemathesis.openapi.from_url(f"{api_base}/schema/openapi.json").exclude(
+        path_regex=r".*/stream$|^/api/engine/(update|rollback)$"
+    )
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 7
     failures = []

@@ -14,7 +14,15 @@ from contracts.system import EngineUpdatedData, EngineUpdateFailedData
 from services.api.errors import error_responses, field_error
 from services.api.queue import QueueControl
 from services.engine.updates import VERSION, UpdateFailed, bundled_version, installed
-from services.engine.versions import NothingToRollBack, in_force, last_failure, rollback, update
+from services.engine.versions import (
+    NothingToRollBack,
+    UpdateRunning,
+    in_force,
+    last_failure,
+    one_at_a_time,
+    rollback,
+    update,
+)
 from services.runtime.settings import Settings, worker_identity
 
 
@@ -82,7 +90,7 @@ class EngineController(Controller):
         "resolve and a download of a clip served on loopback) before anything runs it; every downloader and "
         "scheduler then switches at its next idle moment (items running finish on their version). A failure is "
         "recorded as `engine.update_failed` and answered 422 naming it; nothing changes.",
-        responses=error_responses(401, 403, 422),
+        responses=error_responses(401, 403, 409, 422),
     )
     async def update(
         self,
@@ -94,7 +102,9 @@ class EngineController(Controller):
         _may_update(request, settings)
         version = data.version if data is not None else None
         try:
-            return await update(queue.js, settings.engine_root(), worker_identity(settings), version)
+            return await one_at_a_time(update(queue.js, settings.engine_root(), worker_identity(settings), version))
+        except UpdateRunning as exc:
+            raise field_error(409, "version", "update_running", str(exc)) from exc
         except UpdateFailed as exc:
             raise field_error(422, "version", "update_failed", str(exc)[:1500]) from exc
 
@@ -109,7 +119,9 @@ class EngineController(Controller):
     ) -> EngineUpdatedData:
         _may_update(request, settings)
         try:
-            return await rollback(queue.js, settings.engine_root(), worker_identity(settings))
+            return await one_at_a_time(rollback(queue.js, settings.engine_root(), worker_identity(settings)))
+        except UpdateRunning as exc:
+            raise field_error(409, "version", "update_running", str(exc)) from exc
         except NothingToRollBack as exc:
             raise field_error(409, "version", "nothing_to_roll_back", str(exc)) from exc
         except UpdateFailed as exc:
