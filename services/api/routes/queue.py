@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import FromPath, Parameter
 
 from services.api.errors import error_responses, field_error
 from services.api.hub import JobHub
@@ -47,13 +47,13 @@ class QueueController(Controller):
         "/cooldowns/{site:str}/resume",
         status_code=200,
         summary="End a site's cool-down now: its items start and its subscriptions are checked again",
-        responses=error_responses(401, 404),
+        responses=error_responses(401, 404, 422),
         description="A cool-down starts by itself when a site answers 429, a bot check or a burst of 403s "
         "(TUBEFLOW_SITE_COOLDOWN). Ending it early keeps its level: if the site pushes back again, the next one "
         "lasts twice as long. Recorded as `site.resumed` on TUBEFLOW_SYSTEM.",
     )
     async def resume_site(
-        self, queue: NamedDependency[QueueControl], hub: NamedDependency[JobHub], site: str
+        self, queue: NamedDependency[QueueControl], hub: NamedDependency[JobHub], site: FromPath[str]
     ) -> QueueState:
         name = site.strip().lower().removeprefix("www.")
         if not name or len(name) > 253 or not all(c.isalnum() or c in "-._:[]" for c in name):
