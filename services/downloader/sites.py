@@ -34,7 +34,7 @@ from contracts import events as ev
 from contracts.system import SiteCooldown
 from services.runtime.cooldown import Cooldowns
 from services.runtime.nats.topology import SITE_LEASE_TTL
-from services.runtime.sitelimits import Pacing, limit_for, pacing_for, parse_limits, parse_pacing, site_of
+from services.runtime.sitelimits import Pacing, limit_for, pacing_for, parse_limits, parse_pacing, site_key, site_of
 
 log = logging.getLogger("tubeflow.sites")
 
@@ -49,10 +49,6 @@ PENDING_MOST = 120.0
 Release = Callable[[], Awaitable[None]]
 # The paced turn of the download running in this task (set by the ticket loop), told when its first bytes come.
 current_turn: ContextVar["PacedTurn | None"] = ContextVar("current_turn", default=None)
-
-
-def _kv_safe(site: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in site)[:200]
 
 
 @dataclass
@@ -144,7 +140,7 @@ class SiteGate:
             return None
         key, pacing = paced
         assert pacing.downloads is not None
-        name = f"pace.{_kv_safe(key)}"
+        name = f"pace.{site_key(key)}"
         gap = f"{pacing.downloads[0]:g}-{pacing.downloads[1]:g} s"
         for _ in range(20):
             try:
@@ -175,7 +171,7 @@ class SiteGate:
             return _nothing
         key, most = limit
         for n in range(most):
-            name = f"lease.{_kv_safe(key)}.{n}"
+            name = f"lease.{site_key(key)}.{n}"
             try:
                 revision = await self.kv.create(name, self.worker.encode())
             except KeyWrongLastSequenceError:
@@ -208,7 +204,7 @@ class SiteGate:
         if limit is None:
             return None
         key, most = limit
-        name = f"rate.{_kv_safe(key)}.{int(time.time() // 60)}"
+        name = f"rate.{site_key(key)}.{int(time.time() // 60)}"
         for _ in range(20):
             try:
                 entry = await self.kv.get(name)

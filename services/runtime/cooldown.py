@@ -26,7 +26,7 @@ from contracts.system import SiteCooldown, SiteCooling, SiteResumed, SiteResumed
 from services.runtime.nats.kv import read_bucket, watch_bucket
 from services.runtime.nats.publish import publish_system
 from services.runtime.nats.topology import PACING_BUCKET
-from services.runtime.sitelimits import site_of
+from services.runtime.sitelimits import site_key, site_of
 
 log = logging.getLogger("tubeflow.cooldown")
 
@@ -44,7 +44,7 @@ BURST_CODES = {"http_403"}
 
 
 def cool_key(site: str) -> str:
-    return COOL_PREFIX + "".join(c if c.isalnum() or c in "-_" else "_" for c in site)[:200]
+    return COOL_PREFIX + site_key(site)
 
 
 def _parents(site: str) -> list[str]:

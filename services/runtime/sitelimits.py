@@ -38,6 +38,12 @@ def parse_limits(text: str | None, name: str) -> dict[str, int]:
     return {site: int(value) for site, value in values.items()}
 
 
+def site_key(site: str) -> str:
+    """A site as a bucket key part: ASCII letters, digits, - and _ (anything else, a dot or an IDN host's letters,
+    becomes _), at most 200."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_" else "_" for c in site)[:200]
+
+
 def site_of(url: str) -> str:
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     return host.removeprefix("www.") or "unknown"

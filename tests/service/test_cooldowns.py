@@ -86,6 +86,9 @@ async def test_a_burst_of_403s_over_processes_cools_down_and_single_ones_do_not(
     assert await other.strike(URL, "http_403", "Forbidden") is None
     burst = await one.strike(URL, "http_403", "Forbidden")
     assert burst is not None and burst.code == "http_403" and burst.level == 1
+    # A host of any letters (an IDN's, a stranger's URL) is a key NATS takes.
+    idn = await one.strike("https://þorn.example/v", "site_rate_limited", "429")
+    assert idn is not None and idn.site == "þorn.example" and one.cooling("https://þorn.example/w") == idn
     # Off (TUBEFLOW_SITE_COOLDOWN=off): nothing starts one.
     off = Cooldowns(js, kv, 0.0, "off")
     assert await off.strike("https://example.org/", "site_rate_limited", "429") is None

@@ -56,7 +56,7 @@ class QueueController(Controller):
         self, queue: NamedDependency[QueueControl], hub: NamedDependency[JobHub], site: FromPath[str]
     ) -> QueueState:
         name = site.strip().lower().removeprefix("www.")
-        if not name or len(name) > 253 or not all(c.isalnum() or c in "-._:[]" for c in name):
+        if not name or len(name) > 253 or not all((c.isascii() and c.isalnum()) or c in "-._:[]" for c in name):
             raise field_error(422, "site", "invalid", "not a site name (e.g. youtube.com)")
         if await queue.cooldowns.resume(name) is None:
             raise field_error(404, "site", "not_cooling", f"{name} is not cooling down")
