@@ -15,12 +15,15 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
 PROTECTED_PREFIXES = ("/api/", "/media/", "/metrics")
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
+
+# A bearer token longer than this is no token of ours (refused before any comparison).
+MAX_TOKEN = 512
 
 SESSION_COOKIE = "tubeflow_session"
 SESSION_SECONDS = 12 * 3600
@@ -91,39 +94,88 @@ class EndedSessions:
         return session_id in self._ended
 
 
-def token_guard(
-    token: str | None, ended: EndedSessions | None = None
+def auth_guard(
+    settings: Any, ended: EndedSessions | None = None, tokens: Any = None
 ) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
-    """With a token set, /api/*, /media/* and /metrics need `Authorization: Bearer <token>`.
+    """/api/*, /media/* and /metrics are answered for an identity (services.api.identity), by TUBEFLOW_AUTH:
 
-    No token in URLs, except where EventSource needs one: `?access_token=` is taken on event streams only. The page
-    trades its token for a session cookie (`POST /api/session`: HttpOnly, SameSite=Strict, 12 h), which is taken for
-    reads only (GET/HEAD): its media links and streams carry no token, and a page elsewhere can't use the cookie to
-    change anything. /healthz, /readyz, the page and the schema stay open."""
+    - `none`: the person at this machine (an admin); nothing is asked.
+    - `token`: `Authorization: Bearer` TUBEFLOW_API_TOKEN (the admin) or a personal token. No token in URLs, except
+      where EventSource needs one: `?access_token=` is taken on event streams only. The page trades its token for a
+      session cookie (`POST /api/session`: HttpOnly, SameSite=Strict, 12 h), taken for reads only (GET/HEAD): its
+      media links and streams carry no token, and a page elsewhere can't use the cookie to change anything.
+    - `forward`: a proxy's Remote-User (and Remote-Email, Remote-Groups for the role), believed only from
+      TUBEFLOW_TRUSTED_PROXIES: the same headers from anyone else are refused (401). Personal tokens work too.
+
+    A viewer, or a token of scope `read`, changes nothing (403). /healthz, /readyz, the page and the schema stay
+    open. The identity is on ``connection.state.identity`` for the routes."""
+    from services.api.identity import ADMIN_TOKEN, LOCAL, forwarded
+
+    mode = settings.auth_mode()
+    token = settings.api_token
     expected = token.encode() if token else None
+    trusted = parse_trusted(settings.trusted_proxies)
+    names = (settings.forward_user_header, settings.forward_email_header, settings.forward_groups_header)
+    admin_groups, viewer_groups = settings.group_list("admin_groups"), settings.group_list("viewer_groups")
+
+    def bearer(given: str) -> Any:
+        given = given.strip()
+        if not given or len(given) > MAX_TOKEN:
+            return None
+        if expected is not None and hmac.compare_digest(given.encode(), expected):
+            return ADMIN_TOKEN
+        return tokens.identify(given) if tokens is not None else None
+
+    def identify(connection: ASGIConnection) -> Any:
+        if mode == "none":
+            return LOCAL
+        if mode == "forward":
+            peer = connection.client.host if connection.client else ""
+            found = forwarded(connection.headers, peer, trusted, names, admin_groups, viewer_groups)
+            if found is not None:
+                return found
+        header = connection.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and (found := bearer(given)) is not None:
+            return found
+        if connection.url.path.endswith("/stream"):
+            found = bearer(connection.query_params.get("access_token", ""))
+            if found is not None:
+                return found
+        cookie = connection.cookies.get(SESSION_COOKIE, "")
+        if token and cookie and connection.scope.get("method") in COOKIE_METHODS:
+            session_id = valid_session(token, cookie)
+            if session_id is not None and not (ended is not None and ended.ended(session_id)):
+                return ADMIN_TOKEN
+        return None
 
     # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop on every request.
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        if expected is None or token is None or not connection.url.path.startswith(PROTECTED_PREFIXES):
+        if not connection.url.path.startswith(PROTECTED_PREFIXES):
             return
-        header = connection.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() == "bearer" and given and hmac.compare_digest(given.strip().encode(), expected):
-            return
-        if connection.url.path.endswith("/stream"):
-            query = connection.query_params.get("access_token", "")
-            if query and hmac.compare_digest(query.strip().encode(), expected):
-                return
-        cookie = connection.cookies.get(SESSION_COOKIE, "")
-        if cookie and connection.scope.get("method") in COOKIE_METHODS:
-            session_id = valid_session(token, cookie)
-            if session_id is not None and not (ended is not None and ended.ended(session_id)):
-                return
-        raise NotAuthorizedException(
-            "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
-        )
+        identity = identify(connection)
+        if identity is None or isinstance(identity, str):
+            raise NotAuthorizedException(
+                identity or "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
+            )
+        if connection.scope.get("method") in STATE_CHANGING and not identity.may_write:
+            raise PermissionDeniedException(
+                f"{identity.user} may only read ({'a read-only token' if identity.scope == 'read' else 'a viewer'})"
+            )
+        connection.state.identity = identity
 
     return guard
+
+
+def parse_trusted(text: str | None) -> list:
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in (text or "").split(",") if part.strip()]
+
+
+def identity_of(connection: ASGIConnection) -> Any:
+    """The identity the guard found (the local admin where no guard ran: open paths)."""
+    from services.api.identity import LOCAL
+
+    return getattr(connection.state, "identity", None) or LOCAL
 
 
 class RateLimiter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -14,12 +15,13 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from services.api.access import EndedSessions, RateLimiter, StreamLimiter, host_guard, same_site_guard, token_guard
+from services.api.access import EndedSessions, RateLimiter, StreamLimiter, auth_guard, host_guard, same_site_guard
 from services.api.admission import Admission
 from services.api.commands import JobCommands
 from services.api.engine import EngineBook
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
+from services.api.identity import TokenBook
 from services.api.presets import PresetBook, read_only_presets
 from services.api.queue import QueueControl
 from services.api.reads import JobReads
@@ -38,6 +40,7 @@ from services.api.routes import (
 )
 from services.api.routes import engine as engine_routes
 from services.api.routes import queue as queue_routes
+from services.api.routes import tokens as tokens_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
@@ -45,7 +48,7 @@ from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
-from services.runtime.nats.topology import DELIVERIES_BUCKET, WEBHOOKS_BUCKET
+from services.runtime.nats.topology import DELIVERIES_BUCKET, TOKENS_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
 from services.runtime.tasks import cancel_until_done
@@ -71,6 +74,7 @@ _PROVIDED = (
     "deliveries",
     "subscriptions",
     "engines",
+    "tokens",
 )
 
 
@@ -82,7 +86,7 @@ def _provider(name: str) -> Provide:
 
 
 def _lifespan(
-    settings: Settings, book: PresetBook, ended: EndedSessions
+    settings: Settings, book: PresetBook, ended: EndedSessions, tokens: TokenBook
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """What the app holds while it runs: the NATS connection, the hub, the read and write sides, the retention sweep."""
 
@@ -104,6 +108,7 @@ def _lifespan(
             followed = SubscriptionBook()
             await followed.start(infra.js)
             await ended.start(infra.nc, await infra.js.key_value(IDEMPOTENCY_BUCKET))
+            await tokens.start(infra.nc, await infra.js.key_value(TOKENS_BUCKET))
             reads = JobReads(infra.js, kv)
             app.state.engines.start(infra.js)
             app.state.update(
@@ -158,6 +163,7 @@ def create_app(settings: Settings) -> Litestar:
     policy, cookies_on_disk = settings.address_policy(), CookieStore(settings.data_dir)
     ended = EndedSessions()
     engines = EngineBook()
+    tokens = TokenBook()
     return Litestar(
         route_handlers=[
             JobsController,
@@ -175,8 +181,9 @@ def create_app(settings: Settings) -> Litestar:
             *webhooks.ROUTES,
             *subscriptions.ROUTES,
             *engine_routes.ROUTES,
+            *tokens_routes.ROUTES,
         ],
-        lifespan=[_lifespan(settings, book, ended)],
+        lifespan=[_lifespan(settings, book, ended, tokens)],
         state=State(
             {
                 "settings": settings,
@@ -188,11 +195,12 @@ def create_app(settings: Settings) -> Litestar:
                 "presets": book,
                 "admission": Admission(settings, policy, cookies_on_disk, book, engines),
                 "engines": engines,
+                "tokens": tokens,
             }
         ),
         guards=[
             host_guard(settings.allowed_host_list()),
-            token_guard(settings.api_token, ended),
+            auth_guard(settings, ended, tokens),
             same_site_guard(settings.allowed_origin_list()),
         ],
         dependencies={name: _provider(name) for name in _PROVIDED},
@@ -203,8 +211,25 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
+def refuse_open_public(settings: Settings, host: str) -> None:
+    """Binding an address other machines reach without authentication refuses to start, unless the operator said
+    TUBEFLOW_AUTH=none on purpose (issue 28)."""
+    if settings.auth_mode() != "none" or settings.auth == "none":
+        return
+    try:
+        local = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        local = host == "localhost"
+    if not local:
+        raise ValueError(
+            f"the API would serve {host} to anyone without authentication: set TUBEFLOW_API_TOKEN, or "
+            "TUBEFLOW_AUTH=forward (behind a signing-in proxy), or TUBEFLOW_AUTH=none to serve it open on purpose"
+        )
+
+
 async def run(settings: Settings, stop: asyncio.Event, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve the API with uvicorn until ``stop``."""
+    refuse_open_public(settings, host)
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager

@@ -14,8 +14,9 @@ def api_base(args: argparse.Namespace) -> str:
     return (getattr(args, "api", None) or os.environ.get("TUBEFLOW_API") or "http://127.0.0.1:8000").rstrip("/")
 
 
-def api_headers() -> dict[str, str]:
-    token = os.environ.get("TUBEFLOW_API_TOKEN")
+def api_headers(args: argparse.Namespace | None = None) -> dict[str, str]:
+    """The bearer token: ``--token``, else TUBEFLOW_TOKEN (a personal token), else TUBEFLOW_API_TOKEN."""
+    token = getattr(args, "token", None) or os.environ.get("TUBEFLOW_TOKEN") or os.environ.get("TUBEFLOW_API_TOKEN")
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
@@ -34,7 +35,7 @@ def call(args: argparse.Namespace, method: str, path: str, body: dict | None = N
     """(the answer, None), or (None, the exit code) when the API did not answer (said on stderr)."""
     base = api_base(args)
     try:
-        return httpx.request(method, f"{base}{path}", json=body, headers=api_headers(), timeout=timeout), None
+        return httpx.request(method, f"{base}{path}", json=body, headers=api_headers(args), timeout=timeout), None
     except httpx.HTTPError as exc:
         print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
         return None, 1

@@ -18,6 +18,7 @@ def add_engine_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--version", default=None, help="update: this version (default: the newest on the index)")
     engine.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
     engine.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    engine.add_argument("--token", default=None, help="bearer token (default: TUBEFLOW_TOKEN, else TUBEFLOW_API_TOKEN)")
     engine.set_defaults(func=run_engine)
 
 

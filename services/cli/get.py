@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from contracts.items import postprocess_label
+from services.cli.api import api_headers
 from services.cli.get_options import job_body
 
 TERMINAL = {"completed", "partial", "failed", "cancelled"}
@@ -178,8 +178,7 @@ async def follow_job(client: httpx.AsyncClient, base: str, job_id: str, on_chang
 
 async def _get(args, console: Console) -> int:  # noqa: ANN001
     base = (args.api or "http://127.0.0.1:8000").rstrip("/")
-    token = os.environ.get("TUBEFLOW_API_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = api_headers(args)
     body = job_body(args)
     async with httpx.AsyncClient(headers=headers, timeout=30) as client:
         try:
@@ -271,9 +270,7 @@ def _offer_cancel(args, console: Console) -> int:  # noqa: ANN001
         answer = console.input("\nCancel the job on the server too? [y/N] ").strip().lower()
         if answer == "y":
             base = (args.api or "http://127.0.0.1:8000").rstrip("/")
-            token = os.environ.get("TUBEFLOW_API_TOKEN")
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = httpx.post(f"{base}/api/jobs/{job_id}/cancel", headers=headers, timeout=10)
+            response = httpx.post(f"{base}/api/jobs/{job_id}/cancel", headers=api_headers(args), timeout=10)
             console.print(f"cancel: HTTP {response.status_code}")
     elif job_id:
         console.print(f"\nstopped following; job {job_id} keeps running on the server")

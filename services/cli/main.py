@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("url")
     add_job_arguments(get)
     get.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
+    get.add_argument("--token", default=None, help="bearer token (default: TUBEFLOW_TOKEN, else TUBEFLOW_API_TOKEN)")
     get.add_argument("--json", action="store_true", help="print newline-delimited JobView snapshots")
     get.set_defaults(func=cmd_get)
 
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_subscribe_arguments(subscribe)
     add_job_arguments(subscribe)
     subscribe.add_argument("--api", default=None, help="tubeflow API base URL (default http://127.0.0.1:8000)")
+    subscribe.add_argument(
+        "--token", default=None, help="bearer token (default: TUBEFLOW_TOKEN, else TUBEFLOW_API_TOKEN)"
+    )
     subscribe.add_argument("--json", action="store_true", help="print the subscription as JSON")
     subscribe.set_defaults(func=cmd_subscribe)
 

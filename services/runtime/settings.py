@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ByteSize, Field, SecretStr, field_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.options import IMPERSONATE_TARGET
@@ -160,6 +160,20 @@ class Settings(BaseSettings):
     tracing: bool = Field(default=False, description="OpenTelemetry trace context in NATS headers (the otel extra)")
     # Security
     api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
+    auth: Literal["none", "token", "forward"] | None = Field(
+        default=None,
+        description="who may call the API: none (loopback only, unless said explicitly), token (TUBEFLOW_API_TOKEN "
+        "and personal tokens), forward (a proxy's Remote-User from TUBEFLOW_TRUSTED_PROXIES); unset: token when "
+        "TUBEFLOW_API_TOKEN is set, else none",
+    )
+    trusted_proxies: str | None = Field(
+        default=None, description="forward: the proxies (comma-separated CIDRs) whose user headers are believed"
+    )
+    forward_user_header: str = Field(default="Remote-User", max_length=64)
+    forward_email_header: str = Field(default="Remote-Email", max_length=64)
+    forward_groups_header: str = Field(default="Remote-Groups", max_length=64)
+    admin_groups: str = Field(default="admins", description="groups (comma-separated) whose members are admins")
+    viewer_groups: str = Field(default="", description="groups whose members may only read")
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
     rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")
     forwarded_allow_ips: str | None = Field(
@@ -241,6 +255,33 @@ class Settings(BaseSettings):
         if value != "none" and not (Path(value).is_file() and os.access(value, os.X_OK)):
             raise ValueError(f"TUBEFLOW_JS_RUNTIME: {value} is not an executable file (a deno binary), nor `none`")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                parse_networks(value)
+            except ValueError as exc:
+                raise ValueError(f"TUBEFLOW_TRUSTED_PROXIES: {exc} (comma-separated CIDRs, e.g. 10.0.0.0/8)") from exc
+        return value or None
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> "Settings":
+        if self.auth == "forward" and not self.trusted_proxies:
+            raise ValueError("TUBEFLOW_AUTH=forward needs TUBEFLOW_TRUSTED_PROXIES: the proxies whose headers count")
+        if self.auth == "none" and self.api_token:
+            raise ValueError("TUBEFLOW_AUTH=none with TUBEFLOW_API_TOKEN set: unset one (a token means token mode)")
+        if self.auth == "token" and not self.api_token:
+            raise ValueError("TUBEFLOW_AUTH=token needs TUBEFLOW_API_TOKEN (the admin's token)")
+        return self
+
+    def auth_mode(self) -> str:
+        """TUBEFLOW_AUTH, else token with TUBEFLOW_API_TOKEN, else none."""
+        return self.auth or ("token" if self.api_token else "none")
+
+    def group_list(self, which: str) -> frozenset[str]:
+        return frozenset(g.strip() for g in getattr(self, which).split(",") if g.strip())
 
     @field_validator("api_token")
     @classmethod

@@ -36,15 +36,21 @@ def test_a_version_is_a_version_and_nothing_else():
         UpdateRequest(version="1", index="http://evil")  # the index is the operator's, never a request's
 
 
-def test_without_a_token_only_this_machine_may_update():
-    def request(host: str) -> SimpleNamespace:
-        return SimpleNamespace(client=SimpleNamespace(host=host))
+def test_without_a_token_only_this_machine_may_update_and_with_auth_only_an_admin():
+    from services.api.identity import LOCAL, Identity
 
-    open_settings = SimpleNamespace(api_token=None)
+    def request(host: str, identity=LOCAL) -> SimpleNamespace:  # noqa: ANN001
+        return SimpleNamespace(client=SimpleNamespace(host=host), state=SimpleNamespace(identity=identity))
+
+    open_settings = SimpleNamespace(auth_mode=lambda: "none")
     _may_update(request("127.0.0.1"), open_settings)
     _may_update(request("::1"), open_settings)
     for host in ("192.0.2.7", "10.0.0.3", "unknown"):
         with pytest.raises(HTTPException) as refused:
             _may_update(request(host), open_settings)
         assert refused.value.status_code == 403
-    _may_update(request("192.0.2.7"), SimpleNamespace(api_token="t"))  # the token guard has checked it
+    with_token = SimpleNamespace(auth_mode=lambda: "token")
+    _may_update(request("192.0.2.7", Identity("admin", "admin", "token")), with_token)  # the guard checked it
+    with pytest.raises(HTTPException) as refused:
+        _may_update(request("127.0.0.1", Identity("alice", "user", "personal_token")), with_token)
+    assert refused.value.status_code == 403

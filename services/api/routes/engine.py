@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.system import EngineUpdatedData, EngineUpdateFailedData
+from services.api.access import identity_of
 from services.api.errors import error_responses, field_error
 from services.api.queue import QueueControl
 from services.engine.updates import VERSION, UpdateFailed, bundled_version, installed
@@ -50,8 +51,11 @@ class UpdateRequest(BaseModel):
 
 
 def _may_update(request: Request, settings: Settings) -> None:
-    """With a token the guard has checked it; without one, only a request from this machine may change the engine."""
-    if settings.api_token:
+    """An admin may change the engine; without authentication (TUBEFLOW_AUTH none), only a request from this
+    machine."""
+    if settings.auth_mode() != "none":
+        if identity_of(request).role != "admin":
+            raise field_error(403, "client", "forbidden", "updating yt-dlp is for admins")
         return
     host = request.client.host if request.client else ""
     try:

@@ -10,8 +10,8 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from pydantic import BaseModel
 
-from services.api.access import SESSION_COOKIE, SESSION_SECONDS, session_value, valid_session
-from services.api.errors import error_responses
+from services.api.access import SESSION_COOKIE, SESSION_SECONDS, identity_of, session_value, valid_session
+from services.api.errors import error_responses, field_error
 from services.runtime.settings import Settings
 
 
@@ -44,8 +44,12 @@ def _cookie(request: Request, value: str, max_age: int) -> Cookie:
     responses=error_responses(401),
 )
 async def open_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
-    if not settings.api_token:
-        return Response(Session(expires_at=None))
+    if not settings.api_token or settings.auth_mode() != "token":
+        return Response(Session(expires_at=None))  # no token, or a proxy signs every request in
+    if identity_of(request).role != "admin":
+        # The cookie reads as the admin token does: not for a personal token (a person's own session comes with
+        # accounts' ownership, issue 28).
+        raise field_error(403, "token", "forbidden", "a session cookie is made for TUBEFLOW_API_TOKEN only")
     expires = int(time.time()) + SESSION_SECONDS
     response = Response(Session(expires_at=datetime.fromtimestamp(expires, timezone.utc)))
     response.set_cookie(_cookie(request, session_value(settings.api_token, expires), SESSION_SECONDS))

@@ -43,6 +43,8 @@ WORKERS_BUCKET = "tubeflow_workers"
 SITES_BUCKET = "tubeflow_sites"
 # When each paced site may next start a download (TUBEFLOW_SITE_PACING): kept without a TTL, as gaps may be long.
 PACING_BUCKET = "tubeflow_pacing"
+# Personal API tokens (issue 28): id -> owner, name, scope, expiry and the SHA-256 of the secret (never the secret).
+TOKENS_BUCKET = "tubeflow_tokens"
 # Webhooks (id -> target, events, secret) and their deliveries (webhook.delivery -> record, kept a week).
 WEBHOOKS_BUCKET = "tubeflow_webhooks"
 DELIVERIES_BUCKET = "tubeflow_deliveries"
@@ -67,6 +69,7 @@ BUCKETS = (
     WORKERS_BUCKET,
     SITES_BUCKET,
     PACING_BUCKET,
+    TOKENS_BUCKET,
     WEBHOOKS_BUCKET,
     DELIVERIES_BUCKET,
     SCHEDULER_BUCKET,
@@ -205,6 +208,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(WORKERS_BUCKET, "downloader process -> what it runs now", ttl=WORKER_TTL),
         bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
         bucket(PACING_BUCKET, "when each paced site may next start a download (TUBEFLOW_SITE_PACING)"),
+        bucket(TOKENS_BUCKET, "personal API tokens: owner, scope, expiry, the secret's SHA-256"),
         bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),

@@ -1,0 +1,130 @@
+"""Identities (issue 28, first step): forward auth believed only from the trusted proxy's address (the two loopback
+addresses of the security tests), roles from groups (a viewer reads only), and personal tokens (a read token can't
+write, a revoked one stops at once, none recoverable from storage), in `forward` and `token` modes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import httpx
+import nats
+import pytest
+
+from bench.harness import nats_server, tubeflow
+from services.runtime.nats.topology import TOKENS_BUCKET
+
+pytestmark = pytest.mark.e2e
+
+
+def client_from(address: str, base: str) -> httpx.Client:
+    """Requests that leave from ``address`` (127.0.0.2: the trusted proxy; 127.0.0.3: anyone else)."""
+    return httpx.Client(base_url=base, timeout=30, transport=httpx.HTTPTransport(local_address=address))
+
+
+async def _stored(url: str) -> list[bytes]:
+    nc = await nats.connect(url)
+    try:
+        kv = await nc.jetstream().key_value(TOKENS_BUCKET)
+        return [(await kv.get(key)).value for key in await kv.keys()]
+    finally:
+        await nc.close()
+
+
+def test_forward_auth_believes_only_the_trusted_proxy_and_roles_come_from_groups(media):
+    env = {
+        "TUBEFLOW_AUTH": "forward",
+        "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32",
+        "TUBEFLOW_ADMIN_GROUPS": "admins",
+        "TUBEFLOW_VIEWER_GROUPS": "family",
+    }
+    with nats_server() as server, tubeflow(server.url, ["api"], env) as stack:
+        proxy, stranger = client_from("127.0.0.2", stack.base), client_from("127.0.0.3", stack.base)
+        alice = {"Remote-User": "alice", "Remote-Email": "alice@example.org", "Remote-Groups": "staff"}
+        me = proxy.get("/api/me", headers=alice)
+        assert me.status_code == 200 and me.json()["user"] == "alice" and me.json()["role"] == "user", me.text
+        assert me.json()["via"] == "forward" and me.json()["email"] == "alice@example.org"
+        # The same headers from another address: not believed.
+        assert stranger.get("/api/me", headers=alice).status_code == 401
+        assert stranger.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=alice).status_code == 401
+        # No user from the proxy: nobody.
+        assert proxy.get("/api/me").status_code == 401
+        # Malformed or oversized: refused, never a 500.
+        for bad in ({"Remote-User": "a b;c"}, {"Remote-User": "x" * 500}, {**alice, "Remote-Groups": "g," * 3000}):
+            assert proxy.get("/api/me", headers=bad).status_code in (400, 401), bad
+        # Roles from groups: a viewer reads and changes nothing; an admin is an admin.
+        viewer = {"Remote-User": "grandpa", "Remote-Groups": "family"}
+        assert proxy.get("/api/jobs", headers=viewer).status_code == 200
+        refused = proxy.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=viewer)
+        assert refused.status_code == 403 and "may only read" in refused.text, refused.text
+        admin = proxy.get("/api/me", headers={"Remote-User": "root", "Remote-Groups": "staff, admins"}).json()
+        assert admin["role"] == "admin"
+        made = proxy.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=alice)
+        assert made.status_code == 202, made.text
+
+        # Alice's personal tokens work from anywhere, as her; a read token can't write.
+        read = proxy.post("/api/tokens", json={"name": "phone", "scope": "read"}, headers=alice).json()
+        assert read["token"].startswith("tf_") and read["user"] == "alice" and read["scope"] == "read"
+        bearer = {"Authorization": f"Bearer {read['token']}"}
+        as_token = stranger.get("/api/me", headers=bearer).json()
+        assert as_token["user"] == "alice" and as_token["scope"] == "read" and as_token["via"] == "personal_token"
+        assert stranger.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=bearer).status_code == 403
+        write = proxy.post("/api/tokens", json={"name": "script", "expires_in_days": 1}, headers=alice).json()
+        writer = {"Authorization": f"Bearer {write['token']}"}
+        assert stranger.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=writer).status_code == 202
+        # A read token makes no write token; a user makes none for someone else.
+        assert stranger.post("/api/tokens", json={"name": "up"}, headers=bearer).status_code == 403
+        other = proxy.post("/api/tokens", json={"name": "x", "user": "bob"}, headers=alice)
+        assert other.status_code == 403, other.text
+        # Listed by their owner only (without the secret); someone else's is not there for them (404, no leak).
+        listed = proxy.get("/api/tokens", headers=alice).json()["tokens"]
+        assert {t["name"] for t in listed} == {"phone", "script"} and all("token" not in t for t in listed)
+        bob = {"Remote-User": "bob"}
+        assert proxy.get("/api/tokens", headers=bob).json()["tokens"] == []
+        assert proxy.delete(f"/api/tokens/{read['id']}", headers=bob).status_code == 404
+        # Revoked: refused on the very next request.
+        assert proxy.delete(f"/api/tokens/{read['id']}", headers=alice).status_code == 204
+        assert stranger.get("/api/me", headers=bearer).status_code == 401
+        # Bad input: named fields, never a 500.
+        for body in ({"name": ""}, {"name": "x", "scope": "admin"}, {"name": "x", "expires_in_days": 0}, {"n": 1}):
+            answer = proxy.post("/api/tokens", json=body, headers=alice)
+            assert answer.status_code == 422, (body, answer.text)
+        # What is stored holds no secret: only its hash.
+        stored = asyncio.run(_stored(server.url))
+        assert stored and not any(write["token"].split(".")[1].encode() in value for value in stored)
+        proxy.close()
+        stranger.close()
+
+
+def test_token_mode_the_admin_token_makes_tokens_for_people_and_garbage_tokens_are_401(media):
+    env = {"TUBEFLOW_API_TOKEN": "admin-s3cret"}
+    with nats_server() as server, tubeflow(server.url, ["api", "progress", "downloader"], env) as stack:
+        with httpx.Client(base_url=stack.base, timeout=30) as client:
+            admin = {"Authorization": "Bearer admin-s3cret"}
+            assert client.get("/api/me", headers=admin).json()["role"] == "admin"
+            made = client.post("/api/tokens", json={"name": "carol's", "user": "carol", "scope": "read"}, headers=admin)
+            assert made.status_code == 201 and made.json()["user"] == "carol", made.text
+            carol = {"Authorization": f"Bearer {made.json()['token']}"}
+            assert client.get("/api/me", headers=carol).json()["user"] == "carol"
+            assert client.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=carol).status_code == 403
+            # A personal token's session would read as the admin's: refused.
+            assert client.post("/api/session", headers=carol).status_code == 403
+            for garbage in ("tf_" + "0" * 16 + "." + "A" * 43, "x" * 5000, "tf_zz.yy", "Bearer"):
+                answer = client.get("/api/me", headers={"Authorization": f"Bearer {garbage}"})
+                assert answer.status_code in (400, 401), (garbage[:20], answer.status_code)
+            dave = client.post("/api/tokens", json={"name": "cli", "user": "dave"}, headers=admin).json()["token"]
+        # `tubeflow get --token` with a personal token (and the same from TUBEFLOW_TOKEN).
+        env_clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
+        url = media.url(media.fresh("clip1.mp4"))
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", "get", "--api", stack.base, "--token", dave, "--json", url],
+            capture_output=True, text=True, timeout=120, env=env_clean,
+        )  # fmt: skip
+        assert done.returncode == 0 and '"completed"' in done.stdout.splitlines()[-1], done.stderr[-500:]
+        refused = subprocess.run(
+            [sys.executable, "-m", "services.cli", "get", "--api", stack.base, "--json", url],
+            capture_output=True, text=True, timeout=60, env={**env_clean, "TUBEFLOW_TOKEN": "tf_nope"},
+        )  # fmt: skip
+        assert refused.returncode != 0

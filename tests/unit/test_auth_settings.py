@@ -1,0 +1,42 @@
+"""Auth modes (issue 28): what TUBEFLOW_AUTH resolves to, settings that can't work refused naming them, and an open
+API on a public address refused unless said on purpose."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.api.main import refuse_open_public
+from services.runtime.settings import Settings
+
+
+def test_the_mode_follows_the_token_unless_said():
+    assert Settings().auth_mode() == "none"
+    assert Settings(api_token="t").auth_mode() == "token"
+    assert Settings(auth="forward", trusted_proxies="10.0.0.0/8").auth_mode() == "forward"
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"auth": "forward"}, "TUBEFLOW_TRUSTED_PROXIES"),
+        ({"auth": "forward", "trusted_proxies": "10.0.0.0/8,proxy"}, "TUBEFLOW_TRUSTED_PROXIES"),
+        ({"auth": "token"}, "TUBEFLOW_API_TOKEN"),
+        ({"auth": "none", "api_token": "t"}, "TUBEFLOW_AUTH=none"),
+        ({"auth": "oidc"}, "auth"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_naming_them(fields, named):
+    with pytest.raises(ValidationError, match=named):
+        Settings(**fields)
+
+
+def test_an_open_api_on_a_public_address_refuses_to_start_unless_said_on_purpose():
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        refuse_open_public(Settings(), host)
+    with pytest.raises(ValueError, match="TUBEFLOW_AUTH=none"):
+        refuse_open_public(Settings(), "0.0.0.0")
+    with pytest.raises(ValueError, match="TUBEFLOW_API_TOKEN"):
+        refuse_open_public(Settings(), "192.0.2.10")
+    refuse_open_public(Settings(auth="none"), "0.0.0.0")
+    refuse_open_public(Settings(api_token="t"), "0.0.0.0")
