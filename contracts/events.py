@@ -72,6 +72,9 @@ class Envelope(BaseModel):
     job_id: str
     item_id: str | None = None
     occurred_at: Instant
+    # Who caused it (issue 28): the user a command came from (its `requested`, cancel, retry, delete…); absent on the
+    # work's own events, which the services report (their `worker`).
+    actor: Short | None = None
     # Stream sequence, filled in when the event is read back from JetStream; never on the wire.
     seq: int = Field(default=0, exclude=True)
 
@@ -354,4 +357,5 @@ def item_queued(
 
 
 def encode_event(event: Envelope) -> bytes:
-    return event.model_dump_json().encode()
+    # No `"actor": null` on the many events the services report (progress above all).
+    return event.model_dump_json(exclude=None if event.actor else {"actor"}).encode()

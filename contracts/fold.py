@@ -90,6 +90,7 @@ def _new_job(event: ev.RequestedEvent) -> JobView:
         priority=data.priority,
         held=not data.start,
         title=data.title,
+        owner=data.owner,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         extract=ExtractSummary(status="queued" if wants_audio(data.mode) else "none"),

@@ -56,6 +56,9 @@ class Requested(Payload):
     # What the job is called until (and unless) its resolve says: a subscription's entry title from its source (a
     # feed entry's enclosure would otherwise name the job after its file).
     title: Title | None = None
+    # Who asked for it (issue 28): a user sees only their own jobs, an admin every one. None: before accounts (an
+    # admin's).
+    owner: Short | None = None
 
 
 class ResolveStarted(Payload):

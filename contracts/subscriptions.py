@@ -188,6 +188,8 @@ class NewEntry(BaseModel):
 
 class SubscriptionCreatedData(SubscriptionSettings):
     start: bool = True
+    # Who follows it (issue 28): its jobs are theirs; others don't see it.
+    owner: Short | None = None
 
 
 class SubscriptionUpdatedData(SubscriptionSettings):
@@ -314,6 +316,7 @@ class SubscriptionView(BaseModel):
     settings: SubscriptionSettings
     created_at: datetime
     updated_at: datetime
+    owner: str | None = None
     paused: bool = False
     paused_reason: str | None = None
     paused_message: str | None = None
@@ -369,6 +372,7 @@ class SubscriptionInfo(SubscriptionSettings):
     id: str
     created_at: datetime
     updated_at: datetime
+    owner: str | None = Field(default=None, description="who follows it: its jobs are theirs")
     paused: bool
     paused_reason: str | None = Field(description="requested, or the code of the check that paused it")
     paused_message: str | None
@@ -403,7 +407,8 @@ def apply_subscription(view: SubscriptionView | None, event: Any) -> Subscriptio
         data = event.data
         return SubscriptionView(
             id=event.subscription_id,
-            settings=SubscriptionSettings.model_validate(data.model_dump(exclude={"start"})),
+            settings=SubscriptionSettings.model_validate(data.model_dump(exclude={"start", "owner"})),
+            owner=data.owner,
             created_at=at,
             updated_at=at,
             paused=not data.start,

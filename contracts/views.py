@@ -162,6 +162,8 @@ class JobSummary(View):
     priority: Priority = "normal"
     # Created with `start: false` and not started yet (its items wait; the status is `held` once it resolved).
     held: bool = False
+    # Who asked for it (issue 28): lists, streams, media and commands show it to them and to admins only.
+    owner: str | None = None
     # Set by `job.deleted`: the job is gone from lists and streams; its events stay.
     deleted_at: datetime | None = None
     deleted_files: bool = False

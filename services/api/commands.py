@@ -41,7 +41,9 @@ class JobCommands:
         self._on_accepted = on_accepted
         self._now = now
 
-    async def submit(self, request: JobRequest, idempotency_key: str | None = None) -> JobView:
+    async def submit(
+        self, request: JobRequest, idempotency_key: str | None = None, actor: str | None = None
+    ) -> JobView:
         job_id = new_job_id()
         claimed = None
         if idempotency_key is not None:
@@ -52,10 +54,12 @@ class JobCommands:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=request.template(self._auto_start).requested(request.url, request.playlist_items),
+            data=request.template(self._auto_start)
+            .requested(request.url, request.playlist_items)
+            .model_copy(update={"owner": actor}),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
-        )
+        ).model_copy(update={"actor": actor})
         try:
             view = await self._publish_and_fold(None, event)
         except BaseException:
@@ -81,36 +85,44 @@ class JobCommands:
             await asyncio.sleep(0.05)  # the first request is still publishing its event
         raise RuntimeError(f"idempotency key points at job {existing}, which never appeared")
 
-    async def cancel(self, view: JobView) -> JobView | Refusal:
-        return await self._carry_out(view, plan_cancel(view, self._now()))
+    async def cancel(self, view: JobView, actor: str | None = None) -> JobView | Refusal:
+        return await self._carry_out(view, plan_cancel(view, self._now()), actor)
 
-    async def retry(self, view: JobView) -> JobView | Refusal:
-        return await self._carry_out(view, plan_retry(view, self._now()))
+    async def retry(self, view: JobView, actor: str | None = None) -> JobView | Refusal:
+        return await self._carry_out(view, plan_retry(view, self._now()), actor)
 
-    async def start(self, view: JobView) -> JobView | Refusal:
-        return await self._carry_out(view, plan_start(view, self._now()))
+    async def start(self, view: JobView, actor: str | None = None) -> JobView | Refusal:
+        return await self._carry_out(view, plan_start(view, self._now()), actor)
 
-    async def prioritize(self, view: JobView, priority: str) -> JobView | Refusal:
+    async def prioritize(self, view: JobView, priority: str, actor: str | None = None) -> JobView | Refusal:
         if priority == view.priority and not view.terminal:
             return view
-        return await self._carry_out(view, plan_priority(view, priority, self._now(), random_event_id()))
+        return await self._carry_out(view, plan_priority(view, priority, self._now(), random_event_id()), actor)
 
-    async def delete(self, view: JobView, files: bool, reason: str = "requested") -> JobView:
+    async def delete(self, view: JobView, files: bool, reason: str = "requested", actor: str | None = None) -> JobView:
         """Cancel the job if it runs, then `job.deleted`; answers with the view the last event folds to."""
         folded = view
         for event in plan_delete(view, files, self._now(), reason):
-            folded = await self._publish_and_fold(folded, event)
+            folded = await self._publish_and_fold(folded, _by(event, actor))
         return folded
 
-    async def _carry_out(self, view: JobView, plan: list[ev.Envelope] | Refusal) -> JobView | Refusal:
-        """Publish the plan's first event and answer with the view it folds to; then the work it queues."""
+    async def _carry_out(
+        self, view: JobView, plan: list[ev.Envelope] | Refusal, actor: str | None = None
+    ) -> JobView | Refusal:
+        """Publish the plan's first event (saying who asked) and answer with the view it folds to; then the work it
+        queues."""
         if isinstance(plan, Refusal):
             return plan
         first, *rest = plan
-        folded = await self._publish_and_fold(view, first)
+        folded = await self._publish_and_fold(view, _by(first, actor))
         await asyncio.gather(*(self._publisher.publish(event) for event in rest))
         return folded
 
     async def _publish_and_fold(self, view: JobView | None, event: ev.Envelope) -> JobView:
         ack = await self._publisher.publish(event)
         return apply(view, event.model_copy(update={"seq": ack.seq}))
+
+
+def _by(event: ev.Envelope, actor: str | None) -> ev.Envelope:
+    """The event as caused by ``actor`` (a command's own event; the work it queues is the services')."""
+    return event.model_copy(update={"actor": actor}) if actor else event

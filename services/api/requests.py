@@ -172,4 +172,6 @@ class EventRecord(BaseModel):
     type: str
     occurred_at: datetime | None
     item_id: str | None
+    # Who asked (a command's event: its user); null on the work's own events.
+    actor: str | None = None
     data: dict

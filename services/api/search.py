@@ -33,6 +33,7 @@ class JobIndex:
         self.summaries: dict[str, JobSummary] = {}
         self._ids: list[str] = []  # sorted job ids, oldest first
         self._by_status: dict[str, list[str]] = {}  # status -> sorted job ids
+        self._by_owner: dict[str | None, list[str]] = {}  # owner -> sorted job ids (a user's list walks theirs)
         self._finished: list[tuple[str, str]] = []  # sorted (finished_at as text, id), oldest first
         self._text: dict[str, str] = {}
         # Every job's text, in id order, in chunks of CHUNK jobs each joined into one string; a change joins its
@@ -48,6 +49,7 @@ class JobIndex:
         known = self.summaries.get(summary.id)
         if known is None:
             bisect.insort(self._ids, summary.id)
+            bisect.insort(self._by_owner.setdefault(summary.owner, []), summary.id)
             self._add_to_chunks(summary.id)
         if known is None or known.status != summary.status:
             if known is not None:
@@ -82,6 +84,7 @@ class JobIndex:
         if known is None:
             return None
         _remove_sorted(self._ids, job_id)
+        _remove_sorted(self._by_owner.get(known.owner, []), job_id)
         _remove_sorted(self._by_status.get(known.status, []), job_id)
         if known.finished_at is not None:
             _remove_sorted(self._finished, (_stamp(known.finished_at), job_id))
@@ -118,18 +121,22 @@ class JobIndex:
         q: str | None = None,
         since: datetime | None = None,
         sort: Sort = "created",
+        owner: str | None = None,
     ) -> tuple[list[JobSummary], str | None]:
         """Newest first by ``sort``; ``before``: the cursor (the `next` of the previous page). ``q``: in the title or
-        URL, any case; ``since``: created (or, sorted by finished, finished) at or after it."""
+        URL, any case; ``since``: created (or, sorted by finished, finished) at or after it; ``owner``: that
+        user's jobs only (issue 28)."""
         needle = "".join(c for c in q.lower() if c != "\x00") if q else ""
         floor = _stamp(since) if since is not None else None
         out: list[JobSummary] = []
-        for job_id in self._candidates(sort, before, needle, status):
+        for job_id in self._candidates(sort, before, needle, status, owner):
             summary = self.summaries[job_id]
             moment = summary.finished_at if sort == "finished" else summary.created_at
             if floor is not None and moment is not None and _stamp(moment) < floor:
                 break
             if (status and summary.status != status) or (needle and needle not in self._text.get(job_id, "")):
+                continue
+            if owner is not None and summary.owner != owner:
                 continue
             if len(out) == limit:
                 last = out[-1]
@@ -139,9 +146,11 @@ class JobIndex:
             out.append(summary)
         return out, None
 
-    def _candidates(self, sort: Sort, before: str | None, needle: str, status: str | None) -> Iterator[str]:
+    def _candidates(
+        self, sort: Sort, before: str | None, needle: str, status: str | None, owner: str | None = None
+    ) -> Iterator[str]:
         """Job ids newest first from just below the cursor: the ones whose text holds ``needle`` (found in the
-        joined text), else those of ``status``, else all (by finish: all finished ones)."""
+        joined text), else those of ``status``, else the owner's, else all (by finish: all finished ones)."""
         if sort == "finished":
             end = len(self._finished)
             if before:
@@ -153,7 +162,13 @@ class JobIndex:
         if needle:
             yield from self._matching(needle, before)
             return
-        ids = self._by_status.get(status, []) if status else self._ids
+        ids = (
+            self._by_status.get(status, [])
+            if status
+            else self._by_owner.get(owner, [])
+            if owner is not None
+            else self._ids
+        )
         end = bisect.bisect_left(ids, before) if before else len(ids)
         for position in range(end - 1, -1, -1):
             yield ids[position]

@@ -160,14 +160,17 @@ def summary_message(summary: JobSummary) -> ServerSentEventMessage:
 
 
 async def jobs_stream(
-    hub: JobHub, watcher: ListWatcher, first: list[JobSummary], heartbeat: float
+    hub: JobHub, watcher: ListWatcher, first: list[JobSummary], heartbeat: float, owner: str | None = None
 ) -> AsyncIterator[ServerSentEventMessage]:
-    """All jobs: ``first`` (a snapshot, or what changed since Last-Event-ID), then every change. Never ends."""
+    """All jobs (``owner``: that user's only): ``first`` (a snapshot, or what changed since Last-Event-ID), then
+    every change. Never ends."""
     try:
         first_message = True
         batch = first
         while True:
             for summary in batch:
+                if owner is not None and summary.owner != owner:
+                    continue
                 message = summary_message(summary)
                 if first_message:
                     message.retry = RETRY_MS

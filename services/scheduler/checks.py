@@ -246,7 +246,9 @@ class Checker:
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=view.settings.job.requested(plain_url(entry.url), title=entry.title),
+            data=view.settings.job.requested(plain_url(entry.url), title=entry.title).model_copy(
+                update={"owner": view.owner}
+            ),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

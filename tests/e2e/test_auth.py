@@ -15,6 +15,7 @@ import pytest
 
 from bench.harness import nats_server, tubeflow
 from services.runtime.nats.topology import TOKENS_BUCKET
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -128,3 +129,73 @@ def test_token_mode_the_admin_token_makes_tokens_for_people_and_garbage_tokens_a
             capture_output=True, text=True, timeout=60, env={**env_clean, "TUBEFLOW_TOKEN": "tf_nope"},
         )  # fmt: skip
         assert refused.returncode != 0
+
+
+def test_two_users_each_see_only_their_own_jobs_and_an_admin_sees_all(media):
+    """Lists, search, SSE, events, media, ZIP and commands: someone else's job is 404 (no existence leak); each
+    event of a command names who asked (`actor`)."""
+    env = {"TUBEFLOW_AUTH": "forward", "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32"}
+    services = ["api", "progress", "downloader", "extractor", "scheduler"]
+    with nats_server() as server, tubeflow(server.url, services, env) as stack:
+        proxy = client_from("127.0.0.2", stack.base)
+        alice, bob = {"Remote-User": "alice"}, {"Remote-User": "bob"}
+        root = {"Remote-User": "root", "Remote-Groups": "admins"}
+        mine = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip1.mp4"))}, headers=alice).json()
+        theirs = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip2.mp4"))}, headers=bob).json()
+        assert mine["owner"] == "alice" and theirs["owner"] == "bob"
+
+        def done(job: str, who: dict) -> bool:
+            return proxy.get(f"/api/jobs/{job}", headers=who).json().get("status") == "completed"
+
+        wait_for(lambda: done(mine["id"], alice) and done(theirs["id"], bob), 90, "both jobs")
+        listed = {j["id"] for j in proxy.get("/api/jobs", headers=alice).json()["jobs"]}
+        assert listed == {mine["id"]}
+        assert {j["id"] for j in proxy.get("/api/jobs?q=clip", headers=alice).json()["jobs"]} == {mine["id"]}
+        assert {j["id"] for j in proxy.get("/api/jobs", headers=root).json()["jobs"]} == {mine["id"], theirs["id"]}
+        other = theirs["id"]
+        view = proxy.get(f"/api/jobs/{other}", headers=bob).json()
+        file = view["items"][0]["download"]["file"]
+        for path in (
+            f"/api/jobs/{other}",
+            f"/api/jobs/{other}/events",
+            f"/api/jobs/{other}/archive.zip",
+            f"/api/jobs/{other}/stream",
+            f"/media/{file}",
+        ):
+            assert proxy.get(path, headers=alice).status_code == 404, path
+            assert proxy.get(path.replace(other, "01" + "z" * 24), headers=alice).status_code == 404  # the same
+        for command in ("cancel", "retry", "start"):
+            assert proxy.post(f"/api/jobs/{other}/{command}", headers=alice).status_code == 404, command
+        assert proxy.delete(f"/api/jobs/{other}", headers=alice).status_code == 404
+        bulk = proxy.post("/api/jobs/bulk", json={"action": "delete", "ids": [other]}, headers=alice).json()
+        assert bulk["not_found"] == 1 and bulk["done"] == 0
+        # Their own: all of it works; the admin reads anyone's.
+        assert proxy.get(f"/media/{file}", headers=bob).status_code == 200
+        assert proxy.get(f"/media/{file}", headers=root).status_code == 200
+        assert proxy.get(f"/api/jobs/{other}/archive.zip", headers=bob).status_code == 200
+        # The jobs stream shows each their own.
+        with proxy.stream("GET", "/api/jobs/stream", headers=alice) as stream:
+            first = next(line for line in stream.iter_lines() if line.startswith("data:"))
+        assert mine["id"] in first and other not in first
+        # Who did what: the command's events say so.
+        deleted = proxy.delete(f"/api/jobs/{mine['id']}", headers=alice)
+        assert deleted.status_code == 202
+        events = proxy.get(f"/api/jobs/{mine['id']}/events", headers=alice).json()
+        actors = {e["type"]: e.get("actor") for e in events}
+        assert actors["requested"] == "alice" and actors["job.deleted"] == "alice" and actors.get("resolved") is None
+        # Subscriptions: theirs only.
+        made = proxy.post(
+            "/api/subscriptions", json={"url": media.feed_url("clip1.mp4"), "interval": "1h"}, headers=bob
+        )
+        assert made.status_code == 201 and made.json()["owner"] == "bob", made.text
+        sid = made.json()["id"]
+        assert proxy.get("/api/subscriptions", headers=alice).json() == []
+        assert proxy.get(f"/api/subscriptions/{sid}", headers=alice).status_code == 404
+        assert proxy.delete(f"/api/subscriptions/{sid}", headers=alice).status_code == 404
+        assert [s["id"] for s in proxy.get("/api/subscriptions", headers=root).json()] == [sid]
+        # Its jobs are bob's.
+        sub = wait_for(lambda: proxy.get(f"/api/subscriptions/{sid}", headers=bob).json()["last_new"], 60, "a job")
+        job = sub[0]["job_id"]
+        assert proxy.get(f"/api/jobs/{job}", headers=bob).json()["owner"] == "bob"
+        assert proxy.get(f"/api/jobs/{job}", headers=alice).status_code == 404
+        proxy.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import anyio
-from litestar import get
+from litestar import Request, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -19,6 +19,7 @@ from stream_zip import ZIP_64, async_stream_zip
 from contracts.items import view_files
 from contracts.views import JobView
 from services.api.errors import error_responses
+from services.api.ownership import may_see
 from services.api.reads import JobReads
 from services.runtime.settings import Settings
 
@@ -70,10 +71,10 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
     media_type="application/zip",
 )
 async def job_archive(
-    job_id: FromPath[str], reads: NamedDependency[JobReads], settings: NamedDependency[Settings]
+    request: Request, job_id: FromPath[str], reads: NamedDependency[JobReads], settings: NamedDependency[Settings]
 ) -> Stream:
     view = await reads.get(job_id)
-    if view is None:
+    if view is None or not may_see(request, view.owner):
         raise NotFoundException(f"no job {job_id}")
     files = await anyio.to_thread.run_sync(job_files, view, settings.media_dir)
     if not files:

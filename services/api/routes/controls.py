@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from litestar import Controller, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 from pydantic import BaseModel, Field, StrictBool, field_validator
@@ -15,6 +15,7 @@ from contracts.views import JobStatus, JobView
 from services.api.commands import JobCommands
 from services.api.errors import ApiError, error_responses, field_error
 from services.api.hub import JobHub
+from services.api.ownership import actor, may_see, owner_filter
 from services.api.reads import JobReads
 from services.api.routes.jobs import _accepted, _existing
 from services.api.search import MAX_QUERY
@@ -75,17 +76,17 @@ class BulkAnswer(BaseModel):
     more: bool = False
 
 
-async def _act(commands: JobCommands, view: JobView, request: BulkRequest) -> JobView | Refusal:
+async def _act(commands: JobCommands, view: JobView, request: BulkRequest, who: str) -> JobView | Refusal:
     action = request.action
     if action == "cancel":
-        return await commands.cancel(view)
+        return await commands.cancel(view, who)
     if action == "retry":
-        return await commands.retry(view)
+        return await commands.retry(view, who)
     if action == "start":
-        return await commands.start(view)
+        return await commands.start(view, who)
     if action == "priority":
-        return await commands.prioritize(view, request.priority or "normal")
-    return await commands.delete(view, request.files)
+        return await commands.prioritize(view, request.priority or "normal", who)
+    return await commands.delete(view, request.files, actor=who)
 
 
 class ControlsController(Controller):
@@ -100,9 +101,13 @@ class ControlsController(Controller):
         description="409 when the job has finished or is not held.",
     )
     async def start_job(
-        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+        self,
+        request: Request,
+        job_id: FromPath[str],
+        reads: NamedDependency[JobReads],
+        commands: NamedDependency[JobCommands],
     ) -> Response[JobView]:
-        return _accepted(await commands.start(await _existing(reads, job_id)), job_id)
+        return _accepted(await commands.start(await _existing(reads, job_id, request), actor(request)), job_id)
 
     @post(
         "/{job_id:str}/priority",
@@ -112,12 +117,14 @@ class ControlsController(Controller):
     )
     async def set_priority(
         self,
+        request: Request,
         job_id: FromPath[str],
         data: JSONBody[PriorityRequest],
         reads: NamedDependency[JobReads],
         commands: NamedDependency[JobCommands],
     ) -> Response[JobView]:
-        return _accepted(await commands.prioritize(await _existing(reads, job_id), data.priority), job_id)
+        view = await _existing(reads, job_id, request)
+        return _accepted(await commands.prioritize(view, data.priority, actor(request)), job_id)
 
     @post(
         "/bulk",
@@ -129,6 +136,7 @@ class ControlsController(Controller):
     )
     async def bulk(
         self,
+        request: Request,
         data: JSONBody[BulkRequest],
         reads: NamedDependency[JobReads],
         hub: NamedDependency[JobHub],
@@ -142,16 +150,20 @@ class ControlsController(Controller):
         else:
             assert data.filter is not None
             found, cursor = hub.index.page(
-                limit=MAX_BULK_MATCHES, status=data.filter.status, before=None, q=data.filter.q
+                limit=MAX_BULK_MATCHES,
+                status=data.filter.status,
+                before=None,
+                q=data.filter.q,
+                owner=owner_filter(request),
             )
             ids, more = [s.id for s in found], cursor is not None
         results = []
         for job_id in ids:
             view = await reads.get(job_id)
-            if view is None:
+            if view is None or not may_see(request, view.owner):
                 results.append(BulkResult(id=job_id, ok=False, code="not_found", message=f"no job {job_id}"))
                 continue
-            outcome = await _act(commands, view, data)
+            outcome = await _act(commands, view, data, actor(request))
             if isinstance(outcome, Refusal):
                 results.append(BulkResult(id=job_id, ok=False, code=outcome.code, message=outcome.message))
             else:

@@ -19,15 +19,17 @@ from services.api.admission import Admission, invalid
 from services.api.commands import JobCommands
 from services.api.errors import error_responses, field_error
 from services.api.hub import JobHub
+from services.api.ownership import actor, check_job, may_see, owner_filter
 from services.api.reads import JobReads
 from services.api.requests import BATCH_MAX_BODY, BatchAccepted, BatchRequest, EventRecord, JobList, JobRequest
 from services.api.search import MAX_QUERY, Sort
 from services.runtime.tracing import span
 
 
-async def _existing(reads: JobReads, job_id: str) -> JobView:
+async def _existing(reads: JobReads, job_id: str, request: Request) -> JobView:
+    """The job, if it exists and is the asker's to see (an admin's: any); 404 otherwise (no existence leak)."""
     view = await reads.get(job_id)
-    if view is None:
+    if view is None or not may_see(request, view.owner):
         raise NotFoundException(f"no job {job_id}")
     return view
 
@@ -78,7 +80,7 @@ class JobsController(Controller):
         if key is not None and not 1 <= len(key) <= 255:
             raise field_error(422, "Idempotency-Key", "invalid", "must be 1 to 255 characters")
         with span("POST /api/jobs", url=data.url, mode=data.mode):
-            view = await commands.submit(data, idempotency_key=key)
+            view = await commands.submit(data, idempotency_key=key, actor=actor(request))
         return Response(view, status_code=202, headers={"Location": f"/api/jobs/{view.id}"})
 
     @post(
@@ -114,7 +116,8 @@ class JobsController(Controller):
             raise field_error(422, "Idempotency-Key", "invalid", "must be 1 to 250 characters")
         with span("POST /api/jobs/batch", urls=len(jobs)):
             views = [
-                await commands.submit(job, idempotency_key=f"{key}:{n}" if key else None) for n, job in enumerate(jobs)
+                await commands.submit(job, idempotency_key=f"{key}:{n}" if key else None, actor=actor(request))
+                for n, job in enumerate(jobs)
             ]
         return Response(BatchAccepted(jobs=views), status_code=202)
 
@@ -125,9 +128,13 @@ class JobsController(Controller):
         responses=error_responses(401, 404, 409, 422),
     )
     async def cancel_job(
-        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+        self,
+        request: Request,
+        job_id: FromPath[str],
+        reads: NamedDependency[JobReads],
+        commands: NamedDependency[JobCommands],
     ) -> Response[JobView]:
-        return _accepted(await commands.cancel(await _existing(reads, job_id)), job_id)
+        return _accepted(await commands.cancel(await _existing(reads, job_id, request), actor(request)), job_id)
 
     @post(
         "/{job_id:str}/retry",
@@ -138,13 +145,18 @@ class JobsController(Controller):
         "when nothing failed, or when it was cancelled.",
     )
     async def retry_job(
-        self, job_id: FromPath[str], reads: NamedDependency[JobReads], commands: NamedDependency[JobCommands]
+        self,
+        request: Request,
+        job_id: FromPath[str],
+        reads: NamedDependency[JobReads],
+        commands: NamedDependency[JobCommands],
     ) -> Response[JobView]:
-        return _accepted(await commands.retry(await _existing(reads, job_id)), job_id)
+        return _accepted(await commands.retry(await _existing(reads, job_id, request), actor(request)), job_id)
 
     @get("/", summary="List and search jobs, newest first", responses=error_responses(400, 401, 422))
     async def list_jobs(
         self,
+        request: Request,
         hub: NamedDependency[JobHub],
         limit: Annotated[int, Parameter(ge=1, le=500, description="page size")] = 50,
         status: Annotated[JobStatus | None, Parameter(description="only jobs in this status")] = None,
@@ -161,7 +173,13 @@ class JobsController(Controller):
         sort: Annotated[Sort, Parameter(description="newest created first, or newest finished first")] = "created",
     ) -> JobList:
         jobs, next_cursor = hub.index.page(
-            limit=limit, status=status, before=cursor, q=q, since=_instant("since", since), sort=sort
+            limit=limit,
+            status=status,
+            before=cursor,
+            q=q,
+            since=_instant("since", since),
+            sort=sort,
+            owner=owner_filter(request),
         )
         return JobList(jobs=jobs, next=next_cursor)
 
@@ -175,15 +193,20 @@ class JobsController(Controller):
     )
     async def delete_job(
         self,
+        request: Request,
         job_id: FromPath[str],
         reads: NamedDependency[JobReads],
         commands: NamedDependency[JobCommands],
         files: Annotated[bool, Parameter(description="remove the job's files too")] = False,
     ) -> Response[JobView]:
-        return Response(await commands.delete(await _existing(reads, job_id), files), status_code=202)
+        view = await _existing(reads, job_id, request)
+        return Response(await commands.delete(view, files, actor=actor(request)), status_code=202)
 
     @get("/{job_id:str}", summary="One job with its items", responses=error_responses(401, 404, 422))
-    async def get_job(self, job_id: FromPath[str], reads: NamedDependency[JobReads]) -> Response[JobView]:
+    async def get_job(
+        self, request: Request, job_id: FromPath[str], reads: NamedDependency[JobReads], hub: NamedDependency[JobHub]
+    ) -> Response[JobView]:
+        await check_job(request, hub, reads, job_id)
         data = await reads.get_json(job_id)
         if data is None:
             raise NotFoundException(f"no job {job_id}")
@@ -196,12 +219,15 @@ class JobsController(Controller):
     )
     async def get_job_events(
         self,
+        request: Request,
         job_id: FromPath[str],
         reads: NamedDependency[JobReads],
+        hub: NamedDependency[JobHub],
         after: Annotated[int, Parameter(ge=0, description="only events with seq above this")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=5000)] = 1000,
     ) -> list[EventRecord]:
         # A deleted job's events stay readable (audit, replay): only a job that never existed is 404.
+        await check_job(request, hub, reads, job_id)
         stored = await reads.events(job_id, after=after, limit=limit)
         if not stored and await reads.requested(job_id) is None:
             raise NotFoundException(f"no job {job_id}")

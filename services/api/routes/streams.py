@@ -13,6 +13,7 @@ from litestar.response import ServerSentEvent
 from services.api.access import StreamLimiter, client_key
 from services.api.errors import error_responses
 from services.api.hub import JobHub
+from services.api.ownership import check_job, owner_filter
 from services.api.reads import JobReads
 from services.api.sse import job_stream, jobs_stream, parse_last_event_id
 from services.runtime.settings import Settings
@@ -54,15 +55,16 @@ class StreamsController(Controller):
     ) -> ServerSentEvent:
         last_id = _last_event_id(request)
         client = client_key(request)
+        owner = owner_filter(request)
         stream_limiter.acquire(client)
         watcher = hub.watch_all()
         if last_id >= 0:
             first = hub.changed_since(last_id // 2)
             first = [s for s in first if 2 * s.seq + 1 > last_id]
         else:
-            newest, _ = hub.index.page(limit=limit)
+            newest, _ = hub.index.page(limit=limit, owner=owner)
             first = sorted(newest, key=lambda s: s.seq)
-        stream = jobs_stream(hub, watcher, first, settings.sse_heartbeat)
+        stream = jobs_stream(hub, watcher, first, settings.sse_heartbeat, owner)
         return ServerSentEvent(_counted(stream, stream_limiter, client), headers=_HEADERS)
 
     @get(
@@ -82,6 +84,7 @@ class StreamsController(Controller):
         stream_limiter: NamedDependency[StreamLimiter],
     ) -> ServerSentEvent:
         last_id = _last_event_id(request)
+        await check_job(request, hub, reads, job_id)
         client = client_key(request)
         stream_limiter.acquire(client)
         try:

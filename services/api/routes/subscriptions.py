@@ -7,7 +7,7 @@ import os
 from datetime import date
 from typing import Any, Callable
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, SkipValidation
@@ -30,6 +30,7 @@ from contracts.subscriptions import (
 )
 from services.api.admission import Admission, invalid
 from services.api.errors import error_responses, field_error
+from services.api.ownership import actor, may_see
 from services.api.requests import MAX_URL_LENGTH, JobOptions, JobRequest
 from services.runtime.clock import utcnow
 from services.runtime.settings import Settings
@@ -79,6 +80,7 @@ class SubscriptionsController(Controller):
     @post("/", status_code=201, summary="Follow a channel, playlist or feed", responses=error_responses(401, 422))
     async def create(
         self,
+        request: Request,
         data: JSONBody[SubscriptionRequest],
         subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
         admission: NamedDependency[SkipValidation[Admission]],
@@ -89,22 +91,29 @@ class SubscriptionsController(Controller):
         fields = await _settings(data, None, admission, settings)
         sid = new_subscription_id()
         event = make_subscription_event(
-            "created", sid, utcnow(), f"{sid}:created", SubscriptionCreatedData(**fields.model_dump(), start=data.start)
+            "created",
+            sid,
+            utcnow(),
+            f"{sid}:created",
+            SubscriptionCreatedData(**fields.model_dump(), start=data.start, owner=actor(request)),
         )
         view = await subscriptions.publish(event, None)
         return Response(view.public(), status_code=201, headers={"Location": f"/api/subscriptions/{sid}"})
 
     @get("/", summary="The subscriptions, newest first")
     async def list_subscriptions(
-        self, subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self, request: Request, subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
     ) -> list[SubscriptionInfo]:
-        return [view.public() for view in subscriptions.all()]
+        return [view.public() for view in subscriptions.all() if may_see(request, view.owner)]
 
     @get("/{subscription_id:str}", summary="One subscription", responses=error_responses(401, 404))
     async def get_subscription(
-        self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self,
+        request: Request,
+        subscription_id: FromPath[str],
+        subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
     ) -> SubscriptionInfo:
-        return _existing(subscriptions, subscription_id).public()
+        return _existing(subscriptions, subscription_id, request).public()
 
     @patch(
         "/{subscription_id:str}",
@@ -113,6 +122,7 @@ class SubscriptionsController(Controller):
     )
     async def change(
         self,
+        request: Request,
         subscription_id: FromPath[str],
         data: JSONBody[SubscriptionPatch],
         subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
@@ -125,15 +135,18 @@ class SubscriptionsController(Controller):
                 "updated", view.id, utcnow(), os.urandom(16).hex(), SubscriptionUpdatedData(**fields.model_dump())
             )
 
-        return (await _write(subscriptions, subscription_id, decide)).public()
+        return (await _write(subscriptions, subscription_id, decide, request)).public()
 
     @delete(
         "/{subscription_id:str}", status_code=204, summary="Stop following", responses=error_responses(401, 404, 409)
     )
     async def delete_subscription(
-        self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self,
+        request: Request,
+        subscription_id: FromPath[str],
+        subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
     ) -> None:
-        await _write(subscriptions, subscription_id, _simple("deleted"))
+        await _write(subscriptions, subscription_id, _simple("deleted"), request)
 
     @post(
         "/{subscription_id:str}/check",
@@ -142,9 +155,12 @@ class SubscriptionsController(Controller):
         responses=error_responses(401, 404, 409),
     )
     async def check_now(
-        self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self,
+        request: Request,
+        subscription_id: FromPath[str],
+        subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
     ) -> SubscriptionInfo:
-        return (await _write(subscriptions, subscription_id, _simple("check_requested"))).public()
+        return (await _write(subscriptions, subscription_id, _simple("check_requested"), request)).public()
 
     @post(
         "/{subscription_id:str}/pause",
@@ -153,9 +169,14 @@ class SubscriptionsController(Controller):
         responses=error_responses(401, 404, 409),
     )
     async def pause(
-        self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self,
+        request: Request,
+        subscription_id: FromPath[str],
+        subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
     ) -> SubscriptionInfo:
-        return (await _write(subscriptions, subscription_id, _simple("paused", SubscriptionPausedData()))).public()
+        return (
+            await _write(subscriptions, subscription_id, _simple("paused", SubscriptionPausedData()), request)
+        ).public()
 
     @post(
         "/{subscription_id:str}/resume",
@@ -164,14 +185,18 @@ class SubscriptionsController(Controller):
         responses=error_responses(401, 404, 409),
     )
     async def resume(
-        self, subscription_id: FromPath[str], subscriptions: NamedDependency[SkipValidation[SubscriptionBook]]
+        self,
+        request: Request,
+        subscription_id: FromPath[str],
+        subscriptions: NamedDependency[SkipValidation[SubscriptionBook]],
     ) -> SubscriptionInfo:
-        return (await _write(subscriptions, subscription_id, _simple("resumed"))).public()
+        return (await _write(subscriptions, subscription_id, _simple("resumed"), request)).public()
 
 
-def _existing(book: SubscriptionBook, subscription_id: str) -> SubscriptionView:
+def _existing(book: SubscriptionBook, subscription_id: str, request: Request) -> SubscriptionView:
+    """The subscription, if it exists and is the asker's (an admin's: any); 404 otherwise."""
     view = book.get(subscription_id) if SUBSCRIPTION_ID.fullmatch(subscription_id) else None
-    if view is None:
+    if view is None or not may_see(request, view.owner):
         raise NotFoundException(f"no subscription {subscription_id}")
     return view
 
@@ -183,10 +208,12 @@ def _simple(kind: str, data: BaseModel | None = None) -> Callable[[SubscriptionV
     return decide
 
 
-async def _write(book: SubscriptionBook, subscription_id: str, decide: Callable[[SubscriptionView], Any]) -> Any:
+async def _write(
+    book: SubscriptionBook, subscription_id: str, decide: Callable[[SubscriptionView], Any], request: Request
+) -> Any:
     """Decide on the subscription as read and publish; when it changed meanwhile (a check recorded), read again."""
     for _ in range(5):
-        view = _existing(book, subscription_id)
+        view = _existing(book, subscription_id, request)
         try:
             return await book.publish(await decide(view), view)
         except Conflict:

@@ -46,6 +46,7 @@ class StoredEvent:
             "type": self.event.type,
             "occurred_at": body["occurred_at"],
             "item_id": self.event.item_id,
+            "actor": self.event.actor,
             "data": body["data"],
         }
 
