@@ -152,6 +152,8 @@ def test_two_users_each_see_only_their_own_jobs_and_an_admin_sees_all(media):
         assert listed == {mine["id"]}
         assert {j["id"] for j in proxy.get("/api/jobs?q=clip", headers=alice).json()["jobs"]} == {mine["id"]}
         assert {j["id"] for j in proxy.get("/api/jobs", headers=root).json()["jobs"]} == {mine["id"], theirs["id"]}
+        assert [j["id"] for j in proxy.get("/api/jobs?owner=bob", headers=root).json()["jobs"]] == [theirs["id"]]
+        assert [j["id"] for j in proxy.get("/api/jobs?owner=bob", headers=alice).json()["jobs"]] == [mine["id"]]
         other = theirs["id"]
         view = proxy.get(f"/api/jobs/{other}", headers=bob).json()
         file = view["items"][0]["download"]["file"]

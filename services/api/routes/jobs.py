@@ -171,6 +171,10 @@ class JobsController(Controller):
             ),
         ] = None,
         sort: Annotated[Sort, Parameter(description="newest created first, or newest finished first")] = "created",
+        owner: Annotated[
+            str | None,
+            Parameter(max_length=128, description="an admin: only this user's jobs (others: always their own)"),
+        ] = None,
     ) -> JobList:
         jobs, next_cursor = hub.index.page(
             limit=limit,
@@ -179,7 +183,7 @@ class JobsController(Controller):
             q=q,
             since=_instant("since", since),
             sort=sort,
-            owner=owner_filter(request),
+            owner=owner_filter(request) or owner,
         )
         return JobList(jobs=jobs, next=next_cursor)
 
