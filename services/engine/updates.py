@@ -13,6 +13,7 @@ request's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import json
 import logging
@@ -49,6 +50,7 @@ class Engine:
     path: str | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def bundled_version() -> str:
     """The yt-dlp this tubeflow was installed with, from its package metadata (importing yt-dlp to ask would load
     all of it into a process that otherwise never does: +60 MiB in `tubeflow up`'s main process)."""
