@@ -52,6 +52,7 @@ def test_a_paced_site_starts_downloads_apart_over_two_downloaders_and_another_si
     assert all("127.0.0.1 is paced" in w["message"] for w in said), said
     # Three of the four waited for a turn, each told the time it would start (once the one before it had begun).
     assert sum(1 for job in waits if any(w["until"] for w in job)) >= 3, waits
-    # The other site was not paced: its four downloads started together.
+    # The other site was not paced: its four downloads started together, not 2-3 s apart (paced, the four would span
+    # at least 5.7 s; on a loaded machine "together" has been 1.7 s, so the bound sits between the two).
     others = _download_starts(media, free)
-    assert others[-1] - others[0] < 1.5, others
+    assert others[-1] - others[0] < 3.5, others
