@@ -95,7 +95,7 @@ class EndedSessions:
 
 
 def auth_guard(
-    settings: Any, ended: EndedSessions | None = None, tokens: Any = None
+    settings: Any, ended: EndedSessions | None = None, tokens: Any = None, sessions: Any = None
 ) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
     """/api/*, /media/* and /metrics are answered for an identity (services.api.identity), by TUBEFLOW_AUTH:
 
@@ -106,6 +106,9 @@ def auth_guard(
       media links and streams carry no token, and a page elsewhere can't use the cookie to change anything.
     - `forward`: a proxy's Remote-User (and Remote-Email, Remote-Groups for the role), believed only from
       TUBEFLOW_TRUSTED_PROXIES: the same headers from anyone else are refused (401). Personal tokens work too.
+    - `oidc`: the session cookie a sign-in with the provider opened (services.api.sessions), for reads and, from a
+      browser that says its Origin (checked by ``same_site_guard``), for writes. Personal tokens and
+      TUBEFLOW_API_TOKEN (if set) work too.
 
     A viewer, or a token of scope `read`, changes nothing (403). /healthz, /readyz, the page and the schema stay
     open. The identity is on ``connection.state.identity`` for the routes."""
@@ -143,6 +146,12 @@ def auth_guard(
             if found is not None:
                 return found
         cookie = connection.cookies.get(SESSION_COOKIE, "")
+        if mode == "oidc" and cookie and sessions is not None:
+            record = sessions.find(cookie)
+            if record is not None:
+                if connection.scope.get("method") in COOKIE_METHODS or connection.headers.get("origin"):
+                    return record.identity()
+                return "a change made with the session cookie must come from the page (no Origin header)"
         if token and cookie and connection.scope.get("method") in COOKIE_METHODS:
             session_id = valid_session(token, cookie)
             if session_id is not None and not (ended is not None and ended.ended(session_id)):
@@ -181,8 +190,15 @@ def identity_of(connection: ASGIConnection) -> Any:
 class RateLimiter:
     """A token bucket per client: ``per_minute`` job creations, refilled continuously; 0 turns it off."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000):
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
+        what: str = "jobs created",
+    ):
         self.per_minute = per_minute
+        self.what = what
         self._clock = clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._max_clients = max_clients
@@ -197,7 +213,7 @@ class RateLimiter:
         if tokens < 1.0:
             self._buckets[client] = (tokens, now)
             retry_after = math.ceil((1.0 - tokens) / rate)
-            raise TooManyRequests(retry_after)
+            raise TooManyRequests(retry_after, self.what)
         self._buckets[client] = (tokens - 1.0, now)
         self._buckets.move_to_end(client)
         while len(self._buckets) > self._max_clients:
@@ -207,11 +223,11 @@ class RateLimiter:
 class TooManyRequests(HTTPException):
     status_code = 429
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, what: str = "jobs created") -> None:
         super().__init__(
-            detail=f"too many jobs created; try again in {retry_after} s",
+            detail=f"too many {what}; try again in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
-            extra={"errors": [{"field": "client", "code": "rate_limited", "message": "job creation rate exceeded"}]},
+            extra={"errors": [{"field": "client", "code": "rate_limited", "message": f"rate of {what} exceeded"}]},
         )
 
 

@@ -32,7 +32,7 @@ class ErrorBody(BaseModel):
 
 _MEANING = {
     400: "malformed request (e.g. JSON that does not parse)",
-    401: "a bearer token is required (TUBEFLOW_API_TOKEN)",
+    401: "who is asking is not known: a bearer token, a session or a proxy's user is required (TUBEFLOW_AUTH)",
     403: "not allowed from here (e.g. updating yt-dlp without a token, from another machine)",
     404: "no such job or file",
     409: "the job (or the engine) is not in a state that allows this",
@@ -41,6 +41,7 @@ _MEANING = {
     416: "requested range not satisfiable",
     422: "a field is invalid; `errors` names it",
     429: "too many job creations or open streams; see Retry-After",
+    502: "the sign-in provider (TUBEFLOW_OIDC_ISSUER) did not answer as it should",
     503: "NATS is not answering for a moment (a node lost, a leader being elected); see Retry-After",
 }
 

@@ -16,13 +16,13 @@ import ipaddress
 import logging
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from services.runtime.nats.kv import read_bucket, watch_bucket
+from services.runtime.nats.kv import BucketMirror
 from services.runtime.nats.topology import TOKENS_BUCKET
 
 log = logging.getLogger("tubeflow.api.identity")
@@ -81,27 +81,14 @@ def new_token() -> tuple[str, str, str]:
     return token_id, secret, f"tf_{token_id}.{secret}"
 
 
-@dataclass
-class TokenBook:
+class TokenBook(BucketMirror):
     """The personal tokens, as this replica knows them (kept in step with the bucket)."""
 
-    kv: Any = None
-    _known: dict[str, TokenRecord] = field(default_factory=dict)
-    _sub: Any = None
+    bucket = TOKENS_BUCKET
 
-    async def start(self, nc: Any, kv: Any) -> "TokenBook":
-        self.kv = kv
-        self._sub = await watch_bucket(nc, TOKENS_BUCKET, on_put=self._put, on_delete=self._gone)
-        for key, value in (await read_bucket(kv)).items():
-            self._put(key, value)
-        return self
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception as exc:  # closing anyway
-                log.debug("token watch: %s", exc)
+    def __init__(self) -> None:
+        super().__init__()
+        self._known: dict[str, TokenRecord] = {}
 
     def _put(self, key: str, value: bytes) -> None:
         try:

@@ -22,6 +22,7 @@ from services.api.engine import EngineBook
 from services.api.errors import EXCEPTION_HANDLERS
 from services.api.hub import JobHub
 from services.api.identity import TokenBook
+from services.api.oidc import OidcClient
 from services.api.presets import PresetBook, read_only_presets
 from services.api.queue import QueueControl
 from services.api.reads import JobReads
@@ -35,6 +36,7 @@ from services.api.routes import (
     page,
     presets,
     session,
+    signin,
     subscriptions,
     webhooks,
 )
@@ -44,11 +46,12 @@ from services.api.routes import tokens as tokens_routes
 from services.api.routes.jobs import JobsController
 from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
+from services.api.sessions import SessionBook
 from services.runtime.cookies import CookieStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
-from services.runtime.nats.topology import DELIVERIES_BUCKET, TOKENS_BUCKET, WEBHOOKS_BUCKET
+from services.runtime.nats.topology import DELIVERIES_BUCKET, SESSIONS_BUCKET, TOKENS_BUCKET, WEBHOOKS_BUCKET
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
 from services.runtime.tasks import cancel_until_done
@@ -86,7 +89,7 @@ def _provider(name: str) -> Provide:
 
 
 def _lifespan(
-    settings: Settings, book: PresetBook, ended: EndedSessions, tokens: TokenBook
+    settings: Settings, book: PresetBook, ended: EndedSessions, tokens: TokenBook, sessions: SessionBook
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     """What the app holds while it runs: the NATS connection, the hub, the read and write sides, the retention sweep."""
 
@@ -109,6 +112,7 @@ def _lifespan(
             await followed.start(infra.js)
             await ended.start(infra.nc, await infra.js.key_value(IDEMPOTENCY_BUCKET))
             await tokens.start(infra.nc, await infra.js.key_value(TOKENS_BUCKET))
+            await sessions.start(infra.nc, await infra.js.key_value(SESSIONS_BUCKET))
             reads = JobReads(infra.js, kv)
             app.state.engines.start(infra.js)
             app.state.update(
@@ -151,6 +155,8 @@ def _lifespan(
                 await book.stop()
                 await followed.stop()
                 await ended.stop()
+                await tokens.stop()
+                await sessions.stop()
 
     return lifespan
 
@@ -164,6 +170,7 @@ def create_app(settings: Settings) -> Litestar:
     ended = EndedSessions()
     engines = EngineBook()
     tokens = TokenBook()
+    sessions = SessionBook()
     return Litestar(
         route_handlers=[
             JobsController,
@@ -182,8 +189,9 @@ def create_app(settings: Settings) -> Litestar:
             *subscriptions.ROUTES,
             *engine_routes.ROUTES,
             *tokens_routes.ROUTES,
+            *signin.ROUTES,
         ],
-        lifespan=[_lifespan(settings, book, ended, tokens)],
+        lifespan=[_lifespan(settings, book, ended, tokens, sessions)],
         state=State(
             {
                 "settings": settings,
@@ -196,11 +204,15 @@ def create_app(settings: Settings) -> Litestar:
                 "admission": Admission(settings, policy, cookies_on_disk, book, engines),
                 "engines": engines,
                 "tokens": tokens,
+                "sessions": sessions,
+                "oidc": OidcClient.from_settings(settings) if settings.auth_mode() == "oidc" else None,
+                # Sign-ins begun per client and minute: each keeps a record for 10 minutes.
+                "login_limiter": RateLimiter(30, what="sign-ins begun"),
             }
         ),
         guards=[
             host_guard(settings.allowed_host_list()),
-            auth_guard(settings, ended, tokens),
+            auth_guard(settings, ended, tokens, sessions),
             same_site_guard(settings.allowed_origin_list()),
         ],
         dependencies={name: _provider(name) for name in _PROVIDED},

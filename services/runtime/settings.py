@@ -160,11 +160,31 @@ class Settings(BaseSettings):
     tracing: bool = Field(default=False, description="OpenTelemetry trace context in NATS headers (the otel extra)")
     # Security
     api_token: str | None = Field(default=None, description="when set, /api/* and /media/* need this bearer token")
-    auth: Literal["none", "token", "forward"] | None = Field(
+    auth: Literal["none", "token", "forward", "oidc"] | None = Field(
         default=None,
         description="who may call the API: none (loopback only, unless said explicitly), token (TUBEFLOW_API_TOKEN "
-        "and personal tokens), forward (a proxy's Remote-User from TUBEFLOW_TRUSTED_PROXIES); unset: token when "
-        "TUBEFLOW_API_TOKEN is set, else none",
+        "and personal tokens), forward (a proxy's Remote-User from TUBEFLOW_TRUSTED_PROXIES), oidc (sign-in with "
+        "an OpenID Connect provider, TUBEFLOW_OIDC_*); unset: token when TUBEFLOW_API_TOKEN is set, else none",
+    )
+    oidc_issuer: str | None = Field(
+        default=None, max_length=512, description="oidc: the provider's issuer URL (its discovery document is read)"
+    )
+    oidc_client_id: str | None = Field(default=None, max_length=256, description="oidc: this app's client id")
+    oidc_client_secret: str | None = Field(
+        default=None, max_length=1024, description="oidc: its secret (unset: a public client, PKCE only)"
+    )
+    oidc_scopes: str = Field(default="openid profile email", max_length=512, description="oidc: scopes asked for")
+    oidc_groups_claim: str = Field(default="groups", max_length=64, description="oidc: the claim listing groups")
+    oidc_user_claim: str = Field(
+        default="preferred_username",
+        max_length=64,
+        description="oidc: the claim naming the user (then email, then sub where it is missing or unusable)",
+    )
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        max_length=512,
+        description="oidc: this API's public /auth/callback URL as registered with the provider (unset: from the "
+        "request, fine when the API is reached directly)",
     )
     trusted_proxies: str | None = Field(
         default=None, description="forward: the proxies (comma-separated CIDRs) whose user headers are believed"
@@ -274,6 +294,17 @@ class Settings(BaseSettings):
             raise ValueError("TUBEFLOW_AUTH=none with TUBEFLOW_API_TOKEN set: unset one (a token means token mode)")
         if self.auth == "token" and not self.api_token:
             raise ValueError("TUBEFLOW_AUTH=token needs TUBEFLOW_API_TOKEN (the admin's token)")
+        if self.auth == "oidc":
+            for name in ("oidc_issuer", "oidc_client_id"):
+                if not getattr(self, name):
+                    raise ValueError(f"TUBEFLOW_AUTH=oidc needs TUBEFLOW_{name.upper()}")
+            for name in ("oidc_issuer", "oidc_redirect_url"):
+                value = getattr(self, name)
+                parts = urlsplit(value or "")
+                if value and (parts.scheme not in ("http", "https") or not parts.hostname):
+                    raise ValueError(f"TUBEFLOW_{name.upper()} must be an http(s) URL, not {value[:100]!r}")
+            if "openid" not in self.oidc_scopes.split():
+                raise ValueError("TUBEFLOW_OIDC_SCOPES must include openid")
         return self
 
     def auth_mode(self) -> str:

@@ -14,6 +14,7 @@ def test_the_mode_follows_the_token_unless_said():
     assert Settings().auth_mode() == "none"
     assert Settings(api_token="t").auth_mode() == "token"
     assert Settings(auth="forward", trusted_proxies="10.0.0.0/8").auth_mode() == "forward"
+    assert Settings(auth="oidc", oidc_issuer="https://id.example.org", oidc_client_id="t").auth_mode() == "oidc"
 
 
 @pytest.mark.parametrize(
@@ -23,7 +24,14 @@ def test_the_mode_follows_the_token_unless_said():
         ({"auth": "forward", "trusted_proxies": "10.0.0.0/8,proxy"}, "TUBEFLOW_TRUSTED_PROXIES"),
         ({"auth": "token"}, "TUBEFLOW_API_TOKEN"),
         ({"auth": "none", "api_token": "t"}, "TUBEFLOW_AUTH=none"),
-        ({"auth": "oidc"}, "auth"),
+        ({"auth": "oidc"}, "TUBEFLOW_OIDC_ISSUER"),
+        ({"auth": "oidc", "oidc_issuer": "https://id.example.org"}, "TUBEFLOW_OIDC_CLIENT_ID"),
+        ({"auth": "oidc", "oidc_issuer": "id.example.org", "oidc_client_id": "t"}, "TUBEFLOW_OIDC_ISSUER"),
+        (
+            {"auth": "oidc", "oidc_issuer": "https://id.example.org", "oidc_client_id": "t", "oidc_scopes": "email"},
+            "TUBEFLOW_OIDC_SCOPES",
+        ),
+        ({"auth": "sso"}, "auth"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_naming_them(fields, named):

@@ -44,6 +44,8 @@ def _cookie(request: Request, value: str, max_age: int) -> Cookie:
     responses=error_responses(401),
 )
 async def open_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
+    if settings.auth_mode() == "oidc":
+        return await _renew_signed_in(request)
     if not settings.api_token or settings.auth_mode() != "token":
         return Response(Session(expires_at=None))  # no token, or a proxy signs every request in
     if identity_of(request).role != "admin":
@@ -61,6 +63,8 @@ async def open_session(request: Request, settings: NamedDependency[Settings]) ->
 )
 async def close_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
     cookie = request.cookies.get(SESSION_COOKIE, "")
+    if settings.auth_mode() == "oidc":
+        await request.app.state.sessions.end(cookie)
     session_id = valid_session(settings.api_token, cookie) if settings.api_token and cookie else None
     if session_id is not None:
         # Ended everywhere, not only in this browser: a copy of the cookie reads nothing any more (it read for the
@@ -68,6 +72,22 @@ async def close_session(request: Request, settings: NamedDependency[Settings]) -
         await request.app.state.ended_sessions.end(session_id)
     response = Response(Session(expires_at=None))
     response.set_cookie(_cookie(request, "", 0))
+    return response
+
+
+async def _renew_signed_in(request: Request) -> Response[Session]:
+    """TUBEFLOW_AUTH=oidc: the signed-in session, with a fresh secret once it is an hour old (rotation)."""
+    book = request.app.state.sessions
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    record = book.find(cookie)
+    if record is None:  # signed in with a token, not the cookie: nothing to renew
+        return Response(Session(expires_at=None))
+    rotated = await book.rotate(cookie)
+    response = Response(
+        Session(expires_at=datetime.fromtimestamp((rotated or (cookie, record))[1].expires, timezone.utc))
+    )
+    if rotated is not None:
+        response.set_cookie(_cookie(request, rotated[0], int(rotated[1].expires - time.time())))
     return response
 
 

@@ -88,3 +88,33 @@ async def watch_bucket(
             on_put(key, msg.data)
 
     return await nc.subscribe(f"$KV.{bucket}.{keys}", cb=on_message)
+
+
+class BucketMirror:
+    """A bucket's keys (under ``keys``) kept in this process's memory: read once at start, then every put and delete
+    as it happens (``watch_bucket``). Subclasses say what a put and a delete mean (``_put``, ``_gone``)."""
+
+    bucket: str = ""
+    keys: str = ">"
+
+    def __init__(self) -> None:
+        self.kv: KeyValue | None = None
+        self._sub: Subscription | None = None
+
+    async def start(self, nc: NATS, kv: KeyValue):  # noqa: ANN201 - returns self, for chaining
+        self.kv = kv
+        self._sub = await watch_bucket(nc, self.bucket, on_put=self._put, on_delete=self._gone, keys=self.keys)
+        for key, value in (await read_bucket(kv, self.keys)).items():
+            self._put(key, value)
+        return self
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):  # closing anyway
+                await self._sub.unsubscribe()
+
+    def _put(self, key: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def _gone(self, key: str) -> None:
+        raise NotImplementedError

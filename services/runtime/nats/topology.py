@@ -45,6 +45,9 @@ SITES_BUCKET = "tubeflow_sites"
 PACING_BUCKET = "tubeflow_pacing"
 # Personal API tokens (issue 28): id -> owner, name, scope, expiry and the SHA-256 of the secret (never the secret).
 TOKENS_BUCKET = "tubeflow_tokens"
+# Signed-in sessions (TUBEFLOW_AUTH=oidc) and sign-ins under way: a digest of the cookie or the state -> who, until.
+SESSIONS_BUCKET = "tubeflow_sessions"
+SESSIONS_TTL = 12 * 3600.0 + 300.0
 # Webhooks (id -> target, events, secret) and their deliveries (webhook.delivery -> record, kept a week).
 WEBHOOKS_BUCKET = "tubeflow_webhooks"
 DELIVERIES_BUCKET = "tubeflow_deliveries"
@@ -70,6 +73,7 @@ BUCKETS = (
     SITES_BUCKET,
     PACING_BUCKET,
     TOKENS_BUCKET,
+    SESSIONS_BUCKET,
     WEBHOOKS_BUCKET,
     DELIVERIES_BUCKET,
     SCHEDULER_BUCKET,
@@ -209,6 +213,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(SITES_BUCKET, "site leases and request counts shared by all downloaders", ttl=SITE_LEASE_TTL),
         bucket(PACING_BUCKET, "when each paced site may next start a download (TUBEFLOW_SITE_PACING)"),
         bucket(TOKENS_BUCKET, "personal API tokens: owner, scope, expiry, the secret's SHA-256"),
+        bucket(SESSIONS_BUCKET, "signed-in sessions and sign-ins under way (oidc)", ttl=SESSIONS_TTL),
         bucket(WEBHOOKS_BUCKET, "webhooks: where finished jobs are announced"),
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
