@@ -158,15 +158,17 @@ def auth_guard(
                 return ADMIN_TOKEN
         return None
 
+    challenge = {"WWW-Authenticate": 'Bearer realm="tubeflow"'}
+    if mode == "oidc":  # where a person signs in: the page shows a button for it
+        challenge["Link"] = '</auth/login>; rel="login"'
+
     # Async on purpose: Litestar runs a sync guard in a worker thread, a thread hop on every request.
     async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         if not connection.url.path.startswith(PROTECTED_PREFIXES):
             return
         identity = identify(connection)
         if identity is None or isinstance(identity, str):
-            raise NotAuthorizedException(
-                identity or "a valid bearer token is required", headers={"WWW-Authenticate": 'Bearer realm="tubeflow"'}
-            )
+            raise NotAuthorizedException(identity or "a valid bearer token is required", headers=challenge)
         if connection.scope.get("method") in STATE_CHANGING and not identity.may_write:
             raise PermissionDeniedException(
                 f"{identity.user} may only read ({'a read-only token' if identity.scope == 'read' else 'a viewer'})"

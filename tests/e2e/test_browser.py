@@ -480,3 +480,64 @@ def test_update_yt_dlp_from_the_page_and_roll_it_back(browser, tmp_path):
                 page.wait_for_selector("#engine-rollback", state="hidden", timeout=10_000)
             finally:
                 page.close()
+
+
+def test_sign_in_with_openid_connect_from_the_page_make_a_token_and_sign_out(browser, media):
+    """TUBEFLOW_AUTH=oidc (issue 28): the page offers Sign in, the provider's form signs alice in, the page says who
+    she is, shows her own job, makes her a token (shown once) and signs her out."""
+    import httpx
+
+    from bench.harness import nats_server, tubeflow
+    from tests.support.oidc import oidc_provider
+
+    users = {
+        "alice@example.com": {"email": "alice@example.com", "groups": ["family"]},
+        "root@example.com": {"email": "root@example.com", "groups": ["admins"]},
+    }
+    with oidc_provider(users) as issuer, nats_server() as server:
+        env = {
+            "TUBEFLOW_AUTH": "oidc",
+            "TUBEFLOW_OIDC_ISSUER": issuer,
+            "TUBEFLOW_OIDC_CLIENT_ID": "tubeflow",
+            "TUBEFLOW_OIDC_CLIENT_SECRET": "s3cret",
+        }
+        with tubeflow(server.url, ["api", "progress", "downloader"], env) as stack:
+            page = browser.new_page()
+            try:
+                page.goto(stack.base)
+                page.wait_for_selector("#sign-in:not([hidden])", timeout=10_000)
+                assert page.is_hidden("form#token")  # no token asked for: a person signs in
+                page.click("#sign-in")
+                page.click("button[name=sub][value='alice@example.com']")  # the provider's own form
+                page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+                assert page.url.startswith(stack.base)
+                assert "alice@example.com" in page.inner_text("#who")
+                job_id = submit(page, media.url(media.fresh("clip1.mp4")))
+                page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+                page.click("#tokens summary")
+                page.fill("#new-token input[name=name]", "phone")
+                page.click("#new-token button")
+                page.wait_for_selector("#token-shown code", timeout=10_000)
+                shown = page.inner_text("#token-shown code")
+                assert shown.startswith("tf_")
+                page.wait_for_selector("#token-list li:has-text('phone')", timeout=10_000)
+                mine = httpx.get(f"{stack.base}/api/me", headers={"Authorization": f"Bearer {shown}"}).json()
+                assert mine["user"] == "alice@example.com"
+                page.screenshot(path=str(ARTIFACTS / "browser-signed-in.png"), full_page=True)
+                page.click("#who button.sign-out")
+                page.wait_for_url(f"{issuer}/**", timeout=10_000)  # the provider's own sign-out
+                page.goto(stack.base)
+                page.wait_for_selector("#sign-in:not([hidden])", timeout=10_000)
+                assert page.is_hidden("#owner-filter")
+                # An admin sees everyone's jobs, whose each is, and filters by owner.
+                page.click("#sign-in")
+                page.click("button[name=sub][value='root@example.com']")
+                page.wait_for_selector("#connection[data-state=live]", timeout=15_000)
+                assert "(admin)" in page.inner_text("#who")
+                page.wait_for_selector(f"{card(page, job_id)} .owner:has-text('alice@example.com')", timeout=10_000)
+                page.fill("#owner-filter", "bob@example.com")
+                page.wait_for_selector(card(page, job_id), state="hidden", timeout=10_000)
+                page.fill("#owner-filter", "alice@example.com")
+                page.wait_for_selector(card(page, job_id), timeout=10_000)
+            finally:
+                page.close()

@@ -1,5 +1,6 @@
 import {deleteRequest, initControls, initThemeAndShare} from "./controls.js";
 import {initSubscriptions} from "./subscriptions.js";
+import {initAccount, showSignIn} from "./account.js";
 
 // tubeflow's page: live through EventSource only (the all-jobs stream plus one stream per running job on screen).
 // EventSource reconnects by itself with Last-Event-ID; when a stream is closed for good (an error status, a
@@ -11,6 +12,7 @@ const jobs = new Map();          // id -> {job, items: Map(itemId -> item)}
 const jobStreams = new Map();    // id -> EventSource
 let listStream = null;
 let token = sessionStorage.getItem("tubeflow-token") || "";
+let me = null;  // who the API takes this page for (/api/me)
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -22,7 +24,8 @@ function esc(text) {
 // streams then carry no token in their URLs. A stream closed for good asks for a fresh cookie before it reopens.
 let sessionAt = 0;
 async function ensureSession(force = false) {
-  if (!token || (!force && Date.now() - sessionAt < 3600_000)) return;
+  // A token's cookie, or (oidc) the signed-in session, which this renews (the API rotates it once an hour).
+  if ((!token && me?.via !== "oidc") || (!force && Date.now() - sessionAt < 3600_000)) return;
   const response = await api("/api/session", {method: "POST"});
   if (response.ok) sessionAt = Date.now();
 }
@@ -31,11 +34,15 @@ async function api(path, options = {}) {
   const headers = {...(options.headers || {})};
   if (token) headers["Authorization"] = "Bearer " + token;
   const response = await fetch(path, {...options, headers});
-  if (response.status === 401) askForToken();
+  if (response.status === 401) askForToken(response);
   return response;
 }
 
-function askForToken() {
+function askForToken(response) {
+  if (showSignIn(response)) {
+    setConnection("lost", "sign in to go on");
+    return;
+  }
   $("#token").hidden = false;
   setConnection("lost", "an API token is needed");
 }
@@ -179,7 +186,8 @@ function render(id) {
     `<h2><input type="checkbox" class="pick" aria-label="select"${picked}> ${esc(job.title || job.url)}</h2>` +
     `<div class="meta"><span class="status ${esc(job.status)}">${esc(job.status)}</span> ${esc(job.mode)}` +
     `${job.priority && job.priority !== "normal" ? " · " + esc(job.priority) + " priority" : ""}` +
-    `${job.mode !== "video" ? " · " + esc(job.audio_format) : ""} · <span>${esc(job.url)}</span></div>` +
+    `${job.mode !== "video" ? " · " + esc(job.audio_format) : ""} · <span>${esc(job.url)}</span>` +
+    `${me?.role === "admin" && me.via !== "none" && job.owner ? ` · <span class="owner">${esc(job.owner)}</span>` : ""}</div>` +
     bar("overall", job.progress.percent, job.progress.percent.toFixed(1) + "%", "overall") +
     bar("download", downloadPercent, downloadText, "download") +
     (job.mode !== "video" ? bar("audio", x.total ? 100 * (x.completed + (job.status === "cancelled" ? 0 : x.failed + x.skipped)) / x.total : 0,
@@ -192,23 +200,26 @@ function render(id) {
 // --- search: the cards shown are those matching the search box and status; older matches come from the API -----
 
 function filterNow() {
-  return {q: $("#search").value.trim().toLowerCase(), status: $("#status-filter").value};
+  return {q: $("#search").value.trim().toLowerCase(), status: $("#status-filter").value,
+    owner: $("#owner-filter").value.trim()};
 }
 
 function matchesFilter(job) {
-  const {q, status} = filterNow();
+  const {q, status, owner} = filterNow();
   if (status && job.status !== status) return false;
+  if (owner && job.owner !== owner) return false;
   return !q || `${job.title || ""}\n${job.url}`.toLowerCase().includes(q);
 }
 
 let searchTimer = null;
 async function search() {
-  const {q, status} = filterNow();
+  const {q, status, owner} = filterNow();
   for (const id of jobs.keys()) render(id);
-  if (!q && !status) return;
+  if (!q && !status && !owner) return;
   const params = new URLSearchParams({limit: String(MAX_JOBS)});
   if (q) params.set("q", q);
   if (status) params.set("status", status);
+  if (owner) params.set("owner", owner);
   const response = await api(`/api/jobs?${params}`);
   if (!response.ok) return;
   for (const job of (await response.json()).jobs) upsertJob(job);
@@ -220,6 +231,7 @@ function searchSoon() {
 }
 
 $("#search").addEventListener("input", searchSoon);
+$("#owner-filter").addEventListener("input", searchSoon);
 $("#status-filter").addEventListener("change", search);
 
 // --- state from the streams ---------------------------------------------------------------------------------
@@ -541,9 +553,14 @@ async function start() {
   const probe = await api("/api/jobs?limit=1");
   if (probe.status === 401) return;
   await ensureSession(true);
+  me = await initAccount({api, say, onSignOut: () => {
+    sessionStorage.removeItem("tubeflow-token");
+    location.reload();
+  }});
   connectList();
   loadQueue();
   setInterval(loadQueue, 5000);
+  setInterval(() => ensureSession(), 600_000);
   initSubscriptions({api, say});
   loadChoices();
   checkVersions();
