@@ -244,6 +244,12 @@ class DownloadOptions(BaseModel):
     split_chapters: bool = Field(default=False, description="one file per chapter, besides the whole")
     output: Output | None = None
     cookies: str | None = Field(default=None, max_length=64, description="the name of a stored cookie profile")
+    cookies_owner: str | None = Field(
+        default=None,
+        max_length=128,
+        description="whose own cookie profile `cookies` names (set by the API from who asked; a request can't set it); "
+        "null: one of everyone's",
+    )
     impersonate: str | None = Field(
         default=None,
         max_length=64,

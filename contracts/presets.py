@@ -31,6 +31,8 @@ class PresetEvent(BaseModel):
     # What the preset sets (only the fields it sets); empty for a deletion.
     fields: dict[str, Any] = {}
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION)
+    # Whose preset it is (issue 28): a person's own, seen and used by them only; None: everyone's (an admin's).
+    owner: str | None = Field(default=None, max_length=128)
 
 
 class Preset(BaseModel):
@@ -41,6 +43,12 @@ class Preset(BaseModel):
     fields: dict[str, Any] = Field(description="the job fields the preset sets; a job's own fields override them")
     source: Literal["example", "file", "api"]
     updated_at: datetime | None = None
+    owner: str | None = Field(default=None, description="whose it is (null: everyone's)")
+
+
+def preset_key(name: str, owner: str | None) -> str:
+    """Where a preset is kept: its name (everyone's) or ``owner/name`` (no user name or preset name holds a /)."""
+    return f"{owner}/{name}" if owner else name
 
 
 def fold_presets(events: Iterable[PresetEvent], base: dict[str, Preset] | None = None) -> dict[str, Preset]:
@@ -52,18 +60,20 @@ def fold_presets(events: Iterable[PresetEvent], base: dict[str, Preset] | None =
 
 
 def apply_preset(presets: dict[str, Preset], event: PresetEvent) -> None:
-    current = presets.get(event.name)
+    key = preset_key(event.name, event.owner)
+    current = presets.get(key)
     if current is not None and current.source != "api":
         return  # an example or the operator's file wins
     if event.type == "preset.deleted":
-        presets.pop(event.name, None)
+        presets.pop(key, None)
     else:
-        presets[event.name] = Preset(
+        presets[key] = Preset(
             name=event.name,
             description=event.description,
             fields=event.fields,
             source="api",
             updated_at=event.occurred_at,
+            owner=event.owner,
         )
 
 

@@ -42,10 +42,11 @@ class Admission:
     presets: PresetBook
     engines: EngineBook | None = None
 
-    async def check(self, data: JobRequest, url_field: str = "url") -> JobRequest:
-        """The job as it will run (its preset's fields under its own), or an ApiError naming the field."""
+    async def check(self, data: JobRequest, url_field: str = "url", user: str | None = None) -> JobRequest:
+        """The job as it will run (its preset's fields under its own), or an ApiError naming the field. ``user``:
+        whose presets and cookie profiles it may name besides everyone's."""
         if data.preset is not None:
-            preset = self.presets.get(data.preset)
+            preset = self.presets.get(data.preset, user)
             if preset is None:
                 raise field_error(422, "preset", "unknown_preset", f"no preset {data.preset!r} (GET /api/presets)")
             try:
@@ -66,10 +67,18 @@ class Admission:
                 "too_large",
                 f"entries above {cap} (TUBEFLOW_MAX_PLAYLIST_ITEMS) can't be asked for",
             )
-        if data.cookies and not await asyncio.to_thread(self.cookie_store.exists, data.cookies):
-            raise field_error(
-                422, "cookies", "unknown_cookies", f"no cookie profile {data.cookies!r} (GET /api/cookies lists them)"
-            )
+        if data.cookies:
+            # A person's own profile of that name, else everyone's: the job says whose, for the downloader.
+            whose = await asyncio.to_thread(self.cookie_store.find, data.cookies, user)
+            if whose is False:
+                raise field_error(
+                    422,
+                    "cookies",
+                    "unknown_cookies",
+                    f"no cookie profile {data.cookies!r} (GET /api/cookies lists them)",
+                )
+            if whose:
+                data = data.model_copy(update={"cookies_owner": whose})
         if data.impersonate and self.engines is not None:
             targets = await self.engines.impersonate_targets()
             # Before any downloader has said what it can send, the job is taken (its download fails with

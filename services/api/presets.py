@@ -19,6 +19,7 @@ from contracts.presets import (
     Preset,
     PresetEvent,
     apply_preset,
+    preset_key,
     preset_subject,
 )
 from services.runtime.jsonfile import SettingsFileError, read_json_object
@@ -80,18 +81,31 @@ class PresetBook:
     async def stop(self) -> None:
         await unfollow(self._sub)
 
-    def get(self, name: str) -> Preset | None:
-        return self._presets.get(name)
+    def get(self, name: str, user: str | None = None) -> Preset | None:
+        """The preset ``name`` as ``user`` sees it: their own first, then everyone's."""
+        return (self._presets.get(preset_key(name, user)) if user else None) or self._presets.get(name)
 
-    def all(self) -> list[Preset]:
-        return sorted(self._presets.values(), key=lambda preset: preset.name)
+    def all(self, user: str | None = None) -> list[Preset]:
+        """Everyone's and ``user``'s own (None: every preset, for an admin)."""
+        shown = [p for p in self._presets.values() if user is None or p.owner in (None, user)]
+        return sorted(shown, key=lambda preset: (preset.name, preset.owner or ""))
 
-    async def save(self, name: str, fields: dict[str, Any], description: str | None) -> Preset | str:
-        """Store the preset (an event, folded here at once); a string says why not (read-only, too many)."""
-        current = self._presets.get(name)
+    async def save(
+        self, name: str, fields: dict[str, Any], description: str | None, owner: str | None = None
+    ) -> Preset | str:
+        """Store the preset (an event, folded here at once) as ``owner``'s (None: everyone's); a string says why not
+        (read-only, too many)."""
+        key = preset_key(name, owner)
+        current = self._presets.get(key)
+        shared = self._presets.get(name)
+        if shared is not None and shared.source != "api":
+            return _read_only(shared, "changed")
         if current is not None and current.source != "api":
             return _read_only(current, "changed")
-        if current is None and sum(p.source == "api" for p in self._presets.values()) >= MAX_PRESETS:
+        if (
+            current is None
+            and sum(p.source == "api" and p.owner == owner for p in self._presets.values()) >= MAX_PRESETS
+        ):
             return f"at most {MAX_PRESETS} presets"
         event = PresetEvent(
             type="preset.saved",
@@ -99,18 +113,20 @@ class PresetBook:
             occurred_at=datetime.now(timezone.utc),
             fields=fields,
             description=description,
+            owner=owner,
         )
         await self._publish(event, "saved")
-        return self._presets[name]
+        return self._presets[key]
 
-    async def delete(self, name: str) -> bool | str:
-        current = self._presets.get(name)
+    async def delete(self, name: str, owner: str | None = None) -> bool | str:
+        current = self._presets.get(preset_key(name, owner))
         if current is None:
             return False
         if current.source != "api":
             return _read_only(current, "deleted")
         await self._publish(
-            PresetEvent(type="preset.deleted", name=name, occurred_at=datetime.now(timezone.utc)), "deleted"
+            PresetEvent(type="preset.deleted", name=name, occurred_at=datetime.now(timezone.utc), owner=owner),
+            "deleted",
         )
         return True
 

@@ -60,6 +60,13 @@ class JobOptions(DownloadOptions):
         options = DownloadOptions(**{name: getattr(self, name) for name in OPTION_FIELDS})
         return None if options.is_default() else options
 
+    @field_validator("cookies_owner")
+    @classmethod
+    def _cookies_owner(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise _refuse("forbidden", "is set by tubeflow from who asks, not by a request")
+        return value
+
     @field_validator("format")
     @classmethod
     def _format(cls, value: str | None) -> str | None:

@@ -87,9 +87,10 @@ class Downloader:
         name = options.cookies if options is not None else None
         if not name:
             return None
-        if self.cookies is None or not self.cookies.exists(name):
+        owner = options.cookies_owner if options is not None else None
+        if self.cookies is None or not self.cookies.exists(name, owner):
             raise MediaError("cookies_unknown", f"the job's cookie profile {name!r} does not exist (any more)")
-        return self.cookies.path(name)
+        return self.cookies.path(name, owner)
 
     def _retry_delay(self, attempt: int, exc: MediaError | None = None) -> float:
         """Doubling from TUBEFLOW_RETRY_DELAY; a site that rate-limits us asks for longer (RATE_LIMITED_DELAY)."""

@@ -91,9 +91,9 @@ def ytdlp_params(options: DownloadOptions | None) -> dict[str, Any]:
     return dict(_params(tuple(ytdlp_args(options))))
 
 
-# What changes nothing about the file made: the cookie profile, whether an earlier job's file is skipped, the
+# What changes nothing about the file made: the cookie profile (and whose), whether an earlier job's file is skipped, the
 # browser fingerprint asked for.
-NOT_IN_SIGNATURE = frozenset({"cookies", "skip_downloaded", "impersonate"})
+NOT_IN_SIGNATURE = frozenset({"cookies", "cookies_owner", "skip_downloaded", "impersonate"})
 
 
 def signature(options: DownloadOptions | None) -> str:

@@ -116,7 +116,11 @@ class Notifier:
         event = f"job.{summary.status}"
         if summary.finished_at is None or time.time() - summary.finished_at.timestamp() > ANNOUNCE_WITHIN:
             return
-        hooks = [w for w in await self._webhooks.all() if event in w.events and summary.finished_at >= w.created_at]
+        hooks = [
+            w
+            for w in await self._webhooks.all()
+            if event in w.events and summary.finished_at >= w.created_at and w.hears(summary.owner)
+        ]
         if hooks:
             stored = await load(self._jobs, summary.id) if self._jobs is not None else None
             body = {"event": event, "job": job_body(stored.view() if stored is not None else summary, self._public_url)}
@@ -143,7 +147,7 @@ class Notifier:
         items = [entry.model_dump(mode="json") for entry in event.data.new]
         body = {"event": NEW_ITEMS, "subscription": subscription, "items": items}
         for webhook in await self._webhooks.all():
-            if NEW_ITEMS in webhook.events and event.occurred_at >= webhook.created_at:
+            if NEW_ITEMS in webhook.events and event.occurred_at >= webhook.created_at and webhook.hears(view.owner):
                 await self._record(webhook.id, view.id, delivery_id(webhook.id, view.id, event.seq, NEW_ITEMS),
                                    NEW_ITEMS, body)  # fmt: skip
         if self._apprise is not None and event.occurred_at.timestamp() >= self._apprise.since:

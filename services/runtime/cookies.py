@@ -7,6 +7,7 @@ validation error says which line is wrong and why, never what it holds."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -36,6 +37,7 @@ class CookieProfile:
     # The latest expiry among the cookies (None: session cookies only), and when the profile was stored.
     expires: datetime | None
     updated_at: datetime
+    owner: str | None = None  # whose own it is (None: everyone's)
 
 
 def parse(text: str) -> tuple[list[str], int, datetime | None]:
@@ -73,21 +75,32 @@ def parse(text: str) -> tuple[list[str], int, datetime | None]:
     return sorted(domains), count, expiry
 
 
-class CookieStore:
-    def __init__(self, data_dir: Path) -> None:
-        self.folder = Path(data_dir) / "cookies"
+def owner_folder(owner: str) -> str:
+    """A person's own profiles' folder name: from a digest of the user name, which may hold any of . @ + -"""
+    return "u" + hashlib.sha256(owner.encode()).hexdigest()[:24]
 
-    def path(self, name: str) -> Path:
+
+class CookieStore:
+    """Everyone's profiles (an admin's) in ``cookies/``, each person's own in ``cookies/people/<digest>/``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir) / "cookies"
+
+    def folder(self, owner: str | None = None) -> Path:
+        return self.root / "people" / owner_folder(owner) if owner else self.root
+
+    def path(self, name: str, owner: str | None = None) -> Path:
         if not PROFILE_NAME.fullmatch(name):
             raise CookieFileError("a profile name is a-z, 0-9, '-' and '_', at most 64")
-        return self.folder / f"{name}.txt"
+        return self.folder(owner) / f"{name}.txt"
 
-    def exists(self, name: str) -> bool:
-        return PROFILE_NAME.fullmatch(name) is not None and self.path(name).is_file()
+    def exists(self, name: str, owner: str | None = None) -> bool:
+        return PROFILE_NAME.fullmatch(name) is not None and self.path(name, owner).is_file()
 
-    def put(self, name: str, data: bytes) -> CookieProfile:
+    def put(self, name: str, data: bytes, owner: str | None = None) -> CookieProfile:
         """Validate and store (atomically, 0600); replaces the profile of that name."""
-        path = self.path(name)
+        path = self.path(name, owner)
+        folder = self.folder(owner)
         if len(data) > MAX_COOKIE_FILE:
             raise CookieFileError(f"over {MAX_COOKIE_FILE} bytes")
         try:
@@ -97,11 +110,12 @@ class CookieStore:
         if "\x00" in text:
             raise CookieFileError("not text (holds NUL bytes)")
         domains, count, expires = parse(text)
-        if not path.exists() and len(self.names()) >= MAX_PROFILES:
+        if not path.exists() and len(self.names(owner)) >= MAX_PROFILES:
             raise CookieFileError(f"at most {MAX_PROFILES} profiles")
-        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         body = text if text.startswith(("# Netscape HTTP Cookie File", "# HTTP Cookie File")) else f"{HEADER}\n{text}"
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".upload-")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-")
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -110,27 +124,38 @@ class CookieStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return CookieProfile(name, domains, count, expires, _mtime(path))
+        return CookieProfile(name, domains, count, expires, _mtime(path), owner)
 
-    def get(self, name: str) -> CookieProfile | None:
-        path = self.path(name)
+    def get(self, name: str, owner: str | None = None) -> CookieProfile | None:
+        path = self.path(name, owner)
         try:
             domains, count, expires = parse(path.read_text(encoding="utf-8"))
         except (OSError, CookieFileError, UnicodeDecodeError):
             return None
-        return CookieProfile(name, domains, count, expires, _mtime(path))
+        return CookieProfile(name, domains, count, expires, _mtime(path), owner)
 
-    def names(self) -> list[str]:
-        if not self.folder.is_dir():
+    def names(self, owner: str | None = None) -> list[str]:
+        folder = self.folder(owner)
+        if not folder.is_dir():
             return []
-        return sorted(p.stem for p in self.folder.glob("*.txt") if PROFILE_NAME.fullmatch(p.stem))
+        return sorted(p.stem for p in folder.glob("*.txt") if PROFILE_NAME.fullmatch(p.stem))
 
-    def list(self) -> list[CookieProfile]:
-        return [profile for name in self.names() if (profile := self.get(name)) is not None]
+    def list(self, owner: str | None = None) -> list[CookieProfile]:
+        """Everyone's, and ``owner``'s own."""
+        shared = [profile for name in self.names() if (profile := self.get(name)) is not None]
+        own = [profile for name in self.names(owner) if (profile := self.get(name, owner)) is not None] if owner else []
+        return shared + own
 
-    def delete(self, name: str) -> bool:
+    def find(self, name: str, owner: str | None) -> str | None | bool:
+        """Whose profile ``name`` is as ``owner`` sees it: their own (``owner``), else everyone's (None); False:
+        there is none."""
+        if owner and self.exists(name, owner):
+            return owner
+        return None if self.exists(name) else False
+
+    def delete(self, name: str, owner: str | None = None) -> bool:
         try:
-            self.path(name).unlink()
+            self.path(name, owner).unlink()
         except FileNotFoundError:
             return False
         return True

@@ -27,6 +27,13 @@ class Webhook(BaseModel):
     secret: str
     created_at: datetime
     description: str | None = None
+    # Whose (issue 28): a person's webhook hears of their own jobs and subscriptions only; None: of everyone's
+    # (an admin's).
+    owner: str | None = None
+
+    def hears(self, owner: str | None) -> bool:
+        """Whether it is told about work of ``owner``."""
+        return self.owner is None or self.owner == owner
 
     def public(self) -> dict:
         """The webhook without its secret (lists and reads)."""

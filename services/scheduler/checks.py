@@ -220,9 +220,9 @@ class Checker:
         options = view.settings.job.options
         cookies = None
         if options is not None and options.cookies:
-            if not self._cookies.exists(options.cookies):
+            if not self._cookies.exists(options.cookies, options.cookies_owner):
                 raise MediaError("cookies_unknown", f"the cookie profile {options.cookies!r} does not exist (any more)")
-            cookies = self._cookies.path(options.cookies)
+            cookies = self._cookies.path(options.cookies, options.cookies_owner)
         return self._resolve(view.settings.url, max_items=self._max_items, token=token, cookies=cookies)
 
     async def _checked(

@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import nats
@@ -200,4 +201,100 @@ def test_two_users_each_see_only_their_own_jobs_and_an_admin_sees_all(media):
         job = sub[0]["job_id"]
         assert proxy.get(f"/api/jobs/{job}", headers=bob).json()["owner"] == "bob"
         assert proxy.get(f"/api/jobs/{job}", headers=alice).status_code == 404
+        proxy.close()
+
+
+def test_presets_and_cookie_profiles_are_each_persons_own_and_an_admins_are_everyones(media):
+    """A person's preset and cookie profile: listed and used by them only (someone else's name is unknown to
+    another); the download reads the owner's own cookies; an admin's preset and profile serve everyone."""
+    from tests.e2e.test_cookies import cookies_txt
+
+    env = {"TUBEFLOW_AUTH": "forward", "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32"}
+    with nats_server() as server, tubeflow(server.url, ["api", "progress", "downloader"], env) as stack:
+        proxy = client_from("127.0.0.2", stack.base)
+        alice, bob = {"Remote-User": "alice"}, {"Remote-User": "bob"}
+        root = {"Remote-User": "root", "Remote-Groups": "admins"}
+        assert proxy.put("/api/presets/small", json={"quality": "360"}, headers=alice).json()["owner"] == "alice"
+        family = proxy.put("/api/presets/family", json={"mode": "audio"}, headers=root).json()
+        assert family["owner"] is None
+        # Shipped examples stay read-only for a person too (no shadowing them).
+        assert proxy.put("/api/presets/audio-mp3", json={"mode": "audio"}, headers=alice).status_code == 409
+
+        def names(path: str, who: dict) -> set[str]:
+            body = proxy.get(path, headers=who).json()
+            return {p["name"] for p in body.get("presets", body.get("profiles", []))}
+
+        assert {"small", "family"} <= names("/api/presets", alice)
+        assert "small" not in names("/api/presets", bob) and "family" in names("/api/presets", bob)
+        url = media.url(media.fresh("clip1.mp4"))
+        refused = proxy.post("/api/jobs", json={"url": url, "preset": "small"}, headers=bob)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["code"] == "unknown_preset"
+        assert proxy.post("/api/jobs", json={"url": url, "preset": "small"}, headers=alice).status_code == 202
+        assert proxy.delete("/api/presets/small", headers=bob).status_code == 404
+        # A request can't say whose cookies to read.
+        forged = proxy.post("/api/jobs", json={"url": url, "cookies_owner": "alice"}, headers=bob)
+        assert forged.status_code == 422, forged.text
+
+        # Alice's own cookie profile opens the private page for her jobs only.
+        stored = proxy.put("/api/cookies/login", content=cookies_txt(), headers={**alice, "Content-Type": "text/plain"})
+        assert stored.status_code == 200 and stored.json()["owner"] == "alice", stored.text
+        assert names("/api/cookies", alice) == {"login"} and names("/api/cookies", bob) == set()
+        private = f"{media.base}/private/{media.fresh('clip3.mp4')}"
+        refused = proxy.post("/api/jobs", json={"url": private, "cookies": "login"}, headers=bob)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["code"] == "unknown_cookies"
+        made = proxy.post("/api/jobs", json={"url": private, "cookies": "login", "metadata": False}, headers=alice)
+        assert made.status_code == 202, made.text
+
+        def finished() -> dict | None:
+            view = proxy.get(f"/api/jobs/{made.json()['id']}", headers=alice).json()
+            return view if view["status"] in ("completed", "failed") else None
+
+        view = wait_for(finished, 90, "alice's private download")
+        assert view["status"] == "completed", view.get("error")
+        assert not (stack.data_dir / "cookies" / "login.txt").exists()  # hers, not everyone's
+        # An admin's profile is everyone's: bob may name it.
+        shared = proxy.put("/api/cookies/house", content=cookies_txt(), headers={**root, "Content-Type": "text/plain"})
+        assert shared.json()["owner"] is None
+        assert "house" in names("/api/cookies", bob)
+        assert proxy.post("/api/jobs", json={"url": url, "cookies": "house"}, headers=bob).status_code == 202
+        assert proxy.delete("/api/cookies/house", headers=bob).status_code == 404
+        assert proxy.delete("/api/cookies/login", headers=alice).status_code == 204
+        proxy.close()
+
+
+def test_a_persons_webhook_hears_of_their_own_jobs_only_and_an_admins_of_everyones(media):
+    from tests.e2e.test_notifications import Receiver
+
+    env = {"TUBEFLOW_AUTH": "forward", "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32"}
+    services = ["api", "progress", "downloader", "notifier"]
+    with nats_server() as server, tubeflow(server.url, services, env) as stack:
+        proxy = client_from("127.0.0.2", stack.base)
+        people = {"alice": {"Remote-User": "alice"}, "bob": {"Remote-User": "bob"}}
+        root = {"Remote-User": "root", "Remote-Groups": "admins"}
+        receivers = {who: Receiver(f"secret-of-{who}-0123456789", failures=0) for who in ("alice", "bob", "root")}
+        hooks = {}
+        for who, headers in {**people, "root": root}.items():
+            body = {"url": receivers[who].url, "events": ["job.completed"], "secret": receivers[who].secret}
+            made = proxy.post("/api/webhooks", json=body, headers=headers)
+            assert made.status_code == 201, made.text
+            hooks[who] = made.json()["webhook"]
+        assert hooks["alice"]["owner"] == "alice" and hooks["root"]["owner"] is None
+        # Listed, read and removed by their owner only (someone else's is 404).
+        assert [h["id"] for h in proxy.get("/api/webhooks", headers=people["bob"]).json()] == [hooks["bob"]["id"]]
+        assert len(proxy.get("/api/webhooks", headers=root).json()) == 3
+        assert proxy.get(f"/api/webhooks/{hooks['alice']['id']}", headers=people["bob"]).status_code == 404
+        assert proxy.get(f"/api/webhooks/{hooks['alice']['id']}/deliveries", headers=people["bob"]).status_code == 404
+        assert proxy.delete(f"/api/webhooks/{hooks['alice']['id']}", headers=people["bob"]).status_code == 404
+        jobs = {
+            who: proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip1.mp4"))}, headers=headers).json()[
+                "id"
+            ]
+            for who, headers in people.items()
+        }
+        wait_for(lambda: len(receivers["root"].requests) >= 2, 90, "the admin's webhook hears of both jobs")
+        wait_for(lambda: receivers["alice"].requests and receivers["bob"].requests, 30, "each person's own")
+        time.sleep(2.0)  # nothing more may come
+        heard = {who: [r["body"]["job"]["id"] for r in receiver.requests] for who, receiver in receivers.items()}
+        assert heard["alice"] == [jobs["alice"]] and heard["bob"] == [jobs["bob"]], heard
+        assert sorted(heard["root"]) == sorted(jobs.values()), heard
         proxy.close()

@@ -74,7 +74,7 @@ class JobsController(Controller):
         rate_limiter: NamedDependency[RateLimiter],
     ) -> Response[JobView]:
         """Accepts the job without contacting the URL; the downloader resolves it. Returns the job's first view."""
-        data = await admission.check(data)
+        data = await admission.check(data, user=actor(request))
         rate_limiter.check(client_key(request))
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -109,7 +109,7 @@ class JobsController(Controller):
                 one = JobRequest.model_validate({**shared, "url": url})
             except ValidationError as exc:
                 raise invalid(exc, lambda field, where=where: where if field == "url" else field) from None
-            jobs.append(await admission.check(one, url_field=where))
+            jobs.append(await admission.check(one, url_field=where, user=actor(request)))
         rate_limiter.check(client_key(request))
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 250:

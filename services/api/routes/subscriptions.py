@@ -88,7 +88,7 @@ class SubscriptionsController(Controller):
     ) -> Response[SubscriptionInfo]:
         if len(subscriptions.all()) >= MAX_SUBSCRIPTIONS:
             raise field_error(422, "url", "too_many", f"at most {MAX_SUBSCRIPTIONS} subscriptions")
-        fields = await _settings(data, None, admission, settings)
+        fields = await _settings(data, None, admission, settings, actor(request))
         sid = new_subscription_id()
         event = make_subscription_event(
             "created",
@@ -130,7 +130,7 @@ class SubscriptionsController(Controller):
         settings: NamedDependency[SkipValidation[Settings]],
     ) -> SubscriptionInfo:
         async def decide(view: SubscriptionView) -> Any:
-            fields = await _settings(data, view, admission, settings)
+            fields = await _settings(data, view, admission, settings, view.owner or actor(request))
             return make_subscription_event(
                 "updated", view.id, utcnow(), os.urandom(16).hex(), SubscriptionUpdatedData(**fields.model_dump())
             )
@@ -222,7 +222,7 @@ async def _write(
 
 
 async def _settings(
-    data: _SubscriptionFields, view: SubscriptionView | None, admission: Admission, settings: Settings
+    data: _SubscriptionFields, view: SubscriptionView | None, admission: Admission, settings: Settings, owner: str
 ) -> SubscriptionSettings:
     """The subscription's settings after ``data`` (over ``view``'s), each field checked; 422 naming the field."""
     given = data.model_dump(exclude_unset=True)
@@ -247,7 +247,7 @@ async def _settings(
         if old is not None and "options" not in given and "preset" not in given:
             # Only the URL changed: the job fields stay as they were (checked again against the new URL).
             options = old.job.model_dump(exclude={"options", "preset"}) | (
-                old.job.options.model_dump(exclude_defaults=True) if old.job.options else {}
+                old.job.options.model_dump(exclude_defaults=True, exclude={"cookies_owner"}) if old.job.options else {}
             )
         # Options or a preset given: they replace the job fields (the preset's under the options given).
         preset = given.get("preset", old.job.preset if old and "options" not in given else None)
@@ -257,7 +257,7 @@ async def _settings(
             request = JobRequest.model_validate(fields)
         except ValidationError as exc:
             raise invalid(exc, lambda field: "url" if field == "url" else f"options.{field}") from None
-        job = (await admission.check(request)).template(settings.auto_start)
+        job = (await admission.check(request, user=owner)).template(settings.auto_start)
     merged = {
         "url": url,
         "interval": interval,
