@@ -30,7 +30,9 @@ async def raw_publish(url: str, count: int) -> list[float]:
     return samples
 
 
-async def post_jobs(base: str, count: int, concurrency: int) -> list[float]:
+async def post_jobs(
+    base: str, count: int, concurrency: int, headers: dict | None = None, local_address: str | None = None
+) -> list[float]:
     samples: list[float] = []
     queue = list(range(count))
 
@@ -42,9 +44,79 @@ async def post_jobs(base: str, count: int, concurrency: int) -> list[float]:
             samples.append(time.perf_counter() - started)
             assert response.status_code == 202, response.text
 
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+    transport = httpx.AsyncHTTPTransport(local_address=local_address) if local_address else None
+    async with httpx.AsyncClient(
+        timeout=30, limits=httpx.Limits(max_connections=concurrency), headers=headers or {}, transport=transport
+    ) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
     return samples
+
+
+async def signed_in_session(url: str) -> str:
+    """A signed-in (oidc) session written to the sessions bucket as a sign-in would: its cookie's value."""
+    from services.api.identity import Identity
+    from services.api.sessions import SessionBook
+    from services.runtime.nats.topology import SESSIONS_BUCKET
+
+    nc = await connect(url, "bench-session")
+    js = nc.jetstream()
+    await ensure_topology(js)
+    book = SessionBook()
+    book.kv = await js.key_value(SESSIONS_BUCKET)
+    value, _ = await book.open(Identity("alice", "user", "oidc"))
+    await nc.close()
+    return value
+
+
+async def personal_token(base: str) -> str:
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": "Bearer bench-admin"}) as client:
+        made = await client.post(f"{base}/api/tokens", json={"name": "bench", "user": "alice"})
+        return made.json()["token"]
+
+
+def auth_costs(count: int, rounds: int, report: Report) -> None:
+    """POST latency (1 client) in each auth mode against `none`, in alternating rounds (this machine is noisy)."""
+    modes = {
+        "none": {},
+        "token (TUBEFLOW_API_TOKEN)": {"TUBEFLOW_API_TOKEN": "bench-admin"},
+        "token (a personal token)": {"TUBEFLOW_API_TOKEN": "bench-admin"},
+        "forward (Remote-User from the proxy)": {
+            "TUBEFLOW_AUTH": "forward",
+            "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32",
+        },
+        "oidc (the session cookie)": {
+            "TUBEFLOW_AUTH": "oidc",
+            "TUBEFLOW_OIDC_ISSUER": "http://127.0.0.1:9",
+            "TUBEFLOW_OIDC_CLIENT_ID": "bench",
+        },
+    }
+    samples: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode, env in modes.items():
+            with nats_server() as server, tubeflow(server.url, ["api", "progress"], env) as api:
+                headers, address = {}, None
+                if mode.startswith("token (TUBEFLOW"):
+                    headers = {"Authorization": "Bearer bench-admin"}
+                elif mode.startswith("token (a personal"):
+                    headers = {"Authorization": f"Bearer {asyncio.run(personal_token(api.base))}"}
+                elif mode.startswith("forward"):
+                    headers, address = {"Remote-User": "alice"}, "127.0.0.2"
+                elif mode.startswith("oidc"):
+                    headers = {"Cookie": f"tubeflow_session={asyncio.run(signed_in_session(server.url))}",
+                               "Origin": api.base}  # fmt: skip
+                asyncio.run(post_jobs(api.base, 50, 1, headers, address))  # warm
+                samples[mode] += asyncio.run(post_jobs(api.base, count, 1, headers, address))
+    base = summary_ms(samples["none"])
+    for mode, taken in samples.items():
+        stats = summary_ms(taken)
+        report.add(
+            what=f"POST /api/jobs, auth {mode}",
+            clients=1,
+            **stats,
+            p50_vs_none=round(stats["p50_ms"] / base["p50_ms"], 2),
+            p99_vs_none=round(stats["p99_ms"] / base["p99_ms"], 2),
+        )
+    report.notes.append(f"auth modes: {rounds} alternating rounds of {count} POSTs each; target <= 1.10x of none")
 
 
 async def finished_history(url: str, jobs: int, named=None) -> None:  # noqa: ANN001
@@ -121,6 +193,7 @@ def run(quick: bool) -> Report:
             clients=concurrency,
             ratio=round(p99[(history, concurrency)] / p99[(0, concurrency)], 2),
         )
+    auth_costs(count // 4, 1 if quick else 2, report)
     report.notes.append("targets: p99 <= 8 ms here; unchanged (+-10 %) with 10,000 finished jobs in history")
     report.notes.append(
         "API and projector run (accepted jobs are folded, not fetched); the load generator shares the cores"
