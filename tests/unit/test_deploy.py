@@ -107,6 +107,20 @@ def test_prod_takes_the_api_token_from_a_secret_and_commits_none():
     assert "Secret" not in {o["kind"] for o in objects}, "a secret value is committed"
 
 
+def test_prod_signs_people_in_with_openid_connect_and_its_settings_start():
+    """The prod overlay's auth (issue 28): oidc, the client's secret from a Secret; the API's settings accept it."""
+    from services.runtime.settings import Settings
+
+    _, objects = render("prod")
+    config = of_kind(objects, "ConfigMap")["tubeflow"]["data"]
+    assert config["TUBEFLOW_AUTH"] == "oidc" and config["TUBEFLOW_OIDC_ISSUER"].startswith("https://")
+    (api,) = of_kind(objects, "Deployment")["api"]["spec"]["template"]["spec"]["containers"]
+    secret = next(e for e in api["env"] if e["name"] == "TUBEFLOW_OIDC_CLIENT_SECRET")
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "tubeflow-oidc", "key": "client-secret"}
+    fields = {k.removeprefix("TUBEFLOW_").lower(): v for k, v in config.items() if k.startswith("TUBEFLOW_OIDC")}
+    assert Settings(auth="oidc", api_token="t", oidc_client_secret="s", **fields).auth_mode() == "oidc"
+
+
 def pod_workloads(objects: list[dict]) -> dict[str, dict]:
     """tubeflow's own pods: its Deployments (not the PO-token provider's) and the setup Job."""
     own = {name: d for name, d in of_kind(objects, "Deployment").items() if name != "pot-provider"}
