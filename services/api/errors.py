@@ -34,7 +34,7 @@ _MEANING = {
     400: "malformed request (e.g. JSON that does not parse)",
     401: "who is asking is not known: a bearer token, a session or a proxy's user is required (TUBEFLOW_AUTH)",
     403: "not allowed from here (e.g. updating yt-dlp without a token, from another machine)",
-    404: "no such job or file",
+    404: "no such job or file (or someone else's, which is answered alike; or a route off in this auth mode)",
     409: "the job (or the engine) is not in a state that allows this",
     413: "request body too large (64 KiB; a cookie profile 1 MiB)",
     415: "the body's Content-Type is not one this route takes",

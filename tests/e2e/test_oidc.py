@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import httpx
 import pytest
@@ -192,3 +193,47 @@ def test_id_tokens_that_are_tampered_for_another_client_expired_or_replayed_are_
         await refused("x" * 20000, "n-1", "token_invalid")
 
     asyncio.run(check())
+
+
+def test_a_session_an_hour_old_is_rotated_and_the_old_cookie_ends_a_minute_later(provider):
+    import nats
+
+    from services.api.sessions import ROTATION_GRACE, SessionRecord, digest
+    from services.runtime.nats.topology import SESSIONS_BUCKET
+
+    async def age(url: str, cookie: str, **changes) -> SessionRecord:
+        """The session's record, with ``changes`` written to the bucket (as if time had passed)."""
+        nc = await nats.connect(url)
+        try:
+            kv = await nc.jetstream().key_value(SESSIONS_BUCKET)
+            key = f"session.{digest(cookie.removeprefix('o.'))}"
+            record = SessionRecord.model_validate_json((await kv.get(key)).value)
+            if changes:
+                record = record.model_copy(update=changes)
+                await kv.put(key, record.model_dump_json().encode())
+            return record
+        finally:
+            await nc.close()
+
+    with nats_server() as server, tubeflow(server.url, ["api"], _env(provider)) as stack:
+        with httpx.Client(base_url=stack.base, timeout=30) as alice:
+            sign_in(alice, "alice@example.com")
+            old = alice.cookies.get("tubeflow_session")
+            # Not due yet: the same cookie stays.
+            kept = alice.post("/api/session", headers={"Origin": stack.base})
+            assert kept.status_code == 200 and "set-cookie" not in kept.headers
+            asyncio.run(age(server.url, old, rotate_at=time.time() - 1))
+            time.sleep(0.3)  # the API hears the bucket's message
+            renewed = alice.post("/api/session", headers={"Origin": stack.base})
+            assert renewed.status_code == 200 and renewed.json()["expires_at"], renewed.text
+            new = alice.cookies.get("tubeflow_session")
+            assert new != old and new.startswith("o.")
+            assert alice.get("/api/me").json()["user"] == "alice@example.com"
+            # The old secret still reads for a minute (requests already on their way), then never again.
+            left = asyncio.run(age(server.url, old)).expires - time.time()
+            assert 0 < left <= ROTATION_GRACE + 1, left
+            with httpx.Client(base_url=stack.base, timeout=30, cookies={"tubeflow_session": old}) as copy:
+                assert copy.get("/api/me").status_code == 200
+                asyncio.run(age(server.url, old, expires=time.time() - 1))
+                time.sleep(0.3)
+                assert copy.get("/api/me").status_code == 401

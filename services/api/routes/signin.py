@@ -134,7 +134,13 @@ class SignedOut(BaseModel):
     )
 
 
-@post("/auth/logout", summary="Sign out: the session ends on every replica", status_code=200, tags=["auth"])
+@post(
+    "/auth/logout",
+    summary="Sign out: the session ends on every replica",
+    status_code=200,
+    tags=["auth"],
+    responses=error_responses(403, 404, 415),
+)
 async def logout(request: Request, settings: NamedDependency[Settings]) -> Response[SignedOut]:
     client = _oidc(request, settings)
     ended = await request.app.state.sessions.end(request.cookies.get(SESSION_COOKIE, ""))
