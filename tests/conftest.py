@@ -28,6 +28,48 @@ for _index in ("UV_INDEX_URL", "PIP_INDEX_URL"):
     os.environ[_index] = "http://127.0.0.1:9/simple/"
 
 
+# `TUBEFLOW_TEST_AUTH=token` runs the suite with the shared stack in token mode (issue 28: every old test passes in
+# `token` and `none` modes): the stack gets TUBEFLOW_API_TOKEN, and what talks to it carries that token — httpx
+# requests to it, `tubeflow get` (TUBEFLOW_TOKEN) and the page in Chromium. Stacks a test starts itself keep the mode
+# the test gives them.
+TEST_AUTH = os.environ.get("TUBEFLOW_TEST_AUTH", "none")
+SHARED_TOKEN = "shared-stack-token"
+_TOKEN_BASES: set[str] = set()
+
+
+def needs_token(url: str | httpx.URL, headers) -> bool:  # noqa: ANN001
+    """Whether a request goes to the shared stack without a token of its own."""
+    url = httpx.URL(str(url))
+    return "authorization" not in headers and f"http://{url.host}:{url.port}" in _TOKEN_BASES
+
+
+def _needs_token(request: httpx.Request) -> bool:
+    return needs_token(request.url, request.headers)
+
+
+def _carry_token() -> None:
+    sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+
+    def send(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if _needs_token(request):
+            request.headers["Authorization"] = f"Bearer {SHARED_TOKEN}"
+        return sync_send(self, request, *args, **kwargs)
+
+    async def asend(self, request, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if _needs_token(request):
+            request.headers["Authorization"] = f"Bearer {SHARED_TOKEN}"
+        return await async_send(self, request, *args, **kwargs)
+
+    httpx.Client.send, httpx.AsyncClient.send = send, asend
+    os.environ["TUBEFLOW_TOKEN"] = SHARED_TOKEN
+
+
+if TEST_AUTH == "token":
+    _carry_token()
+elif TEST_AUTH != "none":
+    raise SystemExit(f"TUBEFLOW_TEST_AUTH={TEST_AUTH}: none or token")
+
+
 def free_port() -> int:
     """A free port below Linux's ephemeral range (32768+), so an outgoing connection can't take it before use."""
     import random
@@ -109,7 +151,7 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
-    terminalreporter.write_line(f"NATS used by the tests: {_NATS_SOURCE['kind']}")
+    terminalreporter.write_line(f"NATS used by the tests: {_NATS_SOURCE['kind']}; the shared stack's auth: {TEST_AUTH}")
 
 
 @pytest.fixture(scope="session")
@@ -212,8 +254,10 @@ def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             "TUBEFLOW_RETRY_DELAY": "0.2",
             "TUBEFLOW_RATE_LIMIT": "0",
             "TUBEFLOW_SSE_HEARTBEAT": "0.5",
+            **({"TUBEFLOW_API_TOKEN": SHARED_TOKEN} if TEST_AUTH == "token" else {}),
         },
     )
+    _TOKEN_BASES.add(running.base)
     try:
         yield running
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SHARED_TOKEN, TEST_AUTH, needs_token
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +28,14 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Chromium is not installed (apt-get install chromium); .ci/run installs it", allow_module_level=True)
 
 
+def _with_shared_token(route) -> None:  # noqa: ANN001
+    headers = route.request.headers
+    if needs_token(route.request.url, headers):
+        route.continue_(headers={**headers, "authorization": f"Bearer {SHARED_TOKEN}"})
+    else:
+        route.continue_()
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
@@ -38,6 +46,8 @@ def browser(tmp_path_factory):
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=ARGS, viewport={"width": 1000, "height": 900}
         )
+        if TEST_AUTH == "token":  # the shared stack wants its token (tests/conftest.py); no other stack gets it
+            context.route("**/*", _with_shared_token)
         yield context
         context.close()
 
