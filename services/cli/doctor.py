@@ -65,6 +65,23 @@ async def _nats_state(settings: Settings) -> tuple[str | None, list[SiteCooldown
     return None, cooldowns, current.version if current is not None else None
 
 
+def _auth_line(settings: Settings, problems: list[str]) -> str:
+    """Who the API would answer (TUBEFLOW_AUTH); with oidc, whether the provider's discovery answers as it should."""
+    mode = settings.auth_mode()
+    if mode != "oidc":
+        return f"auth: {mode}" + (
+            " (the API serves loopback only unless TUBEFLOW_AUTH=none is said)" * (mode == "none")
+        )
+    from services.api.oidc import OidcClient, SignInError
+
+    try:
+        asyncio.run(OidcClient.from_settings(settings).discovery())
+    except SignInError as exc:
+        problems.append(f"TUBEFLOW_OIDC_ISSUER {settings.oidc_issuer}: {exc}; nobody can sign in until it answers")
+        return f"auth: oidc ({settings.oidc_issuer}, not answering)"
+    return f"auth: oidc ({settings.oidc_issuer}, discovery answers)"
+
+
 def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
     """(what is there, one line each; the problems, one line each with what to do; the engine's facts)."""
     from services.runtime.cookies import CookieStore
@@ -124,6 +141,7 @@ def checks(settings: Settings) -> tuple[list[str], list[str], EngineFacts]:
             f"free disk {free / 1024**3:.1f} GiB is under TUBEFLOW_MIN_FREE_DISK: downloads wait; free space or "
             "lower the setting"
         )
+    seen.append(_auth_line(settings, problems))
     if settings.nats_url:
         why, cooldowns, updated = asyncio.run(_nats_state(settings))
         if why is None:

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--nats", help="NATS URL, e.g. nats://127.0.0.1:4222")
     replay.add_argument("--until-seq", type=int, default=None, help="fold only events up to this stream sequence")
     replay.add_argument("--json", action="store_true", help="print only the folded JobView as JSON")
+    replay.add_argument(
+        "--token", default=None, help="with --api: bearer token (default: TUBEFLOW_TOKEN, else TUBEFLOW_API_TOKEN)"
+    )
     replay.set_defaults(func=cmd_replay)
     get = sub.add_parser("get", help="submit a URL to a running tubeflow and follow it with progress bars")
     get.add_argument("url")

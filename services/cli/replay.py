@@ -49,14 +49,14 @@ async def _events_from_nats(url: str, job_id: str, until: int | None):
     return [(s.seq, s.event, s.error) for s in stored]
 
 
-def _events_from_api(base: str, job_id: str, until: int | None):
+def _events_from_api(base: str, job_id: str, until: int | None, headers: dict[str, str] | None = None):
     from contracts.events import CURRENT_VERSION, InvalidEvent, parse_event
 
     out = []
     after = 0
     while True:
         url = f"{base.rstrip('/')}/api/jobs/{job_id}/events?after={after}&limit=1000"
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as response:
             records = json.load(response)
         if not records:
             return out
@@ -87,7 +87,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         if args.api:
-            events = _events_from_api(args.api, args.job_id, args.until_seq)
+            from services.cli.api import api_headers
+
+            events = _events_from_api(args.api, args.job_id, args.until_seq, api_headers(args))
         else:
             events = asyncio.run(_events_from_nats(args.nats, args.job_id, args.until_seq))
     except urllib.error.HTTPError as exc:

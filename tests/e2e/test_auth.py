@@ -5,6 +5,7 @@ write, a revoked one stops at once, none recoverable from storage), in `forward`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +126,13 @@ def test_token_mode_the_admin_token_makes_tokens_for_people_and_garbage_tokens_a
             capture_output=True, text=True, timeout=120, env=env_clean,
         )  # fmt: skip
         assert done.returncode == 0 and '"completed"' in done.stdout.splitlines()[-1], done.stderr[-500:]
+        # `tubeflow replay --api` with the same token (it sent none before: 401).
+        job_id = json.loads(done.stdout.splitlines()[-1])["id"]
+        replayed = subprocess.run(
+            [sys.executable, "-m", "services.cli", "replay", job_id, "--api", stack.base, "--json", "--token", dave],
+            capture_output=True, text=True, timeout=60, env=env_clean,
+        )  # fmt: skip
+        assert replayed.returncode == 0 and json.loads(replayed.stdout)["status"] == "completed", replayed.stderr
         refused = subprocess.run(
             [sys.executable, "-m", "services.cli", "get", "--api", stack.base, "--json", url],
             capture_output=True, text=True, timeout=60, env={**env_clean, "TUBEFLOW_TOKEN": "tf_nope"},

@@ -237,3 +237,22 @@ def test_a_session_an_hour_old_is_rotated_and_the_old_cookie_ends_a_minute_later
                 asyncio.run(age(server.url, old, expires=time.time() - 1))
                 time.sleep(0.3)
                 assert copy.get("/api/me").status_code == 401
+
+
+def test_the_doctor_says_whether_the_provider_answers(provider, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def doctor(issuer: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
+        env = {**clean, "TUBEFLOW_DATA_DIR": str(tmp_path), "TUBEFLOW_AUTH": "oidc", "TUBEFLOW_OIDC_ISSUER": issuer,
+               "TUBEFLOW_OIDC_CLIENT_ID": "tubeflow"}  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli", "doctor"], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    answering = doctor(provider)
+    assert f"auth: oidc ({provider}, discovery answers)" in answering.stdout, answering.stdout
+    down = doctor("http://127.0.0.1:9")
+    assert down.returncode == 1 and "nobody can sign in" in down.stdout + down.stderr, down.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Literal
 
 from litestar import Request, Response, delete, post
 from litestar.datastructures import Cookie
@@ -21,14 +22,22 @@ class Session(BaseModel):
     expires_at: datetime | None
 
 
-def _cookie(request: Request, value: str, max_age: int) -> Cookie:
+def _cookie(
+    request: Request,
+    value: str,
+    max_age: int,
+    key: str = SESSION_COOKIE,
+    path: str = "/",
+    samesite: Literal["strict", "lax"] = "strict",
+) -> Cookie:
+    """An HttpOnly cookie (Secure over https): the session's by default."""
     return Cookie(
-        key=SESSION_COOKIE,
+        key=key,
         value=value,
         max_age=max_age,
-        path="/",
+        path=path,
         httponly=True,
-        samesite="strict",
+        samesite=samesite,
         secure=request.url.scheme == "https",
     )
 

@@ -41,15 +41,7 @@ def _redirect_uri(request: Request, settings: Settings) -> str:
 
 def _login_cookie(request: Request, value: str, max_age: int) -> Cookie:
     # Lax: the provider sends the browser back with a cross-site navigation, which a Strict cookie would miss.
-    return Cookie(
-        key=LOGIN_COOKIE,
-        value=value,
-        max_age=max_age,
-        path="/auth/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    return _cookie(request, value, max_age, key=LOGIN_COOKIE, path="/auth/", samesite="lax")
 
 
 @get(
