@@ -143,11 +143,14 @@ TIERS = ("unit", "service", "e2e")
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
-    """Each test is marked with its tier (its folder): `pytest -m "not e2e"` runs the fast tiers alone."""
+    """Each test is marked with its tier (its folder): `pytest -m "not e2e"` runs the fast tiers alone; those on the
+    shared stack are marked `shared_stack` too (run again in token mode by tests/e2e/test_token_mode.py)."""
     for item in items:
         tier = Path(str(item.fspath)).parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.shared_stack)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN001
