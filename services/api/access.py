@@ -112,9 +112,10 @@ def auth_guard(
 
     A viewer, or a token of scope `read`, changes nothing (403). /healthz, /readyz, the page and the schema stay
     open. The identity is on ``connection.state.identity`` for the routes."""
-    from services.api.identity import ADMIN_TOKEN, LOCAL, forwarded
+    from services.api.identity import ADMIN_TOKEN, LOCAL, forwarded, read_users_file
 
     mode = settings.auth_mode()
+    users = read_users_file(settings.users_file) if settings.users_file else None
     token = settings.api_token
     expected = token.encode() if token else None
     trusted = parse_trusted(settings.trusted_proxies)
@@ -127,6 +128,8 @@ def auth_guard(
             return None
         if expected is not None and hmac.compare_digest(given.encode(), expected):
             return ADMIN_TOKEN
+        if users is not None and (found := users.identify(given)) is not None:
+            return found
         return tokens.identify(given) if tokens is not None else None
 
     def identify(connection: ASGIConnection) -> Any:
@@ -169,6 +172,8 @@ def auth_guard(
         identity = identify(connection)
         if identity is None or isinstance(identity, str):
             raise NotAuthorizedException(identity or "a valid bearer token is required", headers=challenge)
+        if users is not None and identity is not LOCAL and identity is not ADMIN_TOKEN:
+            identity = users.apply(identity)
         if connection.scope.get("method") in STATE_CHANGING and not identity.may_write:
             raise PermissionDeniedException(
                 f"{identity.user} may only read ({'a read-only token' if identity.scope == 'read' else 'a viewer'})"

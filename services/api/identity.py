@@ -16,11 +16,11 @@ import ipaddress
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.runtime.nats.kv import BucketMirror
 from services.runtime.nats.topology import TOKENS_BUCKET
@@ -140,6 +140,58 @@ class TokenBook(BucketMirror):
     async def revoke(self, token_id: str) -> None:
         await self.kv.delete(token_id)
         self._known.pop(token_id, None)
+
+
+class UserEntry(BaseModel):
+    """One person in TUBEFLOW_USERS_FILE: their role, and (token mode) the SHA-256 of their token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = "user"
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class UsersFile:
+    """TUBEFLOW_USERS_FILE: people's roles by name (over their groups, in every mode) and, for token mode, their
+    tokens, kept as SHA-256 only (`printf %s "$TOKEN" | sha256sum`)."""
+
+    roles: dict[str, Role]
+    by_digest: dict[str, str]
+
+    def identify(self, token: str) -> Identity | None:
+        user = self.by_digest.get(_digest(token))
+        return Identity(user, self.roles[user], "users_file") if user is not None else None
+
+    def apply(self, identity: Identity) -> Identity:
+        """``identity`` with the role the file gives its user, if it names them."""
+        role = self.roles.get(identity.user)
+        return identity if role is None or role == identity.role else replace(identity, role=role)
+
+
+def read_users_file(path: Any) -> UsersFile:
+    """The file, checked whole: a problem stops the API naming the setting, the user and what is wrong."""
+    from services.runtime.jsonfile import SettingsFileError, read_json_object
+
+    loaded = read_json_object(path, "TUBEFLOW_USERS_FILE", "user name -> {role, token_sha256}")
+    roles: dict[str, Role] = {}
+    by_digest: dict[str, str] = {}
+    for user, body in loaded.items():
+        if not USER_NAME.match(user):
+            raise SettingsFileError(f"TUBEFLOW_USERS_FILE {path}: {user[:100]!r} is not a user name")
+        try:
+            entry = UserEntry.model_validate(body)
+        except ValueError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())  # type: ignore[attr-defined]
+            raise SettingsFileError(f"TUBEFLOW_USERS_FILE {path}: {user}: {problem}") from None
+        if entry.token_sha256 is not None:
+            if entry.token_sha256 in by_digest:
+                raise SettingsFileError(
+                    f"TUBEFLOW_USERS_FILE {path}: {user} has {by_digest[entry.token_sha256]}'s token"
+                )
+            by_digest[entry.token_sha256] = user
+        roles[user] = entry.role
+    return UsersFile(roles, by_digest)
 
 
 def role_of(groups: set[str], admin_groups: frozenset[str], viewer_groups: frozenset[str]) -> Role:

@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     forward_email_header: str = Field(default="Remote-Email", max_length=64)
     forward_groups_header: str = Field(default="Remote-Groups", max_length=64)
     admin_groups: str = Field(default="admins", description="groups (comma-separated) whose members are admins")
+    users_file: Path | None = Field(
+        default=None,
+        description="JSON: user name -> {role, token_sha256}: roles by name (over groups, every mode) and, in token "
+        "mode, people's tokens (their SHA-256 only)",
+    )
     viewer_groups: str = Field(default="", description="groups whose members may only read")
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
     rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")

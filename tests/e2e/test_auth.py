@@ -306,3 +306,52 @@ def test_a_persons_webhook_hears_of_their_own_jobs_only_and_an_admins_of_everyon
         assert heard["alice"] == [jobs["alice"]] and heard["bob"] == [jobs["bob"]], heard
         assert sorted(heard["root"]) == sorted(jobs.values()), heard
         proxy.close()
+
+
+def test_a_users_file_gives_people_their_tokens_and_roles(media, tmp_path):
+    """TUBEFLOW_USERS_FILE: in token mode each person's token (kept as SHA-256) signs them in with their role; in any
+    mode it names roles over groups. A file that can't be used stops the API naming it."""
+    import hashlib
+
+    users = tmp_path / "users.json"
+    users.write_text(
+        json.dumps(
+            {
+                "alice": {"token_sha256": hashlib.sha256(b"alice-token-0123456789").hexdigest()},
+                "grandpa": {"role": "viewer", "token_sha256": hashlib.sha256(b"grandpa-token-0123456789").hexdigest()},
+                "carol": {"role": "admin"},
+            }
+        )
+    )
+    env = {"TUBEFLOW_API_TOKEN": "admin-s3cret", "TUBEFLOW_USERS_FILE": str(users)}
+    with nats_server() as server, tubeflow(server.url, ["api"], env) as stack:
+        with httpx.Client(base_url=stack.base, timeout=30) as client:
+            alice = {"Authorization": "Bearer alice-token-0123456789"}
+            me = client.get("/api/me", headers=alice).json()
+            assert me["user"] == "alice" and me["role"] == "user" and me["via"] == "users_file", me
+            made = client.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=alice)
+            assert made.status_code == 202 and made.json()["owner"] == "alice"
+            grandpa = {"Authorization": "Bearer grandpa-token-0123456789"}
+            assert client.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=grandpa).status_code == 403
+            assert client.get("/api/jobs", headers=grandpa).json()["jobs"] == []  # his own: none
+            assert client.get("/api/me", headers={"Authorization": "Bearer alice-token"}).status_code == 401
+    forward = {
+        "TUBEFLOW_AUTH": "forward",
+        "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32",
+        "TUBEFLOW_USERS_FILE": str(users),
+    }
+    with nats_server() as server, tubeflow(server.url, ["api"], forward) as stack:
+        proxy = client_from("127.0.0.2", stack.base)
+        assert proxy.get("/api/me", headers={"Remote-User": "carol"}).json()["role"] == "admin"
+        as_admin_group = {"Remote-User": "grandpa", "Remote-Groups": "admins"}
+        assert proxy.get("/api/me", headers=as_admin_group).json()["role"] == "viewer"  # the file wins
+        proxy.close()
+    users.write_text('{"alice": {"role": "owner"}}')
+    with nats_server() as server:
+        env = {**os.environ, "TUBEFLOW_NATS_URL": server.url, "TUBEFLOW_USERS_FILE": str(users),
+               "TUBEFLOW_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
+        refused = subprocess.run(
+            [sys.executable, "-m", "services.cli", "service", "api", "--port", "9"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "TUBEFLOW_USERS_FILE" in refused.stderr + refused.stdout, refused.stderr

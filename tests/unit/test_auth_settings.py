@@ -48,3 +48,32 @@ def test_an_open_api_on_a_public_address_refuses_to_start_unless_said_on_purpose
         refuse_open_public(Settings(), "192.0.2.10")
     refuse_open_public(Settings(auth="none"), "0.0.0.0")
     refuse_open_public(Settings(api_token="t"), "0.0.0.0")
+
+
+def test_a_users_file_names_roles_and_hashed_tokens_and_a_bad_one_is_refused_naming_the_problem(tmp_path):
+    import hashlib
+    import json
+
+    from services.api.identity import Identity, read_users_file
+    from services.runtime.jsonfile import SettingsFileError
+
+    digest = hashlib.sha256(b"alice-secret-token").hexdigest()
+    path = tmp_path / "users.json"
+    path.write_text(json.dumps({"alice": {"token_sha256": digest}, "grandpa": {"role": "viewer"}}))
+    users = read_users_file(path)
+    assert users.identify("alice-secret-token") == Identity("alice", "user", "users_file")
+    assert users.identify("alice-secret-token ") is None and users.identify(digest) is None
+    assert users.apply(Identity("grandpa", "admin", "forward")).role == "viewer"
+    assert users.apply(Identity("bob", "user", "forward")).role == "user"
+    for body, says in (
+        ({"a b": {}}, "is not a user name"),
+        ({"alice": {"role": "owner"}}, "alice: role"),
+        ({"alice": {"token_sha256": "secret"}}, "alice: token_sha256"),
+        ({"alice": {"token": "x"}}, "alice: token"),
+        ({"alice": {"token_sha256": digest}, "bob": {"token_sha256": digest}}, "bob has alice's token"),
+        ([], "must be a JSON object"),
+    ):
+        path.write_text(json.dumps(body))
+        with pytest.raises(SettingsFileError, match="TUBEFLOW_USERS_FILE") as caught:
+            read_users_file(path)
+        assert says in str(caught.value), (body, caught.value)

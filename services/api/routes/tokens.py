@@ -20,7 +20,7 @@ MAX_DAYS = 3650
 class Me(BaseModel):
     user: str
     role: Role
-    via: str = Field(description="none, token, personal_token or forward")
+    via: str = Field(description="none, token, personal_token, users_file, forward or oidc")
     scope: Scope
     email: str | None = None
     groups: list[str] = []
