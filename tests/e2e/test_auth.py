@@ -355,3 +355,31 @@ def test_a_users_file_gives_people_their_tokens_and_roles(media, tmp_path):
             capture_output=True, text=True, timeout=60, env=env,
         )  # fmt: skip
         assert refused.returncode != 0 and "TUBEFLOW_USERS_FILE" in refused.stderr + refused.stdout, refused.stderr
+
+
+def test_a_file_an_output_folder_put_outside_the_job_folder_is_its_owners_to_read(media):
+    env = {"TUBEFLOW_AUTH": "forward", "TUBEFLOW_TRUSTED_PROXIES": "127.0.0.2/32"}
+    with nats_server() as server, tubeflow(server.url, ["api", "progress", "downloader"], env) as stack:
+        proxy = client_from("127.0.0.2", stack.base)
+        alice, bob = {"Remote-User": "alice"}, {"Remote-User": "bob"}
+        body = {"url": media.url(media.fresh("clip1.mp4")), "metadata": False, "output": {"folder": "alice/music"}}
+        mine = proxy.post("/api/jobs", json=body, headers=alice).json()
+        theirs = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip2.mp4"))}, headers=bob).json()
+
+        def done(job: str, who: dict) -> dict | None:
+            view = proxy.get(f"/api/jobs/{job}", headers=who).json()
+            return view if view["status"] in ("completed", "failed") else None
+
+        view = wait_for(lambda: done(mine["id"], alice), 90, "alice's job")
+        wait_for(lambda: done(theirs["id"], bob), 90, "bob's job")
+        file = view["items"][0]["download"]["file"]
+        assert file.startswith("alice/music/"), file
+        assert proxy.get(f"/media/{file}", params={"job": mine["id"]}, headers=alice).status_code == 200
+        assert proxy.get(f"/media/{file}", headers=alice).status_code == 404  # without its job: an admin's only
+        # Bob can't read it: not naming alice's job (404), nor his own (not one of its files).
+        assert proxy.get(f"/media/{file}", params={"job": mine["id"]}, headers=bob).status_code == 404
+        assert proxy.get(f"/media/{file}", params={"job": theirs["id"]}, headers=bob).status_code == 404
+        assert proxy.get(f"/media/{file}", params={"job": "x" * 100}, headers=bob).status_code == 422
+        root = {"Remote-User": "root", "Remote-Groups": "admins"}
+        assert proxy.get(f"/media/{file}", headers=root).status_code == 200
+        proxy.close()

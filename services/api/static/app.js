@@ -97,8 +97,12 @@ function bar(label, percent, value, name) {
     `<span class="value">${esc(value)}</span></div>`;
 }
 
-function mediaLink(file) {
-  return file ? `<a href="${esc("/media/" + file.split("/").map(encodeURIComponent).join("/"))}">${esc(file.split("/").pop())}</a>` : "";
+// A file outside its job's folder (an output folder) names the job, whose owner may read it (issue 28).
+function mediaLink(file, jobId) {
+  if (!file) return "";
+  const inFolder = file.split("/")[0] === jobId;
+  const href = "/media/" + file.split("/").map(encodeURIComponent).join("/") + (inFolder ? "" : `?job=${encodeURIComponent(jobId)}`);
+  return `<a href="${esc(href)}">${esc(file.split("/").pop())}</a>`;
 }
 
 // An error with its code, its message and what to do about it.
@@ -167,7 +171,7 @@ function render(id) {
       `<td>${esc(item.title || item.url)}<br>${chosen}${error}${waiting}</td>` +
       `<td class="num" data-col="download">${now ? `<span class="phase" data-col="phase">${esc(now)}</span> · ` : ""}${esc(dlText)}</td>` +
       `<td class="num" data-col="extract">${esc(exText)}</td>` +
-      `<td class="files">${[dl.file, ...(dl.files || []), ex.file].map(mediaLink).join(" ")}</td></tr>`;
+      `<td class="files">${[dl.file, ...(dl.files || []), ex.file].map((f) => mediaLink(f, job.id)).join(" ")}</td></tr>`;
   }).join("");
   const buttons = [];
   if (job.held && !TERMINAL.has(job.status)) buttons.push(`<button data-action="start">Start</button>`);
