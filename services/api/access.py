@@ -113,6 +113,7 @@ def auth_guard(
     A viewer, or a token of scope `read`, changes nothing (403). /healthz, /readyz, the page and the schema stay
     open. The identity is on ``connection.state.identity`` for the routes."""
     from services.api.identity import ADMIN_TOKEN, LOCAL, forwarded, read_users_file
+    from services.api.sessions import PREFIX as SESSION_PREFIX
 
     mode = settings.auth_mode()
     users = read_users_file(settings.users_file) if settings.users_file else None
@@ -149,12 +150,16 @@ def auth_guard(
             if found is not None:
                 return found
         cookie = connection.cookies.get(SESSION_COOKIE, "")
-        if mode == "oidc" and cookie and sessions is not None:
+        if cookie.startswith(SESSION_PREFIX) and sessions is not None:
             record = sessions.find(cookie)
             if record is not None:
-                if connection.scope.get("method") in COOKIE_METHODS or connection.headers.get("origin"):
+                if record.token_id is not None and (tokens is None or not tokens.active(record.token_id)):
+                    return "the token this session was opened with is revoked"
+                if connection.scope.get("method") in COOKIE_METHODS:
                     return record.identity()
-                return "a change made with the session cookie must come from the page (no Origin header)"
+                if record.via == "oidc" and connection.headers.get("origin"):
+                    return record.identity()
+                return "a change made with the session cookie must come from the page (Origin; a token's: its token)"
         if token and cookie and connection.scope.get("method") in COOKIE_METHODS:
             session_id = valid_session(token, cookie)
             if session_id is not None and not (ended is not None and ended.ended(session_id)):
@@ -174,7 +179,9 @@ def auth_guard(
             raise NotAuthorizedException(identity or "a valid bearer token is required", headers=challenge)
         if users is not None and identity is not LOCAL and identity is not ADMIN_TOKEN:
             identity = users.apply(identity)
-        if connection.scope.get("method") in STATE_CHANGING and not identity.may_write:
+        # Opening or ending one's own read-only page session changes nothing else: a reader may.
+        writes = connection.scope.get("method") in STATE_CHANGING and connection.url.path != "/api/session"
+        if writes and not identity.may_write:
             raise PermissionDeniedException(
                 f"{identity.user} may only read ({'a read-only token' if identity.scope == 'read' else 'a viewer'})"
             )

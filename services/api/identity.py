@@ -44,6 +44,8 @@ class Identity:
     scope: Scope = "write"
     email: str | None = None
     groups: tuple[str, ...] = ()
+    # A personal token's id: a session opened with it ends when the token is revoked.
+    token_id: str | None = None
 
     @property
     def may_write(self) -> bool:
@@ -108,7 +110,14 @@ class TokenBook(BucketMirror):
             return None
         if record.expires_at is not None and record.expires_at <= (now or datetime.now(timezone.utc)):
             return None
-        return Identity(record.user, record.role, "personal_token", record.scope)
+        return Identity(record.user, record.role, "personal_token", record.scope, token_id=record.id)
+
+    def active(self, token_id: str, now: datetime | None = None) -> bool:
+        """Whether the token exists and has not expired (a session opened with it lives as long)."""
+        record = self._known.get(token_id)
+        return record is not None and (
+            record.expires_at is None or record.expires_at > (now or datetime.now(timezone.utc))
+        )
 
     def all(self) -> list[TokenRecord]:
         return sorted(self._known.values(), key=lambda r: r.created_at)

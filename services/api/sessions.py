@@ -1,4 +1,4 @@
-"""Signed-in sessions (TUBEFLOW_AUTH=oidc) and the sign-ins under way, in bucket tubeflow_sessions, shared by every
+"""Signed-in sessions (TUBEFLOW_AUTH=oidc; and the page's personal token traded for a cookie) and the sign-ins under way, in bucket tubeflow_sessions, shared by every
 API replica.
 
 A session is a random secret in the page's cookie (``tubeflow_session``, HttpOnly, SameSite=Strict, 12 h); the
@@ -20,7 +20,7 @@ import time
 
 from pydantic import BaseModel, Field
 
-from services.api.identity import Identity, Role
+from services.api.identity import Identity, Role, Scope
 from services.runtime.nats.kv import BucketMirror
 from services.runtime.nats.topology import SESSIONS_BUCKET
 
@@ -45,9 +45,16 @@ class SessionRecord(BaseModel):
     created: float
     expires: float
     rotate_at: float
+    # How the session was opened: `oidc` (a sign-in), or the page's token traded for it (`personal_token`,
+    # `users_file`: such a session reads only, and one of a personal token ends with the token).
+    via: str = "oidc"
+    scope: Scope = "write"
+    token_id: str | None = None
 
     def identity(self) -> Identity:
-        return Identity(self.user, self.role, "oidc", email=self.email, groups=tuple(self.groups))
+        return Identity(
+            self.user, self.role, self.via, self.scope, self.email, tuple(self.groups), token_id=self.token_id
+        )
 
 
 class PendingLogin(BaseModel):
@@ -91,6 +98,9 @@ class SessionBook(BucketMirror):
             role=identity.role,
             email=identity.email,
             groups=list(identity.groups),
+            via=identity.via,
+            scope=identity.scope,
+            token_id=identity.token_id,
             created=now,
             expires=now + SESSION_SECONDS,
             rotate_at=now + ROTATE_AFTER,

@@ -112,8 +112,17 @@ def test_token_mode_the_admin_token_makes_tokens_for_people_and_garbage_tokens_a
             carol = {"Authorization": f"Bearer {made.json()['token']}"}
             assert client.get("/api/me", headers=carol).json()["user"] == "carol"
             assert client.post("/api/jobs", json={"url": media.url("clip1.mp4")}, headers=carol).status_code == 403
-            # A personal token's session would read as the admin's: refused.
-            assert client.post("/api/session", headers=carol).status_code == 403
+            # A personal token's page session: carol's (not the admin's), read-only, ended with her token.
+            opened = client.post("/api/session", headers=carol)
+            assert opened.status_code == 200 and opened.json()["expires_at"], opened.text
+            session = {"tubeflow_session": client.cookies.get("tubeflow_session")}
+            client.cookies.clear()
+            with httpx.Client(base_url=stack.base, timeout=30, cookies=session) as page:
+                assert page.get("/api/me").json()["user"] == "carol"
+                assert page.post("/api/tokens", json={"name": "x"}, headers={"Origin": stack.base}).status_code == 401
+                carol_id = client.get("/api/tokens", headers=admin).json()["tokens"][0]["id"]
+                assert client.delete(f"/api/tokens/{carol_id}", headers=admin).status_code == 204
+                assert page.get("/api/me").status_code == 401
             for garbage in ("tf_" + "0" * 16 + "." + "A" * 43, "x" * 5000, "tf_zz.yy", "Bearer"):
                 answer = client.get("/api/me", headers={"Authorization": f"Bearer {garbage}"})
                 assert answer.status_code in (400, 401), (garbage[:20], answer.status_code)

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from pydantic import BaseModel
 
 from services.api.access import SESSION_COOKIE, SESSION_SECONDS, identity_of, session_value, valid_session
-from services.api.errors import error_responses, field_error
+from services.api.errors import error_responses
 from services.runtime.settings import Settings
 
 
@@ -57,10 +57,14 @@ async def open_session(request: Request, settings: NamedDependency[Settings]) ->
         return await _renew_signed_in(request)
     if not settings.api_token or settings.auth_mode() != "token":
         return Response(Session(expires_at=None))  # no token, or a proxy signs every request in
-    if identity_of(request).role != "admin":
-        # The cookie reads as the admin token does: not for a personal token (a person's own session comes with
-        # accounts' ownership, issue 28).
-        raise field_error(403, "token", "forbidden", "a session cookie is made for TUBEFLOW_API_TOKEN only")
+    identity = identity_of(request)
+    if identity.via != "token":
+        # A person's token (personal or from TUBEFLOW_USERS_FILE): a session of theirs, read-only as the admin's is
+        # (the page still sends the token for changes), ended with the token.
+        value, record = await request.app.state.sessions.open(identity)
+        response = Response(Session(expires_at=datetime.fromtimestamp(record.expires, timezone.utc)))
+        response.set_cookie(_cookie(request, value, SESSION_SECONDS))
+        return response
     expires = int(time.time()) + SESSION_SECONDS
     response = Response(Session(expires_at=datetime.fromtimestamp(expires, timezone.utc)))
     response.set_cookie(_cookie(request, session_value(settings.api_token, expires), SESSION_SECONDS))
@@ -72,8 +76,7 @@ async def open_session(request: Request, settings: NamedDependency[Settings]) ->
 )
 async def close_session(request: Request, settings: NamedDependency[Settings]) -> Response[Session]:
     cookie = request.cookies.get(SESSION_COOKIE, "")
-    if settings.auth_mode() == "oidc":
-        await request.app.state.sessions.end(cookie)
+    await request.app.state.sessions.end(cookie)  # a sign-in's or a person's token's (no-op for the admin's)
     session_id = valid_session(settings.api_token, cookie) if settings.api_token and cookie else None
     if session_id is not None:
         # Ended everywhere, not only in this browser: a copy of the cookie reads nothing any more (it read for the

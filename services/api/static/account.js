@@ -30,7 +30,7 @@ export async function initAccount({api, say, onSignOut}) {
   const who = $("#who");
   who.replaceChildren(element("span", "who-name", me.user === "local" ? "" : me.user));
   if (me.role !== "user" && me.user !== "local") who.append(element("span", "who-role", ` (${me.role})`));
-  if (me.via === "oidc" || me.via === "token") {
+  if (me.via !== "none" && me.via !== "forward") {  // a proxy's user signs out at the proxy
     const out = element("button", "sign-out", me.via === "oidc" ? "Sign out" : "Forget token");
     out.type = "button";
     out.addEventListener("click", async () => {
