@@ -551,3 +551,35 @@ def test_sign_in_with_openid_connect_from_the_page_make_a_token_and_sign_out(bro
                 page.wait_for_selector(card(page, job_id), timeout=10_000)
             finally:
                 page.close()
+
+
+def test_a_persons_own_token_on_the_page_follows_their_jobs_live_and_opens_their_files(browser, media):
+    """Token mode (issue 28): carol pastes her personal token; the page says it is her, follows her job live (streams
+    with her read-only page session, not the admin's) and her file link opens."""
+    import httpx
+
+    from bench.harness import nats_server, tubeflow
+
+    with (
+        nats_server() as server,
+        tubeflow(server.url, ["api", "progress", "downloader"], {"TUBEFLOW_API_TOKEN": "adm"}) as stack,
+    ):
+        made = httpx.post(
+            f"{stack.base}/api/tokens", json={"name": "page", "user": "carol"}, headers={"Authorization": "Bearer adm"}
+        )
+        carol = made.json()["token"]
+        page = browser.new_page()
+        try:
+            page.goto(stack.base)
+            page.wait_for_selector("form#token:not([hidden])", timeout=10_000)
+            page.fill("form#token input[name=token]", carol)
+            page.click("form#token button")
+            page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+            assert "carol" in page.inner_text("#who")
+            job_id = submit(page, media.url(media.fresh("clip1.mp4")))
+            page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+            link = page.get_attribute(f"{card(page, job_id)} .items a", "href")
+            answer = page.request.get(stack.base + link)  # with the page's cookie, as a click would
+            assert answer.status == 200 and len(answer.body()) > 1000
+        finally:
+            page.close()

@@ -522,13 +522,9 @@ $("#jobs").addEventListener("click", async (event) => {
 
 $("#token").addEventListener("submit", (event) => {
   event.preventDefault();
-  token = event.target.token.value.trim();
-  sessionStorage.setItem("tubeflow-token", token);
-  event.target.hidden = true;
-  if (listStream) listStream.close();
-  for (const stream of jobStreams.values()) stream.close();
-  jobStreams.clear();
-  ensureSession(true).finally(connectList);
+  // Kept for this tab; the page starts again with it (who it is, the queue, subscriptions, streams).
+  sessionStorage.setItem("tubeflow-token", event.target.token.value.trim());
+  location.reload();
 });
 
 // Older jobs, a page at a time (the stream brings the newest MAX_JOBS and every change).
