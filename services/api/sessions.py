@@ -29,6 +29,7 @@ ROTATE_AFTER = 3600
 # A rotated session's old secret keeps working this long: requests already on their way still count.
 ROTATION_GRACE = 60
 LOGIN_SECONDS = 600
+MAX_PER_USER = 20
 # The cookie's value: this prefix and the secret (the admin's cookie in token mode is `expires.id.mac`).
 PREFIX = "o."
 
@@ -108,6 +109,12 @@ class SessionBook(BucketMirror):
         secret = secrets.token_urlsafe(32)
         key = digest(secret)
         assert self.kv is not None
+        # At most MAX_PER_USER live sessions a person: the oldest end (a script opening sessions in a loop fills
+        # neither the bucket nor every replica's memory).
+        theirs = sorted((r.created, k) for k, r in self._known.items() if r.user == identity.user and r.expires > now)
+        for _, old in theirs[: max(0, len(theirs) - MAX_PER_USER + 1)]:
+            await self.kv.delete(f"session.{old}")
+            self._known.pop(old, None)
         await self.kv.put(f"session.{key}", record.model_dump_json().encode())
         self._known[key] = record
         return PREFIX + secret, record
