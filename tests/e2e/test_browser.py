@@ -581,5 +581,13 @@ def test_a_persons_own_token_on_the_page_follows_their_jobs_live_and_opens_their
             link = page.get_attribute(f"{card(page, job_id)} .items a", "href")
             answer = page.request.get(stack.base + link)  # with the page's cookie, as a click would
             assert answer.status == 200 and len(answer.body()) > 1000
+            # Her output folder puts the file outside the job's folder: the link names the job, and opens.
+            page.click("#options summary")
+            page.fill("input[name=folder]", "carol-music")
+            job_id = submit(page, media.url(media.fresh("clip1.mp4")))
+            page.wait_for_selector(f"{card(page, job_id)}[data-status=completed]", timeout=60_000)
+            link = page.get_attribute(f"{card(page, job_id)} .items a", "href")
+            assert link.startswith("/media/carol-music/") and link.endswith(f"?job={job_id}"), link
+            assert page.request.get(stack.base + link).status == 200
         finally:
             page.close()
