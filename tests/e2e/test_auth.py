@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +15,7 @@ import pytest
 
 from bench.harness import nats_server, tubeflow
 from services.runtime.nats.topology import TOKENS_BUCKET
-from tests.support.processes import wait_for
+from tests.support.processes import run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -130,22 +128,15 @@ def test_token_mode_the_admin_token_makes_tokens_for_people_and_garbage_tokens_a
         # `tubeflow get --token` with a personal token (and the same from TUBEFLOW_TOKEN).
         env_clean = {k: v for k, v in os.environ.items() if not k.startswith("TUBEFLOW_")}
         url = media.url(media.fresh("clip1.mp4"))
-        done = subprocess.run(
-            [sys.executable, "-m", "services.cli", "get", "--api", stack.base, "--token", dave, "--json", url],
-            capture_output=True, text=True, timeout=120, env=env_clean,
-        )  # fmt: skip
+        done = run_cli("get", "--api", stack.base, "--token", dave, "--json", url, timeout=120, env=env_clean)
         assert done.returncode == 0 and '"completed"' in done.stdout.splitlines()[-1], done.stderr[-500:]
         # `tubeflow replay --api` with the same token (it sent none before: 401).
         job_id = json.loads(done.stdout.splitlines()[-1])["id"]
-        replayed = subprocess.run(
-            [sys.executable, "-m", "services.cli", "replay", job_id, "--api", stack.base, "--json", "--token", dave],
-            capture_output=True, text=True, timeout=60, env=env_clean,
-        )  # fmt: skip
+        replayed = run_cli("replay", job_id, "--api", stack.base, "--json", "--token", dave, timeout=60, env=env_clean)
         assert replayed.returncode == 0 and json.loads(replayed.stdout)["status"] == "completed", replayed.stderr
-        refused = subprocess.run(
-            [sys.executable, "-m", "services.cli", "get", "--api", stack.base, "--json", url],
-            capture_output=True, text=True, timeout=60, env={**env_clean, "TUBEFLOW_TOKEN": "tf_nope"},
-        )  # fmt: skip
+        refused = run_cli(
+            "get", "--api", stack.base, "--json", url, timeout=60, env={**env_clean, "TUBEFLOW_TOKEN": "tf_nope"}
+        )
         assert refused.returncode != 0
 
 
@@ -359,10 +350,7 @@ def test_a_users_file_gives_people_their_tokens_and_roles(media, tmp_path):
     with nats_server() as server:
         env = {**os.environ, "TUBEFLOW_NATS_URL": server.url, "TUBEFLOW_USERS_FILE": str(users),
                "TUBEFLOW_DATA_DIR": str(tmp_path / "data")}  # fmt: skip
-        refused = subprocess.run(
-            [sys.executable, "-m", "services.cli", "service", "api", "--port", "9"],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
+        refused = run_cli("service", "api", "--port", "9", timeout=60, env=env)
         assert refused.returncode != 0 and "TUBEFLOW_USERS_FILE" in refused.stderr + refused.stdout, refused.stderr
 
 

@@ -11,18 +11,13 @@ import time
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.e2e
 
 
 def tubeflow_get(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli", "get", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli("get", *args, timeout=timeout, cwd=ROOT)
 
 
 def test_json_mode_prints_snapshots_and_exits_0_when_completed(stack, media):

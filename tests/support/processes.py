@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+
+def run_cli(*args: str, timeout: float = 90, **kwargs: Any) -> subprocess.CompletedProcess:
+    """`tubeflow ARGS` (this interpreter), its output captured; it dies with the test process, so a run stopped
+    midway (Ctrl-C, a CI job cancelled) leaves no `tubeflow get` following a stack that is gone."""
+    from services.cli.up import _die_with_parent
+
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        **kwargs,
+    )
 
 
 def stop_all(processes: list[subprocess.Popen], grace: float = 30.0) -> None:
