@@ -108,7 +108,7 @@ class TokenBook(BucketMirror):
         record = self._known.get(found.group(1))
         if record is None or not hmac.compare_digest(record.digest, _digest(found.group(2))):
             return None
-        if record.expires_at is not None and record.expires_at <= (now or datetime.now(timezone.utc)):
+        if not self.active(record.id, now):
             return None
         return Identity(record.user, record.role, "personal_token", record.scope, token_id=record.id)
 

@@ -32,11 +32,6 @@ def check_preset(name: str, fields: dict) -> None:
         raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
 
-def _owner(request: Request) -> str | None:
-    """Whose a preset saved or deleted now is: an admin's are everyone's (None); anyone else's their own."""
-    return owner_filter(request)
-
-
 @get(
     "/api/presets",
     summary="List presets (shipped examples, the operator's file, everyone's saved ones and your own)",
@@ -63,7 +58,7 @@ async def put_preset(
 ) -> Preset:
     if not PROFILE_NAME.fullmatch(name):
         raise field_error(422, "name", "invalid_preset", "a preset name is a-z, 0-9, '-' and '_', at most 64")
-    saved = await presets.save(name, data.fields(), data.description, _owner(request))
+    saved = await presets.save(name, data.fields(), data.description, owner_filter(request))
     if isinstance(saved, str):
         raise field_error(409, "name", "read_only_preset" if "can't" in saved else "too_many_presets", saved)
     return saved
@@ -82,7 +77,7 @@ async def delete_preset(
     request: Request,
     owner: Annotated[str | None, Parameter(description="admins: a person's preset", max_length=128)] = None,
 ) -> None:
-    whose = _owner(request)
+    whose = owner_filter(request)
     deleted = await presets.delete(name, owner if whose is None and owner else whose)
     if deleted is False:
         raise NotFoundException(f"no preset {name}")
