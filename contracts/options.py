@@ -262,6 +262,11 @@ class DownloadOptions(BaseModel):
         description="skip items an earlier job already downloaded (same media, same options): the item is `skipped` "
         "with the earlier file, nothing is transferred or linked",
     )
+    schedule: Literal["follow", "ignore"] = Field(
+        default="follow",
+        description="ignore: the download schedule does not hold this job (its downloads start at once whatever "
+        "the window, outside the bandwidth budget and the daily caps; their bytes still count toward today's)",
+    )
 
     @field_validator("cookies")
     @classmethod

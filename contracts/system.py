@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from contracts.bounds import Instant
+from contracts.schedule import Schedule
 from contracts.text import Message, Short
 
 SYSTEM_PREFIX = "tubeflow.system"
@@ -71,6 +72,17 @@ class EngineUpdateFailedData(BaseModel):
     worker: Short | None = None
 
 
+class ScheduleChangedData(BaseModel):
+    """The download schedule put in force (issue 29; null: none), by whom (a person, or the operator's
+    TUBEFLOW_SCHEDULE_FILE). What is in force now is the queue bucket's ``schedule`` key, which every downloader
+    watches."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    schedule: Schedule | None = None
+    by: Short | None = None
+
+
 class _SystemEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -100,7 +112,12 @@ class EngineUpdateFailed(_SystemEnvelope):
     data: EngineUpdateFailedData
 
 
-SYSTEM_EVENT_CLASSES = (SiteCooling, SiteResumed, EngineUpdated, EngineUpdateFailed)
+class ScheduleChanged(_SystemEnvelope):
+    type: Literal["schedule.changed"]
+    data: ScheduleChangedData
+
+
+SYSTEM_EVENT_CLASSES = (SiteCooling, SiteResumed, EngineUpdated, EngineUpdateFailed, ScheduleChanged)
 SystemEvent = Annotated[Union[SYSTEM_EVENT_CLASSES], Field(discriminator="type")]  # type: ignore[valid-type]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(SystemEvent)
 

@@ -65,7 +65,7 @@ def field_error(status_code: int, field: str, code: str, message: str, detail: s
 def validation_error(request: Request, exc: ValidationException) -> Response:
     errors = []
     for problem in exc.extra if isinstance(exc.extra, list) else []:
-        message = str(problem.get("message", "invalid"))
+        message = str(problem.get("message", "invalid")).removeprefix("Value error, ")
         field = problem.get("key") or "body"
         errors.append({"field": field, "code": error_code(message), "message": message})
     if not errors:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, AsyncIterator, Callable
 
@@ -14,6 +15,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.pydantic import PydanticPlugin
 
 from services.api.access import EndedSessions, RateLimiter, StreamLimiter, auth_guard, host_guard, same_site_guard
 from services.api.admission import Admission
@@ -52,6 +54,7 @@ from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
 from services.runtime.nats.topology import DELIVERIES_BUCKET, SESSIONS_BUCKET, TOKENS_BUCKET, WEBHOOKS_BUCKET
+from services.runtime.schedule import read_schedule_file, schedule_clock
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
 from services.runtime.tasks import cancel_until_done
@@ -117,7 +120,9 @@ def _lifespan(
             app.state.engines.start(infra.js)
             app.state.update(
                 nc=infra.nc,
-                queue=await QueueControl.open(infra.js),
+                queue=await _schedule_from_file(
+                    settings, await QueueControl.open(infra.js, now=schedule_clock(settings.clock_offset))
+                ),
                 webhooks=WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
                 deliveries=await infra.js.key_value(DELIVERIES_BUCKET),
                 hub=hub,
@@ -159,6 +164,17 @@ def _lifespan(
                 await sessions.stop()
 
     return lifespan
+
+
+async def _schedule_from_file(settings: Settings, queue: QueueControl) -> QueueControl:
+    """TUBEFLOW_SCHEDULE_FILE's schedule put in force at start (when it differs from the one in force: a restart of
+    an unchanged file changes nothing; a later PUT holds until the file changes or the API starts again)."""
+    if settings.schedule_file is not None:
+        wanted = read_schedule_file(settings.schedule_file)
+        if (await queue.schedule()).schedule != wanted:
+            await queue.set_schedule(wanted, "TUBEFLOW_SCHEDULE_FILE")
+            logging.getLogger("tubeflow.api").info("download schedule from %s in force", settings.schedule_file)
+    return queue
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -218,6 +234,8 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={name: _provider(name) for name in _PROVIDED},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(title="tubeflow", version="0.1.0", path="/schema"),
+        # Fields are written under their aliases (a schedule window's `from`, a Python keyword).
+        plugins=[PydanticPlugin(prefer_alias=True)],
         request_max_body_size=64 * 1024,
         logging_config=None,
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from datetime import datetime
+from typing import Callable
 
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NotFoundError
@@ -14,6 +15,7 @@ from nats.js.kv import KeyValue
 from pydantic import BaseModel, Field
 
 from contracts import events as ev
+from contracts.schedule import Schedule, ScheduleRecord, ScheduleStatus, status
 from contracts.system import SiteCooldown
 from services.runtime.clock import utcnow
 from services.runtime.cooldown import Cooldowns, read_cooldowns
@@ -26,6 +28,7 @@ from services.runtime.nats.topology import (
     WORK_STREAM,
     WORKERS_BUCKET,
 )
+from services.runtime.schedule import read_schedule, read_usage, write_schedule
 
 log = logging.getLogger("tubeflow.api.queue")
 
@@ -65,11 +68,26 @@ class QueueState(BaseModel):
         description="sites that pushed back (429, a bot check, a burst of 403s): no requests go to them until `until` "
         "(ended ones stay listed until downloads from them went well again, for their `level`)",
     )
+    schedule: ScheduleStatus | None = Field(
+        default=None,
+        description="the download schedule now (PUT /api/queue/schedule): inside a window or not and until when, the "
+        "budget, today's bytes against each cap, and why downloads wait or run slowly",
+    )
 
 
 class QueueControl:
-    def __init__(self, js: JetStreamContext, queue: KeyValue, workers: KeyValue, pacing: KeyValue, worker: str) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        queue: KeyValue,
+        workers: KeyValue,
+        pacing: KeyValue,
+        worker: str,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.js = self._js = js
+        # The clock the download schedule reads (TUBEFLOW_CLOCK_OFFSET).
+        self._now = now
         self._queue = queue
         self._workers = workers
         self._pacing = pacing
@@ -77,14 +95,29 @@ class QueueControl:
         self.cooldowns = Cooldowns(js, pacing, 0.0, worker)
 
     @classmethod
-    async def open(cls, js: JetStreamContext, worker: str = "api") -> "QueueControl":
+    async def open(
+        cls, js: JetStreamContext, worker: str = "api", now: Callable[[], datetime] = utcnow
+    ) -> "QueueControl":
         return cls(
             js,
             await js.key_value(QUEUE_BUCKET),
             await js.key_value(WORKERS_BUCKET),
             await js.key_value(PACING_BUCKET),
             worker,
+            now,
         )
+
+    async def schedule(self) -> ScheduleRecord:
+        return await read_schedule(self._queue)
+
+    async def set_schedule(self, schedule: Schedule | None, by: str) -> ScheduleRecord:
+        return await write_schedule(self._js, self._queue, schedule, by)
+
+    async def schedule_status(self) -> ScheduleStatus:
+        record = await read_schedule(self._queue)
+        now = self._now()
+        current = record.schedule or Schedule()
+        return status(record.schedule, now, await read_usage(self._queue, current.day(now)))
 
     async def set_paused(self, paused: bool, now: bool = False) -> None:
         value = {"paused": paused, "now": now and paused, "at": utcnow().isoformat()}
@@ -120,11 +153,12 @@ class QueueControl:
     async def state(self, jobs: dict[str, int], unfinished: dict[str, int] | None = None) -> QueueState:
         """``unfinished``: items not downloaded yet per priority (``JobIndex.unfinished_items``): the waiting count
         is those less the running ones (tickets counted dropped ones as waiting, issue 23)."""
-        paused, tickets, workers, cooldowns = await asyncio.gather(
+        paused, tickets, workers, cooldowns, schedule = await asyncio.gather(
             self.paused(),
             asyncio.gather(*(self._waiting(p) for p in ev.PRIORITIES)),
             self.worker_states(),
             read_cooldowns(self._pacing),
+            self.schedule_status(),
         )
         items = list(tickets)
         if unfinished is not None:
@@ -150,4 +184,5 @@ class QueueControl:
             items=items,
             workers=workers,
             cooldowns=cooldowns,
+            schedule=schedule,
         )

@@ -21,6 +21,7 @@ from services.downloader.deletion import adopt
 from services.downloader.disk import DiskLimits
 from services.downloader.probes import ProbeCarrier
 from services.downloader.reports import ItemReports
+from services.downloader.schedule import ScheduleGate, Transfer
 from services.downloader.sites import current_turn
 from services.engine.media import Downloaded, MediaTool, PlaylistPlace, ProgressHook, Resolution
 from services.runtime.cancellation import Aborted, Cancellations, CancelToken, until_tripped
@@ -72,6 +73,8 @@ class Downloader:
     ticket_now: Callable[[ev.ItemQueuedEvent], Awaitable[None]] | None = None
     # Sites cooling down after they pushed back (TUBEFLOW_SITE_COOLDOWN); None: no cool-downs.
     cooldowns: Cooldowns | None = None
+    # The download schedule (issue 29): this process's running downloads under its budget and caps; None: none.
+    schedule: ScheduleGate | None = None
 
     # Resolves running at once (the resolve consumer takes more messages: those waiting for a cool-down).
     resolve_concurrency: int = 2
@@ -261,13 +264,19 @@ class Downloader:
             what=f"download of item {item}",
             on_cancelled=lambda: _remove_partials(self.media_dir / job, item),
             kind="download",
-            on_paused=lambda: self._emit(
-                "download.waiting",
-                job,
-                ev.DownloadWaiting(worker=self.worker, code="queue_paused", message=PAUSED_MESSAGE),
-                random_event_id(),
-                item,
-            ),
+            on_paused=lambda reason: self._said_paused(job, item, reason),
+        )
+
+    async def _said_paused(self, job: str, item: str, reason: str) -> None:
+        """`download.waiting` for a download the queue's pause or the schedule stopped (its partial file stays)."""
+        stopped = self.schedule.stopped(f"{job}/{item}") if self.schedule is not None and reason == "schedule" else None
+        code, message, until = stopped if stopped is not None else ("queue_paused", PAUSED_MESSAGE, None)
+        await self._emit(
+            "download.waiting",
+            job,
+            ev.DownloadWaiting(worker=self.worker, code=code, message=message, until=until),
+            random_event_id(),
+            item,
         )
 
     async def _download(self, event: ev.ItemQueuedEvent, job: str, item: str, attempt: int, token: CancelToken) -> None:
@@ -285,15 +294,40 @@ class Downloader:
             step_event_id(job, "download.started", item, attempt, round=rnd),
             item,
         )
-        reports = self._progress_reports(job, item, token)
+        transfer = self.schedule.begin(event, token) if self.schedule is not None else None
         try:
-            result = await self._fetch(event, job, item, reports.hook, token, max_bytes)
+            result = await self._fetch_reported(event, job, item, attempt, token, max_bytes, transfer)
+        finally:
+            if transfer is not None and self.schedule is not None:
+                self.schedule.end(transfer)
+        if result is None:
+            return
+        # A live recording that was stopped completes with what it recorded, whatever stopped it.
+        await self._completed(event, job, item, result)
+        if self.cooldowns is not None and not result.reused:
+            await self.cooldowns.succeeded(event.data.url)
+
+    async def _fetch_reported(
+        self,
+        event: ev.ItemQueuedEvent,
+        job: str,
+        item: str,
+        attempt: int,
+        token: CancelToken,
+        max_bytes: int | None,
+        transfer: Transfer | None,
+    ) -> Downloaded | None:
+        """The download with its progress reported; None when it failed (said) or was skipped (said)."""
+        rnd = event.data.round
+        reports = self._progress_reports(job, item, token, transfer)
+        try:
+            result = await self._fetch(event, job, item, reports.hook, token, max_bytes, transfer)
         except MediaError as exc:
             await reports.close()
             if token.reason is not None:
                 raise Aborted(token.reason) from exc
             await self._fail_or_retry(exc, job, item, attempt, rnd, event.data.url)
-            return
+            return None
         except BaseException:
             await reports.close()
             raise
@@ -315,13 +349,12 @@ class Downloader:
                 step_event_id(job, "item.skipped", item, round=rnd),
                 item,
             )
-            return
-        # A live recording that was stopped completes with what it recorded, whatever stopped it.
-        await self._completed(event, job, item, result)
-        if self.cooldowns is not None and not result.reused:
-            await self.cooldowns.succeeded(event.data.url)
+            return None
+        return result
 
-    def _progress_reports(self, job: str, item: str, token: CancelToken) -> "ItemReports":
+    def _progress_reports(
+        self, job: str, item: str, token: CancelToken, transfer: Transfer | None = None
+    ) -> "ItemReports":
         """The yt-dlp hook for this item, and what publishes what it reports: throttled `download.progress`, and
         `postprocess.*` in order after the progress before them."""
 
@@ -350,6 +383,7 @@ class Downloader:
             # ffmpeg's progress has no pump after it: at most one report per interval, or per min_step moved.
             HandoffGate(4 * self.progress_interval, self.progress_min_step),
             began=turn.began if (turn := current_turn.get()) is not None else None,
+            transfer=transfer,
         )
 
     async def _wait_for_disk(self, job: str, item: str, attempt: int, rnd: int, token: CancelToken) -> None:
@@ -377,9 +411,11 @@ class Downloader:
         hook: ProgressHook,
         token: CancelToken,
         max_bytes: int | None = None,
+        transfer: Transfer | None = None,
     ) -> Downloaded:
         """Download the item with yt-dlp on a worker thread, reusing a file the catalog has (or claiming its key
-        while this download runs, so a concurrent job waits for it instead of downloading it too)."""
+        while this download runs, so a concurrent job waits for it instead of downloading it too). Under the
+        schedule's budget (``transfer``) the download's rate is asked for as it runs."""
         loop = asyncio.get_running_loop()
         cookies = self._cookie_file(event.data.options)
         directory = self.media_dir / job
@@ -408,6 +444,7 @@ class Downloader:
                     else None,
                     cookies=cookies,
                     **({"probe": probe} if probe is not None else {}),
+                    **(self._paced(transfer) if transfer is not None and transfer.held else {}),
                 ),
             )
             if claimed and self.catalog is not None:
@@ -416,6 +453,11 @@ class Downloader:
         finally:
             if claimed and self.catalog is not None:
                 await self.catalog.release(claimed[0])
+
+    def _paced(self, transfer: Transfer) -> dict[str, Any]:
+        schedule = self.schedule
+        assert schedule is not None
+        return {"rate": lambda: schedule.rate(transfer)}
 
     async def _retry_after(self, exc: MediaError, attempt: int, url: str | None) -> float | None:
         """Seconds until a failed try is tried again (None: it is not). A site that pushed back (429, a bot check, a

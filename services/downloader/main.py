@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -20,8 +21,9 @@ from services.downloader.disk import DiskLimits, sweep
 from services.downloader.handlers import MAX_PARKED_RESOLVES, Downloader
 from services.downloader.probes import ProbeCarrier
 from services.downloader.queue import REPRIORITIZE, START, TICKETS, Dispatcher, QueueState, RunMarkers
+from services.downloader.schedule import ScheduleGate
 from services.downloader.sites import SiteGate
-from services.downloader.tickets import TicketLoop
+from services.downloader.tickets import TicketLoop, worker_key
 from services.engine.realsites import RealSites, ping_provider, unavailable_rules
 from services.engine.slots import SlotConfig, SlotPool
 from services.engine.versions import EngineFollower
@@ -148,8 +150,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         tickets = await ticket_loop(settings, infra, worker, dispatcher, downloader, cancellations)
         tickets.engine = lambda: engines.running.version
         queue_kv = await infra.js.key_value(QUEUE_BUCKET)
+        workers_kv = await infra.js.key_value(WORKERS_BUCKET)
+        # The download schedule (issue 29): windows, the budget shared with the other downloaders, daily caps.
+        schedule = ScheduleGate(
+            queue_kv, worker_key(worker), downloader.announce_waiting, offset=timedelta(seconds=settings.clock_offset)
+        )
+        downloader.schedule = tickets.schedule = schedule
         following = asyncio.create_task(tickets.state.follow(queue_kv, stop))
-        taking = asyncio.create_task(tickets.run(stop, await infra.js.key_value(WORKERS_BUCKET)))
+        scheduling = asyncio.create_task(schedule.run(workers_kv, stop))
+        taking = asyncio.create_task(tickets.run(stop, workers_kv))
         await serve_worker(
             "downloader",
             infra,
@@ -162,7 +171,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 sweeper.cancel(),
                 facts.cancel(),
             ),
-            drain=lambda grace: _drain(tickets, (taking, following), grace),
+            drain=lambda grace: _drain(tickets, (taking, following, scheduling), grace),
         )
 
 

@@ -31,6 +31,7 @@ class ItemReports:
         gate: HandoffGate,
         pp_gate: HandoffGate,
         began: Callable[[], None] | None = None,
+        transfer: Any = None,
     ) -> None:
         self._pump = pump
         self._send_step = send_step
@@ -41,6 +42,8 @@ class ItemReports:
         self._pp_gate = pp_gate
         # Told (on the loop) when the first bytes come: a paced site's next turn counts from then.
         self._began = began
+        # The download as the schedule sees it (services.downloader.schedule.Transfer): its bytes, liveness, size.
+        self._transfer = transfer
         self._loop = asyncio.get_running_loop()
         self._steps: list[concurrent.futures.Future[None]] = []
         self._order = asyncio.Lock()
@@ -53,6 +56,8 @@ class ItemReports:
     def hook(self, d: dict[str, Any]) -> None:
         # Runs on yt-dlp's worker thread: stop if asked to, else hand the report to the loop without blocking.
         self._token.raise_if_tripped()
+        if self._transfer is not None:
+            self._transfer.saw(d)
         status = d.get("status")
         if self._began is not None and status in ("downloading", "recording", "finished"):
             self._loop.call_soon_threadsafe(self._began)

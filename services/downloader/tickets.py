@@ -13,7 +13,7 @@ import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from contracts import events as ev
 from services.downloader.queue import PRIORITY_SEQ, Dispatcher, QueueState, RunMarkers
+from services.downloader.schedule import MAX_HELD, ScheduleGate
 from services.downloader.sites import PacedTurn, SiteGate, current_turn
 from services.runtime.cancellation import Aborted, Cancellations, until_tripped
 from services.runtime.clock import utcnow
@@ -62,6 +63,8 @@ class TicketLoop:
     running: dict[str, dict] = field(default_factory=dict)
     # The yt-dlp version this process's new slots run (said in its heartbeat).
     engine: Callable[[], str] | None = None
+    # The download schedule (windows, budget, caps): items wait for it before their site's gate.
+    schedule: ScheduleGate | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
     # Jobs whose tickets this process purged from the queue (the newest few hundred).
     _purged: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -77,8 +80,9 @@ class TicketLoop:
         beat = asyncio.create_task(self._heartbeat(workers, stop)) if workers is not None else None
         try:
             while not stop.is_set():
-                if self._parked >= MAX_PARKED_PER_SLOT * self.concurrency:
-                    # Enough items wait for their sites here already: leave the rest to other processes.
+                held = self.schedule.held if self.schedule is not None else 0
+                if self._parked >= MAX_PARKED_PER_SLOT * self.concurrency or held >= MAX_HELD:
+                    # Enough items wait for their sites (or the schedule) here already: leave the rest to others.
                     await _first(asyncio.sleep(0.5), stop)
                     continue
                 if not await _first(slots.acquire(), stop) or not await _first(self.state.wait_resumed(), stop):
@@ -111,20 +115,20 @@ class TicketLoop:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5.0)
 
-    async def _wait_for_site(self, event: ev.ItemQueuedEvent) -> Callable[[], Awaitable[None]] | None:
-        """The site gate, waited for without holding a download slot; None: the job was cancelled meanwhile."""
-        assert self.gate is not None and self._slots is not None
+    async def _off_slot(self, event: ev.ItemQueuedEvent, wait: Awaitable, what: str, parked: bool = True) -> Any:
+        """``wait`` (a gate) awaited without holding a download slot; None: the job was cancelled meanwhile."""
+        assert self._slots is not None
         token = self.cancellations.token(event.job_id, "download")
         self._slots.release()
-        self._parked += 1
+        self._parked += parked
         try:
-            return await until_tripped(token, self.gate(event))
+            return await until_tripped(token, wait)
         except Aborted as exc:
             if exc.reason == "cancelled":
                 return None
-            raise RetryLater(HANDBACK_DELAY, f"handed back while waiting for its site ({exc.reason})") from exc
+            raise RetryLater(HANDBACK_DELAY, f"handed back while waiting for {what} ({exc.reason})") from exc
         finally:
-            self._parked -= 1
+            self._parked -= parked
             self.cancellations.release(token)
             self._wanting += 1
             try:
@@ -153,8 +157,12 @@ class TicketLoop:
             key = f"{event.job_id}/{event.item_id}"
             self.running[key] = {"job_id": event.job_id, "item_id": event.item_id, "priority": priority}
             try:
+                if self.schedule is not None and self.schedule.hold(event) is not None:
+                    waited = self.schedule.wait(event)
+                    if await self._off_slot(event, _done(waited), "the download schedule", parked=False) is None:
+                        return
                 gated = self.gate is not None and not self.gate.free(event)
-                release = await self._wait_for_site(event) if gated else None
+                release = await self._off_slot(event, self.gate(event), "its site") if gated else None  # type: ignore[misc]
                 if gated and release is None:
                     return
                 # The download tells a paced site's turn when its first bytes come (sites.PacedTurn).
@@ -198,7 +206,10 @@ class TicketLoop:
         return {
             "worker": self.worker,
             "slots": self.concurrency,
-            "running": list(self.running.values()),
+            "running": [
+                {**entry, **self.schedule.describe(key)} if self.schedule is not None else entry
+                for key, entry in self.running.items()
+            ],
             "paused": self.state.paused,
             "at": utcnow().isoformat(),
             "engine": self.engine() if self.engine is not None else None,
@@ -211,10 +222,28 @@ class TicketLoop:
                 await workers.put(key, json.dumps(self.snapshot()).encode())
             except Exception as exc:  # NATS away for a moment: the next beat tries again
                 log.debug("heartbeat: %s", exc)
+            # Every HEARTBEAT, and at once when this process's downloads under the schedule's budget change.
+            woken = self.schedule.beat_now if self.schedule is not None else asyncio.Event()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), HEARTBEAT)
+                await asyncio.wait_for(_either(stop, woken), HEARTBEAT)
+            woken.clear()
         with contextlib.suppress(Exception):
             await workers.delete(key)
+
+
+async def _done(wait: Awaitable[None]) -> bool:
+    """True once ``wait`` is over (a gate without a release to hand back)."""
+    await wait
+    return True
+
+
+async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
+    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _first(work: Awaitable, stop: asyncio.Event) -> bool:

@@ -46,6 +46,8 @@ REPORT_KEYS = (
     "pp_total_seconds",
     "pp_bytes",
     "pp_speed",
+    # Bytes this call received over the network so far (not those resumed from a partial file): slot_process counts.
+    "received_bytes",
 )
 
 

@@ -93,7 +93,7 @@ def ytdlp_params(options: DownloadOptions | None) -> dict[str, Any]:
 
 # What changes nothing about the file made: the cookie profile (and whose), whether an earlier job's file is skipped, the
 # browser fingerprint asked for.
-NOT_IN_SIGNATURE = frozenset({"cookies", "cookies_owner", "skip_downloaded", "impersonate"})
+NOT_IN_SIGNATURE = frozenset({"cookies", "cookies_owner", "skip_downloaded", "impersonate", "schedule"})
 
 
 def signature(options: DownloadOptions | None) -> str:

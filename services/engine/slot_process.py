@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Callable
 
 from services.engine.guard_proxy import GuardProxy
 from services.engine.media import plain_report
@@ -65,6 +65,7 @@ class _Inbox(threading.Thread):
         self.requests: queue.Queue[tuple[str, int, dict[str, Any]]] = queue.Queue()
         self._replies: dict[int, queue.Queue[Any]] = {}
         self._stops: dict[int, str] = {}
+        self._rates: dict[int, float | None] = {}
         self._killed: set[int] = set()
         self._children: dict[int, list[subprocess.Popen]] = {}
         self._active: set[int] = set()  # calls started and not yet answered (a late stop for another is dropped)
@@ -83,6 +84,10 @@ class _Inbox(threading.Thread):
                 box = self._replies.get(message[1])
                 if box is not None:
                     box.put(message[2])
+            elif kind == "rate":
+                with self._lock:
+                    if message[1] in self._active:
+                        self._rates[message[1]] = message[2]
             elif kind in ("stop", "kill"):
                 with self._lock:
                     if message[1] not in self._active:
@@ -111,6 +116,9 @@ class _Inbox(threading.Thread):
     def stop_reason(self, seq: int) -> str | None:
         return self._stops.get(seq)
 
+    def rate(self, seq: int) -> float | None:
+        return self._rates.get(seq)
+
     def ask(self, seq: int, question: tuple) -> Any:
         box = self._replies.setdefault(seq, queue.Queue())
         self.send(question)
@@ -137,6 +145,7 @@ class _Inbox(threading.Thread):
             self._children.pop(seq, None)
             self._killed.discard(seq)
             self._stops.pop(seq, None)
+            self._rates.pop(seq, None)
         self._replies.pop(seq, None)
 
 
@@ -295,8 +304,47 @@ def _answer(engine: Any, inbox: _Inbox, guard: GuardProxy | None, request: tuple
         return ("failed", ("download_error", f"{type(exc).__name__}: {exc}", False, None, None))
 
 
+class Meter:
+    """One download's bytes over the network, block by block (yt-dlp calls the hook after each): counted, not those
+    resumed from a partial file, and held to the rate the service sends (the schedule's budget share)."""
+
+    # A first report of at most this much is a fresh start (all of it came now); more, a resumed file.
+    FRESH = 256 * 1024
+    # Credit a download may build up while it waits for the server (a short burst after, then the rate again).
+    BURST = 0.1
+
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.received = 0
+        self._last: int | None = None
+        self._clock, self._sleep = clock, sleep
+        self._due = clock()
+
+    def block(self, downloaded: int) -> int:
+        """The bytes new since the last report (``downloaded``: yt-dlp's count, which a resume starts high)."""
+        last, self._last = self._last, downloaded
+        if last is None or downloaded < last:  # the first report, or another file
+            new = downloaded if downloaded <= self.FRESH else 0
+        else:
+            new = downloaded - last
+        self.received += new
+        return new
+
+    def pace(self, new: int, rate: float | None, stopped: Callable[[], bool]) -> None:
+        """Wait until ``new`` more bytes fit the rate (bytes a second; None: no wait)."""
+        now = self._clock()
+        if not rate or rate <= 0:
+            self._due = now
+            return
+        self._due = max(self._due, now - self.BURST) + new / rate
+        while (wait := self._due - self._clock()) > 0 and not stopped():
+            self._sleep(min(wait, 0.2))
+
+
 def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], interval: float) -> Any:
     last = [0.0]
+    meter = Meter()
 
     def hook(d: dict[str, Any]) -> None:
         reason = inbox.stop_reason(seq)
@@ -308,11 +356,18 @@ def _download(engine: Any, inbox: _Inbox, seq: int, kwargs: dict[str, Any], inte
             return
         if status not in FORWARDED:
             return
+        if status in ("downloading", "finished") and d.get("downloaded_bytes") is not None:
+            new = meter.block(int(d["downloaded_bytes"]))
+            if status == "downloading":
+                meter.pace(new, inbox.rate(seq), lambda: inbox.stop_reason(seq) is not None)
         if status in ("downloading", "recording", "postprocessing"):
             now = time.monotonic()
             if now - last[0] < interval:
                 return
             last[0] = now
-        inbox.send(("hook", seq, plain_report(d)))
+        report = plain_report(d)
+        if meter.received:
+            report["received_bytes"] = meter.received
+        inbox.send(("hook", seq, report))
 
     return engine.download(**kwargs, hook=hook, reuse=lambda key: inbox.ask(seq, ("reuse", seq, key)))

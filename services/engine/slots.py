@@ -17,7 +17,7 @@ of a second.
 
 This module runs in the service's process and does not import yt-dlp; ``slot_process`` is the child's side.
 Messages on the pipe (pickled tuples), parent -> child: ("resolve" | "download" | "facts", seq, kwargs), ("stop", seq,
-reason), ("kill", seq), ("reused", seq, Downloaded | None); child -> parent: ("ready", pid), ("beat",), ("hook", seq,
+reason), ("kill", seq), ("reused", seq, Downloaded | None), ("rate", seq, bytes a second | None); child -> parent: ("ready", pid), ("beat",), ("hook", seq,
 report), ("reuse", seq, key), ("live", seq), ("done", seq, result), ("failed", seq, (code, message, transient, step,
 retry_after)), ("aborted", seq, reason).
 """
@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from contracts.options import DownloadOptions
 from services.engine.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
@@ -219,7 +219,9 @@ class _Host:
         live_timeout: float,
         hook: ProgressHook | None = None,
         reuse: Reuse | None = None,
+        rate: Callable[[], float | None] | None = None,
     ) -> Any:
+        """``rate``: what the download may take now (the schedule's budget share), sent whenever it changes."""
         box: queue.Queue[tuple] = queue.Queue()
         with self._lock:
             if not self.alive:
@@ -230,8 +232,12 @@ class _Host:
             grace = STOP_GRACE.get(kind, 0.0)
             stopping: tuple[float, str] | None = None
             children_killed = False
+            sent_rate: float | None = None
             while True:
                 now = time.monotonic()
+                if rate is not None and (wanted := rate()) != sent_rate:
+                    sent_rate = wanted
+                    self.send(("rate", seq, wanted))
                 if stopping is None and token is not None and token.reason is not None:
                     stopping = (now, token.reason)
                     self.send(("stop", seq, token.reason))
@@ -418,6 +424,7 @@ class SlotPool:
         token: CancelToken | None = None,
         hook: ProgressHook | None = None,
         reuse: Reuse | None = None,
+        rate: Callable[[], float | None] | None = None,
     ) -> Any:
         """One call in a lane; ``alone``: in a process of its own, ended after it (the next call forks a clean one).
         A call whose process was killed for another's sake runs again (a download resumes from its partial file)."""
@@ -439,6 +446,7 @@ class SlotPool:
                         live_timeout=self.config.max_recording + 120.0,
                         hook=hook,
                         reuse=reuse,
+                        rate=rate,
                     )
                 except _Lost as lost:
                     alone = alone or lost.alone
@@ -480,8 +488,10 @@ class SlotPool:
         playlist: PlaylistPlace | None = None,
         cookies: Path | None = None,
         probe: dict[str, Any] | None = None,
+        rate: Callable[[], float | None] | None = None,
     ) -> Downloaded:
-        """``probe``: what another process's resolve found (carried with the item), used when none is kept here."""
+        """``probe``: what another process's resolve found (carried with the item), used when none is kept here;
+        ``rate``: the bytes a second it may take, asked while it runs (the schedule's budget; None: no limit)."""
         kwargs = {
             "cookies": cookies,
             "url": url,
@@ -492,8 +502,11 @@ class SlotPool:
             "max_bytes": max_bytes,
             "options": options,
             "playlist": playlist,
+            "paced": rate is not None,
         }
-        return self._run("download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse)
+        return self._run(
+            "download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse, rate=rate
+        )
 
     def kept_probe(self, url: str) -> dict[str, Any] | None:
         """The probe a resolve here kept for ``url``'s download (left in place), to carry to another process."""

@@ -71,6 +71,8 @@ postprocess.install()
 
 # yt-dlp's own bookkeeping steps, instant and of no interest to a user.
 QUIET_POSTPROCESSORS = frozenset({"MoveFiles", "StreamPlan"})
+# The block a paced download reads at a time (see ``YtDlp.download``).
+PACED_BLOCK = 16 * 1024
 
 
 class _QuietLogger:
@@ -576,13 +578,19 @@ class YtDlp:
         options: DownloadOptions | None = None,
         playlist: PlaylistPlace | None = None,
         cookies: Path | None = None,
+        paced: bool = False,
     ) -> Downloaded:
         """Download one item. ``probe``: its extraction from a resolve, if there was one; ``token`` is heard through
         ``hook``, which raises when it trips; ``max_bytes``: what the item may take on disk (file_too_large beyond:
         refused before the download when the sizes are known, stopped when the bytes pass it otherwise);
         ``options``: the job's download options (services/engine/options.py), ``playlist``: where the item sits
-        in its playlist (for names)."""
+        in its playlist (for names); ``paced``: its rate is held by the caller's hook (the schedule's budget), so
+        yt-dlp reads in small blocks of a fixed size (left to grow, a block reaches 4 MiB, read at the server's
+        full speed before the hook can wait)."""
         ydl = self._acquire(options, cookies)
+        blocks = {name: ydl.params.get(name) for name in ("buffersize", "noresizebuffer")}
+        if paced:
+            ydl.params.update(buffersize=PACED_BLOCK, noresizebuffer=True)
         try:
             ydl._tubeflow_hook["max_bytes"] = max_bytes or None  # type: ignore[attr-defined]
             ydl._tubeflow_hook["impersonate"] = self._sites.target_for(  # type: ignore[attr-defined]
@@ -642,4 +650,5 @@ class YtDlp:
                 error.code = "merge_failed"
             raise error from exc
         finally:
+            ydl.params.update(blocks)
             self._release(ydl)

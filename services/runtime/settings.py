@@ -199,6 +199,17 @@ class Settings(BaseSettings):
         "mode, people's tokens (their SHA-256 only)",
     )
     viewer_groups: str = Field(default="", description="groups whose members may only read")
+    schedule_file: Path | None = Field(
+        default=None,
+        description="JSON: the download schedule (windows, budget, caps) put in force at the API's start, as "
+        "PUT /api/queue/schedule would",
+    )
+    clock_offset: float = Field(
+        default=0.0,
+        ge=-366 * 86400.0,
+        le=366 * 86400.0,
+        description="seconds added to the clock the download schedule reads (tests move it to a midnight)",
+    )
     allowed_networks: str | None = Field(default=None, description="comma-separated CIDRs: only these may be fetched")
     rate_limit: int = Field(default=120, ge=0, description="job creations per client per minute (0: no limit)")
     forwarded_allow_ips: str | None = Field(
@@ -290,6 +301,15 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"TUBEFLOW_TRUSTED_PROXIES: {exc} (comma-separated CIDRs, e.g. 10.0.0.0/8)") from exc
         return value or None
+
+    @field_validator("schedule_file")
+    @classmethod
+    def _schedule_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            from services.runtime.schedule import read_schedule_file
+
+            read_schedule_file(value)  # a file that does not parse stops start-up, naming it
+        return value
 
     @model_validator(mode="after")
     def _auth_complete(self) -> "Settings":

@@ -53,14 +53,15 @@ async def run_cancellable(
     what: str,
     on_cancelled: Callable[[], None] = lambda: None,
     kind: str = "",
-    on_paused: Callable[[], Awaitable[None]] | None = None,
+    on_paused: Callable[[str], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``step`` with a token of the job, unless the job is already cancelled.
 
     A cancel (now, or before the step began) ends the step quietly after ``on_cancelled`` (e.g. removing partial
     files): the job's `cancel.requested` settles its state. A shutdown raises RetryLater, so the message goes back to
     the stream and another worker (or this one, started again) picks it up where the files are. A pause of the queue
-    (reason "paused") hands it back too, after ``on_paused`` (which says so in an event); its files stay.
+    (reason "paused") or the download schedule (reason "schedule": a window closed, a daily cap) hands it back too,
+    after ``on_paused`` (which says so in an event); its files stay.
     """
     if await cancellations.is_cancelled(job_id):
         log.info("skipping %s of cancelled job %s", what, job_id)
@@ -73,10 +74,10 @@ async def run_cancellable(
     except Aborted as exc:
         if exc.reason == "shutdown":
             raise RetryLater(HANDBACK_DELAY, "handed back at shutdown") from exc
-        if exc.reason == "paused":
+        if exc.reason in ("paused", "schedule"):
             if on_paused is not None:
-                await on_paused()
-            raise HandedBack(HANDBACK_DELAY, "handed back: the queue was paused") from exc
+                await on_paused(exc.reason)
+            raise HandedBack(HANDBACK_DELAY, f"handed back: {exc.reason}") from exc
         on_cancelled()
         log.info("%s of job %s stopped: job cancelled", what, job_id)
     finally:

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, delete, get, post, put
 from litestar.di import NamedDependency
 from litestar.params import FromPath, Parameter
 
+from contracts.schedule import Schedule
+from services.api.access import identity_of
 from services.api.errors import error_responses, field_error
 from services.api.hub import JobHub
 from services.api.queue import QueueControl, QueueState
+
+SCHEDULE_DESCRIPTION = (
+    "Windows (days and wall-clock times in `timezone`; one whose `to` is before its `from` runs past midnight), what "
+    "new downloads do outside them (`outside`: wait, or run at `slow_rate`), the bandwidth budget every downloader "
+    "shares (`rate`, bytes a second with K/M/G in powers of 1024), caps on the bytes of a day (`daily_cap`, "
+    "`site_caps`), and whether downloads running when a window closes pause (their partial files stay) or finish. "
+    "Every downloader follows it at once; a job with `schedule: ignore` is not held by it. `GET /api/queue` shows "
+    "what it means now (`schedule`)."
+)
+
+
+def _may_schedule(request: Request) -> str:
+    identity = identity_of(request)
+    if identity.role != "admin":
+        raise field_error(403, "client", "forbidden", "the download schedule is for admins")
+    return str(identity.user)
 
 
 class QueueController(Controller):
@@ -61,6 +79,37 @@ class QueueController(Controller):
         if await queue.cooldowns.resume(name) is None:
             raise field_error(404, "site", "not_cooling", f"{name} is not cooling down")
         return await queue.state(hub.index.counts(), hub.index.unfinished_items())
+
+    @get(
+        "/schedule",
+        summary="The download schedule in force (the defaults when none is: downloads run at any time, no budget)",
+        description=SCHEDULE_DESCRIPTION,
+        responses=error_responses(401),
+    )
+    async def get_schedule(self, queue: NamedDependency[QueueControl]) -> Schedule:
+        return (await queue.schedule()).schedule or Schedule()
+
+    @put(
+        "/schedule",
+        status_code=200,
+        summary="Put a download schedule in force: windows, a bandwidth budget shared by every downloader, daily caps",
+        description=SCHEDULE_DESCRIPTION,
+        responses=error_responses(401, 403, 422),
+    )
+    async def put_schedule(self, request: Request, queue: NamedDependency[QueueControl], data: Schedule) -> Schedule:
+        record = await queue.set_schedule(data, _may_schedule(request))
+        assert record.schedule is not None
+        return record.schedule
+
+    @delete(
+        "/schedule",
+        status_code=200,
+        summary="Remove the download schedule: downloads run at any time, without a budget or caps",
+        responses=error_responses(401, 403),
+    )
+    async def delete_schedule(self, request: Request, queue: NamedDependency[QueueControl]) -> Schedule:
+        await queue.set_schedule(None, _may_schedule(request))
+        return Schedule()
 
 
 ROUTES = [QueueController]

@@ -1,0 +1,386 @@
+"""The download schedule in a downloader process (issue 29): windows, one bandwidth budget over every downloader,
+daily caps.
+
+- **Windows.** Outside every window (with ``outside: wait``) an item waits before its download (`download.waiting`,
+  code `outside_window`, until the next opening) without holding a download slot; at a window's end the downloads
+  the schedule holds stop the way ``pause?now=true`` stops them (their partial files stay; the next window resumes
+  them with Range), unless ``running_at_window_end`` is finish. A live recording is never cut; a job that asked
+  ``schedule: ignore`` is not held at all.
+- **Budget.** ``rate`` (``slow_rate`` outside the windows with ``outside: slow``) is shared by the downloads running
+  in every process: each process says in its heartbeat (the workers bucket, which every process watches) how many
+  it runs under the budget, and each download gets the budget over their total, changed while it runs (the slot
+  process reads it per block, see ``slot_process``).
+- **Caps.** What each download receives is added per site to the day's usage in the queue bucket (compare-and-set,
+  about once a second). An item waits (code `daily_cap`, until local midnight) while today's bytes have reached a
+  cap that holds for it, or would pass it with the item's size; a running download stops when its size is known to
+  pass the cap (counting the downloads that began before it) or when the bytes reach it, and resumes after midnight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Awaitable, Callable
+
+from nats.js.kv import KeyValue
+
+from contracts import events as ev
+from contracts.schedule import DayUsage, Schedule, WindowState, cap_key, human_bytes, local_time
+from services.runtime.cancellation import CancelToken
+from services.runtime.clock import utcnow
+from services.runtime.schedule import SCHEDULE_KEY, add_usage, decode_record, read_usage
+from services.runtime.sitelimits import site_of
+
+log = logging.getLogger("tubeflow.schedule")
+
+# How often running downloads are held to the window and the caps, and the day's bytes are shared.
+TICK = 0.5
+# A waiting item looks again at least this often (a cap may be freed by a changed schedule, another process...).
+LOOK = 5.0
+# Items waiting for the schedule in one process at most; past that, the process takes no more tickets.
+MAX_HELD = 256
+Hold = tuple[str, str, "datetime | None"]
+
+
+def ignores(event: ev.ItemQueuedEvent) -> bool:
+    options = event.data.options
+    return options is not None and options.schedule == "ignore"
+
+
+@dataclass
+class Transfer:
+    """One running download as the schedule sees it; ``saw`` runs on yt-dlp's thread with each forwarded report."""
+
+    key: str
+    site: str
+    token: CancelToken
+    held: bool  # the schedule holds it (not `schedule: ignore`)
+    since: float = field(default_factory=time.time)
+    live: bool = False
+    received: int = 0  # bytes received over the network by this run (not those resumed from a partial file)
+    counted: int = 0  # of those, added to the day's usage
+    downloaded: int = 0
+    total: int | None = None
+
+    def saw(self, d: dict[str, Any]) -> None:
+        status = d.get("status")
+        if status == "recording":
+            self.live = True
+        received = d.get("received_bytes")
+        if received is not None:
+            self.received = max(self.received, int(received))
+        if status in ("downloading", "finished"):
+            self.downloaded = int(d.get("downloaded_bytes") or 0)
+            total = d.get("total_bytes")
+            if total:
+                self.total = int(total)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.held and not self.live
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.downloaded, 0) if self.total else 0
+
+
+@dataclass
+class ScheduleGate:
+    queue_kv: KeyValue
+    worker_key: str
+    announce: Callable[[ev.ItemQueuedEvent, str, str, datetime | None], Awaitable[None]]
+    # How far the clock the schedule reads is moved (TUBEFLOW_CLOCK_OFFSET, tests); real instants are said to people.
+    offset: timedelta = timedelta()
+    schedule: Schedule | None = None
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    # Told when this process's budgeted downloads change (its heartbeat goes out at once).
+    beat_now: asyncio.Event = field(default_factory=asyncio.Event)
+    held: int = 0
+    _usage: DayUsage = field(default_factory=DayUsage)
+    _usage_day: date | None = None
+    _pending: dict[str, int] = field(default_factory=dict)
+    _others: dict[str, list[dict]] = field(default_factory=dict)
+    _needs: dict[str, int] = field(default_factory=dict)
+    _stopped: dict[str, Hold] = field(default_factory=dict)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _window: WindowState | None = None
+    _window_at: datetime | None = None
+
+    # --- following the schedule and the other processes -------------------------------------------------------
+
+    def set_schedule(self, schedule: Schedule | None) -> None:
+        if schedule != self.schedule:
+            log.info("download schedule: %s", schedule.model_dump_json() if schedule is not None else "none")
+        self.schedule = schedule
+        self._window = None
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def others_saw(self, key: str, value: bytes | None) -> None:
+        """A heartbeat of another process (None: it is gone): what it runs under the budget."""
+        if key == self.worker_key:
+            return
+        if value is None:
+            self._others.pop(key, None)
+            return
+        try:
+            running = json.loads(value).get("running") or []
+        except (ValueError, AttributeError):
+            running = []
+        self._others[key] = [r for r in running if isinstance(r, dict) and r.get("scheduled")]
+
+    async def run(self, workers_kv: KeyValue, stop: asyncio.Event) -> None:
+        """Follow the schedule and the heartbeats, and hold running downloads to the window and the caps."""
+        tasks = [
+            asyncio.create_task(_follow(self.queue_kv, SCHEDULE_KEY, lambda _k, v: self._schedule_from(v), stop)),
+            asyncio.create_task(_follow(workers_kv, ">", self.others_saw, stop)),
+        ]
+        try:
+            while not stop.is_set():
+                try:
+                    await self.tick()
+                except Exception as exc:  # NATS away for a moment: the next tick tries again
+                    log.debug("schedule tick: %s", exc)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TICK)
+            with contextlib.suppress(Exception):
+                await self._share_usage()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _schedule_from(self, value: bytes | None) -> None:
+        self.set_schedule(decode_record(value).schedule if value else None)
+
+    # --- the window -----------------------------------------------------------------------------------------------
+
+    def window(self) -> WindowState:
+        now = self.now()
+        if self.schedule is None:
+            return WindowState(True, None)
+        if self._window is None or (self._window.until is not None and now >= self._window.until):
+            self._window = self.schedule.window(now)
+        return self._window
+
+    def now(self) -> datetime:
+        """The clock the schedule reads."""
+        return utcnow() + self.offset
+
+    def _real(self, at: datetime | None) -> datetime | None:
+        """An instant of the schedule's clock as a real one (they differ under TUBEFLOW_CLOCK_OFFSET)."""
+        return None if at is None else at - self.offset
+
+    # --- waiting before a download ------------------------------------------------------------------------------
+
+    def holds(self, event: ev.ItemQueuedEvent) -> bool:
+        return self.schedule is not None and not ignores(event)
+
+    def hold(self, event: ev.ItemQueuedEvent) -> Hold | None:
+        """Why the item may not start now (code, message, until), or None."""
+        schedule = self.schedule
+        if schedule is None or ignores(event):
+            return None
+        window = self.window()
+        if not window.open and schedule.outside == "wait":
+            when = local_time(schedule, window.until, self.now()) if window.until else None
+            message = "outside the download window" + (f": starts at {when} ({schedule.timezone})" if when else "")
+            return "outside_window", message, self._real(window.until)
+        full = self._cap_full(site_of(event.data.url), self._needs.get(_key(event), 0), exclude=_key(event))
+        if full is not None:
+            return "daily_cap", full, self._real(schedule.next_midnight(self.now()))
+        return None
+
+    async def wait(self, event: ev.ItemQueuedEvent) -> None:
+        """Until the schedule lets the item start, saying why it waits (once per reason and start time)."""
+        said: set[tuple[str, datetime | None]] = set()
+        self.held += 1
+        try:
+            while (why := self.hold(event)) is not None:
+                code, message, until = why
+                if (code, until) not in said:
+                    log.info("item %s of job %s waits: %s", event.item_id, event.job_id, message)
+                    await self.announce(event, code, message, until)
+                    said.add((code, until))
+                pause = LOOK if until is None else (until - utcnow()).total_seconds()
+                changed = self._changed
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(max(pause, 0.01), LOOK))
+        finally:
+            self.held -= 1
+        self._needs.pop(_key(event), None)
+
+    # --- running downloads --------------------------------------------------------------------------------------
+
+    def begin(self, event: ev.ItemQueuedEvent, token: CancelToken) -> Transfer:
+        transfer = Transfer(_key(event), site_of(event.data.url), token, held=not ignores(event))
+        self.transfers[transfer.key] = transfer
+        self._stopped.pop(transfer.key, None)
+        self.beat_now.set()
+        return transfer
+
+    def end(self, transfer: Transfer) -> None:
+        self._count(transfer)
+        if self.transfers.get(transfer.key) is transfer:
+            del self.transfers[transfer.key]
+        self.beat_now.set()
+
+    def stopped(self, key: str) -> Hold | None:
+        """Why the schedule stopped the item's download (its token's reason is "schedule")."""
+        return self._stopped.get(key)
+
+    def rate(self, transfer: Transfer) -> float | None:
+        """Bytes a second this download may take now (None: as fast as it goes)."""
+        if self.schedule is None or not transfer.budgeted:
+            return None
+        budget = self.schedule.budget(self.window().open)
+        if budget is None:
+            return None
+        here = sum(1 for t in self.transfers.values() if t.budgeted)
+        there = sum(len(running) for running in self._others.values())
+        return budget / max(here + there, 1)
+
+    def describe(self, key: str) -> dict:
+        """What the heartbeat says of a running item: under the budget, its site, and its bytes still to come."""
+        transfer = self.transfers.get(key)
+        if transfer is None or not transfer.budgeted or self.schedule is None:
+            return {}
+        return {"scheduled": True, "site": transfer.site, "remaining": transfer.remaining, "since": transfer.since}
+
+    async def tick(self) -> None:
+        schedule = self.schedule
+        for transfer in list(self.transfers.values()):
+            self._count(transfer)
+        if self._pending or (schedule is not None and (schedule.daily_cap or schedule.site_caps)):
+            await self._share_usage()
+        if schedule is None:
+            return
+        window = self.window()
+        cut = not window.open and schedule.outside == "wait" and schedule.running_at_window_end == "pause"
+        for transfer in list(self.transfers.values()):
+            if not transfer.held or transfer.live or transfer.token.reason is not None:
+                continue
+            if cut:
+                until = self._real(window.until)
+                when = local_time(schedule, window.until, self.now()) if window.until else None
+                self._stop(
+                    transfer,
+                    (
+                        "outside_window",
+                        "the download window closed" + (f"; it goes on at {when}" if when else ""),
+                        until,
+                    ),
+                )
+                continue
+            full = self._cap_full(transfer.site, transfer.remaining, exclude=transfer.key, before=transfer.since)
+            if full is not None:
+                self._needs[transfer.key] = transfer.remaining
+                self._stop(transfer, ("daily_cap", full, self._real(schedule.next_midnight(self.now()))))
+
+    def _stop(self, transfer: Transfer, why: Hold) -> None:
+        log.info("download of %s stops: %s", transfer.key, why[1])
+        self._stopped[transfer.key] = why
+        transfer.token.trip("schedule")
+
+    # --- today's bytes ------------------------------------------------------------------------------------------
+
+    def _count(self, transfer: Transfer) -> None:
+        new = transfer.received - transfer.counted
+        if new > 0:
+            transfer.counted += new
+            self._pending[transfer.site] = self._pending.get(transfer.site, 0) + new
+
+    def _day(self) -> date:
+        return self.schedule.day(self.now()) if self.schedule is not None else self.now().date()
+
+    async def _share_usage(self) -> None:
+        day = self._day()
+        if day != self._usage_day:
+            self._usage, self._usage_day = DayUsage(), day
+            self._wake()  # a new day: items waiting for a cap may go
+        pending, self._pending = self._pending, {}
+        try:
+            self._usage = (
+                await add_usage(self.queue_kv, day, pending) if pending else await read_usage(self.queue_kv, day)
+            )
+        except Exception:
+            for site, n in pending.items():  # tried again on the next tick
+                self._pending[site] = self._pending.get(site, 0) + n
+            raise
+
+    def usage(self) -> DayUsage:
+        return self._usage if self._usage_day == self._day() else DayUsage()
+
+    def _cap_full(self, site: str, need: int, exclude: str, before: float | None = None) -> str | None:
+        """The cap the site's next ``need`` bytes would pass (a message), counting today's bytes, those not shared
+        yet, and the bytes still to come of the downloads that began before (``before``: a running one's start;
+        None: every running one)."""
+        assert self.schedule is not None
+        total_cap, site_caps = self.schedule.caps()
+        if total_cap is None and not site_caps:
+            return None
+        usage = self.usage()
+        ahead: list[tuple[str, int]] = [
+            (t.site, t.remaining)
+            for t in self.transfers.values()
+            if t.key != exclude and t.budgeted and (before is None or t.since < before)
+        ]
+        for running in self._others.values():
+            for r in running:
+                if before is None or float(r.get("since") or 0) < before:
+                    ahead.append((str(r.get("site")), int(r.get("remaining") or 0)))
+        pending_total = sum(self._pending.values())
+        if total_cap is not None:
+            used = usage.total + pending_total
+            if used + sum(n for _s, n in ahead) + need > total_cap or used >= total_cap:
+                return f"daily cap reached: {human_bytes(used)} of {human_bytes(total_cap)} today" + (
+                    f", and this one needs {human_bytes(need)}" if need and used < total_cap else ""
+                )
+        key = cap_key(site, site_caps)
+        if key is not None:
+            cap = site_caps[key]
+            used = usage.of(key, site_caps) + sum(n for s, n in self._pending.items() if cap_key(s, site_caps) == key)
+            coming = sum(n for s, n in ahead if cap_key(s, site_caps) == key)
+            if used + coming + need > cap or used >= cap:
+                return f"daily cap of {key} reached: {human_bytes(used)} of {human_bytes(cap)} today" + (
+                    f", and this one needs {human_bytes(need)}" if need and used < cap else ""
+                )
+        return None
+
+
+def _key(event: ev.ItemQueuedEvent) -> str:
+    return f"{event.job_id}/{event.item_id}"
+
+
+async def _follow(kv: KeyValue, keys: str, seen: Callable[[str, bytes | None], None], stop: asyncio.Event) -> None:
+    """Hand every value of ``keys`` (and each later change; None: deleted) to ``seen`` until ``stop``."""
+    while not stop.is_set():
+        try:
+            watcher = await kv.watch(keys)
+        except Exception as exc:  # NATS away: try again
+            log.debug("watch %s: %s", keys, exc)
+            await asyncio.sleep(1.0)
+            continue
+        try:
+            while not stop.is_set():
+                try:
+                    entry = await watcher.updates(timeout=5.0)
+                except asyncio.TimeoutError:
+                    continue
+                if entry is None:
+                    continue
+                deleted = entry.operation in ("DEL", "PURGE")
+                seen(entry.key, None if deleted else entry.value)
+        except Exception as exc:
+            log.debug("watch %s: %s", keys, exc)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
