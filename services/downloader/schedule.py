@@ -35,6 +35,7 @@ from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow
 from services.runtime.schedule import SCHEDULE_KEY, add_usage, decode_record, read_usage
 from services.runtime.sitelimits import site_of
+from services.runtime.tasks import either
 
 log = logging.getLogger("tubeflow.schedule")
 
@@ -66,6 +67,8 @@ class Transfer:
     counted: int = 0  # of those, added to the day's usage
     downloaded: int = 0
     total: int | None = None
+    # Called (on yt-dlp's thread) when the download's size becomes known: the caps are looked at then, not a tick later.
+    on_size: Callable[[], None] | None = None
 
     def saw(self, d: dict[str, Any]) -> None:
         status = d.get("status")
@@ -78,7 +81,9 @@ class Transfer:
             self.downloaded = int(d.get("downloaded_bytes") or 0)
             total = d.get("total_bytes")
             if total:
-                self.total = int(total)
+                known, self.total = self.total, int(total)
+                if known is None and self.on_size is not None:
+                    self.on_size()
 
     @property
     def budgeted(self) -> bool:
@@ -87,6 +92,11 @@ class Transfer:
     @property
     def remaining(self) -> int:
         return max(self.total - self.downloaded, 0) if self.total else 0
+
+    @property
+    def size(self) -> int:
+        """What this run will have received when done: its bytes to come and those so far (as far as known)."""
+        return self.received + self.remaining
 
 
 @dataclass
@@ -109,6 +119,7 @@ class ScheduleGate:
     _stopped: dict[str, Hold] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _window: WindowState | None = None
+    _poke: asyncio.Event = field(default_factory=asyncio.Event)
     _window_at: datetime | None = None
 
     # --- following the schedule and the other processes -------------------------------------------------------
@@ -150,7 +161,8 @@ class ScheduleGate:
                 except Exception as exc:  # NATS away for a moment: the next tick tries again
                     log.debug("schedule tick: %s", exc)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), TICK)
+                    await asyncio.wait_for(either(stop, self._poke), TICK)
+                self._poke.clear()
             with contextlib.suppress(Exception):
                 await self._share_usage()
         finally:
@@ -193,7 +205,7 @@ class ScheduleGate:
             when = local_time(schedule, window.until, self.now()) if window.until else None
             message = "outside the download window" + (f": starts at {when} ({schedule.timezone})" if when else "")
             return "outside_window", message, self._real(window.until)
-        full = self._cap_full(site_of(event.data.url), self._needs.get(_key(event), 0), exclude=_key(event))
+        full = self._cap_full(site_of(event.data.url), self._needs.get(_key(event), 0))
         if full is not None:
             return "daily_cap", full, self._real(schedule.next_midnight(self.now()))
         return None
@@ -221,6 +233,8 @@ class ScheduleGate:
 
     def begin(self, event: ev.ItemQueuedEvent, token: CancelToken) -> Transfer:
         transfer = Transfer(_key(event), site_of(event.data.url), token, held=not ignores(event))
+        loop = asyncio.get_running_loop()
+        transfer.on_size = lambda: loop.call_soon_threadsafe(self._poke.set)
         self.transfers[transfer.key] = transfer
         self._stopped.pop(transfer.key, None)
         self.beat_now.set()
@@ -252,7 +266,13 @@ class ScheduleGate:
         transfer = self.transfers.get(key)
         if transfer is None or not transfer.budgeted or self.schedule is None:
             return {}
-        return {"scheduled": True, "site": transfer.site, "remaining": transfer.remaining, "since": transfer.since}
+        return {
+            "scheduled": True,
+            "site": transfer.site,
+            "since": transfer.since,
+            "size": transfer.size,
+            "counted": transfer.counted,
+        }
 
     async def tick(self) -> None:
         schedule = self.schedule
@@ -279,7 +299,7 @@ class ScheduleGate:
                     ),
                 )
                 continue
-            full = self._cap_full(transfer.site, transfer.remaining, exclude=transfer.key, before=transfer.since)
+            full = self._cap_full(transfer.site, transfer.size, running=transfer)
             if full is not None:
                 self._needs[transfer.key] = transfer.remaining
                 self._stop(transfer, ("daily_cap", full, self._real(schedule.next_midnight(self.now()))))
@@ -318,41 +338,66 @@ class ScheduleGate:
     def usage(self) -> DayUsage:
         return self._usage if self._usage_day == self._day() else DayUsage()
 
-    def _cap_full(self, site: str, need: int, exclude: str, before: float | None = None) -> str | None:
-        """The cap the site's next ``need`` bytes would pass (a message), counting today's bytes, those not shared
-        yet, and the bytes still to come of the downloads that began before (``before``: a running one's start;
-        None: every running one)."""
+    def _cap_full(self, site: str, need: int, running: Transfer | None = None) -> str | None:
+        """The cap an item of ``site`` would pass (a message), or None.
+
+        Today's bytes are split into those of downloads that ended (``base``) and the running ones. An item not
+        started yet counts every running download's size (its bytes so far and to come, as far as known) and
+        ``need`` (what it is known to lack, 0 when unknown: then it waits only once a cap is reached). A running one
+        (``running``, with ``need`` its size) counts only the downloads that began before it, so of several that
+        together would pass a cap the later ones stop, not all of them."""
         assert self.schedule is not None
         total_cap, site_caps = self.schedule.caps()
         if total_cap is None and not site_caps:
             return None
+        # (site, size, counted) of every running download under the schedule, here and in the other processes.
+        rows = [(t.site, t.size, t.counted, t.since, t is running) for t in self.transfers.values() if t.budgeted]
+        for entries in self._others.values():
+            for r in entries:
+                rows.append(
+                    (
+                        str(r.get("site")),
+                        int(r.get("size") or 0),
+                        int(r.get("counted") or 0),
+                        float(r.get("since") or 0),
+                        False,
+                    )
+                )
         usage = self.usage()
-        ahead: list[tuple[str, int]] = [
-            (t.site, t.remaining)
-            for t in self.transfers.values()
-            if t.key != exclude and t.budgeted and (before is None or t.since < before)
-        ]
-        for running in self._others.values():
-            for r in running:
-                if before is None or float(r.get("since") or 0) < before:
-                    ahead.append((str(r.get("site")), int(r.get("remaining") or 0)))
-        pending_total = sum(self._pending.values())
+        mine = running.since if running is not None else None
+        ahead = [row for row in rows if not row[4] and (mine is None or row[3] < mine)]
+
+        def over(cap: int, used: int, counted: int, sizes: int, what: str) -> str | None:
+            base = used - counted  # bytes of downloads that ended today
+            committed = base + sizes + need
+            if (committed > cap) if need else (committed >= cap):
+                so_far = base + sum(r[2] for r in rows)
+                more = f"; this one needs {human_bytes(need)} more" if need and running is None else ""
+                return f"daily cap{what} reached: {human_bytes(so_far)} of {human_bytes(cap)} today{more}"
+            return None
+
+        pending = self._pending
         if total_cap is not None:
-            used = usage.total + pending_total
-            if used + sum(n for _s, n in ahead) + need > total_cap or used >= total_cap:
-                return f"daily cap reached: {human_bytes(used)} of {human_bytes(total_cap)} today" + (
-                    f", and this one needs {human_bytes(need)}" if need and used < total_cap else ""
-                )
+            full = over(
+                total_cap,
+                usage.total + sum(pending.values()),
+                sum(r[2] for r in rows),
+                sum(r[1] for r in ahead),
+                "",
+            )
+            if full is not None:
+                return full
         key = cap_key(site, site_caps)
-        if key is not None:
-            cap = site_caps[key]
-            used = usage.of(key, site_caps) + sum(n for s, n in self._pending.items() if cap_key(s, site_caps) == key)
-            coming = sum(n for s, n in ahead if cap_key(s, site_caps) == key)
-            if used + coming + need > cap or used >= cap:
-                return f"daily cap of {key} reached: {human_bytes(used)} of {human_bytes(cap)} today" + (
-                    f", and this one needs {human_bytes(need)}" if need and used < cap else ""
-                )
-        return None
+        if key is None:
+            return None
+        covered = [r for r in rows if cap_key(r[0], site_caps) == key]
+        return over(
+            site_caps[key],
+            usage.of(key, site_caps) + sum(n for s, n in pending.items() if cap_key(s, site_caps) == key),
+            sum(r[2] for r in covered),
+            sum(r[1] for r in ahead if cap_key(r[0], site_caps) == key),
+            f" of {key}",
+        )
 
 
 def _key(event: ev.ItemQueuedEvent) -> str:

@@ -30,6 +30,7 @@ from services.runtime.nats.priority import Delivery, PriorityFeed
 from services.runtime.nats.publish import DeadLetters
 from services.runtime.nats.topology import TICKET_DURABLES, WORK_PREFIX, WORK_STREAM
 from services.runtime.nats.work import HANDBACK_DELAY, HandedBack, RetryLater, handle
+from services.runtime.tasks import either
 
 log = logging.getLogger("tubeflow.tickets")
 
@@ -225,7 +226,7 @@ class TicketLoop:
             # Every HEARTBEAT, and at once when this process's downloads under the schedule's budget change.
             woken = self.schedule.beat_now if self.schedule is not None else asyncio.Event()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(_either(stop, woken), HEARTBEAT)
+                await asyncio.wait_for(either(stop, woken), HEARTBEAT)
             woken.clear()
         with contextlib.suppress(Exception):
             await workers.delete(key)
@@ -235,15 +236,6 @@ async def _done(wait: Awaitable[None]) -> bool:
     """True once ``wait`` is over (a gate without a release to hand back)."""
     await wait
     return True
-
-
-async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
-    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 async def _first(work: Awaitable, stop: asyncio.Event) -> bool:

@@ -18,3 +18,13 @@ async def cancel_until_done(task: asyncio.Future, tries: int = 100) -> None:
         if task.done():
             return
     log.warning("a task ignored %d cancels: left behind", tries)
+
+
+async def either(a: asyncio.Event, b: asyncio.Event) -> None:
+    """Until one of the two events is set."""
+    waiters = {asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

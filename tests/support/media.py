@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -29,9 +30,16 @@ FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def make_clip(
-    path: Path, *, seconds: float = 2.0, tone: int = 440, size: str = "160x120", bitrate: str = "200k"
+    path: Path,
+    *,
+    seconds: float = 2.0,
+    tone: int = 440,
+    size: str = "160x120",
+    bitrate: str = "200k",
+    constant: bool = False,
 ) -> Path:
-    """A short mp4 with an H.264 test pattern and an AAC sine tone."""
+    """A short mp4 with an H.264 test pattern and an AAC sine tone. ``constant``: the video at exactly ``bitrate``
+    (filler data), for a file of a known size (a test pattern alone compresses to a fraction of any bitrate)."""
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,6 +65,11 @@ def make_clip(
             "ultrafast",
             "-b:v",
             bitrate,
+            *(
+                ["-minrate", bitrate, "-maxrate", bitrate, "-bufsize", bitrate, "-x264-params", "nal-hrd=cbr"]
+                if constant
+                else []
+            ),
             "-pix_fmt",
             "yuv420p",
             "-c:a",
@@ -195,6 +208,9 @@ class MediaServer:
     _counts: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _copies: int = 0
+    # The send buffer of each connection (None: the kernel's, which grows to megabytes on loopback and takes a whole
+    # file at once, so ``sent`` would not follow what a slow reader reads).
+    send_buffer: int | None = None
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -280,6 +296,11 @@ class _MediaHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        if self.media.send_buffer:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.media.send_buffer)
 
     def do_HEAD(self) -> None:
         self.handle_request(head=True)
