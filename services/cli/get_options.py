@@ -46,6 +46,11 @@ def add_job_arguments(get: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--skip-downloaded", action="store_true", help="skip items an earlier job already downloaded (same options)"
     )
+    job.add_argument(
+        "--ignore-schedule",
+        action="store_true",
+        help="start now whatever the download window, outside the bandwidth budget and daily caps",
+    )
 
 
 def job_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -75,6 +80,8 @@ def job_body(args: argparse.Namespace) -> dict[str, Any]:
         body["split_chapters"] = True
     if args.skip_downloaded:
         body["skip_downloaded"] = True
+    if getattr(args, "ignore_schedule", False):
+        body["schedule"] = "ignore"
     if args.folder or args.template:
         body["output"] = {"folder": args.folder, "template": args.template}
     return body

@@ -9,6 +9,7 @@ import sys
 
 from services.cli.engine import add_engine_parser
 from services.cli.get_options import add_job_arguments
+from services.cli.queue import add_queue_parser
 from services.cli.setup import SERVICE_MODULES
 from services.cli.subscribe import add_subscribe_arguments
 
@@ -127,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.set_defaults(func=cmd_subscribe)
 
     add_engine_parser(sub)
+    add_queue_parser(sub)
 
     doctor = sub.add_parser(
         "doctor", help="what this installation can do on real sites and what is missing (exit 1 on any problem)"

@@ -591,3 +591,64 @@ def test_a_persons_own_token_on_the_page_follows_their_jobs_live_and_opens_their
             assert page.request.get(stack.base + link).status == 200
         finally:
             page.close()
+
+
+def test_the_download_schedule_from_the_page_its_note_in_the_queue_bar_and_a_job_that_ignores_it(browser, media):
+    from datetime import datetime, timedelta, timezone
+
+    import httpx
+
+    from bench.harness import nats_server, tubeflow
+
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    with nats_server() as server, tubeflow(server.url, ["api", "progress", "downloader"]) as stack:
+        page = browser.new_page()
+        try:
+            page.goto(stack.base)
+            page.click("#schedule summary")
+            page.click("#schedule-add")
+            row = "#schedule-windows .schedule-window"  # every day (so that "next at" is today, whatever today is)
+            page.fill(f"{row} [name=from]", later.strftime("%H:%M:%S"))
+            page.fill(f"{row} [name=to]", (later + timedelta(hours=1)).strftime("%H:%M:%S"))
+            page.fill("#schedule-form [name=timezone]", "UTC")
+            page.fill("#schedule-form [name=rate]", "5M")
+            page.fill("#schedule-form [name=site_caps]", "127.0.0.1=lots")
+            page.click("#schedule-form button[type=submit]")
+            page.wait_for_selector("#message:has-text('site_caps')", timeout=10_000)
+            page.fill("#schedule-form [name=site_caps]", "127.0.0.1=3M, example.org=1G")
+            page.click("#schedule-form button[type=submit]")
+            page.wait_for_selector("#message:has-text('Download schedule saved')", timeout=10_000)
+            saved = httpx.get(f"{stack.base}/api/queue/schedule", timeout=10).json()
+            assert saved["windows"] == [
+                {
+                    "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                    "from": later.strftime("%H:%M:%S"),
+                    "to": (later + timedelta(hours=1)).strftime("%H:%M:%S"),
+                }
+            ]
+            assert saved["rate"] == "5M" and saved["site_caps"] == {"127.0.0.1": "3M", "example.org": "1G"}
+            day = "" if later.date() == datetime.now(timezone.utc).date() else f"{later:%a} "
+            note = f"outside the download window — next at {day}{later:%H:%M:%S}"
+            page.wait_for_selector(f"#queue-schedule:has-text('{note}')", timeout=10_000)
+            assert "127.0.0.1 0 B of 3 MB" in page.inner_text("#queue-schedule")
+
+            # A job from the form that ignores the schedule runs now and says so; one that follows it waits.
+            page.click("#submit summary")
+            page.check("#submit [name=ignore_schedule]")
+            page.fill("#submit [name=url]", media.url(media.fresh("clip3.mp4")))
+            page.click("#submit button[type=submit]")
+            page.wait_for_selector(".job:has(.ignores-schedule) .status.completed", timeout=60_000)
+            page.uncheck("#submit [name=ignore_schedule]")
+            page.fill("#submit [name=url]", media.url(media.fresh("clip3.mp4")))
+            page.click("#submit button[type=submit]")
+            page.wait_for_selector(
+                ".job:not(:has(.ignores-schedule)) .waiting[data-code=outside_window]", state="attached", timeout=30_000
+            )
+            page.screenshot(path=str(ARTIFACTS / "browser-schedule.png"), full_page=True)
+
+            page.click("#schedule-clear")
+            page.wait_for_selector("#message:has-text('Download schedule removed')", timeout=10_000)
+            page.wait_for_selector(".job:not(:has(.ignores-schedule)) .status.completed", timeout=60_000)
+            page.wait_for_selector("#queue-schedule", state="hidden", timeout=10_000)
+        finally:
+            page.close()

@@ -190,6 +190,7 @@ function render(id) {
     `<h2><input type="checkbox" class="pick" aria-label="select"${picked}> ${esc(job.title || job.url)}</h2>` +
     `<div class="meta"><span class="status ${esc(job.status)}">${esc(job.status)}</span> ${esc(job.mode)}` +
     `${job.priority && job.priority !== "normal" ? " · " + esc(job.priority) + " priority" : ""}` +
+    `${job.options?.schedule === "ignore" ? ` · <span class="ignores-schedule">ignores the schedule</span>` : ""}` +
     `${job.mode !== "video" ? " · " + esc(job.audio_format) : ""} · <span>${esc(job.url)}</span>` +
     `${me?.role === "admin" && me.via !== "none" && job.owner ? ` · <span class="owner">${esc(job.owner)}</span>` : ""}</div>` +
     bar("overall", job.progress.percent, job.progress.percent.toFixed(1) + "%", "overall") +
@@ -345,6 +346,7 @@ function jobBody(form) {
   set("impersonate", f("impersonate").value, "");
   set("priority", f("priority").value, "normal");
   if (f("hold").checked) body.start = false;
+  if (f("ignore_schedule").checked) body.schedule = "ignore";
   const langs = f("sub_langs").value.split(/[\s,]+/).filter(Boolean);
   if (langs.length) body.subtitles = {languages: langs, auto: f("sub_auto").checked, embed: f("sub_embed").checked};
   if (!f("metadata").checked) body.metadata = false;
