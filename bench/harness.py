@@ -142,8 +142,11 @@ class Processes:
 
 
 @contextmanager
-def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = None) -> Iterator[Processes]:
-    """`tubeflow up` (services == ["up"]) or separate `tubeflow service` processes, stopped at the end."""
+def tubeflow(
+    nats_url: str, services: list[str], env: dict[str, str] | None = None, checkout: Path | None = None
+) -> Iterator[Processes]:
+    """`tubeflow up` (services == ["up"]) or separate `tubeflow service` processes, stopped at the end; from
+    ``checkout`` instead of this one (another revision, for a before/after in one run)."""
     data_dir = Path(tempfile.mkdtemp(prefix="bench-data-"))
     port = free_port()
     full_env = {
@@ -163,7 +166,7 @@ def tubeflow(nats_url: str, services: list[str], env: dict[str, str] | None = No
             args = ["service", "api", "--port", str(port)]
         else:
             args = ["service", service]
-        processes.append(spawn_cli(*args, env=full_env, log=log))
+        processes.append(spawn_cli(*args, env=full_env, log=log, **({"cwd": checkout} if checkout else {})))
     base = f"http://127.0.0.1:{port}"
     try:
         if "api" in services or "up" in services:

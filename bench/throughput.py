@@ -160,8 +160,8 @@ class Stack:
 
 
 @contextmanager
-def running_stack(nats: EmbeddedNats, warm_up_url: str) -> Iterator[Stack]:
-    with tubeflow(nats.url, ["up"], {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(CONCURRENCY)}) as processes:
+def running_stack(nats: EmbeddedNats, warm_up_url: str, checkout: Path | None = None) -> Iterator[Stack]:
+    with tubeflow(nats.url, ["up"], {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(CONCURRENCY)}, checkout) as processes:
         stack = Stack(nats, processes, warm_up_url)
         try:
             yield stack

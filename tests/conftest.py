@@ -199,11 +199,12 @@ class Stack:
         return self.data_dir / "media"
 
 
-def spawn_cli(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen:
-    """`tubeflow ARGS` in the background from the checkout, output appended to ``log``, no stdin."""
+def spawn_cli(*args: str, env: dict[str, str], log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    """`tubeflow ARGS` in the background from the checkout (or ``cwd``: another one, for a benchmark's before/after),
+    output appended to ``log``, no stdin."""
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=open(log, "ab"),
         stderr=subprocess.STDOUT,

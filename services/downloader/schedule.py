@@ -247,8 +247,8 @@ class ScheduleGate:
         self.beat_now.set()
 
     def stopped(self, key: str) -> Hold | None:
-        """Why the schedule stopped the item's download (its token's reason is "schedule")."""
-        return self._stopped.get(key)
+        """Why the schedule stopped the item's download (its token's reason is "schedule"); asked once."""
+        return self._stopped.pop(key, None)
 
     def rate(self, transfer: Transfer) -> float | None:
         """Bytes a second this download may take now (None: as fast as it goes)."""
@@ -260,6 +260,11 @@ class ScheduleGate:
         here = sum(1 for t in self.transfers.values() if t.budgeted)
         there = sum(len(running) for running in self._others.values())
         return budget / max(here + there, 1)
+
+    def budgeting(self) -> bool:
+        """A budget is in force inside or outside the windows."""
+        schedule = self.schedule
+        return schedule is not None and (schedule.budget(True) is not None or schedule.budget(False) is not None)
 
     def describe(self, key: str) -> dict:
         """What the heartbeat says of a running item: under the budget, its site, and its bytes still to come."""
@@ -275,11 +280,18 @@ class ScheduleGate:
         }
 
     async def tick(self) -> None:
+        """Share today's bytes, then hold the running downloads to the window and the caps."""
         schedule = self.schedule
         for transfer in list(self.transfers.values()):
             self._count(transfer)
         if self._pending or (schedule is not None and (schedule.daily_cap or schedule.site_caps)):
             await self._share_usage()
+        self.enforce()
+
+    def enforce(self) -> None:
+        """Stop what the schedule says must stop now: at a window's end (``running_at_window_end`` pause), the
+        downloads it holds; at a cap, the download that passes it (a live recording never)."""
+        schedule = self.schedule
         if schedule is None:
             return
         window = self.window()

@@ -310,6 +310,9 @@ class Meter:
 
     # A first report of at most this much is a fresh start (all of it came now); more, a resumed file.
     FRESH = 256 * 1024
+    # More than yt-dlp reads in one block (4 MiB at most): a step of a count that took in a resumed file (the next
+    # stream of a merge, resumed), not bytes that came now.
+    JUMP = 4 * 1024 * 1024 + 65536
     # Credit a download may build up while it waits for the server (a short burst after, then the rate again).
     BURST = 0.1
 
@@ -327,7 +330,7 @@ class Meter:
         if last is None or downloaded < last:  # the first report, or another file
             new = downloaded if downloaded <= self.FRESH else 0
         else:
-            new = downloaded - last
+            new = downloaded - last if downloaded - last <= self.JUMP else 0
         self.received += new
         return new
 

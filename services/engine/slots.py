@@ -489,9 +489,11 @@ class SlotPool:
         cookies: Path | None = None,
         probe: dict[str, Any] | None = None,
         rate: Callable[[], float | None] | None = None,
+        paced: bool = False,
     ) -> Downloaded:
         """``probe``: what another process's resolve found (carried with the item), used when none is kept here;
-        ``rate``: the bytes a second it may take, asked while it runs (the schedule's budget; None: no limit)."""
+        ``rate``: the bytes a second it may take, asked while it runs (the schedule's budget; None: no limit);
+        ``paced``: a budget is in force, so it reads in small blocks (see YtDlp.download)."""
         kwargs = {
             "cookies": cookies,
             "url": url,
@@ -502,7 +504,7 @@ class SlotPool:
             "max_bytes": max_bytes,
             "options": options,
             "playlist": playlist,
-            "paced": rate is not None,
+            "paced": paced,
         }
         return self._run(
             "download", kwargs, token=token, timeout=self.download_timeout, hook=hook, reuse=reuse, rate=rate

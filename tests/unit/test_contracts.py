@@ -80,7 +80,7 @@ def test_committed_asyncapi_document_is_current():
     subscriptions = {c.model_fields["type"].annotation.__args__[0] for c in SUBSCRIPTION_EVENT_CLASSES}
     assert {"subscription.created", "subscription.checked"} <= subscriptions
     system = {c.model_fields["type"].annotation.__args__[0] for c in SYSTEM_EVENT_CLASSES}
-    assert system == {"site.cooling", "site.resumed", "engine.updated", "engine.update_failed"}
+    assert system == {"site.cooling", "site.resumed", "engine.updated", "engine.update_failed", "schedule.changed"}
     assert set(channels) == set(ev.EVENT_CLASSES) | subscriptions | system
 
 
