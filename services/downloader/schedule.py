@@ -120,7 +120,6 @@ class ScheduleGate:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _window: WindowState | None = None
     _poke: asyncio.Event = field(default_factory=asyncio.Event)
-    _window_at: datetime | None = None
 
     # --- following the schedule and the other processes -------------------------------------------------------
 
@@ -191,9 +190,6 @@ class ScheduleGate:
         return None if at is None else at - self.offset
 
     # --- waiting before a download ------------------------------------------------------------------------------
-
-    def holds(self, event: ev.ItemQueuedEvent) -> bool:
-        return self.schedule is not None and not ignores(event)
 
     def hold(self, event: ev.ItemQueuedEvent) -> Hold | None:
         """Why the item may not start now (code, message, until), or None."""

@@ -155,13 +155,14 @@ class TicketLoop:
             if not await self.markers.take(event, seq):
                 log.info("item %s of job %s runs from another ticket; this one dropped", event.item_id, event.job_id)
                 return
+            if self.schedule is not None and self.schedule.hold(event) is not None:
+                # Waiting for a window (or midnight) is not running: not in the heartbeat's list meanwhile.
+                waited = self.schedule.wait(event)
+                if await self._off_slot(event, _done(waited), "the download schedule", parked=False) is None:
+                    return
             key = f"{event.job_id}/{event.item_id}"
             self.running[key] = {"job_id": event.job_id, "item_id": event.item_id, "priority": priority}
             try:
-                if self.schedule is not None and self.schedule.hold(event) is not None:
-                    waited = self.schedule.wait(event)
-                    if await self._off_slot(event, _done(waited), "the download schedule", parked=False) is None:
-                        return
                 gated = self.gate is not None and not self.gate.free(event)
                 release = await self._off_slot(event, self.gate(event), "its site") if gated else None  # type: ignore[misc]
                 if gated and release is None:
