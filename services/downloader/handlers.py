@@ -455,10 +455,10 @@ class Downloader:
                 await self.catalog.release(claimed[0])
 
     def _paced(self, transfer: Transfer) -> dict[str, Any]:
-        """The download's share of the schedule's budget, asked while it runs; small blocks while there is one."""
+        """The download's share of the schedule's budget, asked while it runs; small blocks under a schedule."""
         schedule = self.schedule
         assert schedule is not None
-        return {"rate": lambda: schedule.rate(transfer), "paced": schedule.budgeting()}
+        return {"rate": lambda: schedule.rate(transfer), "paced": schedule.in_force()}
 
     async def _retry_after(self, exc: MediaError, attempt: int, url: str | None) -> float | None:
         """Seconds until a failed try is tried again (None: it is not). A site that pushed back (429, a bot check, a

@@ -257,10 +257,10 @@ class ScheduleGate:
         there = sum(len(running) for running in self._others.values())
         return budget / max(here + there, 1)
 
-    def budgeting(self) -> bool:
-        """A budget is in force inside or outside the windows."""
-        schedule = self.schedule
-        return schedule is not None and (schedule.budget(True) is not None or schedule.budget(False) is not None)
+    def in_force(self) -> bool:
+        """A schedule is in force: its downloads read in small blocks, so that a budget paces them evenly and a
+        window's end or a cap stops them within moments (a block read at a slow site's pace can take seconds)."""
+        return self.schedule is not None
 
     def describe(self, key: str) -> dict:
         """What the heartbeat says of a running item: under the budget, its site, and its bytes still to come."""
