@@ -155,9 +155,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         schedule = ScheduleGate(
             queue_kv, worker_key(worker), downloader.announce_waiting, offset=timedelta(seconds=settings.clock_offset)
         )
-        downloader.schedule = tickets.schedule = schedule
+        downloader.schedule = tickets.schedule = await schedule.start(infra.nc, workers_kv)
         following = asyncio.create_task(tickets.state.follow(queue_kv, stop))
-        scheduling = asyncio.create_task(schedule.run(workers_kv, stop))
+        scheduling = asyncio.create_task(schedule.run(stop))
         taking = asyncio.create_task(tickets.run(stop, workers_kv))
         await serve_worker(
             "downloader",

@@ -27,12 +27,16 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Awaitable, Callable
 
+from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from contracts import events as ev
 from contracts.schedule import DayUsage, Schedule, WindowState, cap_key, human_bytes, local_time
 from services.runtime.cancellation import CancelToken
 from services.runtime.clock import utcnow
+from services.runtime.nats.kv import read_bucket, watch_bucket
+from services.runtime.nats.topology import QUEUE_BUCKET, WORKERS_BUCKET
 from services.runtime.schedule import SCHEDULE_KEY, add_usage, decode_record, read_usage
 from services.runtime.sitelimits import site_of
 from services.runtime.tasks import either
@@ -120,6 +124,7 @@ class ScheduleGate:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _window: WindowState | None = None
     _poke: asyncio.Event = field(default_factory=asyncio.Event)
+    _subs: list[Subscription] = field(default_factory=list)
 
     # --- following the schedule and the other processes -------------------------------------------------------
 
@@ -147,12 +152,27 @@ class ScheduleGate:
             running = []
         self._others[key] = [r for r in running if isinstance(r, dict) and r.get("scheduled")]
 
-    async def run(self, workers_kv: KeyValue, stop: asyncio.Event) -> None:
-        """Follow the schedule and the heartbeats, and hold running downloads to the window and the caps."""
-        tasks = [
-            asyncio.create_task(_follow(self.queue_kv, SCHEDULE_KEY, lambda _k, v: self._schedule_from(v), stop)),
-            asyncio.create_task(_follow(workers_kv, ">", self.others_saw, stop)),
+    async def start(self, nc: NATS, workers_kv: KeyValue) -> "ScheduleGate":
+        """Follow the schedule key and the other processes' heartbeats (their buckets' messages, read once first)."""
+        self._subs = [
+            await watch_bucket(
+                nc,
+                QUEUE_BUCKET,
+                on_put=lambda _key, value: self._schedule_from(value),
+                on_delete=lambda _key: self._schedule_from(None),
+                keys=SCHEDULE_KEY,
+            ),
+            await watch_bucket(
+                nc, WORKERS_BUCKET, on_put=self.others_saw, on_delete=lambda key: self.others_saw(key, None)
+            ),
         ]
+        self._schedule_from((await read_bucket(self.queue_kv, SCHEDULE_KEY)).get(SCHEDULE_KEY))
+        for key, value in (await read_bucket(workers_kv)).items():
+            self.others_saw(key, value)
+        return self
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Hold running downloads to the window and the caps, and share today's bytes, until ``stop``."""
         try:
             while not stop.is_set():
                 try:
@@ -165,8 +185,9 @@ class ScheduleGate:
             with contextlib.suppress(Exception):
                 await self._share_usage()
         finally:
-            for task in tasks:
-                task.cancel()
+            for sub in self._subs:
+                with contextlib.suppress(Exception):  # closing anyway
+                    await sub.unsubscribe()
 
     def _schedule_from(self, value: bytes | None) -> None:
         self.set_schedule(decode_record(value).schedule if value else None)
@@ -410,30 +431,3 @@ class ScheduleGate:
 
 def _key(event: ev.ItemQueuedEvent) -> str:
     return f"{event.job_id}/{event.item_id}"
-
-
-async def _follow(kv: KeyValue, keys: str, seen: Callable[[str, bytes | None], None], stop: asyncio.Event) -> None:
-    """Hand every value of ``keys`` (and each later change; None: deleted) to ``seen`` until ``stop``."""
-    while not stop.is_set():
-        try:
-            watcher = await kv.watch(keys)
-        except Exception as exc:  # NATS away: try again
-            log.debug("watch %s: %s", keys, exc)
-            await asyncio.sleep(1.0)
-            continue
-        try:
-            while not stop.is_set():
-                try:
-                    entry = await watcher.updates(timeout=5.0)
-                except asyncio.TimeoutError:
-                    continue
-                if entry is None:
-                    continue
-                deleted = entry.operation in ("DEL", "PURGE")
-                seen(entry.key, None if deleted else entry.value)
-        except Exception as exc:
-            log.debug("watch %s: %s", keys, exc)
-            await asyncio.sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()

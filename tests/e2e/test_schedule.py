@@ -6,6 +6,7 @@ recording a window's end does not cut."""
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -17,6 +18,7 @@ import pytest
 from bench.harness import nats_server, tubeflow
 from contracts.schedule import next_midnight
 from tests.support.media import make_clip
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,22 +59,12 @@ def _at(event: dict) -> datetime:
     return datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
 
 
-def _wait(check, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
-
-
 def _finished(base: str, job: str, timeout: float = 90) -> dict:
     def done() -> dict | None:
         view = httpx.get(f"{base}/api/jobs/{job}", timeout=10).json()
         return view if view["status"] in ("completed", "failed", "cancelled") else None
 
-    return _wait(done, timeout, f"job {job} finished")
+    return wait_for(done, timeout, f"job {job} finished")
 
 
 def _waiting(base: str, job: str, code: str) -> dict:
@@ -81,7 +73,7 @@ def _waiting(base: str, job: str, code: str) -> dict:
             (e for e in _events(base, job) if e["type"] == "download.waiting" and e["data"]["code"] == code), None
         )
 
-    return _wait(said, 20, f"job {job} waits with {code}")
+    return wait_for(said, 20, f"job {job} waits with {code}")
 
 
 def _sha256(path: Path) -> str:
@@ -191,7 +183,7 @@ def test_a_daily_cap_holds_the_item_that_would_pass_it_until_midnight(media, siz
         base = stack.base
         _put(base, {"site_caps": {"127.0.0.1": "3M"}})
         jobs = [_job(base, media.url(media.fresh("c14.mp4"), rate=2_000_000)) for _ in range(3)]
-        waiting = _wait(
+        waiting = wait_for(
             lambda: [(job, e) for job in jobs for e in _events(base, job) if e["type"] == "download.waiting"],
             30,
             "an item waits for the cap",
@@ -205,7 +197,7 @@ def test_a_daily_cap_holds_the_item_that_would_pass_it_until_midnight(media, siz
         for job in others:
             assert _finished(base, job)["status"] == "completed"
         # Today's bytes (shared about twice a second): the two files, and what the third had before it stopped.
-        (site,) = _wait(
+        (site,) = wait_for(
             lambda: [
                 s
                 for s in httpx.get(f"{base}/api/queue", timeout=10).json()["schedule"]["sites"]
@@ -246,7 +238,7 @@ def test_a_job_that_ignores_the_schedule_runs_outside_a_window_and_a_live_record
         closing = now + timedelta(seconds=3)
         _put(base, {"windows": [{"from": _clock(now - timedelta(minutes=1)), "to": _clock(closing)}]})
         live = _job(base, media.live_url("hlsmux"), mode="video")
-        _wait(
+        wait_for(
             lambda: (
                 httpx.get(f"{base}/api/jobs/{live}", timeout=10).json()["items"][:1]
                 and httpx.get(f"{base}/api/jobs/{live}", timeout=10).json()["items"][0]["status"] == "recording"
@@ -262,3 +254,20 @@ def test_a_job_that_ignores_the_schedule_runs_outside_a_window_and_a_live_record
         httpx.post(f"{base}/api/jobs/{live}/cancel", timeout=10)
         view = _finished(base, live)
         assert view["status"] == "completed" and view["items"][0]["download"]["stopped_early"] is True
+
+
+def test_the_operators_schedule_file_is_in_force_when_the_api_starts(tmp_path):
+    body = {
+        "timezone": "Europe/Berlin",
+        "windows": [{"days": ["sat", "sun"], "from": "22:00", "to": "06:00"}],
+        "rate": "2M",
+        "site_caps": {"youtube.com": "10G"},
+    }
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps(body))
+    with nats_server() as nats, tubeflow(nats.url, ["api"], {"TUBEFLOW_SCHEDULE_FILE": str(path)}) as stack:
+        schedule = httpx.get(f"{stack.base}/api/queue/schedule", timeout=10).json()
+        assert {k: schedule[k] for k in body} == body
+        assert schedule["outside"] == "wait" and schedule["running_at_window_end"] == "pause"
+        status = httpx.get(f"{stack.base}/api/queue", timeout=10).json()["schedule"]
+        assert status["set"] is True and status["budget"] == 2 << 20

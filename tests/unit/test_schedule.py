@@ -3,6 +3,7 @@ closes, across midnight and DST changes."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -155,3 +156,21 @@ def test_plain_windows_are_what_the_rule_reads():
     rows = plain(schedule.windows)
     assert wall_open(rows, datetime(2026, 12, 5, 10, 0)) and wall_open(rows, datetime(2026, 12, 6, 9, 59, 59))
     assert not wall_open(rows, datetime(2026, 12, 6, 10, 0)) and not wall_open(rows, datetime(2026, 12, 5, 9, 59))
+
+
+def test_a_schedule_file_that_does_not_parse_stops_start_up_with_one_line(tmp_path):
+    from tests.support.processes import run_cli
+
+    bad = tmp_path / "schedule.json"
+    bad.write_text('{"timezone": "Europe/Berlin", "windows": [{"from": "25:00", "to": "07:00"}]}')
+    env = {"TUBEFLOW_SCHEDULE_FILE": str(bad), "TUBEFLOW_NATS_URL": "nats://127.0.0.1:9"}
+    refused = run_cli("service", "api", env={**os.environ, **env}, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"error: TUBEFLOW_SCHEDULE_FILE {bad}: windows.0.from: must be a time of day, HH:MM or HH:MM:SS "
+        "(00:00 to 23:59:59)"
+    ], refused.stderr
+    bad.write_text("not json")
+    refused = run_cli("service", "api", env={**os.environ, **env}, timeout=60)
+    assert refused.returncode == 2 and "TUBEFLOW_SCHEDULE_FILE" in refused.stderr, refused.stderr
