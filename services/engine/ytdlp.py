@@ -588,7 +588,9 @@ class YtDlp:
         yt-dlp reads in small blocks of a fixed size (left to grow, a block reaches 4 MiB, read at the server's
         full speed before the hook can wait)."""
         ydl = self._acquire(options, cookies)
-        blocks = {name: ydl.params.get(name) for name in ("buffersize", "noresizebuffer")}
+        # As they were (absent ones removed again: yt-dlp reads `params.get("buffersize", 1024)`, and a None there
+        # made every later download of this pooled instance read its whole response in one read, with no progress).
+        blocks = {name: ydl.params[name] for name in ("buffersize", "noresizebuffer") if name in ydl.params}
         if paced:
             ydl.params.update(buffersize=PACED_BLOCK, noresizebuffer=True)
         try:
@@ -650,5 +652,7 @@ class YtDlp:
                 error.code = "merge_failed"
             raise error from exc
         finally:
+            for name in ("buffersize", "noresizebuffer"):
+                ydl.params.pop(name, None)
             ydl.params.update(blocks)
             self._release(ydl)
