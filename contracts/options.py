@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.ids import is_job_id
+from contracts.library import Library
 from contracts.validation import refuse
 
 Quality = Literal["best", "2160", "1440", "1080", "720", "480", "360", "worst"]
@@ -261,6 +262,11 @@ class DownloadOptions(BaseModel):
         default=False,
         description="skip items an earlier job already downloaded (same media, same options): the item is `skipped` "
         "with the earlier file, nothing is transferred or linked",
+    )
+    library: Library | None = Field(
+        default=None,
+        description="lay the files out for a media server (Jellyfin, Plex, Kodi, Emby): a show's seasons and "
+        "episodes, a movie's folder, music by artist and album; with NFO files and artwork",
     )
     schedule: Literal["follow", "ignore"] = Field(
         default="follow",

@@ -31,6 +31,7 @@ from contracts.options import DownloadOptions
 from services.engine import postprocess
 from services.engine.errors import classify
 from services.engine.guard_proxy import FFMPEG_PROTOCOLS
+from services.engine.library import place_in_library
 from services.engine.media import Downloaded, Entry, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.engine.mp4info import mp4_facts
 from services.engine.options import signature, ytdlp_params
@@ -139,6 +140,12 @@ def _measure(ydl: yt_dlp.YoutubeDL, path: Path) -> dict[str, Any]:
     if not facts.get("bitrate") and facts.get("duration"):
         facts["bitrate"] = round(path.stat().st_size * 8 / facts["duration"] / 1000, 1)
     return facts
+
+
+def _read_bounded(ydl: yt_dlp.YoutubeDL, url: str, most: int = 10 * 1024 * 1024) -> bytes:
+    """A small file (a thumbnail) through yt-dlp's own requests (the address guard, the proxy), at most ``most``."""
+    with ydl.urlopen(url) as response:
+        return response.read(most + 1)[:most]
 
 
 def _is_youtube(url: str) -> bool:
@@ -547,7 +554,18 @@ class YtDlp:
         """The download as made: its other files, the format chosen, and, when the job named a folder or a template,
         moved there."""
         others = made_files(info, path)
-        if options is not None and options.output is not None:
+        if options is not None and options.library is not None:
+            path, others = place_in_library(
+                info,
+                path,
+                others,
+                options.library,
+                directory.parent,
+                options.output.folder if options.output is not None else None,
+                playlist.title if playlist is not None else None,
+                fetch=lambda url: _read_bounded(ydl, url),
+            )
+        elif options is not None and options.output is not None:
             named = dict(info)
             if playlist is not None:
                 named.update(playlist_title=playlist.title or "playlist", playlist_index=playlist.index)
