@@ -98,6 +98,24 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "audio_format": "m4a",
         "sponsorblock": {"remove": ["sponsor"]},
     },
+    "jellyfin-show": {
+        "description": "A channel or playlist as a TV show for Jellyfin or Emby: seasons by year, NFO files, artwork",
+        "quality": "1080",
+        "container": "mp4",
+        "library": {"kind": "show", "nfo": True, "artwork": True},
+    },
+    "plex-show": {
+        "description": "A channel or playlist as a TV show for Plex: seasons by year, poster and episode thumbnails",
+        "quality": "1080",
+        "container": "mp4",
+        "library": {"kind": "show", "nfo": False, "artwork": True},
+    },
+    "kodi-show": {
+        "description": "A channel or playlist as a TV show for Kodi: seasons by year, NFO files, artwork",
+        "quality": "1080",
+        "container": "mp4",
+        "library": {"kind": "show", "nfo": True, "artwork": True},
+    },
     "archive": {
         "description": "Best quality in MKV with every subtitle, the thumbnail and chapters embedded",
         "container": "mkv",

@@ -259,14 +259,19 @@ def _artwork(
     try:
         if source is None:
             source = media  # a frame of the video
-        return target if _to_jpeg(source, target, frame=source == media, seconds=info.get("duration")) else None
+        if source == media:  # a frame a tenth in (past a black opening), else the first
+            made = _to_jpeg(source, target, seconds=info.get("duration")) or _to_jpeg(source, target, seconds=0)
+        else:
+            made = _to_jpeg(source, target)
+        return target if made else None
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
 
 
-def _to_jpeg(source: Path, target: Path, frame: bool, seconds: float | None) -> bool:
-    at = ["-ss", f"{min(max((seconds or 0) * 0.1, 0.0), 60.0):.2f}"] if frame else []
+def _to_jpeg(source: Path, target: Path, seconds: float | None = None) -> bool:
+    """``source`` (an image, or a video's frame ``seconds`` x 0.1 in, at most a minute) as ``target``, a JPEG."""
+    at = ["-ss", f"{min(max(seconds * 0.1, 0.0), 60.0):.2f}"] if seconds else []
     temporary = target.with_name(f".{target.name}.tmp{os.getpid()}.jpg")
     try:
         done = subprocess.run(

@@ -175,7 +175,7 @@ class Checker:
                 entry_id=entry_identity(entry),
                 url=plain_url(entry.url),
                 title=entry.title,
-                job_id=await self._ensure_job(view, entry),
+                job_id=await self._ensure_job(view, entry, resolution.title),
             )
             for entry in take
             if token.reason is None
@@ -232,9 +232,11 @@ class Checker:
         event = make_subscription_event("checked", view.id, self._now(), f"{view.id}:checked:{view.checks + 1}", data)
         return await self._book.publish(event, view)
 
-    async def _ensure_job(self, view: SubscriptionView, entry: Entry) -> str:
+    async def _ensure_job(self, view: SubscriptionView, entry: Entry, source_title: str | None = None) -> str:
         """The job of this entry of this subscription: made now, or found again (a check that a scheduler began
-        and did not record: its key names the job, and the job's `requested` is published unless it is there)."""
+        and did not record: its key names the job, and the job's `requested` is published unless it is there).
+        Laid out as a show (``library``), its episodes belong to the subscription's show: its name, else the
+        source's title (a feed's, a playlist's), unless the job names one."""
         key = entry_key(view.id, entry_identity(entry))
         job_id = new_job_id()
         try:
@@ -243,12 +245,16 @@ class Checker:
             job_id = (await self._keys.get(key)).value.decode()
             if await self._requested(job_id):
                 return job_id
+        requested = view.settings.job.requested(plain_url(entry.url), title=entry.title)
+        library = requested.options.library if requested.options is not None else None
+        show = view.settings.name or source_title or view.source_title
+        if library is not None and library.kind == "show" and library.show is None and show:
+            options = requested.options.model_copy(update={"library": library.model_copy(update={"show": show})})  # type: ignore[union-attr]
+            requested = requested.model_copy(update={"options": options})
         event = ev.make_event(
             "requested",
             job_id=job_id,
-            data=view.settings.job.requested(plain_url(entry.url), title=entry.title).model_copy(
-                update={"owner": view.owner}
-            ),
+            data=requested.model_copy(update={"owner": view.owner}),
             occurred_at=self._now(),
             event_id=step_event_id(job_id, "requested"),
         )

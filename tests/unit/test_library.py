@@ -1,0 +1,133 @@
+"""A download laid out for a media server (issue 30): names, episode numbers, NFO files as Kodi's and Jellyfin's
+readers look for them, artwork, and hostile text contained."""
+
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from contracts.library import Library
+from contracts.presets import EXAMPLES
+from services.api.requests import JobRequest
+from services.engine.library import place_in_library
+from tests.support.media import make_clip
+
+HOSTILE = '<b>Tom & "Jerry\'s"</b> ../../etc/passwd \x07\x1b[31m'
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:  # noqa: ANN001
+    return make_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", seconds=2)
+
+
+def _download(root: Path, clip: Path, name: str) -> Path:
+    job = root / "01jobfolderxxxxxxxxxxxxxxx"
+    job.mkdir(parents=True, exist_ok=True)
+    path = job / f"0001-{name}.mp4"
+    shutil.copyfile(clip, path)
+    return path
+
+
+def _info(media_id: str, day: str = "20261203", **extra) -> dict:  # noqa: ANN003
+    return {
+        "id": media_id,
+        "title": f"Video {media_id}",
+        "upload_date": day,
+        "channel": "Cooking Channel",
+        "channel_id": "UC123",
+        "extractor_key": "Youtube",
+        "duration": 125.0,
+        "description": "What we cook today.",
+        **extra,
+    }
+
+
+def test_episodes_of_a_show_are_numbered_per_day_stably_with_nfo_and_artwork(tmp_path, clip):
+    library = Library(kind="show")
+    placed = []
+    for media_id, day in (("aaa", "20261203"), ("bbb", "20261203"), ("ccc", "20261204")):
+        main = _download(tmp_path, clip, media_id)
+        placed.append(place_in_library(_info(media_id, day), main, [], library, tmp_path, None, None))
+    season = tmp_path / "Shows" / "Cooking Channel" / "Season 2026"
+    names = sorted(p.name for p in season.iterdir())
+    assert names == [
+        "Cooking Channel - S2026E120301 - Video aaa [aaa]-thumb.jpg",
+        "Cooking Channel - S2026E120301 - Video aaa [aaa].mp4",
+        "Cooking Channel - S2026E120301 - Video aaa [aaa].nfo",
+        "Cooking Channel - S2026E120302 - Video bbb [bbb]-thumb.jpg",
+        "Cooking Channel - S2026E120302 - Video bbb [bbb].mp4",
+        "Cooking Channel - S2026E120302 - Video bbb [bbb].nfo",
+        "Cooking Channel - S2026E120401 - Video ccc [ccc]-thumb.jpg",
+        "Cooking Channel - S2026E120401 - Video ccc [ccc].mp4",
+        "Cooking Channel - S2026E120401 - Video ccc [ccc].nfo",
+    ]
+    # The same video again keeps its number (and replaces its file); the job's files are the episode's own.
+    again, files = place_in_library(_info("bbb"), _download(tmp_path, clip, "bbb"), [], library, tmp_path, None, None)
+    assert again.name == "Cooking Channel - S2026E120302 - Video bbb [bbb].mp4"
+    assert {f.suffix for f in files} == {".jpg", ".nfo"} and all(f.parent == season for f in files)
+    # The NFO files, as Kodi's and Jellyfin's readers look for them.
+    episode = ET.parse(season / "Cooking Channel - S2026E120302 - Video bbb [bbb].nfo").getroot()
+    assert episode.tag == "episodedetails"
+    fields = {c.tag: c.text for c in episode}
+    assert fields.items() >= {
+        "title": "Video bbb",
+        "showtitle": "Cooking Channel",
+        "season": "2026",
+        "episode": "120302",
+        "aired": "2026-12-03",
+        "plot": "What we cook today.",
+        "runtime": "2",
+    }.items()
+    uniqueid = episode.find("uniqueid")
+    assert uniqueid is not None and uniqueid.text == "bbb" and uniqueid.attrib == {"type": "youtube", "default": "true"}
+    show = ET.parse(season.parent / "tvshow.nfo").getroot()
+    assert show.tag == "tvshow" and show.findtext("title") == "Cooking Channel"
+    assert show.findtext("premiered") == "2026-12-03" and show.findtext("uniqueid") == "UC123"
+    for art in (season.parent / "poster.jpg", season.parent / "fanart.jpg", *season.glob("*-thumb.jpg")):
+        assert art.read_bytes()[:3] == b"\xff\xd8\xff", art  # JPEG
+
+
+def test_hostile_titles_and_descriptions_stay_contained_escaped_and_bounded(tmp_path, clip):
+    info = _info("x1", title=HOSTILE, channel=HOSTILE, description="<script>" + "&" * 20_000)
+    path, files = place_in_library(
+        info, _download(tmp_path, clip, "x1"), [], Library(kind="show"), tmp_path, None, None
+    )
+    assert path.resolve().is_relative_to((tmp_path / "Shows").resolve())
+    assert len(path.parent.parent.name.encode()) <= 200 and "/" not in path.parent.parent.name
+    nfo = next(f for f in files if f.suffix == ".nfo")
+    assert nfo.stat().st_size < 60_000  # the description cut to 10,000 characters (each & escaped: 5 bytes)
+    root = ET.parse(nfo).getroot()  # well-formed despite <, &, quotes and control characters
+    assert root.findtext("title") == HOSTILE.replace("\x07", "").replace("\x1b", "")
+    assert len(root.findtext("plot") or "") == 10_000
+    ET.parse(path.parent.parent / "tvshow.nfo")
+
+
+def test_movies_and_music(tmp_path, clip):
+    movie, files = place_in_library(
+        _info("m1", title="A Film"), _download(tmp_path, clip, "m1"), [], Library(kind="movie"), tmp_path, "Films", None
+    )
+    assert movie.relative_to(tmp_path).as_posix() == "Films/A Film (2026)/A Film (2026) [m1].mp4"
+    assert ET.parse(movie.parent / "movie.nfo").getroot().findtext("year") == "2026"
+    assert (movie.parent / "poster.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    song, _ = place_in_library(
+        _info("s1", artist="The Band", album="First", track="Song One", track_number=3),
+        _download(tmp_path, clip, "s1"),
+        [],
+        Library(kind="music", artwork=False),
+        tmp_path,
+        None,
+        None,
+    )
+    assert song.relative_to(tmp_path).as_posix() == "Music/The Band/First/03 - Song One.mp4"
+
+
+def test_the_option_and_the_shipped_presets():
+    for name in ("jellyfin-show", "plex-show", "kodi-show"):
+        fields = {k: v for k, v in EXAMPLES[name].items() if k != "description"}
+        request = JobRequest.model_validate({"url": "https://example.org/c", **fields})
+        assert request.library is not None and request.library.kind == "show"
+    with pytest.raises(ValueError, match="library.kind"):
+        JobRequest.model_validate({"url": "https://example.org/c", "library": {"kind": "series"}})
