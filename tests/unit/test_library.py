@@ -72,15 +72,18 @@ def test_episodes_of_a_show_are_numbered_per_day_stably_with_nfo_and_artwork(tmp
     episode = ET.parse(season / "Cooking Channel - S2026E120302 - Video bbb [bbb].nfo").getroot()
     assert episode.tag == "episodedetails"
     fields = {c.tag: c.text for c in episode}
-    assert fields.items() >= {
-        "title": "Video bbb",
-        "showtitle": "Cooking Channel",
-        "season": "2026",
-        "episode": "120302",
-        "aired": "2026-12-03",
-        "plot": "What we cook today.",
-        "runtime": "2",
-    }.items()
+    assert (
+        fields.items()
+        >= {
+            "title": "Video bbb",
+            "showtitle": "Cooking Channel",
+            "season": "2026",
+            "episode": "120302",
+            "aired": "2026-12-03",
+            "plot": "What we cook today.",
+            "runtime": "2",
+        }.items()
+    )
     uniqueid = episode.find("uniqueid")
     assert uniqueid is not None and uniqueid.text == "bbb" and uniqueid.attrib == {"type": "youtube", "default": "true"}
     show = ET.parse(season.parent / "tvshow.nfo").getroot()
