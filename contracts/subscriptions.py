@@ -26,6 +26,8 @@ MAX_ITEMS_PER_CHECK = 500
 # Entry ids one subscription remembers at most (every process holds them): a source that keeps listing new entries
 # past this pauses its subscription (`too_many_entries`) instead of growing every reader's memory.
 MAX_SEEN = 50_000
+# The jobs a subscription's view remembers (its podcast feed lists the newest of them).
+MAX_FEED_JOBS = 1000
 # What the new entries of one `checked` may take (a stranger's feed sets their URLs' and titles' lengths): the rest
 # wait for the next check, so the event stays well under the stream's message size.
 CHECKED_BUDGET = 256 * 1024
@@ -204,6 +206,15 @@ class SubscriptionPausedData(BaseModel):
     message: Message | None = None
 
 
+class SubscriptionFeedData(BaseModel):
+    """The subscription's podcast feed (issue 30): the key its URL carries (podcast apps can't send a token), or
+    None: the feed is off (a revoked key stops working at once)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    key: str | None = Field(default=None, max_length=100)
+
+
 class SubscriptionEmptyData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -271,6 +282,11 @@ class SubscriptionChecked(_SubscriptionEnvelope):
     data: SubscriptionCheckedData
 
 
+class SubscriptionFeedChanged(_SubscriptionEnvelope):
+    type: Literal["subscription.feed_changed"]
+    data: SubscriptionFeedData = SubscriptionFeedData()
+
+
 SUBSCRIPTION_EVENT_CLASSES = (
     SubscriptionCreated,
     SubscriptionUpdated,
@@ -279,6 +295,7 @@ SUBSCRIPTION_EVENT_CLASSES = (
     SubscriptionDeleted,
     SubscriptionCheckRequested,
     SubscriptionChecked,
+    SubscriptionFeedChanged,
 )
 SubscriptionEvent = Annotated[Union[SUBSCRIPTION_EVENT_CLASSES], Field(discriminator="type")]  # type: ignore[valid-type]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(SubscriptionEvent)
@@ -336,6 +353,10 @@ class SubscriptionView(BaseModel):
     next_batch_at: datetime | None = None
     # Entry ids that became jobs: never again.
     seen: frozenset[str] = frozenset()
+    # The jobs its checks made, oldest first (the newest MAX_FEED_JOBS: what its podcast feed lists).
+    jobs: tuple[str, ...] = ()
+    # Its podcast feed's key (None: no feed).
+    feed_key: str | None = None
     # Stream sequence of the subscription's last event: a writer publishes expecting it (optimistic concurrency).
     seq: int = 0
 
@@ -360,10 +381,13 @@ class SubscriptionView(BaseModel):
 
     def public(self) -> "SubscriptionInfo":
         """What the API shows: the settings beside the state, a count of the seen ids, the next check's time."""
-        fields = {name: getattr(self, name) for name in SubscriptionView.model_fields if name not in ("seen", "seq")}
+        hidden = ("seen", "seq", "jobs", "feed_key")
+        fields = {name: getattr(self, name) for name in SubscriptionView.model_fields if name not in hidden}
         fields.update({name: getattr(self.settings, name) for name in SubscriptionSettings.model_fields})
         del fields["settings"]
-        return SubscriptionInfo(**fields, seen=len(self.seen), next_check_at=self.next_check_at)
+        return SubscriptionInfo(
+            **fields, seen=len(self.seen), next_check_at=self.next_check_at, feed=self.feed_key is not None
+        )
 
 
 class SubscriptionInfo(SubscriptionSettings):
@@ -396,6 +420,7 @@ class SubscriptionInfo(SubscriptionSettings):
     )
     seen: int = Field(description="entries that became jobs, never again")
     next_check_at: datetime | None = Field(description="null while paused")
+    feed: bool = Field(default=False, description="it has a podcast feed (GET /api/subscriptions/{id}/feed: its URL)")
 
 
 def apply_subscription(view: SubscriptionView | None, event: Any) -> SubscriptionView | None:
@@ -427,6 +452,8 @@ def apply_subscription(view: SubscriptionView | None, event: Any) -> Subscriptio
         update.update(paused=False, paused_reason=None, paused_message=None, updated_at=at, check_requested_at=at)
     elif event.type == "subscription.deleted":
         update.update(deleted=True, updated_at=at)
+    elif event.type == "subscription.feed_changed":
+        update.update(feed_key=event.data.key, updated_at=at)
     elif event.type == "subscription.check_requested":
         update.update(check_requested_at=at)
     elif event.type == "subscription.checked":
@@ -443,6 +470,7 @@ def apply_subscription(view: SubscriptionView | None, event: Any) -> Subscriptio
                 remaining=data.remaining,
                 next_batch_at=data.next_batch_at if data.remaining else None,
                 seen=view.seen | {entry.entry_id for entry in data.new},
+                jobs=(view.jobs + tuple(entry.job_id for entry in data.new))[-MAX_FEED_JOBS:],
                 source_title=data.source_title or view.source_title,
             )
     return view.model_copy(update=update)

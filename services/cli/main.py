@@ -8,6 +8,7 @@ import os
 import sys
 
 from services.cli.engine import add_engine_parser
+from services.cli.feed import add_feed_parser
 from services.cli.get_options import add_job_arguments
 from services.cli.queue import add_queue_parser
 from services.cli.setup import SERVICE_MODULES
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.set_defaults(func=cmd_subscribe)
 
     add_engine_parser(sub)
+    add_feed_parser(sub)
     add_queue_parser(sub)
 
     doctor = sub.add_parser(

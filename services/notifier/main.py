@@ -26,6 +26,15 @@ from contracts.items import view_files
 from contracts.subscriptions import SubscriptionView
 from contracts.views import TERMINAL_STATUSES, JobSummary, JobView
 from services.notifier.apprise_sender import APPRISE_RECORD, AppriseSender, configured_since, parse_urls
+from services.notifier.library import (
+    LIBRARY_PREFIX,
+    MAX_PATHS,
+    MediaServer,
+    RefreshFailed,
+    landed_folders,
+    media_servers,
+    server_path,
+)
 from services.notifier.signing import headers
 from services.runtime.addresses import AddressPolicy, ForbiddenAddress, check_results
 from services.runtime.deliveries import Delivery, delivery_id
@@ -84,8 +93,14 @@ class Notifier:
         jobs: KeyValue | None = None,
         public_url: str | None = None,
         apprise: AppriseSender | None = None,
+        servers: list[MediaServer] | None = None,
+        library_root: str = "/",
+        refresh_delay: float = 30.0,
     ) -> None:
         self._jobs, self._public_url, self._apprise = jobs, public_url, apprise
+        # Media servers told to scan where files landed (services.notifier.library).
+        self._servers = {server.name: server for server in servers or []}
+        self._library_root, self._refresh_delay = library_root, refresh_delay
         self._first_retry = first_retry
         self._webhooks = webhooks
         self._deliveries = deliveries
@@ -129,6 +144,49 @@ class Notifier:
                                    event, body)  # fmt: skip
         if self._apprise is not None and summary.finished_at.timestamp() >= self._apprise.since:
             await self._apprise.send_once(f"{event}:{summary.id}:{summary.retries}", *job_message(summary))
+        if self._servers and summary.status in ("completed", "partial") and self._jobs is not None:
+            stored = await load(self._jobs, summary.id)
+            folders = landed_folders(view_files(stored.view())) if stored is not None else []
+            for server in self._servers.values():
+                if folders:
+                    await self._ask_scan(server.name, folders)
+
+    async def _ask_scan(self, server: str, folders: list[str]) -> None:
+        """Add ``folders`` to this window's scan request for ``server`` (made by the first replica, extended by
+        compare-and-set while it has not gone out; once it has, the next window's)."""
+        window = int(time.time() // self._refresh_delay)
+        for _ in range(20):
+            key = f"{LIBRARY_PREFIX}.{server}.{window}"
+            record = Delivery(
+                id=f"{server}-{window}",
+                webhook=LIBRARY_PREFIX,
+                event="library.refresh",
+                job_id=server,
+                body={"server": server, "paths": folders[:MAX_PATHS]},
+                next_at=(window + 1) * self._refresh_delay,
+            )
+            try:
+                await self._deliveries.create(key, record.encode())
+                self._wake.set()
+                return
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await self._deliveries.get(key)
+            except KeyNotFoundError:
+                continue
+            held = Delivery.decode(entry.value or b"{}")
+            if held.status != "pending" or held.attempts:
+                window += 1  # this window's request went out: the folders go with the next one
+                continue
+            paths = list(dict.fromkeys([*held.body.get("paths", []), *folders]))[:MAX_PATHS]
+            if paths == held.body.get("paths"):
+                return
+            held.body = {**held.body, "paths": paths}
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await self._deliveries.update(key, held.encode(), last=entry.revision)
+                return
+        log.warning("scan of %s by %s not asked: the request kept changing", folders[:3], server)
 
     def on_subscription(self, event: Any, view: SubscriptionView | None) -> None:
         """A check that made jobs is a batch of new items: announced once per check."""
@@ -238,6 +296,12 @@ class Notifier:
         except KeyWrongLastSequenceError:
             return  # another replica took this attempt
         self._pending[key] = delivery.next_at
+        if key.startswith(f"{LIBRARY_PREFIX}."):
+            await self._refresh(client, delivery)
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await self._deliveries.update(key, delivery.encode(), last=revision)
+            self.on_delivery(key, delivery.encode())
+            return
         webhook = await self._webhooks.get(delivery.webhook)
         if webhook is None:
             delivery.status, delivery.last_error = "dead", "the webhook was deleted"
@@ -268,6 +332,28 @@ class Notifier:
         else:
             delivery.failed(f"HTTP {status}", status, now, self._first_retry)
 
+    async def _refresh(self, client: httpx.AsyncClient, delivery: Delivery) -> None:
+        """One scan request to a media server (its folders as the server sees them); failures are retried later."""
+        server = self._servers.get(str(delivery.body.get("server")))
+        now = time.time()
+        if server is None:
+            delivery.status, delivery.last_error = "dead", "the media server is not configured any more"
+            return
+        paths = [server_path(self._library_root, p) for p in delivery.body.get("paths", [])]
+        try:
+            async with asyncio.timeout(ATTEMPT_DEADLINE):
+                status = await server.refresh(client, paths)
+        except RefreshFailed as exc:
+            delivery.failed(str(exc), exc.status, now, self._first_retry)
+            log.warning("%s scan of %d folder(s) failed: %s", server.name, len(paths), exc)
+            return
+        except (TimeoutError, httpx.HTTPError, OSError) as exc:
+            delivery.failed(f"{type(exc).__name__}: {exc}", None, now, self._first_retry)
+            log.warning("%s scan of %d folder(s) failed: %s", server.name, len(paths), exc)
+            return
+        delivery.succeeded(status, now)
+        log.info("%s asked to scan %d folder(s)", server.name, len(paths))
+
     async def _check_address(self, url: str) -> None:
         """The target passes the address policy, checked on every resolved address (no SSRF through webhooks)."""
         parts = httpx.URL(url)
@@ -294,6 +380,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             jobs=kv,
             public_url=settings.public_url,
             apprise=apprise,
+            servers=media_servers(settings),
+            library_root=settings.library_path or str(settings.media_dir.resolve()),
+            refresh_delay=settings.library_refresh_delay,
         )
         records = await watch_bucket(
             infra.nc, DELIVERIES_BUCKET, on_put=notifier.on_delivery, on_delete=notifier.on_delivery_deleted

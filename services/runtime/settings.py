@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.options import IMPERSONATE_TARGET
@@ -109,6 +109,32 @@ class Settings(BaseSettings):
     )
     apprise_urls: str | None = Field(
         default=None, description="Apprise URLs (comma or space separated): a short message per finished job or batch"
+    )
+    jellyfin_url: str | None = Field(
+        default=None, max_length=512, description="Jellyfin (or Emby): scanned when files land"
+    )
+    jellyfin_api_key: SecretStr | None = Field(default=None, description="a Jellyfin API key (Dashboard, API Keys)")
+    plex_url: str | None = Field(default=None, max_length=512, description="Plex Media Server: scanned when files land")
+    plex_token: SecretStr | None = Field(default=None, description="the X-Plex-Token")
+    plex_section: str | None = Field(
+        default=None, max_length=20, description="the Plex library section's id to scan (unset: every section)"
+    )
+    kodi_url: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Kodi's JSON-RPC endpoint (http://user:password@host:8080/jsonrpc): its library scans the folder",
+    )
+    library_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="the media folder as the media servers see it (their mount of it), for the paths they scan "
+        "(unset: as tubeflow sees it)",
+    )
+    library_refresh_delay: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="files landing within this many seconds make one scan request per media server",
     )
     retention_every: float = Field(default=3600.0, gt=0.0, description="seconds between retention sweeps")
     retention_delete_files: bool = Field(
@@ -300,6 +326,15 @@ class Settings(BaseSettings):
                 parse_networks(value)
             except ValueError as exc:
                 raise ValueError(f"TUBEFLOW_TRUSTED_PROXIES: {exc} (comma-separated CIDRs, e.g. 10.0.0.0/8)") from exc
+        return value or None
+
+    @field_validator("jellyfin_url", "plex_url", "kodi_url")
+    @classmethod
+    def _media_server_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"TUBEFLOW_{str(info.field_name).upper()} must be an http(s) URL, not {value[:100]!r}")
         return value or None
 
     @field_validator("schedule_file")

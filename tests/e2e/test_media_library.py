@@ -1,0 +1,100 @@
+"""A subscription that becomes a show (issue 30): its episodes land in a Jellyfin/Plex/Kodi layout with NFO files and
+artwork, and its podcast feed lists them for a podcast app (parsed by feedparser), whose ranged GETs get the exact
+bytes; a wrong key and a revoked one are 404."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+
+import feedparser
+import httpx
+import pytest
+
+from bench.harness import nats_server, tubeflow
+from tests.support.processes import run_cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
+    names = [media.fresh(f"clip{n}.mp4") for n in (1, 2, 3)]
+    with nats_server() as nats, tubeflow(nats.url, ["up"]) as stack:
+        base = stack.base
+        made = httpx.post(
+            f"{base}/api/subscriptions",
+            json={
+                "url": media.feed_url(",".join(names)),
+                "name": 'Test <Show> & "Co"',
+                "options": {"library": {"kind": "show"}, "metadata": False},
+            },
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        sub = made.json()["id"]
+        jobs = wait_for(
+            lambda: [e["job_id"] for e in httpx.get(f"{base}/api/subscriptions/{sub}", timeout=10).json()["last_new"]],
+            30,
+            "the subscription's first check",
+        )
+        assert len(jobs) == 3
+        views = [
+            wait_for(
+                lambda job=job: (
+                    (v := httpx.get(f"{base}/api/jobs/{job}", timeout=10).json())["status"] == "completed" and v
+                ),
+                60,
+                f"job {job}",
+            )
+            for job in jobs
+        ]
+
+        # The show: folder, season, episode names with the day's numbers 01-03, NFO files, artwork.
+        show = stack.data_dir / "media" / "Shows" / "Test _Show_ & _Co_"
+        today = datetime.now(timezone.utc)
+        season = show / f"Season {today.year}"
+        episodes = sorted(p.name for p in season.glob("*.mp4"))
+        pattern = re.compile(rf"Test _Show_ & _Co_ - S{today.year}E{today:%m%d}(\d\d) - (.+) \[(.+)\]\.mp4")
+        matches = [pattern.fullmatch(name) for name in episodes]
+        assert all(matches) and len(matches) == 3, episodes
+        assert sorted(int(m.group(1)) for m in matches) == [1, 2, 3]  # type: ignore[union-attr]
+        assert {m.group(3) for m in matches} == {n.removesuffix(".mp4") for n in names}  # type: ignore[union-attr]
+        tvshow = ET.parse(show / "tvshow.nfo").getroot()
+        assert tvshow.tag == "tvshow" and tvshow.findtext("title") == 'Test <Show> & "Co"'
+        for name in episodes:
+            nfo = ET.parse(season / name.replace(".mp4", ".nfo")).getroot()
+            assert nfo.tag == "episodedetails" and nfo.findtext("showtitle") == 'Test <Show> & "Co"'
+            assert nfo.findtext("season") == str(today.year) and nfo.findtext("uniqueid")
+            assert (season / name.replace(".mp4", "-thumb.jpg")).read_bytes()[:3] == b"\xff\xd8\xff"
+        for art in ("poster.jpg", "fanart.jpg"):
+            assert (show / art).read_bytes()[:3] == b"\xff\xd8\xff"
+        # A job's view names the episode's files (the media route serves them; deleting the job removes them).
+        assert all(v["items"][0]["download"]["file"].startswith("Shows/Test _Show_ & _Co_/") for v in views)
+
+        # The podcast feed: made by `tubeflow feed`, parsed by a real feed parser.
+        printed = run_cli("feed", sub, "--api", base)
+        assert printed.returncode == 0, printed.stderr
+        url = printed.stdout.strip()
+        assert url.startswith(f"{base}/feeds/subscriptions/{sub}.xml?key=")
+        parsed = feedparser.parse(httpx.get(url, timeout=10).content)
+        assert not parsed.bozo, parsed.bozo_exception
+        assert parsed.feed.title == 'Test <Show> & "Co"' and len(parsed.entries) == 3
+        for entry in parsed.entries:
+            (enclosure,) = entry.enclosures
+            assert enclosure.type == "video/mp4"
+            body = httpx.get(enclosure.href, timeout=10).content
+            assert int(enclosure.length) == len(body) > 0
+            ranged = httpx.get(enclosure.href, headers={"Range": "bytes=100-199"}, timeout=10)
+            assert ranged.status_code == 206 and ranged.content == body[100:200]
+        # The same URL again from the CLI; a wrong key, another job's file, and a revoked key: 404.
+        assert run_cli("feed", sub, "--api", base).stdout.strip() == url
+        assert httpx.get(url.replace("key=", "key=x"), timeout=10).status_code == 404
+        enclosure_url = parsed.entries[0].enclosures[0].href
+        assert (
+            httpx.get(re.sub(r"/files/[^/]+/", "/files/01notajobofitxxxxxxxxxxxx/", enclosure_url)).status_code == 404
+        )
+        assert run_cli("feed", sub, "--revoke", "--api", base).returncode == 0
+        assert httpx.get(url, timeout=10).status_code == 404
+        assert httpx.get(enclosure_url, timeout=10).status_code == 404
+        assert httpx.get(f"{base}/api/subscriptions/{sub}", timeout=10).json()["feed"] is False
