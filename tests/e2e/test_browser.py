@@ -652,3 +652,47 @@ def test_the_download_schedule_from_the_page_its_note_in_the_queue_bar_and_a_job
             page.wait_for_selector("#queue-schedule", state="hidden", timeout=10_000)
         finally:
             page.close()
+
+
+def test_the_library_view_lists_a_show_with_thumbnails_and_plays_an_episode(browser, media):
+    import httpx
+
+    from bench.harness import nats_server, tubeflow
+    from tests.support.processes import wait_for
+
+    with nats_server() as server, tubeflow(server.url, ["up"]) as stack:
+        job = httpx.post(
+            f"{stack.base}/api/jobs",
+            json={"url": media.url(media.fresh("long.mp4")), "library": {"kind": "show", "show": "Player Test"}},
+            timeout=10,
+        ).json()["id"]
+        wait_for(
+            lambda: httpx.get(f"{stack.base}/api/jobs/{job}", timeout=10).json()["status"] == "completed", 60, "the job"
+        )
+        page = browser.new_page()
+        try:
+            page.goto(stack.base)
+            page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
+            page.wait_for_selector(f".job[data-job-id='{job}'] img.job-thumb", timeout=10_000)  # the card's thumbnail
+            page.click("#views button[data-view=library]")
+            group = ".library-group:has(h2:text-is('Player Test'))"
+            page.wait_for_selector(f"{group} img.library-thumb", timeout=10_000)
+            page.wait_for_function(
+                f'document.querySelector("{group} img.library-thumb").naturalWidth > 0', timeout=10_000
+            )
+            assert page.is_hidden("#jobs")
+            assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
+            page.click(f"{group} .library-play")
+            page.wait_for_function(
+                "(() => { const v = document.querySelector('#player-media'); return v && v.currentTime > 0.5; })()",
+                timeout=20_000,
+            )
+            page.screenshot(path=str(ARTIFACTS / "browser-library.png"), full_page=True)
+            # The position is kept in this browser, to resume from.
+            page.wait_for_function(
+                "Object.keys(localStorage).some((k) => k.startsWith('tubeflow-position:'))", timeout=15_000
+            )
+            page.click("#views button[data-view=jobs]")
+            assert page.is_visible("#jobs")
+        finally:
+            page.close()

@@ -181,7 +181,7 @@ async def podcast_feed(
     summary="A file of a subscription's podcast feed (Range supported)",
     tags=["subscriptions"],
     media_type="application/octet-stream",
-    responses=error_responses(404, 416, 422),
+    responses=error_responses(400, 404, 416, 422),
 )
 async def podcast_file(
     subscription_id: FromPath[str],

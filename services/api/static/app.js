@@ -1,6 +1,7 @@
 import {deleteRequest, initControls, initThemeAndShare} from "./controls.js";
 import {initSubscriptions} from "./subscriptions.js";
 import {initAccount, showSignIn} from "./account.js";
+import {initLibrary, mediaHref} from "./library.js";
 
 // tubeflow's page: live through EventSource only (the all-jobs stream plus one stream per running job on screen).
 // EventSource reconnects by itself with Last-Event-ID; when a stream is closed for good (an error status, a
@@ -100,9 +101,16 @@ function bar(label, percent, value, name) {
 // A file outside its job's folder (an output folder) names the job, whose owner may read it (issue 28).
 function mediaLink(file, jobId) {
   if (!file) return "";
-  const named = file.split("/")[0] !== jobId && me?.role !== "admin";  // an admin reads every file as it is
-  const href = "/media/" + file.split("/").map(encodeURIComponent).join("/") + (named ? `?job=${encodeURIComponent(jobId)}` : "");
-  return `<a href="${esc(href)}">${esc(file.split("/").pop())}</a>`;
+  return `<a href="${esc(mediaHref(file, jobId, me?.role))}">${esc(file.split("/").pop())}</a>`;
+}
+
+// The job's thumbnail, when one of its items has one (a library's, or `thumbnail: file`).
+function jobThumb(job, items) {
+  for (const item of items) {
+    const thumb = (item.download?.files || []).find((f) => /\.(jpe?g|png|webp)$/i.test(f));
+    if (thumb) return `<img class="job-thumb" alt="" loading="lazy" src="${esc(mediaHref(thumb, job.id, me?.role))}">`;
+  }
+  return "";
 }
 
 // An error with its code, its message and what to do about it.
@@ -186,7 +194,7 @@ function render(id) {
   }
   buttons.push(`<button data-action="delete">Delete</button>`);
   const picked = card.querySelector("input.pick")?.checked ? " checked" : "";
-  card.innerHTML =
+  card.innerHTML = jobThumb(job, items) +
     `<h2><input type="checkbox" class="pick" aria-label="select"${picked}> ${esc(job.title || job.url)}</h2>` +
     `<div class="meta"><span class="status ${esc(job.status)}">${esc(job.status)}</span> ${esc(job.mode)}` +
     `${job.priority && job.priority !== "normal" ? " · " + esc(job.priority) + " priority" : ""}` +
@@ -564,6 +572,7 @@ async function start() {
   setInterval(loadQueue, 5000);
   setInterval(() => ensureSession(), 600_000);
   initSubscriptions({api, say});
+  initLibrary({api, say, whoAmI: () => me});
   loadChoices();
   checkVersions();
 }
