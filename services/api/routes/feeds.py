@@ -45,7 +45,7 @@ MEDIA_TYPES = {
     ".webm": "video/webm",
     ".mkv": "video/x-matroska",
 }
-KEY = Annotated[str, Parameter(query="key", max_length=100, description="the feed's key, from its URL")]
+KEY = Annotated[str, Parameter(max_length=100, description="the feed's key, from its URL")]
 
 
 class FeedInfo(BaseModel):
