@@ -676,10 +676,8 @@ def test_the_library_view_lists_a_show_with_thumbnails_and_plays_an_episode(brow
             page.wait_for_selector(f".job[data-job-id='{job}'] img.job-thumb", timeout=10_000)  # the card's thumbnail
             page.click("#views button[data-view=library]")
             group = ".library-group:has(h2:text-is('Player Test'))"
-            page.wait_for_selector(f"{group} img.library-thumb", timeout=10_000)
-            page.wait_for_function(
-                f'document.querySelector("{group} img.library-thumb").naturalWidth > 0', timeout=10_000
-            )
+            thumb = page.wait_for_selector(f"{group} img.library-thumb", timeout=10_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb, timeout=10_000)
             assert page.is_hidden("#jobs")
             assert page.evaluate("document.createElement('video').canPlayType('video/mp4; codecs=\"avc1.42E01E\"')")
             page.click(f"{group} .library-play")
