@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 from services.runtime.settings import Settings
+from services.runtime.tasks import run_briefly
 
 
 def run_read_models(action: str) -> int:
@@ -42,4 +42,4 @@ def run_read_models(action: str) -> int:
         finally:
             await nc.close()
 
-    return asyncio.run(run())
+    return run_briefly(run())

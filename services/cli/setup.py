@@ -9,12 +9,12 @@ whose settings can't change in place is reported, never deleted: bump its durabl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 
 from services.runtime.nats import ConsumerSpec, connect, declare_consumers, ensure_topology
 from services.runtime.settings import Settings
+from services.runtime.tasks import run_briefly
 
 # Every service's composition root; each names the work consumers it subscribes with (``CONSUMERS``).
 SERVICE_MODULES = {
@@ -53,7 +53,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     if not settings.nats_url:
         print("TUBEFLOW_NATS_URL is not set", file=sys.stderr)
         return 2
-    changes, problems = asyncio.run(setup(settings))
+    changes, problems = run_briefly(setup(settings))
     for line in changes:
         print(line)
     for line in problems:

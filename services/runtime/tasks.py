@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from typing import Any, Coroutine, TypeVar
 
 log = logging.getLogger("tubeflow.tasks")
+T = TypeVar("T")
 
 
 async def cancel_until_done(task: asyncio.Future, tries: int = 100) -> None:
@@ -28,3 +31,21 @@ async def either(a: asyncio.Event, b: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def run_briefly(work: Coroutine[Any, Any, T], grace: float = 2.0) -> T:
+    """``asyncio.run(work)`` for a command that ends: what it leaves running is cancelled and given ``grace`` seconds,
+    then left behind with the loop (asyncio.run waits for every task, and a nats-py connect loop that swallows its
+    cancels, after a refused connection, held `tubeflow verify` past a minute)."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(work)
+    finally:
+        left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=grace))
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

@@ -121,8 +121,8 @@ async def connect(
     if not connecting.done():
         await cancel_until_done(connecting)
         if not nc.is_closed:
-            try:
-                await nc.close()
+            try:  # bounded: a refused TLS connection's close has hung
+                await asyncio.wait_for(nc.close(), 2.0)
             except Exception:
                 pass
         last = errors[-1] if errors else "no answer"
