@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import subprocess
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -220,11 +221,17 @@ def _beside(wanted: Path, main: Path, others: list[Path]) -> list[Path]:
     return placed
 
 
+def _temporary(path: Path, kind: str = "tmp") -> Path:
+    """A name beside ``path`` no other writer uses: calls share slot processes (lanes), so a process id is not
+    enough (two episodes landing at once both write the show's poster)."""
+    return path.with_name(f".{path.name}.{kind}{os.getpid()}-{secrets.token_hex(4)}")
+
+
 def _write_new(path: Path, data: bytes, replace: bool = False) -> Path:
     """Write ``path`` whole (a temporary file renamed); without ``replace``, only when it does not exist yet."""
     if path.exists() and not replace:
         return path
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary = _temporary(path)
     temporary.write_bytes(data)
     if replace:
         os.replace(temporary, path)
@@ -234,8 +241,12 @@ def _write_new(path: Path, data: bytes, replace: bool = False) -> Path:
 
 
 def _copy_new(source: Path, target: Path) -> None:
+    """The show's artwork from an episode's, once; artwork is a nicety: the episode lands without it."""
     if not target.exists():
-        _write_new(target, source.read_bytes())
+        try:
+            _write_new(target, source.read_bytes())
+        except OSError as exc:
+            log.info("artwork %s not written: %s", target, exc)
 
 
 def _artwork(
@@ -254,7 +265,7 @@ def _artwork(
             log.info("thumbnail of %s not read: %s", info.get("id"), exc)
             data = None
         if data:
-            temporary = source = target.with_name(f".{target.name}.src{os.getpid()}")
+            temporary = source = _temporary(target, "src")
             source.write_bytes(data[:MAX_ARTWORK_BYTES])
     try:
         if source is None:
@@ -272,7 +283,8 @@ def _artwork(
 def _to_jpeg(source: Path, target: Path, seconds: float | None = None) -> bool:
     """``source`` (an image, or a video's frame ``seconds`` x 0.1 in, at most a minute) as ``target``, a JPEG."""
     at = ["-ss", f"{min(max(seconds * 0.1, 0.0), 60.0):.2f}"] if seconds else []
-    temporary = target.with_name(f".{target.name}.tmp{os.getpid()}.jpg")
+    temporary = _temporary(target, "jpg")
+    temporary = temporary.with_name(temporary.name + ".jpg")  # ffmpeg picks the image's format by the name
     try:
         done = subprocess.run(
             [

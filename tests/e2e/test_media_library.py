@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bench.harness import nats_server, tubeflow
-from tests.support.processes import run_cli, wait_for
+from tests.support.processes import finished_job, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +39,8 @@ def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
             "the subscription's first check",
         )
         assert len(jobs) == 3
-        views = [
-            wait_for(
-                lambda job=job: (
-                    (v := httpx.get(f"{base}/api/jobs/{job}", timeout=10).json())["status"] == "completed" and v
-                ),
-                60,
-                f"job {job}",
-            )
-            for job in jobs
-        ]
+        views = [finished_job(base, job) for job in jobs]
+        assert [v["status"] for v in views] == ["completed"] * 3, [v["error"] for v in views]
 
         # The show: folder, season, episode names with the day's numbers 01-03, NFO files, artwork.
         show = stack.data_dir / "media" / "Shows" / "Test _Show_ & _Co_"

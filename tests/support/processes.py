@@ -65,3 +65,19 @@ def processes_mentioning(text: str, program: str | None = None) -> list[int]:
         if text in b" ".join(command).decode(errors="replace"):
             found.append(int(entry.name))
     return found
+
+
+def finished_job(base: str, job: str, timeout: float = 90) -> dict:
+    """Job ``job``'s view once it is completed, failed or cancelled; on a timeout, its status and last events."""
+    import httpx
+
+    def done() -> dict | None:
+        view = httpx.get(f"{base}/api/jobs/{job}", timeout=10).json()
+        return view if view["status"] in ("completed", "failed", "cancelled") else None
+
+    def explain() -> str:
+        view = httpx.get(f"{base}/api/jobs/{job}", timeout=10).json()
+        events = httpx.get(f"{base}/api/jobs/{job}/events", timeout=10).json()
+        return f"status {view['status']}, last events {[(e['type'], e.get('data')) for e in events[-6:]]}"
+
+    return wait_for(done, timeout, f"job {job} finished", explain)

@@ -4,6 +4,7 @@ readers look for them, artwork, and hostile text contained."""
 from __future__ import annotations
 
 import shutil
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -134,3 +135,28 @@ def test_the_option_and_the_shipped_presets():
         assert request.library is not None and request.library.kind == "show"
     with pytest.raises(ValueError, match="library.kind"):
         JobRequest.model_validate({"url": "https://example.org/c", "library": {"kind": "series"}})
+
+
+def test_threads_of_one_process_writing_the_same_show_artwork_at_once_all_succeed(tmp_path):
+    # Calls share a slot process (lanes): two episodes landing at once both write the show's poster. Each writer's
+    # temporary file must be its own, or one renames away the file the other is about to link.
+    from services.engine.library import _write_new
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def write(n: int) -> None:
+        start.wait()
+        try:
+            for round_ in range(200):
+                _write_new(tmp_path / f"poster{round_}.jpg", b"x" * (n + 1))
+        except BaseException as exc:  # noqa: BLE001 - what the race raises is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"poster{r}.jpg" for r in range(200))
