@@ -10,9 +10,10 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urljoin, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.text import Title
 
@@ -25,6 +26,7 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # An episode's code in a file name: S2026E120301 (season = year, episode = month, day, number that day).
 EPISODE_CODE = re.compile(r"S(\d{4})E(\d{2})(\d{2})(\d{2})")
 DEFAULT_FOLDERS = {"show": "Shows", "movie": "Movies", "music": "Music"}
+MAX_IMAGE_URL = 2048
 
 
 class Library(BaseModel):
@@ -40,6 +42,58 @@ class Library(BaseModel):
     show: Title | None = Field(
         default=None, max_length=MAX_NAME, description="the show's name (default: the channel, else the playlist)"
     )
+    poster: str | None = Field(
+        default=None,
+        max_length=MAX_IMAGE_URL,
+        description="http(s) URL of the show's poster (default: the channel's or playlist's own image when the site "
+        "gives one, else the first episode's thumbnail); read once, when the show's poster.jpg is made",
+    )
+    fanart: str | None = Field(
+        default=None,
+        max_length=MAX_IMAGE_URL,
+        description="http(s) URL of the show's background (default: the channel's banner, else the poster)",
+    )
+
+    @field_validator("poster", "fanart")
+    @classmethod
+    def _image_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+            raise ValueError("must be an http or https URL without spaces")
+        return value
+
+
+def show_images(info: dict[str, Any], base: str | None = None) -> tuple[str | None, str | None]:
+    """The show's own poster and background from a channel's or playlist's extraction (``base``: the page, for
+    relative links): a channel's avatar and banner (YouTube: ``avatar_uncropped``, ``banner_uncropped``), else its
+    largest image, else its ``thumbnail``; (None, None) when the site gives none. Only http(s) links."""
+
+    def usable(url: object) -> str | None:
+        if not isinstance(url, str) or not url or len(url) > MAX_IMAGE_URL:
+            return None
+        full = urljoin(base, url) if base else url
+        return full if urlsplit(full).scheme in ("http", "https") else None
+
+    def size(thumbnail: dict[str, Any]) -> tuple[int, int]:
+        width, height = thumbnail.get("width"), thumbnail.get("height")
+        area = width * height if isinstance(width, int) and isinstance(height, int) else 0
+        preference = thumbnail.get("preference")
+        return (area, preference if isinstance(preference, int) else 0)
+
+    thumbnails = [t for t in (info.get("thumbnails") or [])[:200] if isinstance(t, dict) and usable(t.get("url"))]
+
+    def named(word: str) -> str | None:
+        found = [t for t in thumbnails if word in str(t.get("id") or "")]
+        uncropped = [t for t in found if "uncropped" in str(t.get("id"))]
+        return usable(max(uncropped or found, key=size)["url"]) if found else None
+
+    avatar, banner = named("avatar"), named("banner")
+    others = [t for t in thumbnails if not any(w in str(t.get("id") or "") for w in ("avatar", "banner"))]
+    poster = avatar or (usable(max(others, key=size)["url"]) if others else None) or usable(info.get("thumbnail"))
+    return poster, banner or poster
 
 
 def xml_text(value: object, limit: int) -> str:

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.ids import is_job_id
-from contracts.library import Library
+from contracts.library import MAX_NAME, Library
 from contracts.validation import refuse
 
 Quality = Literal["best", "2160", "1440", "1080", "720", "480", "360", "worst"]
@@ -292,6 +292,20 @@ class DownloadOptions(BaseModel):
 
     def is_default(self) -> bool:
         return not self.model_dump(exclude_defaults=True)
+
+    def for_show(self, name: str | None, images: tuple[str | None, str | None]) -> "DownloadOptions":
+        """These options with the show's name and images (poster, fanart; checked links, e.g. from ``show_images``)
+        filled in where files are laid out as a show and the job did not name them itself."""
+        library = self.library
+        if library is None or library.kind != "show":
+            return self
+        poster, fanart = images
+        update = {
+            key: value
+            for key, value in (("show", (name or "")[:MAX_NAME]), ("poster", poster), ("fanart", fanart))
+            if value and getattr(library, key) is None
+        }
+        return self.model_copy(update={"library": library.model_copy(update=update)}) if update else self
 
 
 OPTION_FIELDS = tuple(DownloadOptions.model_fields)

@@ -221,6 +221,9 @@ class Downloader:
         ticket is issued here at once (``ticket_now``), not after the `item.queued` consumer's hop; that consumer
         issues the same ticket again, which the server drops as a duplicate."""
         job, request = event.job_id, event.data
+        options = request.options
+        if options is not None and resolution.kind == "playlist":
+            options = options.for_show(None, resolution.images)  # a show of a playlist: its own images
         chunk: list[ev.ItemQueuedEvent] = []
         for start in range(0, len(resolution.entries), QUEUE_CHUNK):
             if await self.cancellations.is_cancelled(job):
@@ -237,7 +240,7 @@ class Downloader:
                     format=request.format,
                     round=request.round,
                     occurred_at=self.now(),
-                    options=request.options,
+                    options=options,
                     playlist_title=resolution.title if resolution.kind == "playlist" else None,
                     priority=request.priority,
                     held=not request.start,

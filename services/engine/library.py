@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ log = logging.getLogger("tubeflow.library")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_ARTWORK_BYTES = 10 * 1024 * 1024
 ARTWORK_TIMEOUT = 20.0
+# A claim on making the show's artwork older than this was left by a process that died (reading and converting an
+# image takes at most the read's timeout and ffmpeg's).
+STALE_CLAIM = 300.0
 _UNSAFE = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
 
 
@@ -118,8 +122,8 @@ def place_in_library(
         thumb = _artwork(library, info, wanted, season / f"{base}-thumb.jpg", others, fetch)
         if thumb is not None:
             made.append(thumb)
-            for poster in ("poster.jpg", "fanart.jpg"):
-                _copy_new(thumb, season.parent / poster)
+        if library.artwork:
+            _show_art(library, season.parent, thumb, fetch)
         if library.nfo:
             episode = Episode(
                 show=show_of(library, info, playlist_title),
@@ -257,27 +261,71 @@ def _artwork(
     if not library.artwork:
         return None
     source: Path | None = next((p for p in others if p.suffix.lower() in IMAGE_SUFFIXES), None)
-    temporary: Path | None = None
-    if source is None and fetch is not None and info.get("thumbnail"):
+    if source is not None:
+        made = _to_jpeg(source, target)
+    elif fetch is not None and info.get("thumbnail") and _fetched_jpeg(str(info["thumbnail"]), target, fetch):
+        made = True
+    else:  # a frame a tenth in (past a black opening), else the first
+        made = _to_jpeg(media, target, seconds=info.get("duration")) or _to_jpeg(media, target, seconds=0)
+    return target if made else None
+
+
+def _show_art(library: Library, show: Path, thumb: Path | None, fetch: Any) -> None:
+    """The show's ``poster.jpg`` and ``fanart.jpg``, made once: from the images the job names (the channel's or
+    playlist's own, filled in by the resolve or the subscription), else from the episode's artwork."""
+    for name, url in (("poster.jpg", library.poster), ("fanart.jpg", library.fanart or library.poster)):
+        target = show / name
+        claim = show / f".{name}.making"
+        if target.exists():
+            continue
+        if not _claim(claim):  # one episode makes it (episodes land at once: the image is read from the site once)
+            continue
         try:
-            data = fetch(str(info["thumbnail"]))
-        except Exception as exc:  # the artwork is a nicety: the episode lands without it
-            log.info("thumbnail of %s not read: %s", info.get("id"), exc)
-            data = None
-        if data:
-            temporary = source = _temporary(target, "src")
-            source.write_bytes(data[:MAX_ARTWORK_BYTES])
+            if url and fetch is not None and _fetched_jpeg(url, target, fetch):
+                continue
+            if thumb is not None:
+                _copy_new(thumb, target)
+        finally:
+            claim.unlink(missing_ok=True)
+
+
+def _claim(path: Path) -> bool:
+    """``path`` made now, by this caller alone; one left by a process that died while making art is taken over."""
+    for _ in range(2):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - path.stat().st_mtime < STALE_CLAIM:
+                    return False
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        except OSError as exc:
+            log.info("%s not made: %s", path, exc)
+            return False
+    return False
+
+
+def _fetched_jpeg(url: str, target: Path, fetch: Any) -> bool:
+    """``target`` as a JPEG of the image at ``url`` (read with ``fetch``, bounded); False when it can't be had."""
     try:
-        if source is None:
-            source = media  # a frame of the video
-        if source == media:  # a frame a tenth in (past a black opening), else the first
-            made = _to_jpeg(source, target, seconds=info.get("duration")) or _to_jpeg(source, target, seconds=0)
-        else:
-            made = _to_jpeg(source, target)
-        return target if made else None
+        data = fetch(url)
+    except Exception as exc:  # artwork is a nicety: what it belongs to lands without it
+        log.info("image %s not read: %s", url[:200], exc)
+        return False
+    if not data:
+        return False
+    source = _temporary(target, "src")
+    try:
+        source.write_bytes(data[:MAX_ARTWORK_BYTES])
+        return _to_jpeg(source, target)
+    except OSError as exc:
+        log.info("image %s not written: %s", url[:200], exc)
+        return False
     finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
+        source.unlink(missing_ok=True)
 
 
 def _to_jpeg(source: Path, target: Path, seconds: float | None = None) -> bool:

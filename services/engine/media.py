@@ -74,6 +74,8 @@ class Resolution:
     truncated: bool
     # A single video's extraction, which its download can start from instead of extracting the URL again.
     probe: dict[str, Any] | None = None
+    # A playlist's or channel's own poster and background image (links), when the site gives them.
+    images: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)

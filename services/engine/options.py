@@ -92,8 +92,11 @@ def ytdlp_params(options: DownloadOptions | None) -> dict[str, Any]:
 
 
 # What changes nothing about the file made: the cookie profile (and whose), whether an earlier job's file is skipped, the
-# browser fingerprint asked for.
-NOT_IN_SIGNATURE = frozenset({"cookies", "cookies_owner", "skip_downloaded", "impersonate", "schedule"})
+# browser fingerprint asked for, where a show's poster comes from (a channel's image link may change between checks).
+NOT_IN_SIGNATURE: dict[str, Any] = {
+    **dict.fromkeys(("cookies", "cookies_owner", "skip_downloaded", "impersonate", "schedule"), True),
+    "library": {"poster": True, "fanart": True},
+}
 
 
 def signature(options: DownloadOptions | None) -> str:

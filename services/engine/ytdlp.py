@@ -27,6 +27,7 @@ from yt_dlp.downloader.common import FileDownloader
 from yt_dlp.networking import Request
 from yt_dlp.networking.impersonate import ImpersonateTarget
 
+from contracts.library import show_images
 from contracts.options import DownloadOptions
 from services.engine import postprocess
 from services.engine.errors import classify
@@ -486,7 +487,8 @@ class YtDlp:
             entries = [e for e in entries if e.url and len(e.url) <= MAX_ENTRY_URL]
             if not entries:
                 raise MediaError("empty_playlist", f"the playlist at {url} has no entries")
-            return Resolution("playlist", info.get("title"), entries, truncated)
+            images = show_images(info, base=info.get("webpage_url") or url)
+            return Resolution("playlist", info.get("title"), entries, truncated, images=images)
         item_url = info.get("webpage_url") or info.get("original_url") or url
         if info.get("_type", "video") == "video" and cookies is None:
             # The item's download, if it runs here soon, starts from this instead of extracting the URL again (not

@@ -175,7 +175,7 @@ class Checker:
                 entry_id=entry_identity(entry),
                 url=plain_url(entry.url),
                 title=entry.title,
-                job_id=await self._ensure_job(view, entry, resolution.title),
+                job_id=await self._ensure_job(view, entry, resolution.title, resolution.images),
             )
             for entry in take
             if token.reason is None
@@ -232,11 +232,18 @@ class Checker:
         event = make_subscription_event("checked", view.id, self._now(), f"{view.id}:checked:{view.checks + 1}", data)
         return await self._book.publish(event, view)
 
-    async def _ensure_job(self, view: SubscriptionView, entry: Entry, source_title: str | None = None) -> str:
+    async def _ensure_job(
+        self,
+        view: SubscriptionView,
+        entry: Entry,
+        source_title: str | None = None,
+        images: tuple[str | None, str | None] = (None, None),
+    ) -> str:
         """The job of this entry of this subscription: made now, or found again (a check that a scheduler began
         and did not record: its key names the job, and the job's `requested` is published unless it is there).
         Laid out as a show (``library``), its episodes belong to the subscription's show: its name, else the
-        source's title (a feed's, a playlist's), unless the job names one."""
+        source's title (a feed's, a playlist's), unless the job names one; its poster and fanart are the source's own
+        images when the site gives them."""
         key = entry_key(view.id, entry_identity(entry))
         job_id = new_job_id()
         try:
@@ -246,10 +253,9 @@ class Checker:
             if await self._requested(job_id):
                 return job_id
         requested = view.settings.job.requested(plain_url(entry.url), title=entry.title)
-        library = requested.options.library if requested.options is not None else None
-        show = view.settings.name or source_title or view.source_title
-        if library is not None and library.kind == "show" and library.show is None and show:
-            options = requested.options.model_copy(update={"library": library.model_copy(update={"show": show})})  # type: ignore[union-attr]
+        if requested.options is not None:
+            show = view.settings.name or source_title or view.source_title
+            options = requested.options.for_show(show, images)
             requested = requested.model_copy(update={"options": options})
         event = ev.make_event(
             "requested",

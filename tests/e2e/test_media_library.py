@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bench.harness import nats_server, tubeflow
+from tests.support.media import image_size, make_image
 from tests.support.processes import finished_job, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -90,3 +91,21 @@ def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
         assert httpx.get(url, timeout=10).status_code == 404
         assert httpx.get(enclosure_url, timeout=10).status_code == 404
         assert httpx.get(f"{base}/api/subscriptions/{sub}", timeout=10).json()["feed"] is False
+
+        # A playlist laid out as a show, naming its images (as a subscription or a resolve fills in a channel's own):
+        # the show's poster and background are those, read through yt-dlp once, not the first episode's frame.
+        make_image(media.root / "show-poster.png", "60x90")
+        make_image(media.root / "show-banner.png", "320x90", "blue")
+        library = {"kind": "show", "show": "Named", "poster": media.url("show-poster.png")}
+        library["fanart"] = media.url("show-banner.png")
+        made = httpx.post(
+            f"{base}/api/jobs",
+            json={"url": media.feed_url(",".join(media.fresh(f"clip{n}.mp4") for n in (1, 2))), "library": library},
+            timeout=10,
+        )
+        assert made.status_code == 202, made.text
+        assert finished_job(base, made.json()["id"])["status"] == "completed"
+        named = stack.data_dir / "media" / "Shows" / "Named"
+        assert len(list((named / f"Season {today.year}").glob("*.mp4"))) == 2
+        assert image_size(named / "poster.jpg") == (60, 90) and image_size(named / "fanart.jpg") == (320, 90)
+        assert media.requests.count("/media/show-poster.png") == 1, media.requests

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from contracts import events as ev
 from contracts.ids import new_job_id
+from contracts.options import DownloadOptions
 from services.downloader.handlers import Downloader
 from services.engine.media import Downloaded, Entry, Resolution
 from services.runtime.failures import MediaError
@@ -18,7 +19,15 @@ NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
 
 
 class FakeMedia:
-    def __init__(self, entries: int = 3, size: int = 1000, fail: MediaError | None = None, pause: float = 0.0):
+    def __init__(
+        self,
+        entries: int = 3,
+        size: int = 1000,
+        fail: MediaError | None = None,
+        pause: float = 0.0,
+        images: tuple[str | None, str | None] = (None, None),
+    ):
+        self.images = images
         self.entries = entries
         self.size = size
         self.fail = fail
@@ -29,7 +38,7 @@ class FakeMedia:
         if self.fail:
             raise self.fail
         entries = [Entry(i, f"{url}/{i}", f"clip {i}") for i in range(1, self.entries + 1)]
-        return Resolution("playlist", "A list", entries[:max_items], self.entries > max_items)
+        return Resolution("playlist", "A list", entries[:max_items], self.entries > max_items, images=self.images)
 
     def download(self, url, *, directory, stem, format, hook, reuse=None, token=None, max_bytes=None, **_):
         import threading
@@ -62,11 +71,11 @@ def make(tmp_path, media, **kw) -> tuple[Downloader, FakePublisher]:
     return downloader, publisher
 
 
-def requested(mode="both") -> ev.RequestedEvent:
+def requested(mode="both", options: DownloadOptions | None = None) -> ev.RequestedEvent:
     return ev.make_event(
         "requested",
         job_id=new_job_id(),
-        data=ev.Requested(url="http://m/list", mode=mode),
+        data=ev.Requested(url="http://m/list", mode=mode, options=options),
         occurred_at=NOW,
         event_id="r",
     )
@@ -86,6 +95,18 @@ async def test_resolve_announces_the_job_then_one_small_event_per_item(tmp_path)
     again, publisher2 = make(tmp_path, FakeMedia(entries=5), max_items=3)
     await again.resolve(event)
     assert [e.event_id for e in publisher2.events] == [e.event_id for e in publisher.events]
+
+
+async def test_a_playlist_laid_out_as_a_show_carries_its_own_images_to_each_item(tmp_path):
+    images = ("http://m/avatar.jpg", "http://m/banner.jpg")
+    downloader, publisher = make(tmp_path, FakeMedia(entries=2, images=images))
+    await downloader.resolve(requested(options=DownloadOptions(library={"kind": "show"})))
+    queued = [e for e in publisher.events if e.type == "item.queued"]
+    assert [(e.data.options.library.poster, e.data.options.library.fanart) for e in queued] == [images] * 2
+    # Not a show: the options stay as sent.
+    downloader, publisher = make(tmp_path, FakeMedia(entries=1, images=images))
+    await downloader.resolve(requested(options=DownloadOptions(library={"kind": "music"})))
+    assert [e.data.options.library.poster for e in publisher.events if e.type == "item.queued"] == [None]
 
 
 async def test_resolve_failure_becomes_resolve_failed_with_code(tmp_path):

@@ -5,13 +5,15 @@ scheduler died after making jobs) is done again without a second job; a person's
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from nats.js.errors import NotFoundError
 
+from contracts.options import DownloadOptions
 from contracts.subjects import subject
-from contracts.subscriptions import SubscriptionCreatedData, make_subscription_event
+from contracts.subscriptions import JobTemplate, SubscriptionCreatedData, make_subscription_event
 from services.engine.media import Entry, Resolution
 from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import CancelToken
@@ -38,6 +40,7 @@ async def checker(  # noqa: ANN201
     gate: asyncio.Event | None = None,
     entries: list[Entry] | None = None,
     pacing: str | None = None,
+    images: tuple[str | None, str | None] = (None, None),
 ) -> tuple[Checker, SubscriptionBook]:
     book = SubscriptionBook()
     await book.start(js)
@@ -46,7 +49,7 @@ async def checker(  # noqa: ANN201
     def resolve(url: str, **_: object) -> Resolution:
         if gate is not None:
             asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(10)
-        return Resolution("playlist", "A feed", entries or [*ENTRIES, *REFUSED], False)
+        return Resolution("playlist", "A feed", entries or [*ENTRIES, *REFUSED], False, images=images)
 
     made = Checker(
         book=book,
@@ -76,13 +79,13 @@ async def requested_count(js, job_ids: set[str]) -> int:  # noqa: ANN001
     return found
 
 
-async def created(book: SubscriptionBook) -> str:
+async def created(book: SubscriptionBook, **settings: object) -> str:
     event = make_subscription_event(
         "created",
         "sb" + "1" * 26,
         utcnow(),
         "c1",
-        SubscriptionCreatedData(url="http://127.0.0.1/feed.xml", interval=600),
+        SubscriptionCreatedData(url="http://127.0.0.1/feed.xml", interval=600, **settings),
     )
     return (await book.publish(event, None)).id
 
@@ -166,3 +169,23 @@ async def test_a_paced_sites_backlog_becomes_jobs_a_batch_at_a_time_at_its_pace(
     view = await unpaced.check(made, CancelToken(made.id))
     assert len(view.last_new) == 25 and view.next_batch_at is None
     await book2.stop()
+
+
+async def test_a_followed_show_gets_the_source_s_title_and_images_unless_its_template_names_them(js, tmp_path):
+    images = ("http://127.0.0.1/avatar.jpg", "http://127.0.0.1/banner.jpg")
+    check, book = await checker(js, tmp_path, "a", images=images)
+    job = JobTemplate(options=DownloadOptions(library={"kind": "show", "fanart": "http://127.0.0.1/mine.jpg"}))
+    sid = await created(book, job=job)
+    recorded = await check.check(book.get(sid), CancelToken(sid))
+    for entry in recorded.last_new:
+        message = await js.get_last_msg(STREAM, subject(entry.job_id, "requested"))
+        library = json.loads(message.data)["data"]["options"]["library"]
+        assert library == {
+            "kind": "show",
+            "nfo": True,
+            "artwork": True,
+            "show": "A feed",
+            "poster": "http://127.0.0.1/avatar.jpg",
+            "fanart": "http://127.0.0.1/mine.jpg",
+        }
+    await book.stop()

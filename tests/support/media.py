@@ -29,6 +29,25 @@ import imageio_ffmpeg
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def make_image(path: Path, size: str = "60x90", color: str = "red") -> Path:
+    """A still image of one ``color`` (its format from the suffix: .png, .jpg)."""
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c={color}:s={size}", "-frames:v", "1", str(path)],
+        check=True,
+    )
+    return path
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """An image's width and height, as ffmpeg reads it."""
+    frames = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(frames)["size"]
+    finally:
+        frames.close()
+    return width, height
+
+
 def make_clip(
     path: Path,
     *,

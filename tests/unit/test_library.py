@@ -3,18 +3,23 @@ readers look for them, artwork, and hostile text contained."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from contracts.library import Library
+from contracts.library import Library, show_images
+from contracts.options import DownloadOptions
 from contracts.presets import EXAMPLES
 from services.api.requests import JobRequest
 from services.engine.library import place_in_library
-from tests.support.media import make_clip
+from services.engine.options import signature
+from tests.support.media import image_size, make_clip, make_image
 
 HOSTILE = '<b>Tom & "Jerry\'s"</b> ../../etc/passwd \x07\x1b[31m'
 
@@ -160,3 +165,87 @@ def test_threads_of_one_process_writing_the_same_show_artwork_at_once_all_succee
         thread.join()
     assert not errors, errors[:3]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"poster{r}.jpg" for r in range(200))
+
+
+def test_the_show_s_own_images_from_a_channel_or_playlist_extraction():
+    channel = {
+        "thumbnails": [
+            {"id": "avatar", "url": "https://yt3.example/avatar=s88", "width": 88, "height": 88},
+            {"id": "avatar_uncropped", "url": "https://yt3.example/avatar=s0", "preference": 1},
+            {"id": "banner_uncropped", "url": "https://yt3.example/banner=s0", "preference": 1},
+            {"id": "0", "url": "https://yt3.example/banner=w1060", "width": 1060, "height": 175},
+        ]
+    }
+    assert show_images(channel) == ("https://yt3.example/avatar=s0", "https://yt3.example/banner=s0")
+    # A playlist with only its own pictures: the largest, as poster and background alike.
+    sized = {"thumbnails": [{"url": "/small.jpg", "width": 10, "height": 10}, {"url": "/big.jpg", "width": 90,
+                                                                           "height": 90}]}  # fmt: skip
+    assert show_images(sized, base="http://site.example/list/1") == ("http://site.example/big.jpg",) * 2
+    # A page's og:image (relative, as yt-dlp's generic extractor gives it); nothing that is not http(s).
+    assert (
+        show_images({"thumbnail": "/poster.jpg"}, base="http://127.0.0.1:8000/ch.html")
+        == ("http://127.0.0.1:8000/poster.jpg",) * 2
+    )
+    assert show_images({"thumbnail": "file:///etc/passwd", "thumbnails": [{"url": "javascript:x"}]}) == (None, None)
+    assert show_images({}) == (None, None)
+
+
+def test_named_show_images_become_its_poster_and_fanart_and_are_not_part_of_the_media_key(tmp_path, clip):
+    poster, fanart = make_image(tmp_path / "p.png", "60x90"), make_image(tmp_path / "f.png", "160x90", "blue")
+    served = {"http://site.example/p.png": poster.read_bytes(), "http://site.example/f.png": fanart.read_bytes()}
+    asked: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        asked.append(url)
+        return served[url]
+
+    options = DownloadOptions(library={"kind": "show"}).for_show("Channel", ("http://site.example/p.png", None))
+    assert options.library == Library(kind="show", show="Channel", poster="http://site.example/p.png")
+    # What the job named itself stays.
+    named = DownloadOptions(library={"kind": "show", "show": "Mine", "fanart": "http://site.example/f.png"})
+    kept = named.for_show("Channel", ("http://site.example/p.png", "http://site.example/x.png"))
+    assert kept.library is not None and (kept.library.show, kept.library.fanart) == (
+        "Mine",
+        "http://site.example/f.png",
+    )
+    assert DownloadOptions(library={"kind": "movie"}).for_show("Channel", ("http://a.example/p.png", None)).library == (
+        Library(kind="movie")
+    )
+    assert signature(kept) == signature(DownloadOptions(library={"kind": "show", "show": "Mine"}))
+
+    for n, media_id in enumerate(("aaa", "bbb")):
+        place_in_library(
+            _info(media_id), _download(tmp_path, clip, media_id), [], kept.library, tmp_path, None, None, fetch
+        )
+        show = tmp_path / "Shows" / "Mine"
+        assert image_size(show / "poster.jpg") == (60, 90) and image_size(show / "fanart.jpg") == (160, 90)
+        assert asked == ["http://site.example/p.png", "http://site.example/f.png"], n  # read once, not per episode
+
+    # An image that can't be read: the episode's artwork stands in.
+    def failing(url: str) -> bytes:
+        raise OSError("refused")
+
+    place_in_library(_info("ccc"), _download(tmp_path, clip, "ccc"), [], Library(kind="show", show="Other",
+                     poster="http://site.example/gone.png"), tmp_path, None, None, failing)  # fmt: skip
+    assert image_size(tmp_path / "Shows" / "Other" / "poster.jpg") == (160, 120)  # the clip's frame
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://x.example/p.jpg", "http://", "http://a b/p.jpg",
+                                 "http://x.example/" + "p" * 2100])  # fmt: skip
+def test_a_show_image_that_is_not_an_http_link_is_refused_naming_the_field(url):
+    with pytest.raises(ValidationError) as refused:
+        JobRequest.model_validate({"url": "https://example.com/v", "library": {"kind": "show", "poster": url}})
+    assert refused.value.errors()[0]["loc"][-1] == "poster", refused.value.errors()
+
+
+def test_a_claim_on_the_show_s_artwork_left_by_a_dead_process_is_taken_over(tmp_path, clip):
+    show = tmp_path / "Shows" / "Left"
+    show.mkdir(parents=True)
+    claim = show / ".poster.jpg.making"
+    claim.touch()
+    library = Library(kind="show", show="Left")
+    place_in_library(_info("a1"), _download(tmp_path, clip, "a1"), [], library, tmp_path, None, None)
+    assert not (show / "poster.jpg").exists()  # another episode is making it
+    os.utime(claim, (time.time() - 400, time.time() - 400))
+    place_in_library(_info("a2"), _download(tmp_path, clip, "a2"), [], library, tmp_path, None, None)
+    assert (show / "poster.jpg").read_bytes()[:3] == b"\xff\xd8\xff" and not claim.exists()
