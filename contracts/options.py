@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contracts.ids import is_job_id
-from contracts.library import MAX_NAME, Library
+from contracts.library import DEFAULT_FOLDERS, MAX_NAME, Library
 from contracts.validation import refuse
 
 Quality = Literal["best", "2160", "1440", "1080", "720", "480", "360", "worst"]
@@ -101,6 +101,23 @@ def check_path_component(part: str, field: str) -> None:
         raise refuse(f"invalid_{field}", f"has a part longer than {MAX_COMPONENT_BYTES} bytes")
 
 
+def check_folder(value: str | None) -> str | None:
+    """A folder relative to the media root (``a/b``), never outside it nor one of tubeflow's job folders."""
+    if value is None:
+        return None
+    value = value.strip().strip("/") if not value.startswith("/") else value
+    if value.startswith("/") or re.match(r"[A-Za-z]:", value):
+        raise refuse("invalid_folder", "must be a relative path inside the media folder")
+    if "\x00" in value:
+        raise refuse("invalid_folder", "must not contain NUL")
+    parts = [p for p in value.split("/")]
+    for part in parts:
+        check_path_component(part, "folder")
+    if is_job_id(parts[0].lower()):
+        raise refuse("invalid_folder", "must not start with a job id: those folders are tubeflow's own")
+    return "/".join(parts)
+
+
 class Subtitles(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -175,19 +192,7 @@ class Output(BaseModel):
     @field_validator("folder")
     @classmethod
     def _folder(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip().strip("/") if not value.startswith("/") else value
-        if value.startswith("/") or re.match(r"[A-Za-z]:", value):
-            raise refuse("invalid_folder", "must be a relative path inside the media folder")
-        if "\x00" in value:
-            raise refuse("invalid_folder", "must not contain NUL")
-        parts = [p for p in value.split("/")]
-        for part in parts:
-            check_path_component(part, "folder")
-        if is_job_id(parts[0].lower()):
-            raise refuse("invalid_folder", "must not start with a job id: those folders are tubeflow's own")
-        return "/".join(parts)
+        return check_folder(value)
 
     @field_validator("template")
     @classmethod
@@ -292,6 +297,12 @@ class DownloadOptions(BaseModel):
 
     def is_default(self) -> bool:
         return not self.model_dump(exclude_defaults=True)
+
+    def folder(self) -> str | None:
+        """The folder under the media root the job's files land in (None: the job's own folder)."""
+        if self.output is not None and self.output.folder is not None:
+            return self.output.folder
+        return DEFAULT_FOLDERS[self.library.kind] if self.library is not None else None
 
     def for_show(self, name: str | None, images: tuple[str | None, str | None]) -> "DownloadOptions":
         """These options with the show's name and images (poster, fanart; checked links, e.g. from ``show_images``)

@@ -52,10 +52,17 @@ from services.api.routes.media import get_media
 from services.api.routes.streams import StreamsController
 from services.api.sessions import SessionBook
 from services.runtime.cookies import CookieStore
+from services.runtime.feeds import FeedStore
 from services.runtime.infrastructure import open_infrastructure
 from services.runtime.metrics import LoopLagMonitor, freeze_startup_objects
 from services.runtime.nats import IDEMPOTENCY_BUCKET, EventPublisher, jobs_bucket
-from services.runtime.nats.topology import DELIVERIES_BUCKET, SESSIONS_BUCKET, TOKENS_BUCKET, WEBHOOKS_BUCKET
+from services.runtime.nats.topology import (
+    DELIVERIES_BUCKET,
+    FEEDS_BUCKET,
+    SESSIONS_BUCKET,
+    TOKENS_BUCKET,
+    WEBHOOKS_BUCKET,
+)
 from services.runtime.schedule import read_schedule_file, schedule_clock
 from services.runtime.settings import Settings
 from services.runtime.subscriptions import SubscriptionBook
@@ -83,6 +90,7 @@ _PROVIDED = (
     "subscriptions",
     "engines",
     "tokens",
+    "feeds",
 )
 
 
@@ -126,6 +134,7 @@ def _lifespan(
                     settings, await QueueControl.open(infra.js, now=schedule_clock(settings.clock_offset))
                 ),
                 webhooks=WebhookStore(await infra.js.key_value(WEBHOOKS_BUCKET)),
+                feeds=FeedStore(await infra.js.key_value(FEEDS_BUCKET)),
                 deliveries=await infra.js.key_value(DELIVERIES_BUCKET),
                 hub=hub,
                 subscriptions=followed,

@@ -31,11 +31,20 @@ def print_errors(answer: httpx.Response) -> int:
     return 2 if answer.status_code == 422 else 1
 
 
-def call(args: argparse.Namespace, method: str, path: str, body: dict | None = None, timeout: float = 30.0) -> tuple:
+def call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    timeout: float = 30.0,
+    params: dict | None = None,
+) -> tuple:
     """(the answer, None), or (None, the exit code) when the API did not answer (said on stderr)."""
     base = api_base(args)
     try:
-        return httpx.request(method, f"{base}{path}", json=body, headers=api_headers(args), timeout=timeout), None
+        headers = api_headers(args)
+        answer = httpx.request(method, f"{base}{path}", json=body, params=params, headers=headers, timeout=timeout)
+        return answer, None
     except httpx.HTTPError as exc:
         print(f"error: tubeflow at {base} did not answer: {exc}", file=sys.stderr)
         return None, 1

@@ -1,5 +1,6 @@
-"""`tubeflow feed SUBSCRIPTION_ID [--new | --revoke]`: a subscription's podcast feed URL (made when it has none), a
-new one (the old stops working), or none (revoked), through a running tubeflow's API."""
+"""`tubeflow feed SUBSCRIPTION_ID | --folder NAME | --preset NAME [--new | --revoke]`: a podcast feed's URL (made when
+there is none), a new one (the old stops working), or none (revoked), through a running tubeflow's API. A
+subscription's feed lists its jobs; a folder's, the files that land under it; a preset's, the jobs made with it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from services.cli.api import call, print_errors
 
 
 def add_feed_parser(sub: argparse._SubParsersAction) -> None:
-    feed = sub.add_parser("feed", help="a subscription's podcast feed URL (for a podcast app): show, make, revoke")
-    feed.add_argument("subscription", help="the subscription's id")
+    feed = sub.add_parser(
+        "feed",
+        help="a podcast feed URL (for a podcast app) of a subscription, a folder or a preset: show, make, revoke",
+    )
+    feed.add_argument("subscription", nargs="?", help="the subscription's id")
+    feed.add_argument("--folder", help="a folder under the media root (e.g. Podcasts, Shows/My show)")
+    feed.add_argument("--preset", help="a preset's name")
     which = feed.add_mutually_exclusive_group()
     which.add_argument("--new", action="store_true", help="a new URL: the one given out before stops working")
     which.add_argument("--revoke", action="store_true", help="no feed any more: its URL stops working")
@@ -22,15 +28,26 @@ def add_feed_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_feed(args: argparse.Namespace) -> int:
-    path = f"/api/subscriptions/{args.subscription}/feed"
-    if args.revoke:
-        answer, failed = call(args, "DELETE", path)
-    elif args.new:
-        answer, failed = call(args, "POST", path)
+    given = [name for name in (args.subscription, args.folder, args.preset) if name is not None]
+    if len(given) != 1:
+        print("tubeflow feed: give one of SUBSCRIPTION_ID, --folder NAME or --preset NAME")
+        return 2
+    if args.subscription is None:
+        target = {"folder": args.folder} if args.folder is not None else {"preset": args.preset}
+        if args.revoke:
+            answer, failed = call(args, "DELETE", "/api/feeds", params=target)
+        else:
+            answer, failed = call(args, "POST", "/api/feeds", {**target, "new": args.new})
     else:
-        answer, failed = call(args, "GET", path)
-        if answer is not None and answer.status_code == 200 and answer.json().get("url") is None:
+        path = f"/api/subscriptions/{args.subscription}/feed"
+        if args.revoke:
+            answer, failed = call(args, "DELETE", path)
+        elif args.new:
             answer, failed = call(args, "POST", path)
+        else:
+            answer, failed = call(args, "GET", path)
+            if answer is not None and answer.status_code == 200 and answer.json().get("url") is None:
+                answer, failed = call(args, "POST", path)
     if answer is None:
         return failed
     if answer.status_code != 200:

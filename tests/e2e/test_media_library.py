@@ -100,7 +100,11 @@ def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
         library["fanart"] = media.url("show-banner.png")
         made = httpx.post(
             f"{base}/api/jobs",
-            json={"url": media.feed_url(",".join(media.fresh(f"clip{n}.mp4") for n in (1, 2))), "library": library},
+            json={
+                "url": media.feed_url(",".join(media.fresh(f"clip{n}.mp4") for n in (1, 2))),
+                "library": library,
+                "preset": "jellyfin-show",
+            },
             timeout=10,
         )
         assert made.status_code == 202, made.text
@@ -109,3 +113,42 @@ def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
         assert len(list((named / f"Season {today.year}").glob("*.mp4"))) == 2
         assert image_size(named / "poster.jpg") == (60, 90) and image_size(named / "fanart.jpg") == (320, 90)
         assert media.requests.count("/media/show-poster.png") == 1, media.requests
+
+        # Feeds of a folder and of a preset: every file under Shows (both shows), and the jobs made with the preset.
+        printed = run_cli("feed", "--folder", "Shows", "--api", base)
+        assert printed.returncode == 0, printed.stderr
+        folder_url = printed.stdout.strip()
+        assert folder_url.startswith(f"{base}/feeds/folders/Shows.xml?key=")
+        assert run_cli("feed", "--folder", "Shows/", "--api", base).stdout.strip() == folder_url  # the same feed
+        folder = feedparser.parse(httpx.get(folder_url, timeout=10).content)
+        assert not folder.bozo and len(folder.entries) == 5, folder.entries
+        for entry in folder.entries[:2]:
+            (enclosure,) = entry.enclosures
+            ranged = httpx.get(enclosure.href, headers={"Range": "bytes=0-99"}, timeout=10)
+            assert ranged.status_code == 206 and len(ranged.content) == 100 and int(enclosure.length) > 100
+        made = httpx.post(f"{base}/api/feeds", json={"preset": "jellyfin-show"}, timeout=10)
+        assert made.status_code == 200, made.text
+        preset = feedparser.parse(httpx.get(made.json()["url"], timeout=10).content)
+        assert [e.title for e in preset.entries] and len(preset.entries) == 2, preset.entries
+        assert {e.title for e in preset.entries} < {e.title for e in folder.entries}
+        listed = httpx.get(f"{base}/api/feeds", timeout=10).json()
+        assert sorted((f["kind"], f["name"]) for f in listed) == [("folder", "Shows"), ("preset", "jellyfin-show")]
+        # A file the preset's feed does not list, through its key: 404; so is a wrong key.
+        preset_key = made.json()["url"].split("key=")[1]
+        outside = [e.enclosures[0].href for e in folder.entries if e.title not in {p.title for p in preset.entries}]
+        assert httpx.get(outside[0].split("?key=")[0] + f"?key={preset_key}", timeout=10).status_code == 404
+        assert httpx.get(folder_url + "x", timeout=10).status_code == 404
+        # Bad asks: 422 naming the field.
+        for body, field in (
+            ({"preset": "no-such-preset"}, "preset"),
+            ({"folder": "../etc"}, "folder"),
+            ({"folder": "Shows", "preset": "jellyfin-show"}, None),
+            ({}, None),
+        ):
+            refused = httpx.post(f"{base}/api/feeds", json=body, timeout=10)
+            assert refused.status_code == 422, (body, refused.text)
+            assert field is None or refused.json()["errors"][0]["field"].endswith(field), refused.json()
+        # Revoked: the feed and its files stop at once.
+        assert run_cli("feed", "--folder", "Shows", "--revoke", "--api", base).returncode == 0
+        assert httpx.get(folder_url, timeout=10).status_code == 404
+        assert httpx.get(folder.entries[0].enclosures[0].href, timeout=10).status_code == 404

@@ -60,6 +60,9 @@ ENGINE_TTL = 300.0
 # What a resolve found for a single video (compressed JSON), for the downloader that takes the item's ticket when it
 # is not the one that resolved it: the item is not extracted again (services/downloader/probes.py).
 PROBES_BUCKET = "tubeflow_probes"
+# Podcast feeds of a folder or a preset (issue 30): who made each, whose jobs it lists, its key (a subscription's feed
+# is kept with the subscription).
+FEEDS_BUCKET = "tubeflow_feeds"
 # As services.engine.media's PROBE_TTL and MAX_CARRIED_PROBE (a unit test keeps them equal).
 PROBES_TTL = 60.0
 MAX_PROBE_BYTES = 1024 * 1024
@@ -79,6 +82,7 @@ BUCKETS = (
     SCHEDULER_BUCKET,
     ENGINE_BUCKET,
     PROBES_BUCKET,
+    FEEDS_BUCKET,
 )
 # A worker's entry in WORKERS_BUCKET is refreshed this often and outlives its process by at most WORKER_TTL.
 WORKER_TTL = 30.0
@@ -218,6 +222,7 @@ def bucket_configs(replicas: int = 1) -> list[api.KeyValueConfig]:
         bucket(DELIVERIES_BUCKET, "webhook deliveries and their attempts", ttl=DELIVERY_TTL),
         bucket(SCHEDULER_BUCKET, "the scheduler lease: which process checks subscriptions now"),
         bucket(ENGINE_BUCKET, "downloader process -> what its engine can do on real sites", ttl=ENGINE_TTL),
+        bucket(FEEDS_BUCKET, "podcast feeds of folders and presets: kind, name, maker, key"),
         bucket(
             PROBES_BUCKET,
             "job.item -> what its resolve found, for the downloader that takes it",
