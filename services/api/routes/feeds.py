@@ -213,11 +213,21 @@ async def podcast_file(
     byte_range: Annotated[str | None, HeaderParameter(name="Range", max_length=200)] = None,
 ) -> Response:
     view = _keyed(subscriptions, subscription_id, key)
-    if job_id not in view.jobs:
-        raise NotFoundException("no such file")
-    job = await reads.get(job_id)
+    return await _file(reads, settings, job_id if job_id in view.jobs else None, path, byte_range, lambda job: True)
+
+
+async def _file(
+    reads: JobReads,
+    settings: Settings,
+    job_id: str | None,
+    path: str,
+    byte_range: str | None,
+    listed: Callable[[JobView], bool],
+) -> Response:
+    """A file of the job (which the feed ``listed``), with Range; 404 for anything else."""
+    job = await reads.get(job_id) if job_id is not None and is_job_id(job_id) else None
     relative = path.lstrip("/")
-    if job is None or relative not in view_files(job):
+    if job is None or job.deleted_at is not None or not listed(job) or relative not in view_files(job):
         raise NotFoundException("no such file")
     return media_response(resolve_media(settings.media_dir, relative), byte_range)
 
@@ -402,17 +412,14 @@ async def feed_file(
     byte_range: Annotated[str | None, HeaderParameter(name="Range", max_length=200)] = None,
 ) -> Response:
     feed = await feeds.opened_by(key)
-    job = await reads.get(job_id) if feed is not None and is_job_id(job_id) else None
-    relative = path.lstrip("/")
-    if (
-        feed is None
-        or job is None
-        or job.deleted_at is not None
-        or not feed.lists(job.owner, job.preset, job.options)
-        or relative not in view_files(job)
-    ):
-        raise NotFoundException("no such file")
-    return media_response(resolve_media(settings.media_dir, relative), byte_range)
+    return await _file(
+        reads,
+        settings,
+        job_id if feed is not None else None,
+        path,
+        byte_range,
+        lambda job: feed is not None and feed.lists(job.owner, job.preset, job.options),
+    )
 
 
 ROUTES = [
