@@ -39,7 +39,15 @@ class Feed(BaseModel):
         if self.kind == "preset":
             return preset == self.name
         folder = (options or DownloadOptions()).folder()
-        return folder is not None and (folder == self.name or folder.startswith(self.name + "/"))
+        if folder is None:
+            return False
+        # Its files may land under the feed's folder: the job's folder is it, inside it, or holds it (a show's
+        # folder under a library's Shows).
+        return folder == self.name or folder.startswith(self.name + "/") or self.name.startswith(folder + "/")
+
+    def holds(self, relative: str) -> bool:
+        """A file (relative to the media root) of a job the feed lists is in the feed."""
+        return self.kind == "preset" or relative.startswith(self.name + "/")
 
 
 def _digest(*parts: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
+from urllib.parse import unquote
 
 import feedparser
 import httpx
@@ -126,13 +127,22 @@ def test_a_subscription_as_a_show_with_nfo_artwork_and_its_podcast_feed(media):
             (enclosure,) = entry.enclosures
             ranged = httpx.get(enclosure.href, headers={"Range": "bytes=0-99"}, timeout=10)
             assert ranged.status_code == 206 and len(ranged.content) == 100 and int(enclosure.length) > 100
+        # A show's own folder, below the jobs' folder (Shows): only its files.
+        one_show_url = run_cli("feed", "--folder", "Shows/Named", "--api", base).stdout.strip()
+        one_show = feedparser.parse(httpx.get(one_show_url, timeout=10).content)
+        assert one_show.feed.title == "Named" and len(one_show.entries) == 2, one_show.entries
+        assert all("/Shows/Named/" in unquote(e.enclosures[0].href) for e in one_show.entries)
         made = httpx.post(f"{base}/api/feeds", json={"preset": "jellyfin-show"}, timeout=10)
         assert made.status_code == 200, made.text
         preset = feedparser.parse(httpx.get(made.json()["url"], timeout=10).content)
         assert [e.title for e in preset.entries] and len(preset.entries) == 2, preset.entries
         assert {e.title for e in preset.entries} < {e.title for e in folder.entries}
         listed = httpx.get(f"{base}/api/feeds", timeout=10).json()
-        assert sorted((f["kind"], f["name"]) for f in listed) == [("folder", "Shows"), ("preset", "jellyfin-show")]
+        assert sorted((f["kind"], f["name"]) for f in listed) == [
+            ("folder", "Shows"),
+            ("folder", "Shows/Named"),
+            ("preset", "jellyfin-show"),
+        ]
         # A file the preset's feed does not list, through its key: 404; so is a wrong key.
         preset_key = made.json()["url"].split("key=")[1]
         outside = [e.enclosures[0].href for e in folder.entries if e.title not in {p.title for p in preset.entries}]

@@ -155,8 +155,16 @@ async def podcast_feed(
     )
 
 
-def _rss(title: str, link: str, description: str, jobs: list[JobView], file_url: Callable[[str, str], str]) -> Response:
-    """RSS 2.0 with the iTunes tags: one item per finished file of ``jobs`` (newest first), at most MAX_FEED_ITEMS."""
+def _rss(
+    title: str,
+    link: str,
+    description: str,
+    jobs: list[JobView],
+    file_url: Callable[[str, str], str],
+    holds: Callable[[str], bool] = lambda relative: True,
+) -> Response:
+    """RSS 2.0 with the iTunes tags: one item per finished file of ``jobs`` (newest first) that the feed ``holds``,
+    at most MAX_FEED_ITEMS."""
     rss = ET.Element("rss", {"version": "2.0", "xmlns:itunes": ITUNES})
     channel = ET.SubElement(rss, "channel")
     for tag, text in (
@@ -172,7 +180,7 @@ def _rss(title: str, link: str, description: str, jobs: list[JobView], file_url:
         for item in job.items:
             relative = item.extract.file or item.download.file
             size = item.extract.size if item.extract.file else item.download.size
-            if not relative or item.status != "completed":
+            if not relative or item.status != "completed" or not holds(relative):
                 continue
             suffix = "." + relative.rsplit(".", 1)[-1].lower() if "." in relative else ""
             entry = ET.SubElement(channel, "item")
@@ -349,13 +357,14 @@ async def _named_feed(
 ) -> Response:
     feed = await _opened(feeds, kind, name.removesuffix(".xml"), key)
     base = str(request.base_url).rstrip("/")
-    title = f"{feed.name} (tubeflow)" if kind == "folder" else f"Preset {feed.name} (tubeflow)"
+    title = feed.name.rsplit("/", 1)[-1] if kind == "folder" else f"Preset {feed.name}"
     return _rss(
         title,
         base,
         f"What tubeflow downloaded into {feed.name}" if kind == "folder" else f"Jobs made with preset {feed.name}",
         await _listed(feed, hub, reads),
         lambda job, relative: f"{base}/feeds/files/{job}/{quote(relative)}?key={key}",
+        feed.holds,
     )
 
 
@@ -418,7 +427,9 @@ async def feed_file(
         job_id if feed is not None else None,
         path,
         byte_range,
-        lambda job: feed is not None and feed.lists(job.owner, job.preset, job.options),
+        lambda job: (
+            feed is not None and feed.lists(job.owner, job.preset, job.options) and feed.holds(path.lstrip("/"))
+        ),
     )
 
 
