@@ -19,7 +19,7 @@ from tests.support.media import make_clip
 BARE = """
 import sys, tempfile, threading, yt_dlp
 from concurrent.futures import ThreadPoolExecutor
-urls = sys.argv[1:]
+threads, urls = int(sys.argv[1]), sys.argv[2:]
 local = threading.local()
 out = tempfile.mkdtemp(prefix="bench-bare-")
 yt_dlp.YoutubeDL({"quiet": True})  # plugins loaded once, before the threads (loading them at once registers twice)
@@ -28,7 +28,7 @@ def fetch(url):
         local.ydl = yt_dlp.YoutubeDL({"quiet": True, "noprogress": True, "paths": {"home": out},
                                       "outtmpl": "%(id)s.%(ext)s"})
     local.ydl.download([url])
-with ThreadPoolExecutor(3) as pool:
+with ThreadPoolExecutor(threads) as pool:
     list(pool.map(fetch, urls))
 """
 
@@ -56,11 +56,17 @@ class PeakPss:
         self._thread.join()
 
 
-def bare_peak(urls: list[str]) -> float:
-    process = subprocess.Popen([sys.executable, "-c", BARE, *urls])
+def bare_peak(urls: list[str], threads: int = 3) -> float:
+    return bare_run(urls, threads)[0]
+
+
+def bare_run(urls: list[str], threads: int) -> tuple[float, float]:
+    """Bare yt-dlp downloading ``urls`` on ``threads`` threads: its peak PSS and its wall time."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", BARE, str(threads), *urls])
     with PeakPss(process.pid) as peak:
         process.wait(timeout=300)
-    return peak.peak
+    return peak.peak, time.perf_counter() - started
 
 
 def run_jobs(finished: FinishedJobs, urls: list[str]) -> tuple[float, int]:
@@ -121,6 +127,14 @@ def run(quick: bool) -> Report:
             {"TUBEFLOW_DOWNLOAD_CONCURRENCY": str(many)},
         )
         ideal = size / rate
+        bare_many_pss, bare_many = bare_run([media.url(media.fresh("clip.mp4"), rate=rate) for _ in range(many)], many)
+        report.add(
+            what=f"bare yt-dlp, the same {many} throttled downloads on {many} threads",
+            pss_mib=round(bare_many_pss, 1),
+            wall_s=round(bare_many, 2),
+            ideal_s=round(ideal, 2),
+            over_ideal_pct=round(100 * (bare_many / ideal - 1), 1),
+        )
         report.add(
             what=f"tubeflow up, {many} throttled downloads at once (concurrency {many}): peak PSS",
             pss_mib=throttled.peak,
@@ -130,6 +144,7 @@ def run(quick: bool) -> Report:
             wall_s=round(throttled.elapsed, 2),
             ideal_s=round(ideal, 2),
             over_ideal_pct=round(100 * (throttled.elapsed / ideal - 1), 1),
+            wall_ratio_to_bare=round(throttled.elapsed / bare_many, 2),
         )
     report.notes.append("PSS from /proc/<pid>/smaps_rollup over the process tree (shared pages split among sharers)")
     report.notes.append(
