@@ -5,9 +5,12 @@ write, a revoked one stops at once, none recoverable from storage), in `forward`
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
+import re
 import time
+from urllib.parse import unquote
 
 import httpx
 import nats
@@ -150,7 +153,9 @@ def test_two_users_each_see_only_their_own_jobs_and_an_admin_sees_all(media):
         alice, bob = {"Remote-User": "alice"}, {"Remote-User": "bob"}
         root = {"Remote-User": "root", "Remote-Groups": "admins"}
         mine = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip1.mp4"))}, headers=alice).json()
-        theirs = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip2.mp4"))}, headers=bob).json()
+        # Bob's lands in the same folder (a folder is only a name): a podcast feed of it is still each one's own.
+        theirs_body = {"url": media.url(media.fresh("clip2.mp4")), "output": {"folder": "alice/music"}}
+        theirs = proxy.post("/api/jobs", json=theirs_body, headers=bob).json()
         assert mine["owner"] == "alice" and theirs["owner"] == "bob"
 
         def done(job: str, who: dict) -> bool:
@@ -361,7 +366,9 @@ def test_a_file_an_output_folder_put_outside_the_job_folder_is_its_owners_to_rea
         alice, bob = {"Remote-User": "alice"}, {"Remote-User": "bob"}
         body = {"url": media.url(media.fresh("clip1.mp4")), "metadata": False, "output": {"folder": "alice/music"}}
         mine = proxy.post("/api/jobs", json=body, headers=alice).json()
-        theirs = proxy.post("/api/jobs", json={"url": media.url(media.fresh("clip2.mp4"))}, headers=bob).json()
+        # Bob's lands in the same folder (a folder is only a name): a podcast feed of it is still each one's own.
+        theirs_body = {"url": media.url(media.fresh("clip2.mp4")), "output": {"folder": "alice/music"}}
+        theirs = proxy.post("/api/jobs", json=theirs_body, headers=bob).json()
 
         def done(job: str, who: dict) -> dict | None:
             view = proxy.get(f"/api/jobs/{job}", headers=who).json()
@@ -379,4 +386,24 @@ def test_a_file_an_output_folder_put_outside_the_job_folder_is_its_owners_to_rea
         assert proxy.get(f"/media/{file}", params={"job": "x" * 100}, headers=bob).status_code == 422
         root = {"Remote-User": "root", "Remote-Groups": "admins"}
         assert proxy.get(f"/media/{file}", headers=root).status_code == 200
+
+        def feed(who: dict) -> tuple[str, list[str]]:
+            made = proxy.post("/api/feeds", json={"folder": "alice/music"}, headers=who)
+            assert made.status_code == 200, made.text
+            url = made.json()["url"]
+            enclosures = re.findall(r'<enclosure url="([^"]+)"', httpx.get(url, timeout=10).text)
+            return url, [html.unescape(e) for e in enclosures]
+
+        (alices, [alices_file]), (bobs, [bobs_file]) = feed(alice), feed(bob)
+        assert alices != bobs and unquote(alices_file).split("/alice/music/")[1].split("?")[0] == file.split("/")[-1]
+        assert "clip2" in unquote(bobs_file) and "clip1" in unquote(alices_file)
+        assert httpx.get(alices_file, timeout=10).status_code == 200
+        # Bob's key opens none of alice's files; he sees his own feed only.
+        bobs_key = bobs.split("key=")[1]
+        assert httpx.get(alices_file.split("?key=")[0] + f"?key={bobs_key}", timeout=10).status_code == 404
+        assert [f["name"] for f in proxy.get("/api/feeds", headers=bob).json()] == ["alice/music"]
+        assert proxy.delete("/api/feeds", params={"folder": "alice/music"}, headers=bob).status_code == 200
+        assert httpx.get(bobs, timeout=10).status_code == 404 and httpx.get(alices, timeout=10).status_code == 200
+        admins = feed(root)[1]
+        assert len(admins) == 2, admins  # an admin's feed: everyone's files in the folder
         proxy.close()
