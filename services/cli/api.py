@@ -4,8 +4,10 @@ one per line."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from typing import Any
 
 import httpx
 
@@ -29,6 +31,20 @@ def print_errors(answer: httpx.Response) -> int:
     for error in errors:
         print(f"error: {error.get('field')}: {error.get('message')}".replace("error: : ", "error: "), file=sys.stderr)
     return 2 if answer.status_code == 422 else 1
+
+
+def answer_of(args: argparse.Namespace, answer: httpx.Response | None, failed: int | None, expected: int = 200) -> Any:
+    """What a command does with ``call``'s answer: the exit code when the API did not answer or refused (its errors
+    said); with ``--json``, the answer printed on one line and 0; else the answer's JSON for the command to say."""
+    if answer is None:
+        return failed
+    if answer.status_code != expected:
+        return print_errors(answer)
+    found = answer.json()
+    if getattr(args, "json", False):
+        print(json.dumps(found))
+        return 0
+    return found
 
 
 def call(

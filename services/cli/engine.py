@@ -4,9 +4,8 @@ run time through its API (which installs and checks it; see services/engine/upda
 from __future__ import annotations
 
 import argparse
-import json
 
-from services.cli.api import call, print_errors
+from services.cli.api import answer_of, call
 
 # An install and its self-test may take a while on a slow index.
 TIMEOUT = 600.0
@@ -28,14 +27,10 @@ def run_engine(args: argparse.Namespace) -> int:
     else:
         body = {"version": args.version} if args.action == "update" and args.version else None
         answer, failed = call(args, "POST", f"/api/engine/{args.action}", body, TIMEOUT)
-    if answer is None:
-        return failed
-    if answer.status_code != 200:
-        return print_errors(answer)
-    found = answer.json()
-    if args.json:
-        print(json.dumps(found))
-    elif args.action == "show":
+    found = answer_of(args, answer, failed)
+    if isinstance(found, int):
+        return found
+    if args.action == "show":
         print(f"yt-dlp in force: {found['in_force']} (bundled {found['bundled']})")
         if found.get("previous"):
             print(f"  rollback goes to {found['previous']}")

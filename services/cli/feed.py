@@ -5,9 +5,8 @@ subscription's feed lists its jobs; a folder's, the files that land under it; a 
 from __future__ import annotations
 
 import argparse
-import json
 
-from services.cli.api import call, print_errors
+from services.cli.api import answer_of, call
 
 
 def add_feed_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,13 +47,8 @@ def run_feed(args: argparse.Namespace) -> int:
             answer, failed = call(args, "GET", path)
             if answer is not None and answer.status_code == 200 and answer.json().get("url") is None:
                 answer, failed = call(args, "POST", path)
-    if answer is None:
-        return failed
-    if answer.status_code != 200:
-        return print_errors(answer)
-    found = answer.json()
-    if args.json:
-        print(json.dumps(found))
-    else:
-        print(found["url"] or "no feed (revoked)")
+    found = answer_of(args, answer, failed)
+    if isinstance(found, int):
+        return found
+    print(found["url"] or "no feed (revoked)")
     return 0

@@ -9,7 +9,7 @@ import re
 import sys
 
 from contracts.schedule import DAYS, human_bytes
-from services.cli.api import call, print_errors
+from services.cli.api import answer_of, call, print_errors
 
 _WINDOW = re.compile(r"(?:(?P<days>[a-z,\-]+)\s+)?(?P<from>\d\d:\d\d(?::\d\d)?)-(?P<to>\d\d:\d\d(?::\d\d)?)")
 
@@ -58,14 +58,9 @@ def run_queue(args: argparse.Namespace) -> int:
     else:
         query = "?now=true" if action == "pause" and args.now else ""
         answer, failed = call(args, "POST", f"/api/queue/{action}{query}")
-    if answer is None:
-        return failed
-    if answer.status_code != 200:
-        return print_errors(answer)
-    state = answer.json()
-    if args.json:
-        print(json.dumps(state))
-        return 0
+    state = answer_of(args, answer, failed)
+    if isinstance(state, int):
+        return state
     paused = "paused" + (" (running downloads stopped)" if state.get("now") else "") if state["paused"] else "running"
     waiting = ", ".join(f"{w['priority']} {w['waiting']}" for w in state["items"] if w["waiting"])
     running = sum(len(w["running"]) for w in state["workers"])
@@ -84,14 +79,9 @@ def run_schedule(args: argparse.Namespace) -> int:
         if body is None:
             return 2
         answer, failed = call(args, "PUT", "/api/queue/schedule", body)
-    if answer is None:
-        return failed
-    if answer.status_code != 200:
-        return print_errors(answer)
-    schedule = answer.json()
-    if args.json:
-        print(json.dumps(schedule))
-        return 0
+    schedule = answer_of(args, answer, failed)
+    if isinstance(schedule, int):
+        return schedule
     print(describe(schedule))
     state, failed = call(args, "GET", "/api/queue")
     if state is not None and state.status_code == 200:

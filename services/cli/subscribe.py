@@ -4,9 +4,8 @@ check makes a job of every new entry (the job flags are `tubeflow get`'s)."""
 from __future__ import annotations
 
 import argparse
-import json
 
-from services.cli.api import api_base, call, print_errors
+from services.cli.api import answer_of, api_base, call
 from services.cli.get_options import job_body
 
 
@@ -46,14 +45,9 @@ def subscription_body(args: argparse.Namespace) -> dict:
 
 def run_subscribe(args: argparse.Namespace) -> int:
     answer, failed = call(args, "POST", "/api/subscriptions", subscription_body(args))
-    if answer is None:
-        return failed
-    if answer.status_code != 201:
-        return print_errors(answer)
-    view = answer.json()
-    if args.json:
-        print(json.dumps(view))
-    else:
-        state = "paused" if view["paused"] else f"checking every {view['interval']:g} s, first check now"
-        print(f"subscribed: {view['id']} ({state})\n  {api_base(args)}/api/subscriptions/{view['id']}")
+    view = answer_of(args, answer, failed, expected=201)
+    if isinstance(view, int):
+        return view
+    state = "paused" if view["paused"] else f"checking every {view['interval']:g} s, first check now"
+    print(f"subscribed: {view['id']} ({state})\n  {api_base(args)}/api/subscriptions/{view['id']}")
     return 0
