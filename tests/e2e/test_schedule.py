@@ -266,3 +266,33 @@ def test_the_operators_schedule_file_is_in_force_when_the_api_starts(tmp_path):
         assert schedule["outside"] == "wait" and schedule["running_at_window_end"] == "pause"
         status = httpx.get(f"{stack.base}/api/queue", timeout=10).json()["schedule"]
         assert status["set"] is True and status["budget"] == 2 << 20
+
+
+def test_split_streams_and_fragments_keep_to_the_budget_and_count_toward_today(media):
+    """DASH (video and audio apart, merged) and HLS with an audio group, under one budget: both complete, the server
+    sends no faster than the budget (a lower bound on the time: a loaded machine only makes it slower), and today's
+    bytes are what the server sent for them (every stream and fragment counted, none twice)."""
+    size = sum(p.stat().st_size for d in ("dash", "hls") for p in (media.root / d).iterdir())
+    budget = max(size // 3, 64 * 1024)  # about three seconds for both
+    with nats_server() as nats, tubeflow(nats.url, ["api", "progress", "downloader"]) as stack:
+        base = stack.base
+        _put(base, {"rate": str(budget)})
+        before = sum(media.sent.values())
+        began = time.monotonic()
+        jobs = [
+            _job(base, media.stream_url("dash", "manifest.mpd")),
+            _job(base, media.stream_url("hls", "master.m3u8")),
+        ]
+        views = [finished_job(base, job) for job in jobs]
+        elapsed = time.monotonic() - began
+        assert [v["status"] for v in views] == ["completed"] * 2, [v["error"] for v in views]
+        sent = sum(media.sent.values()) - before
+        assert elapsed >= 0.7 * sent / budget, (elapsed, sent, budget)
+        # Shared about twice a second: the last bytes come a moment after the job's end.
+        counted = wait_for(
+            lambda: (n := httpx.get(f"{base}/api/queue", timeout=10).json()["schedule"]["bytes"]) >= 0.98 * sent and n,
+            5,
+            "today's bytes",
+            lambda: f"{httpx.get(f'{base}/api/queue', timeout=10).json()['schedule']['bytes']} counted of {sent} sent",
+        )
+        assert counted <= sent, (counted, sent)
