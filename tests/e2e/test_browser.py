@@ -675,7 +675,7 @@ def test_the_library_view_lists_a_show_with_thumbnails_and_plays_an_episode(brow
             page.wait_for_selector("#connection[data-state=live]", timeout=10_000)
             page.wait_for_selector(f".job[data-job-id='{job}'] img.job-thumb", timeout=10_000)  # the card's thumbnail
             page.click("#views button[data-view=library]")
-            group = ".library-group:has(h2:text-is('Player Test'))"
+            group = ".library-group[data-group='Player Test']"
             thumb = page.wait_for_selector(f"{group} img.library-thumb", timeout=10_000)
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb, timeout=10_000)
             assert page.is_hidden("#jobs")
@@ -690,6 +690,12 @@ def test_the_library_view_lists_a_show_with_thumbnails_and_plays_an_episode(brow
             page.wait_for_function(
                 "Object.keys(localStorage).some((k) => k.startsWith('tubeflow-position:'))", timeout=15_000
             )
+            # The show's podcast feed, from its heading: a URL to copy, which a podcast app can read.
+            page.click(f"{group} .library-feed")
+            box = page.wait_for_selector(f"{group} input.library-feed-url", timeout=10_000)
+            url = box.input_value()
+            assert url.startswith(f"{stack.base}/feeds/folders/Shows%2FPlayer%20Test.xml?key="), url
+            assert httpx.get(url, timeout=10).text.count("<enclosure ") == 1
             page.click("#views button[data-view=jobs]")
             assert page.is_visible("#jobs")
         finally:

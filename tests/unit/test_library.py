@@ -249,3 +249,13 @@ def test_a_claim_on_the_show_s_artwork_left_by_a_dead_process_is_taken_over(tmp_
     os.utime(claim, (time.time() - 400, time.time() - 400))
     place_in_library(_info("a2"), _download(tmp_path, clip, "a2"), [], library, tmp_path, None, None)
     assert (show / "poster.jpg").read_bytes()[:3] == b"\xff\xd8\xff" and not claim.exists()
+
+
+def test_a_library_group_names_its_folder_for_a_feed():
+    from services.api.routes.library import group_of
+
+    assert group_of("Shows/Cooking/Season 2026/Cooking - S2026E120301 - x [a].mp4") == ("Cooking", "Shows/Cooking")
+    assert group_of("tv/Shows/Cooking/Season 2026/x.mp4") == ("Cooking", "tv/Shows/Cooking")
+    assert group_of("Music/Artist/Album/01 - x.mp3") == ("Artist", "Music/Artist")
+    assert group_of("Podcasts/x.mp3") == ("Podcasts", "Podcasts")
+    assert group_of("01m8yjdp19eh49sdtkyk4v9g4w/0001-x.mp4") == ("Downloads", None)

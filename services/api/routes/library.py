@@ -41,6 +41,9 @@ class LibraryItem(BaseModel):
 
 class LibraryGroup(BaseModel):
     name: str = Field(description="the show, or the folder (Downloads: files in their jobs' own folders)")
+    folder: str | None = Field(
+        default=None, description="the group's folder under the media root, for its podcast feed (POST /api/feeds)"
+    )
     items: list[LibraryItem]
 
 
@@ -48,17 +51,18 @@ class LibraryView(BaseModel):
     groups: list[LibraryGroup]
 
 
-def group_of(file: str) -> str:
+def group_of(file: str) -> tuple[str, str | None]:
+    """The group a file is shown in, and its folder (None: files in their jobs' own folders)."""
     parts = file.split("/")
     if is_job_id(parts[0].lower()) or len(parts) == 1:
-        return "Downloads"
+        return "Downloads", None
     shows = parts[:-1]
     for n, part in enumerate(shows):
         if part.startswith("Season ") and n >= 1:
-            return shows[n - 1]
+            return shows[n - 1], "/".join(shows[:n])
     if parts[0] == DEFAULT_FOLDERS["music"] and len(parts) >= 3:
-        return parts[1]
-    return posixpath.dirname(file)
+        return parts[1], "/".join(parts[:2])
+    return posixpath.dirname(file), posixpath.dirname(file)
 
 
 @get(
@@ -82,6 +86,7 @@ async def get_library(
     summaries.sort(key=lambda s: s.finished_at or s.created_at, reverse=True)
     views = await asyncio.gather(*(reads.get(s.id) for s in summaries[:limit]))
     groups: dict[str, list[LibraryItem]] = {}
+    folders: dict[str, str | None] = {}
     for view in views:
         if view is None or view.deleted_at is not None:
             continue
@@ -91,7 +96,8 @@ async def get_library(
                 continue
             beside = [f for f in (item.download.file, *item.download.files, item.extract.file) if f]
             ext = main.rsplit(".", 1)[-1].lower()
-            groups.setdefault(group_of(main), []).append(
+            name, folders[name] = group_of(main)
+            groups.setdefault(name, []).append(
                 LibraryItem(
                     job_id=view.id,
                     item_id=item.id,
@@ -105,7 +111,9 @@ async def get_library(
                     finished_at=view.finished_at,
                 )
             )
-    return LibraryView(groups=[LibraryGroup(name=name, items=items) for name, items in groups.items()])
+    return LibraryView(
+        groups=[LibraryGroup(name=name, folder=folders[name], items=items) for name, items in groups.items()]
+    )
 
 
 ROUTES = [get_library]

@@ -20,17 +20,41 @@ export function initLibrary({api, say, whoAmI}) {
     if (!response.ok) return say(`Library: HTTP ${response.status}`, true);
     const {groups} = await response.json();
     $("#library-groups").innerHTML = groups.length ? groups.map((group) =>
-      `<section class="library-group"><h2>${esc(group.name)}</h2><ul>` + group.items.map((item, n) =>
+      `<section class="library-group" data-group="${esc(group.name)}"><h2>${esc(group.name)}` +
+      (group.folder ? ` <button type="button" class="library-feed" title="An RSS feed of ${esc(group.folder)} for a podcast app">Podcast feed</button>` : "") +
+      `</h2><ul>` + group.items.map((item, n) =>
         `<li class="library-item" data-file="${esc(item.file)}" data-job="${esc(item.job_id)}" data-group="${esc(group.name)}" data-n="${n}">` +
         (item.thumb ? `<img class="library-thumb" loading="lazy" alt="" src="${esc(mediaUrl(item.thumb, item.job_id))}">` :
           `<span class="library-thumb none">${item.kind === "audio" ? "♪" : "▶"}</span>`) +
         `<button type="button" class="library-play">${esc(item.title)}</button></li>`).join("") + `</ul></section>`).join("") :
       `<p class="empty">Nothing finished yet${q ? " matches" : ""}.</p>`;
+    for (const button of document.querySelectorAll("#library-groups .library-feed")) {
+      const section = button.closest("section");
+      const group = groups.find((g) => g.name === section.dataset.group);
+      button.addEventListener("click", () => feed(section, group.folder));
+    }
     for (const button of document.querySelectorAll("#library-groups .library-play")) {
       const li = button.closest("li");
       const group = groups.find((g) => g.name === li.dataset.group);
       button.addEventListener("click", () => play(group.items[Number(li.dataset.n)]));
     }
+  }
+
+  // The person's podcast feed of the group's folder (made if none): its URL, selected, to copy into a podcast app.
+  async function feed(section, folder) {
+    const response = await api("/api/feeds", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({folder})});
+    if (!response.ok) return say(`Podcast feed: HTTP ${response.status}`, true);
+    const {url} = await response.json();
+    let box = section.querySelector(".library-feed-url");
+    if (!box) {
+      box = document.createElement("input");
+      box.className = "library-feed-url";
+      box.readOnly = true;
+      box.setAttribute("aria-label", `Podcast feed of ${folder}`);
+      section.querySelector("h2").after(box);
+    }
+    box.value = url;
+    box.select();
   }
 
   function play(item) {
