@@ -245,6 +245,7 @@ async def _file(
 # Finished jobs looked at, newest first, for a folder's or a preset's feed (the index is in memory; reading is bounded
 # by MAX_FEED_ITEMS views).
 MAX_SCANNED = 20_000
+SCAN_PAGE = 500
 MAX_PRESET_NAME = 64  # as a job request's `preset`
 
 
@@ -346,8 +347,19 @@ async def _listed(feed: Feed, hub: JobHub, reads: JobReads) -> list[JobView]:
     """The newest finished jobs the feed lists (at most MAX_FEED_ITEMS), from the index's summaries."""
     summaries = []
     for status in ("completed", "partial"):
-        found, _ = hub.index.page(limit=MAX_SCANNED, status=status, sort="finished", owner=feed.owner)
-        summaries += [s for s in found if feed.lists(s.owner, s.preset, s.options)]
+        # A page at a time, so that the event loop is held briefly and a feed that fills early stops reading.
+        cursor: str | None = None
+        matched = 0
+        for _ in range(MAX_SCANNED // SCAN_PAGE):
+            found, cursor = hub.index.page(
+                limit=SCAN_PAGE, status=status, sort="finished", owner=feed.owner, before=cursor
+            )
+            listed = [s for s in found if feed.lists(s.owner, s.preset, s.options)]
+            summaries += listed
+            matched += len(listed)
+            if cursor is None or matched >= MAX_FEED_ITEMS:
+                break
+            await asyncio.sleep(0)
     summaries.sort(key=lambda s: s.finished_at or s.created_at, reverse=True)
     return await _views(reads, [s.id for s in summaries[:MAX_FEED_ITEMS]])
 
