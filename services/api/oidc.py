@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import jwt
 
 from services.api.identity import USER_NAME, Identity, role_of
 
@@ -167,6 +166,8 @@ class OidcClient:
                     document = await self._get_json(found["jwks_uri"])
                 except (httpx.HTTPError, KeyError) as exc:
                     raise SignInError("provider_unreachable", f"the provider's keys could not be read: {exc}") from exc
+                import jwt  # PyJWT and cryptography (~12 MiB) only in a process that signs people in
+
                 keys: dict[str, Any] = {}
                 for entry in document.get("keys", [])[:100]:
                     if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
@@ -189,6 +190,8 @@ class OidcClient:
         """The claims of an ID token that passes every check (SignInError otherwise)."""
         if len(id_token) > MAX_ID_TOKEN:
             raise SignInError("token_invalid", "the ID token is too long")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(id_token)
         except jwt.PyJWTError as exc:

@@ -59,7 +59,7 @@ KILL_GRACE = 1.0
 # ``slot_process``).
 STALL = 5.0
 # Calls one slot process runs at once unless the settings say (TUBEFLOW_SLOT_LANES).
-LANES = 16
+LANES = 32
 START_TIMEOUT = 60.0
 
 

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
     download_concurrency: int = Field(default=3, ge=1, le=64)
     slot_lanes: int = Field(
-        default=16,
+        default=32,
         ge=1,
         le=64,
         description="yt-dlp calls one slot process runs at once, on threads sharing its memory (1: a process each)",

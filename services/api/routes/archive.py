@@ -14,7 +14,6 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 from litestar.response import Stream
-from stream_zip import ZIP_64, async_stream_zip
 
 from contracts.items import view_files
 from contracts.views import JobView
@@ -48,11 +47,11 @@ def job_files(view: JobView, media_dir: Path) -> list[tuple[str, Path]]:
     return out
 
 
-async def _members(files: list[tuple[str, Path]]) -> AsyncIterator[tuple]:
+async def _members(files: list[tuple[str, Path]], zip64: object) -> AsyncIterator[tuple]:
     for name, path in files:
         stat = path.stat()
         modified = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
-        yield name, modified, 0o644, ZIP_64, _chunks(path)
+        yield name, modified, 0o644, zip64, _chunks(path)
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -79,8 +78,13 @@ async def job_archive(
     files = await anyio.to_thread.run_sync(job_files, view, settings.media_dir)
     if not files:
         raise NotFoundException(f"job {job_id} has no files (yet)")
+    # stream-zip and pycryptodome (~12 MiB) imported by the first archive asked for, not by every API process
+    from stream_zip import ZIP_64, async_stream_zip
+
     body = async_stream_zip(
-        _members(files), chunk_size=CHUNK, get_compressobj=lambda: zlib.compressobj(level=0, wbits=-zlib.MAX_WBITS)
+        _members(files, ZIP_64),
+        chunk_size=CHUNK,
+        get_compressobj=lambda: zlib.compressobj(level=0, wbits=-zlib.MAX_WBITS),
     )
     name = f"tubeflow-{job_id}.zip"
     return Stream(body, media_type="application/zip", headers={"Content-Disposition": f'attachment; filename="{name}"'})
