@@ -12,6 +12,8 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from bench.harness import FinishedJobs, Report, media_server, process_tree, pss_mib, tubeflow
 from tests.support.media import make_clip
@@ -100,6 +102,40 @@ def measured(warm_url: str, urls: list[str], env: dict[str, str] | None = None) 
     return Measured(idle, peak.peak, peak.processes, elapsed, completed)
 
 
+def zygotes(pid: int) -> list[int]:
+    """The zygote and slot processes in a tree (they share the zygote's command line)."""
+    found = []
+    for p in process_tree(pid):
+        try:
+            if "services.engine.zygote" in Path(f"/proc/{p}/cmdline").read_text():
+                found.append(p)
+        except OSError:
+            pass
+    return found
+
+
+def idle_without_yt_dlp(fresh: Callable[[], str], idle_seconds: int) -> tuple[float, float, float]:
+    """A fresh `tubeflow up` whose idle slots and zygote end after ``idle_seconds``: one job to warm it; one more,
+    timed (warm); its PSS once no zygote or slot is left; one more job, timed (it starts a zygote and a slot)."""
+    with tubeflow("", ["up"], {"TUBEFLOW_SLOT_IDLE_SECONDS": str(idle_seconds)}) as stack:
+        up = stack.processes[0].pid
+        finished = FinishedJobs(stack.base)
+        try:
+            assert run_jobs(finished, [fresh()])[1] == 1, "the warm-up job failed"
+            warm, done = run_jobs(finished, [fresh()])
+            deadline = time.monotonic() + idle_seconds * 3 + 30
+            while zygotes(up):
+                assert time.monotonic() < deadline, "the idle slots and zygote did not end"
+                time.sleep(0.5)
+            time.sleep(1.0)
+            idle = pss_mib(up)
+            cold, done_cold = run_jobs(finished, [fresh()])
+            assert done == done_cold == 1, "a timed job did not complete"
+        finally:
+            finished.close()
+    return idle, warm, cold
+
+
 def run(quick: bool) -> Report:
     count = 6 if quick else 20
     many = 10 if quick else 50
@@ -119,6 +155,14 @@ def run(quick: bool) -> Report:
             processes=small.processes,
             completed=small.completed,
         )
+        idle, warm, cold = idle_without_yt_dlp(lambda: media.url(media.fresh("small.mp4")), 3)
+        report.add(
+            what="tubeflow up, idle once its slots and zygote ended (TUBEFLOW_SLOT_IDLE_SECONDS=3)",
+            pss_mib=idle,
+            ratio=round(idle / bare, 2),
+        )
+        report.add(what="… one small clip, POST to completed: warm slot", wall_s=round(warm, 3))
+        report.add(what="… the same once they had ended (a new zygote and slot)", wall_s=round(cold, 3))
         size = (media.root / "clip.mp4").stat().st_size
         rate = size // (2 if quick else 8)  # each download takes 8 s alone
         throttled = measured(

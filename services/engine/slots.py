@@ -40,7 +40,7 @@ from typing import Any, Callable
 from contracts.options import DownloadOptions
 from services.engine.media import Downloaded, PlaylistPlace, Probes, ProgressHook, Resolution, Reuse
 from services.engine.realsites import RealSites
-from services.engine.zygote import zygote
+from services.engine.zygote import start_slot
 from services.runtime.addresses import AddressPolicy
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
@@ -60,6 +60,11 @@ KILL_GRACE = 1.0
 STALL = 5.0
 # Calls one slot process runs at once unless the settings say (TUBEFLOW_SLOT_LANES).
 LANES = 32
+# Seconds a slot process with nothing to do is kept before it ends (TUBEFLOW_SLOT_IDLE_SECONDS; 0: kept). Its zygote
+# ends too once it has no slot left for as long (``zygote``); the next call forks a new one (~0.1 s), or starts a new
+# zygote first (~1 s). An idle stack then holds no yt-dlp at all, and a slot's memory (yt-dlp's caches, the heap a
+# long run leaves) does not stay with the service for good.
+IDLE_SECONDS = 300.0
 START_TIMEOUT = 60.0
 
 
@@ -78,6 +83,8 @@ class SlotConfig:
     sites: RealSites = field(default_factory=RealSites)
     # Calls one process runs at once, on threads sharing its memory (1: a process per call).
     lanes: int = LANES
+    # Seconds an idle slot process (and its zygote, once it has no slot) is kept (0: kept while the service runs).
+    idle_seconds: float = IDLE_SECONDS
     # Seconds yt-dlp sleeps between its requests for a download from a site (TUBEFLOW_SITE_PACING's requests:…).
     request_sleeps: tuple[tuple[str, float], ...] = ()
     # The yt-dlp the slots run: a folder put first on their sys.path (an update, services.engine.updates); None:
@@ -102,6 +109,7 @@ class SlotConfig:
             ),
             sites=sites or RealSites.from_settings(settings),
             lanes=settings.slot_lanes,
+            idle_seconds=settings.slot_idle_seconds,
         )
 
 
@@ -122,6 +130,7 @@ class _Host:
         self.number = number
         self.lanes = lanes
         self.taken = 0  # lanes handed out (by the pool, under its lock)
+        self.idle_since = time.monotonic()  # when ``taken`` last became 0
         # Runs a yt-dlp the pool no longer starts calls on (it switched): ended once its calls are done.
         self.retired = False
         self._calls: dict[int, queue.Queue[tuple]] = {}
@@ -132,7 +141,7 @@ class _Host:
         self.heard = time.monotonic()
         ours, theirs = multiprocessing.Pipe(duplex=True)
         try:
-            self._pid = zygote(config.engine_path).start(replace(config, lanes=lanes), theirs.fileno())
+            self._pid = start_slot(replace(config, lanes=lanes), theirs.fileno())
         except (OSError, RuntimeError) as exc:
             raise MediaError(
                 "worker_unavailable", f"no yt-dlp slot process could be started: {exc}", transient=True
@@ -300,7 +309,7 @@ class _Host:
 
 class SlotPool:
     """The MediaTool the downloader uses: ``size`` calls at once, in slot processes of ``lanes`` calls each (a
-    process started when the ones running are full; an idle service keeps one)."""
+    process started when the ones running are full; one idle for ``config.idle_seconds`` ends)."""
 
     def __init__(
         self,
@@ -332,6 +341,8 @@ class SlotPool:
         self._started = 0
         self._probes = Probes()
         self._closed = False
+        self._reaper: threading.Thread | None = None
+        self._wake = threading.Event()
 
     @property
     def probes_reused(self) -> int:
@@ -352,6 +363,7 @@ class SlotPool:
 
     def close(self) -> None:
         self._closed = True
+        self._wake.set()
         with self._lock:
             hosts = list(self._slots) + list(self._retired)
         for host in hosts:
@@ -359,7 +371,23 @@ class SlotPool:
 
     def _start(self, lanes: int) -> _Host:
         self._started += 1
+        if self._reaper is None and self.config.idle_seconds > 0:
+            self._reaper = threading.Thread(target=self._reap, name="slot-reaper", daemon=True)
+            self._reaper.start()
         return _Host(self.config, self._started, lanes)
+
+    def _reap(self) -> None:
+        """End the shared processes that have had no call for ``config.idle_seconds`` (taken off the list under the
+        lock first, so no call can be handed one as it ends)."""
+        idle_seconds = self.config.idle_seconds
+        while not self._wake.wait(min(5.0, idle_seconds / 4)):
+            now = time.monotonic()
+            with self._lock:
+                ending = [h for h in self._slots if h.alive and not h.taken and now - h.idle_since >= idle_seconds]
+                self._slots = [h for h in self._slots if h not in ending]
+            for host in ending:
+                log.debug("slot %s idle for %g s: ended", host.number, idle_seconds)
+                host.kill("innocent")
 
     def switch(self, engine_path: str | None) -> None:
         """New calls run on the yt-dlp in ``engine_path`` (None: the bundled one), in slot processes forked from a
@@ -410,6 +438,8 @@ class SlotPool:
             return
         with self._lock:
             host.taken -= 1
+            if not host.taken:
+                host.idle_since = time.monotonic()
             done = host.retired and not host.taken
         if done:
             host.kill("innocent")

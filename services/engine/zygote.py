@@ -11,19 +11,22 @@ A request is one message on a Unix socket (``SOCK_SEQPACKET``): the slot's pickl
 of its pipe to the service passed along (``SCM_RIGHTS``); the answer is the new process's pid. The slot's parent is
 this process, which reaps it (``SIGCHLD`` ignored) and ends, taking its slots and their ffmpeg along (each slot's
 process group is killed, and the slots have a parent-death signal), when the service's end of the socket closes,
-however the service went.
+however the service went. It also ends by itself once it has had no slot and no request for ``idle_seconds`` (the
+pool ends its idle slots after as long): ``start_slot`` then starts a new one.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 START_TIMEOUT = 60.0
@@ -41,10 +44,11 @@ class Zygote:
         self._lock = threading.Lock()
 
     @classmethod
-    def spawn(cls, engine_path: str | None = None) -> "Zygote":
-        """The zygote as a program of its own (``python -m services.engine.zygote FD``); ``engine_path``: a folder
-        holding another yt-dlp, put first on its ``sys.path`` (an update installed at run time, services.engine.
-        updates)."""
+    def spawn(cls, engine_path: str | None = None, idle_seconds: float = 0.0) -> "Zygote":
+        """The zygote as a program of its own (``python -m services.engine.zygote FD IDLE``); ``engine_path``: a
+        folder holding another yt-dlp, put first on its ``sys.path`` (an update installed at run time, services.
+        engine.updates); ``idle_seconds``: how long it stays with no slot and no request (0: while the service
+        runs)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = None
         if engine_path is not None:
@@ -53,7 +57,7 @@ class Zygote:
                 "PYTHONPATH": os.pathsep.join(p for p in (engine_path, os.environ.get("PYTHONPATH")) if p),
             }
         process = subprocess.Popen(
-            [sys.executable, "-B", "-m", "services.engine.zygote", str(theirs.fileno())],
+            [sys.executable, "-B", "-m", "services.engine.zygote", str(theirs.fileno()), repr(float(idle_seconds))],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
@@ -83,6 +87,10 @@ class Zygote:
             raise OSError("the yt-dlp zygote is gone")
         return _PID.unpack(answer)[0]
 
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
     def close(self) -> None:
         """The zygote ends (and its slots with it)."""
         self._sock.close()
@@ -93,13 +101,13 @@ class Zygote:
             self._process.wait()
 
 
-def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygote
+def _serve(sock: socket.socket, idle_seconds: float) -> None:  # pragma: no cover - runs in the zygote
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the terminal is the service's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # slots are reaped by the kernel
     slots: list[int] = []
     try:
-        _fork_slots(sock, slots)
+        _fork_slots(sock, slots, idle_seconds)
     finally:
         # The service is gone: so are its slots and what they run. Each slot leads a process group of its own
         # with its ffmpeg in it; the slot's parent-death signal alone would leave an ffmpeg merging (issue 26).
@@ -110,14 +118,24 @@ def _serve(sock: socket.socket) -> None:  # pragma: no cover - runs in the zygot
                 pass
 
 
-def _fork_slots(sock: socket.socket, slots: list[int]) -> None:  # pragma: no cover - runs in the zygote
+def _fork_slots(sock: socket.socket, slots: list[int], idle_seconds: float) -> None:  # pragma: no cover
+    asked = time.monotonic()
     while True:
+        if idle_seconds > 0:
+            # Idle: no slot of ours lives and nothing was asked for ``idle_seconds``: this process ends (the service
+            # starts another when it next needs one). Looked at every few seconds while it waits for a request.
+            if not select.select([sock], [], [], min(5.0, idle_seconds / 4))[0]:
+                slots[:] = [pid for pid in slots if _alive(pid)]
+                if not slots and time.monotonic() - asked >= idle_seconds:
+                    return
+                continue
         try:
             payload, fds, _flags, _address = socket.recv_fds(sock, MAX_REQUEST, 1)
         except OSError:
             return
         if not payload:
             return  # the service is gone
+        asked = time.monotonic()
         slots[:] = [pid for pid in slots if _alive(pid)]
         pid = os.fork()
         if pid == 0:
@@ -150,17 +168,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# This process's zygotes, one per yt-dlp it runs (None: the bundled one), each started when a pool first needs it.
-# One replaced by an update stays until the process ends: slots forked from it may still be running.
-_zygotes: dict[str | None, Zygote] = {}
+# This process's zygotes, one per yt-dlp it runs (None: the bundled one) and idle time, each started when a pool
+# first needs it. One replaced by an update stays until it is idle (or the process ends): slots forked from it may
+# still be running.
+_zygotes: dict[tuple[str | None, float], Zygote] = {}
 _zygote_lock = threading.Lock()
 
 
-def zygote(engine_path: str | None = None) -> Zygote:
+def zygote(engine_path: str | None = None, idle_seconds: float = 0.0) -> Zygote:
+    """This process's zygote for ``engine_path``, started if there is none or it has ended (idle)."""
     with _zygote_lock:
-        if engine_path not in _zygotes:
-            _zygotes[engine_path] = Zygote.spawn(engine_path)
-        return _zygotes[engine_path]
+        found = _zygotes.get((engine_path, idle_seconds))
+        if found is None or not found.alive:
+            if found is not None:
+                found.close()
+            _zygotes[(engine_path, idle_seconds)] = found = Zygote.spawn(engine_path, idle_seconds)
+        return found
+
+
+def start_slot(config: Any, conn_fd: int) -> int:
+    """A slot process forked for ``config`` (its ``engine_path`` and ``idle_seconds`` choose and keep the zygote):
+    its pid. A zygote that ended as it was asked (idle) is replaced and asked again, once."""
+    for attempt in (1, 2):
+        found = zygote(config.engine_path, config.idle_seconds)
+        try:
+            return found.start(config, conn_fd)
+        except OSError:
+            try:
+                found._process.wait(5)  # it was ending: gone in a moment
+            except subprocess.TimeoutExpired:
+                pass
+            if attempt == 2 or found.alive:
+                raise
+    raise AssertionError("unreachable")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m services.engine.zygote FD`
@@ -168,4 +208,4 @@ if __name__ == "__main__":  # pragma: no cover - `python -m services.engine.zygo
     import services.engine.preload  # noqa: F401
 
     control.send(b"ready")
-    _serve(control)
+    _serve(control, float(sys.argv[2]) if len(sys.argv) > 2 else 0.0)

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         le=64,
         description="yt-dlp calls one slot process runs at once, on threads sharing its memory (1: a process each)",
     )
+    slot_idle_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="seconds an idle yt-dlp slot process, and then its zygote, is kept before it ends (0: kept)",
+    )
     extract_concurrency: int = Field(default=2, ge=1, le=64)
     allow_private_urls: bool = False
     max_playlist_items: int = Field(default=1000, ge=1)

@@ -21,7 +21,7 @@ from services.runtime.addresses import AddressPolicy, parse_networks
 from services.runtime.cancellation import Aborted, CancelToken
 from services.runtime.failures import MediaError
 from tests.support.media import as_served
-from tests.support.processes import processes_mentioning
+from tests.support.processes import processes_mentioning, wait_for
 
 LOOPBACK_ONLY = AddressPolicy(allowed_networks=parse_networks("127.0.0.0/8"))
 
@@ -307,3 +307,46 @@ def test_what_came_out_is_measured_when_ytdlp_did_not_know_it(pool, media, tmp_p
     assert chosen["vcodec"] == "avc1" and chosen["acodec"] == "mp4a", chosen  # as yt-dlp names them
     assert chosen["duration"] == pytest.approx(6.0 if page else 2.0, abs=0.2), chosen
     assert chosen["bitrate"] > 0, chosen
+
+
+def _zygote_family(idle: str) -> list[int]:
+    """The zygote started with idle time ``idle`` and the slot processes it forked (they share its command line)."""
+    found = []
+    for pid in processes_mentioning("services.engine.zygote"):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_text().split("\0")[-2] == idle:
+                found.append(pid)
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def test_an_idle_slot_then_its_zygote_end_and_the_next_call_starts_them_again(media, tmp_path):
+    pool = SlotPool(2, SlotConfig(policy=LOOPBACK_ONLY, idle_seconds=1.25), resolve_timeout=60, download_timeout=60)
+    try:
+        url = media.url(media.fresh("clip1.mp4"))
+        assert pool.resolve(url, max_items=10).kind == "video"
+        first = _zygote_family("1.25")
+        assert len(first) == 2, f"expected the zygote and one slot: {first}"
+        # A download longer than the idle time: its slot is busy, not idle, and is not ended under it.
+        began = time.monotonic()
+        done = pool.download(
+            media.url(media.fresh("long.mp4"), rate=150_000),  # ~3 s
+            directory=tmp_path,
+            stem="0001",
+            format=None,
+            hook=lambda d: None,
+            options=as_served(),
+        )
+        assert done.path.is_file()
+        assert time.monotonic() - began > 2.5, "the download was too quick to outlast the idle time"
+        assert pool.processes_started == 1, "a busy slot process was ended"
+        wait_for(lambda: not _zygote_family("1.25"), 20, "the idle slot and then its zygote to end", _zygote_family)
+        # The next call starts a zygote and a slot again.
+        assert pool.resolve(media.url(media.fresh("clip1.mp4")), max_items=10).kind == "video"
+        again = _zygote_family("1.25")
+        assert len(again) == 2 and not set(again) & set(first)
+        assert pool.processes_started == 2
+    finally:
+        pool.close()
+    wait_for(lambda: not _zygote_family("1.25"), 20, "the pool's processes to end with it", _zygote_family)
