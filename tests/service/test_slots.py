@@ -331,7 +331,7 @@ def test_an_idle_slot_then_its_zygote_end_and_the_next_call_starts_them_again(me
         # A download longer than the idle time: its slot is busy, not idle, and is not ended under it.
         began = time.monotonic()
         done = pool.download(
-            media.url(media.fresh("long.mp4"), rate=150_000),  # ~3 s
+            media.url(media.fresh("long.mp4"), rate=(media.root / "long.mp4").stat().st_size // 4),  # ~4 s
             directory=tmp_path,
             stem="0001",
             format=None,
