@@ -134,6 +134,8 @@ class ScheduleGate:
         self.schedule = schedule
         self._window = None
         self._wake()
+        if schedule is not None and self.transfers:
+            self.beat_now.set()  # the others learn of this process's running downloads under it at once
 
     def _wake(self) -> None:
         self._changed.set()
@@ -254,14 +256,22 @@ class ScheduleGate:
         transfer.on_size = lambda: loop.call_soon_threadsafe(self._poke.set)
         self.transfers[transfer.key] = transfer
         self._stopped.pop(transfer.key, None)
-        self.beat_now.set()
+        self._beat_if_scheduled()
         return transfer
 
     def end(self, transfer: Transfer) -> None:
         self._count(transfer)
         if self.transfers.get(transfer.key) is transfer:
             del self.transfers[transfer.key]
-        self.beat_now.set()
+        self._beat_if_scheduled()
+
+    def _beat_if_scheduled(self) -> None:
+        """Under a schedule the other processes share the budget and the caps by this process's running downloads:
+        its heartbeat goes out as soon as they change. Without one, the heartbeat keeps its pace (every HEARTBEAT s):
+        two beats per item, each a KV write every API and downloader process reads, were a fifth of a small item's
+        cost in the downloader alone."""
+        if self.schedule is not None:
+            self.beat_now.set()
 
     def stopped(self, key: str) -> Hold | None:
         """Why the schedule stopped the item's download (its token's reason is "schedule"); asked once."""
