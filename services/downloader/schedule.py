@@ -267,9 +267,9 @@ class ScheduleGate:
 
     def _beat_if_scheduled(self) -> None:
         """Under a schedule the other processes share the budget and the caps by this process's running downloads:
-        its heartbeat goes out as soon as they change. Without one, the heartbeat keeps its pace (every HEARTBEAT s):
-        two beats per item, each a KV write every API and downloader process reads, were a fifth of a small item's
-        cost in the downloader alone."""
+        its heartbeat goes out as soon as they change. Without one, the heartbeat keeps its pace (every HEARTBEAT s)
+        rather than two more per item, each a KV write that every API and downloader process reads (364 beats for
+        103 small jobs, counted in a profile; 7 at the pace)."""
         if self.schedule is not None:
             self.beat_now.set()
 
