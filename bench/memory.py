@@ -12,11 +12,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from bench.harness import FinishedJobs, Report, media_server, process_tree, pss_mib, tubeflow
 from tests.support.media import make_clip
+from tests.support.processes import processes_mentioning
 
 BARE = """
 import sys, tempfile, threading, yt_dlp
@@ -104,14 +104,7 @@ def measured(warm_url: str, urls: list[str], env: dict[str, str] | None = None) 
 
 def zygotes(pid: int) -> list[int]:
     """The zygote and slot processes in a tree (they share the zygote's command line)."""
-    found = []
-    for p in process_tree(pid):
-        try:
-            if "services.engine.zygote" in Path(f"/proc/{p}/cmdline").read_text():
-                found.append(p)
-        except OSError:
-            pass
-    return found
+    return sorted(set(process_tree(pid)) & set(processes_mentioning("services.engine.zygote")))
 
 
 def idle_without_yt_dlp(fresh: Callable[[], str], idle_seconds: int) -> tuple[float, float, float]:

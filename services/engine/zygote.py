@@ -91,6 +91,14 @@ class Zygote:
     def alive(self) -> bool:
         return self._process.poll() is None
 
+    def ended(self, timeout: float) -> bool:
+        """Whether the process is gone, or goes within ``timeout`` s (one ending as it was asked: idle)."""
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def close(self) -> None:
         """The zygote ends (and its slots with it)."""
         self._sock.close()
@@ -194,11 +202,7 @@ def start_slot(config: Any, conn_fd: int) -> int:
         try:
             return found.start(config, conn_fd)
         except OSError:
-            try:
-                found._process.wait(5)  # it was ending: gone in a moment
-            except subprocess.TimeoutExpired:
-                pass
-            if attempt == 2 or found.alive:
+            if attempt == 2 or not found.ended(5.0):
                 raise
     raise AssertionError("unreachable")
 
